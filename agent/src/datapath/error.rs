@@ -1,0 +1,45 @@
+use std::path::PathBuf;
+
+/// Everything that can go wrong driving the eBPF datapath.
+#[derive(Debug, thiserror::Error)]
+pub enum DatapathError {
+    #[error("loading the eBPF object failed (are you root, with BPF enabled?)")]
+    Load(#[source] aya::EbpfError),
+    #[error("program {0} is not in the eBPF object")]
+    MissingProgram(&'static str),
+    #[error("map {0} is not in the eBPF object")]
+    MissingMap(&'static str),
+    #[error("program {name}")]
+    Program {
+        name: &'static str,
+        #[source]
+        source: aya::programs::ProgramError,
+    },
+    #[error("attaching {program} to {iface}")]
+    Attach {
+        program: &'static str,
+        iface: String,
+        #[source]
+        source: aya::programs::ProgramError,
+    },
+    #[error("detaching from {iface}")]
+    Detach {
+        iface: String,
+        #[source]
+        source: aya::programs::ProgramError,
+    },
+    #[error("reading map {name}")]
+    Map {
+        name: &'static str,
+        #[source]
+        source: aya::maps::MapError,
+    },
+    #[error("setting up the datapath log reader")]
+    Logs(#[source] aya_log::Error),
+    #[error("bpffs at {path}")]
+    Bpffs {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+}

@@ -1,0 +1,205 @@
+//! The eBPF datapath as user space sees it: load the embedded object, attach its programs to
+//! interfaces, read its maps, forward its logs.
+//!
+//! Interface names are resolved in the network namespace of the calling thread, so callers that
+//! attach inside another namespace do so from a thread that has entered it.
+
+pub mod bpffs;
+mod counters;
+mod error;
+mod log_level;
+pub mod logs;
+pub mod object;
+
+use std::path::{Path, PathBuf};
+
+use aya::{
+    Ebpf, EbpfLoader,
+    programs::{SchedClassifier, TcAttachType, Xdp, XdpMode, tc::SchedClassifierLinkId, xdp::XdpLinkId},
+};
+use skiff_common::names;
+
+pub use counters::Counters;
+pub use error::DatapathError;
+pub use log_level::LogLevel;
+
+/// Where the agent pins its maps unless told otherwise.
+pub const DEFAULT_PIN_DIR: &str = "/sys/fs/bpf/skiff";
+
+/// How to load the datapath.
+#[derive(Debug, Clone)]
+pub struct DatapathConfig {
+    /// bpffs directory for pinned maps; created (and bpffs mounted) when missing.
+    pub pin_dir: PathBuf,
+    /// Which aya-log statements in the programs are live; `Off` makes logging cost one load+compare.
+    pub log_level: LogLevel,
+}
+
+impl Default for DatapathConfig {
+    fn default() -> Self {
+        Self { pin_dir: PathBuf::from(DEFAULT_PIN_DIR), log_level: LogLevel::Info }
+    }
+}
+
+/// Traffic direction for a TC program.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TcDirection {
+    Ingress,
+    Egress,
+}
+
+impl TcDirection {
+    fn program(self) -> &'static str {
+        match self {
+            TcDirection::Ingress => names::PROG_TC_INGRESS,
+            TcDirection::Egress => names::PROG_TC_EGRESS,
+        }
+    }
+
+    fn attach_type(self) -> TcAttachType {
+        match self {
+            TcDirection::Ingress => TcAttachType::Ingress,
+            TcDirection::Egress => TcAttachType::Egress,
+        }
+    }
+}
+
+#[derive(Debug)]
+enum LinkId {
+    Xdp(XdpLinkId),
+    Tc(TcDirection, SchedClassifierLinkId),
+}
+
+/// One program attached to one interface.
+#[derive(Debug)]
+struct Attachment {
+    iface: String,
+    link: LinkId,
+}
+
+/// The loaded datapath. Dropping it detaches every program it attached.
+#[derive(Debug)]
+pub struct Datapath {
+    ebpf: Ebpf,
+    attachments: Vec<Attachment>,
+    pin_dir: PathBuf,
+}
+
+impl Datapath {
+    /// Loads every program and map into the kernel (the verifier runs here, so a bad program fails
+    /// now rather than at attach time). Maps are pinned under `config.pin_dir` and reused if a
+    /// previous agent left them there.
+    pub fn load(config: &DatapathConfig) -> Result<Self, DatapathError> {
+        bpffs::ensure_dir(&config.pin_dir)?;
+        let level = config.log_level.as_u8();
+        let mut ebpf = EbpfLoader::new()
+            .default_map_pin_directory(&config.pin_dir)
+            .override_global(names::GLOBAL_LOG_LEVEL, &level, true)
+            .load(object::OBJECT)
+            .map_err(DatapathError::Load)?;
+
+        program_mut::<Xdp>(&mut ebpf, names::PROG_XDP)?
+            .load()
+            .map_err(|source| DatapathError::Program { name: names::PROG_XDP, source })?;
+        for name in [names::PROG_TC_INGRESS, names::PROG_TC_EGRESS] {
+            program_mut::<SchedClassifier>(&mut ebpf, name)?
+                .load()
+                .map_err(|source| DatapathError::Program { name, source })?;
+        }
+        Ok(Self { ebpf, attachments: Vec::new(), pin_dir: config.pin_dir.clone() })
+    }
+
+    /// The bpffs directory holding this datapath's pinned maps.
+    pub fn pin_dir(&self) -> &Path {
+        &self.pin_dir
+    }
+
+    /// Attaches the XDP program to `iface` (driver mode where the driver supports it, else generic).
+    pub fn attach_xdp(&mut self, iface: &str) -> Result<(), DatapathError> {
+        let prog = program_mut::<Xdp>(&mut self.ebpf, names::PROG_XDP)?;
+        let id = prog.attach(iface, XdpMode::default()).map_err(|source| DatapathError::Attach {
+            program: names::PROG_XDP,
+            iface: iface.to_owned(),
+            source,
+        })?;
+        self.attachments.push(Attachment { iface: iface.to_owned(), link: LinkId::Xdp(id) });
+        Ok(())
+    }
+
+    /// Attaches the TC program for `direction` to `iface` as a tcx link (kernel ≥ 6.6), falling
+    /// back to a clsact qdisc filter on older kernels.
+    pub fn attach_tc(&mut self, iface: &str, direction: TcDirection) -> Result<(), DatapathError> {
+        let name = direction.program();
+        let prog = program_mut::<SchedClassifier>(&mut self.ebpf, name)?;
+        if !has_tcx() {
+            // Legacy netlink attach needs the qdisc; "exists" is fine.
+            let _ = aya::programs::tc::qdisc_add_clsact(iface);
+        }
+        let id = prog.attach(iface, direction.attach_type()).map_err(|source| DatapathError::Attach {
+            program: name,
+            iface: iface.to_owned(),
+            source,
+        })?;
+        self.attachments.push(Attachment { iface: iface.to_owned(), link: LinkId::Tc(direction, id) });
+        Ok(())
+    }
+
+    /// Interfaces and hooks currently attached, for reports.
+    pub fn attached(&self) -> Vec<(String, &'static str)> {
+        self.attachments
+            .iter()
+            .map(|a| {
+                let hook = match a.link {
+                    LinkId::Xdp(_) => "xdp",
+                    LinkId::Tc(TcDirection::Ingress, _) => "tc-ingress",
+                    LinkId::Tc(TcDirection::Egress, _) => "tc-egress",
+                };
+                (a.iface.clone(), hook)
+            })
+            .collect()
+    }
+
+    /// Detaches every program this datapath attached, carrying on past failures and returning the
+    /// first one. A link whose detach failed stays owned by its program and goes when `self` drops.
+    pub fn detach_all(&mut self) -> Result<(), DatapathError> {
+        let mut first_err = None;
+        for Attachment { iface, link } in std::mem::take(&mut self.attachments) {
+            let result = match link {
+                LinkId::Xdp(id) => program_mut::<Xdp>(&mut self.ebpf, names::PROG_XDP)?.detach(id),
+                LinkId::Tc(direction, id) => {
+                    program_mut::<SchedClassifier>(&mut self.ebpf, direction.program())?.detach(id)
+                }
+            };
+            if let Err(source) = result {
+                first_err.get_or_insert(DatapathError::Detach { iface, source });
+            }
+        }
+        first_err.map_or(Ok(()), Err)
+    }
+
+    /// Sums the per-CPU counters of every hook.
+    pub fn counters(&self) -> Result<Counters, DatapathError> {
+        let map = self.ebpf.map(names::MAP_COUNTERS).ok_or(DatapathError::MissingMap(names::MAP_COUNTERS))?;
+        Counters::read(map)
+    }
+
+    /// Takes the aya-log ring buffer, delivering the programs' log lines to `logger`. Can be called
+    /// once; call `flush()` on the result (or wrap it in [`logs::forward`]) to deliver lines.
+    pub fn take_logs<L: log::Log>(&mut self, logger: L) -> Result<aya_log::EbpfLogger<L>, DatapathError> {
+        aya_log::EbpfLogger::init_with_logger(&mut self.ebpf, logger).map_err(DatapathError::Logs)
+    }
+}
+
+/// tcx links exist from Linux 6.6; before that TC programs hang off a clsact qdisc.
+fn has_tcx() -> bool {
+    use aya::util::KernelVersion;
+    KernelVersion::current().is_ok_and(|v| v >= KernelVersion::new(6, 6, 0))
+}
+
+fn program_mut<'a, P>(ebpf: &'a mut Ebpf, name: &'static str) -> Result<&'a mut P, DatapathError>
+where
+    &'a mut P: TryFrom<&'a mut aya::programs::Program, Error = aya::programs::ProgramError>,
+{
+    let program = ebpf.program_mut(name).ok_or(DatapathError::MissingProgram(name))?;
+    program.try_into().map_err(|source| DatapathError::Program { name, source })
+}

@@ -1,0 +1,108 @@
+//! `skiff-agent`: the node agent binary.
+
+use std::{io::IsTerminal as _, path::PathBuf};
+
+use anyhow::Context as _;
+use clap::{Parser, Subcommand};
+use skiff_agent::datapath::{self, Datapath, DatapathConfig, LogLevel, TcDirection};
+use tokio::signal::unix::{SignalKind, signal};
+use tracing_subscriber::EnvFilter;
+
+#[derive(Debug, Parser)]
+#[command(name = "skiff-agent", version, about = "skiff node agent")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Load the datapath, attach it to interfaces in this network namespace and report its
+    /// counters until SIGINT/SIGTERM, then detach.
+    Datapath(DatapathArgs),
+}
+
+#[derive(Debug, clap::Args)]
+struct DatapathArgs {
+    /// Attach the XDP program to this interface (repeatable).
+    #[arg(long = "xdp", value_name = "IFACE")]
+    xdp: Vec<String>,
+    /// Attach the TC ingress program to this interface (repeatable).
+    #[arg(long = "tc-ingress", value_name = "IFACE")]
+    tc_ingress: Vec<String>,
+    /// Attach the TC egress program to this interface (repeatable).
+    #[arg(long = "tc-egress", value_name = "IFACE")]
+    tc_egress: Vec<String>,
+    /// bpffs directory for pinned maps.
+    #[arg(long, default_value = datapath::DEFAULT_PIN_DIR)]
+    pin_dir: PathBuf,
+    /// Log level inside the eBPF programs: off, error, warn, info, debug, trace.
+    #[arg(long, default_value = "info")]
+    datapath_log_level: LogLevel,
+}
+
+fn main() {
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
+        .init();
+    if let Err(err) = run(Cli::parse()) {
+        eprintln!("skiff-agent: {err:#}");
+        std::process::exit(1);
+    }
+}
+
+fn run(cli: Cli) -> anyhow::Result<()> {
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().context("starting tokio")?;
+    match cli.command {
+        Command::Datapath(args) => rt.block_on(run_datapath(args)),
+    }
+}
+
+async fn run_datapath(args: DatapathArgs) -> anyhow::Result<()> {
+    if args.xdp.is_empty() && args.tc_ingress.is_empty() && args.tc_egress.is_empty() {
+        anyhow::bail!("nothing to attach: give --xdp, --tc-ingress or --tc-egress");
+    }
+    let config = DatapathConfig { pin_dir: args.pin_dir, log_level: args.datapath_log_level };
+    let mut dp = Datapath::load(&config)?;
+    let logs = dp.take_logs(log::logger())?;
+    let log_task = tokio::spawn(datapath::logs::forward(logs));
+
+    let attached = attach_all(&mut dp, &args.xdp, &args.tc_ingress, &args.tc_egress);
+    if let Err(err) = attached {
+        dp.detach_all().ok();
+        return Err(err);
+    }
+    let start = dp.counters()?;
+    let summary: Vec<String> = dp.attached().iter().map(|(iface, hook)| format!("{hook}={iface}")).collect();
+    // The line scripts wait for: everything is attached and counting.
+    println!("attached {}", summary.join(" "));
+
+    let mut term = signal(SignalKind::terminate()).context("SIGTERM handler")?;
+    let mut int = signal(SignalKind::interrupt()).context("SIGINT handler")?;
+    tokio::select! {
+        _ = term.recv() => {},
+        _ = int.recv() => {},
+    }
+
+    let counters = dp.counters()?.since(&start);
+    dp.detach_all()?;
+    log_task.abort();
+    print!("{counters}");
+    Ok(())
+}
+
+fn attach_all(dp: &mut Datapath, xdp: &[String], tc_in: &[String], tc_out: &[String]) -> anyhow::Result<()> {
+    for iface in xdp {
+        dp.attach_xdp(iface)?;
+    }
+    for iface in tc_in {
+        dp.attach_tc(iface, TcDirection::Ingress)?;
+    }
+    for iface in tc_out {
+        dp.attach_tc(iface, TcDirection::Egress)?;
+    }
+    Ok(())
+}

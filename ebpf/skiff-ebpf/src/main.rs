@@ -1,0 +1,56 @@
+//! skiff's kernel-side datapath.
+//!
+//! Every entry point has the same shape: a thin `#[xdp]`/`#[classifier]` function that calls a
+//! fallible `try_*` body and maps an error to a documented fallback verdict.
+#![no_std]
+#![no_main]
+
+mod counters;
+
+use aya_ebpf::{
+    bindings::{TC_ACT_OK, xdp_action},
+    macros::{classifier, xdp},
+    programs::{TcContext, XdpContext},
+};
+use skiff_common::Hook;
+
+/// XDP entry on an uplink or test interface.
+///
+/// Fallback on error: `XDP_PASS`. Counting is observability only, so a failure must never cost
+/// the packet.
+#[xdp]
+pub fn skiff_xdp(ctx: XdpContext) -> u32 {
+    match counters::try_count_xdp(&ctx) {
+        Ok(verdict) => verdict,
+        Err(_) => xdp_action::XDP_PASS,
+    }
+}
+
+/// TC (tcx) ingress entry. Fallback on error: `TC_ACT_OK` (let the packet continue).
+#[classifier]
+pub fn skiff_tc_in(ctx: TcContext) -> i32 {
+    match counters::try_count_tc(&ctx, Hook::TcIngress) {
+        Ok(verdict) => verdict,
+        Err(_) => TC_ACT_OK,
+    }
+}
+
+/// TC (tcx) egress entry. Fallback on error: `TC_ACT_OK` (let the packet continue).
+#[classifier]
+pub fn skiff_tc_out(ctx: TcContext) -> i32 {
+    match counters::try_count_tc(&ctx, Hook::TcEgress) {
+        Ok(verdict) => verdict,
+        Err(_) => TC_ACT_OK,
+    }
+}
+
+#[cfg(not(test))]
+#[panic_handler]
+fn panic(_info: &core::panic::PanicInfo<'_>) -> ! {
+    // The verifier rejects any path that could reach here; this only satisfies no_std.
+    loop {}
+}
+
+#[unsafe(link_section = "license")]
+#[unsafe(no_mangle)]
+static LICENSE: [u8; 13] = *b"Dual MIT/GPL\0";

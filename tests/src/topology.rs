@@ -1,0 +1,88 @@
+//! Two namespaces joined by one veth pair.
+
+use std::net::Ipv4Addr;
+
+use crate::{NetNs, Result};
+
+/// `client` ── veth ── `server`, both ends named [`PairTopology::IFACE`], addresses in
+/// 198.18.0.0/24 (RFC 2544's benchmarking range, never routed anywhere).
+///
+/// Quiet by construction, so a test can count packets exactly: IPv6 is off (no router or neighbour
+/// solicitations, no MLD) and both sides have permanent neighbour entries (no ARP).
+#[derive(Debug)]
+pub struct PairTopology {
+    pub client: NetNs,
+    pub server: NetNs,
+    pub client_ip: Ipv4Addr,
+    pub server_ip: Ipv4Addr,
+}
+
+impl PairTopology {
+    /// Interface name on both sides.
+    pub const IFACE: &'static str = "eth0";
+    pub const CLIENT_MAC: &'static str = "02:5b:00:00:00:01";
+    pub const SERVER_MAC: &'static str = "02:5b:00:00:00:02";
+    /// Ethernet + IPv4 + UDP headers: the frame size of a UDP datagram with an empty payload.
+    pub const UDP_FRAME_OVERHEAD: usize = 14 + 20 + 8;
+
+    /// Builds the pair; `label` makes the namespace names readable (`skt-<pid>-<n>-<label>-c`).
+    pub fn new(label: &str) -> Result<Self> {
+        Self::build(NetNs::new(&format!("{label}-c"))?, NetNs::new(&format!("{label}-s"))?)
+    }
+
+    /// Builds the pair in two namespaces with fixed names (the lab's singletons).
+    pub fn with_names(client: &str, server: &str) -> Result<Self> {
+        Self::build(NetNs::with_name(client)?, NetNs::with_name(server)?)
+    }
+
+    fn build(client: NetNs, server: NetNs) -> Result<Self> {
+        let topo = PairTopology {
+            client,
+            server,
+            client_ip: Ipv4Addr::new(198, 18, 0, 1),
+            server_ip: Ipv4Addr::new(198, 18, 0, 2),
+        };
+        for ns in [&topo.client, &topo.server] {
+            // Before the veth exists, so it is born without IPv6.
+            ns.sysctl("net/ipv6/conf/all/disable_ipv6", "1")?;
+            ns.sysctl("net/ipv6/conf/default/disable_ipv6", "1")?;
+        }
+        let iface = Self::IFACE;
+        topo.client.ip(&[
+            "link",
+            "add",
+            iface,
+            "address",
+            Self::CLIENT_MAC,
+            "type",
+            "veth",
+            "peer",
+            "name",
+            iface,
+            "address",
+            Self::SERVER_MAC,
+            "netns",
+            topo.server.name(),
+        ])?;
+        let sides = [
+            (&topo.client, topo.client_ip, topo.server_ip, Self::SERVER_MAC),
+            (&topo.server, topo.server_ip, topo.client_ip, Self::CLIENT_MAC),
+        ];
+        for (ns, own, peer, peer_mac) in sides {
+            ns.ip(&["addr", "add", &format!("{own}/24"), "dev", iface])?;
+            ns.ip(&[
+                "neigh",
+                "replace",
+                &peer.to_string(),
+                "lladdr",
+                peer_mac,
+                "dev",
+                iface,
+                "nud",
+                "permanent",
+            ])?;
+            ns.ip(&["link", "set", iface, "up"])?;
+        }
+        Ok(topo)
+    }
+}

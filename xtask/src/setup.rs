@@ -1,0 +1,145 @@
+//! `cargo xtask setup`: installs what building and testing need, skipping whatever is present.
+
+use std::{fs, path::PathBuf, process::Command};
+
+use anyhow::{Context as _, bail};
+
+use crate::step::{self, nightly, output, step};
+
+/// Debian packages: (package, a file it installs that proves it is there, why skiff needs it).
+const APT_PACKAGES: &[(&str, &str, &str)] = &[
+    ("iproute2", "/usr/sbin/ip", "network namespaces, veth pairs and addresses for tests and the lab"),
+    ("util-linux", "/usr/bin/nsenter", "running the lab's agent inside its node namespace"),
+    ("bpftool", "/usr/sbin/bpftool", "inspecting loaded programs and maps by hand"),
+    ("iptables", "/usr/sbin/iptables", "the iptables proxy mode, skiff's benchmark baseline"),
+    ("protobuf-compiler", "/usr/bin/protoc", "containerd API bindings"),
+];
+
+/// bpf-linker built from the crate registry against the nightly toolchain's own libLLVM.
+const BPF_LINKER_VERSION: &str = "0.13.0";
+
+pub fn run() -> anyhow::Result<()> {
+    step("apt packages", apt_packages)?;
+    step("nightly toolchain with rust-src", nightly_rust_src)?;
+    step("bpf-linker", bpf_linker)?;
+    step("cargo-nextest", nextest)?;
+    step("bpffs at /sys/fs/bpf", || skiff_tests::ensure_bpffs().context("mounting bpffs"))
+}
+
+fn apt_packages() -> anyhow::Result<()> {
+    let installed = |pkg: &str| {
+        output(Command::new("dpkg-query").args(["-W", "-f=${Status}", pkg]))
+            .is_some_and(|s| s.trim() == "install ok installed")
+    };
+    let missing: Vec<&str> = APT_PACKAGES
+        .iter()
+        .filter(|(pkg, file, _)| !installed(pkg) || !std::path::Path::new(file).exists())
+        .map(|(pkg, _, _)| *pkg)
+        .collect();
+    if missing.is_empty() {
+        eprintln!("    all present: {}", APT_PACKAGES.iter().map(|p| p.0).collect::<Vec<_>>().join(", "));
+        return Ok(());
+    }
+    for (pkg, _, why) in APT_PACKAGES.iter().filter(|p| missing.contains(&p.0)) {
+        eprintln!("    installing {pkg}: {why}");
+    }
+    skiff_tests::require_root().context("installing apt packages needs root")?;
+    step::run(Command::new("apt-get").args(["update", "-q"]))?;
+    step::run(
+        Command::new("apt-get")
+            .args(["install", "-y", "-q", "--no-install-recommends"])
+            .args(&missing)
+            .env("DEBIAN_FRONTEND", "noninteractive"),
+    )
+}
+
+fn nightly_rust_src() -> anyhow::Result<()> {
+    if output(nightly("rustc").arg("--version")).is_none() {
+        bail!(
+            "the nightly Rust toolchain is missing (this machine kind ships it); \
+             install it with `rustup toolchain install nightly`"
+        );
+    }
+    let components =
+        output(Command::new("rustup").args(["component", "list", "--toolchain", "nightly", "--installed"]))
+            .unwrap_or_default();
+    if components.lines().any(|l| l.starts_with("rust-src")) {
+        eprintln!("    rust-src present");
+        return Ok(());
+    }
+    step::run(Command::new("rustup").args(["component", "add", "rust-src", "--toolchain", "nightly"]))
+}
+
+fn cache_dir() -> PathBuf {
+    let base = std::env::var_os("XDG_CACHE_HOME")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache")))
+        .unwrap_or_else(|| PathBuf::from("/var/cache"));
+    base.join("skiff")
+}
+
+/// What bpf-linker must match: the nightly compiler build and its LLVM.
+fn nightly_identity() -> anyhow::Result<String> {
+    let verbose = output(nightly("rustc").arg("-vV")).context("rustc +nightly -vV failed")?;
+    Ok(verbose
+        .lines()
+        .filter(|l| l.starts_with("commit-hash") || l.starts_with("LLVM version"))
+        .collect::<Vec<_>>()
+        .join("\n"))
+}
+
+fn bpf_linker() -> anyhow::Result<()> {
+    let identity = nightly_identity()?;
+    let stamp = cache_dir().join("bpf-linker.stamp");
+    let works = output(Command::new("bpf-linker").arg("--version")).is_some();
+    if works && fs::read_to_string(&stamp).ok().as_deref() == Some(identity.as_str()) {
+        eprintln!("    bpf-linker present, built for the current nightly LLVM");
+        return Ok(());
+    }
+
+    let llvm_major = identity
+        .lines()
+        .find_map(|l| l.strip_prefix("LLVM version: "))
+        .and_then(|v| v.split('.').next())
+        .context("rustc +nightly -vV names no LLVM version")?
+        .to_owned();
+    let sysroot = output(nightly("rustc").args(["--print", "sysroot"])).context("nightly sysroot")?;
+    let lib_dir = PathBuf::from(sysroot.trim()).join("lib");
+    let libllvm = fs::read_dir(&lib_dir)
+        .with_context(|| format!("reading {}", lib_dir.display()))?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .find(|p| p.file_name().and_then(|n| n.to_str()).is_some_and(|n| n.starts_with("libLLVM.so.")))
+        .with_context(|| {
+            format!("no libLLVM.so.* in {}: the nightly toolchain lacks its shared LLVM", lib_dir.display())
+        })?;
+
+    // bpf-linker's rpath points into this prefix, so it must outlive the build: keep it in the cache.
+    let prefix = cache_dir().join("llvm");
+    let prefix_lib = prefix.join("lib");
+    fs::create_dir_all(&prefix_lib).with_context(|| format!("creating {}", prefix_lib.display()))?;
+    let soname = libllvm.file_name().context("libLLVM path has no file name")?;
+    for link in [prefix_lib.join("libLLVM.so"), prefix_lib.join(soname)] {
+        let _ = fs::remove_file(&link);
+        std::os::unix::fs::symlink(&libllvm, &link)
+            .with_context(|| format!("symlinking {}", link.display()))?;
+    }
+    eprintln!(
+        "    building bpf-linker {BPF_LINKER_VERSION} against LLVM {llvm_major} ({})",
+        libllvm.display()
+    );
+    step::run(
+        nightly("cargo")
+            .args(["install", "bpf-linker", "--version", BPF_LINKER_VERSION, "--locked", "--force"])
+            .args(["--no-default-features", "--features", &format!("llvm-{llvm_major}")])
+            .env("LLVM_PREFIX", &prefix),
+    )?;
+    fs::write(&stamp, identity).with_context(|| format!("writing {}", stamp.display()))
+}
+
+fn nextest() -> anyhow::Result<()> {
+    if output(step::cargo().args(["nextest", "--version"])).is_some() {
+        eprintln!("    cargo-nextest present");
+        return Ok(());
+    }
+    step::run(step::cargo().args(["install", "cargo-nextest", "--locked"]))
+}
