@@ -17,6 +17,8 @@ use std::{
 const EBPF_PACKAGE: &str = "skiff-ebpf";
 const BPF_TARGET: &str = "bpfel-unknown-none";
 const TOOLCHAIN: &str = "nightly";
+/// The only variables the inner cargo sees, besides its rustflags.
+const PASS_THROUGH: &[&str] = &["PATH", "HOME", "RUSTUP_HOME", "CARGO_HOME", "TERM", "TMPDIR"];
 
 fn main() {
     if let Err(msg) = run() {
@@ -46,24 +48,12 @@ fn run() -> Result<(), String> {
         .arg("--target-dir")
         .arg(&target_dir)
         .current_dir(workspace)
+        // A clean environment: the outer cargo's differs between build, clippy and test
+        // (clippy-driver as wrapper, LD_LIBRARY_PATH, the stable toolchain choice), and any of that
+        // reaching the inner cargo would make it rebuild everything.
+        .env_clear()
+        .envs(env::vars_os().filter(|(key, _)| PASS_THROUGH.iter().any(|k| key == k)))
         .env("CARGO_ENCODED_RUSTFLAGS", bpf_rustflags());
-    // The outer cargo's settings would otherwise leak in: clippy-driver as a wrapper, the stable
-    // rustc, host rustflags, the outer toolchain choice.
-    for key in [
-        "RUSTC",
-        "RUSTC_WRAPPER",
-        "RUSTC_WORKSPACE_WRAPPER",
-        "RUSTFLAGS",
-        "RUSTDOCFLAGS",
-        "RUSTUP_TOOLCHAIN",
-        "CARGO_TARGET_DIR",
-        "CARGO_BUILD_TARGET",
-        "CARGO_MAKEFLAGS",
-        "MAKEFLAGS",
-        "MFLAGS",
-    ] {
-        cmd.env_remove(key);
-    }
     // Build-script stdout carries cargo directives; the inner cargo's chatter goes to stderr.
     cmd.stdout(std::io::stderr());
     let status = cmd.status().map_err(|e| format!("spawn {cmd:?}: {e}"))?;

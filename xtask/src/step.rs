@@ -44,13 +44,15 @@ pub fn cargo() -> Command {
     cmd
 }
 
-/// `rustup run nightly <program>`, with the outer cargo's toolchain choices removed.
+/// `rustup run nightly <program>` in a clean environment, as `agent/build.rs` runs its eBPF
+/// build: nothing of the outer (stable) cargo may leak in and change fingerprints.
 pub fn nightly(program: &str) -> Command {
+    const PASS_THROUGH: &[&str] = &["PATH", "HOME", "RUSTUP_HOME", "CARGO_HOME", "TERM", "TMPDIR"];
     let mut cmd = Command::new("rustup");
-    cmd.args(["run", "nightly", program]).current_dir(workspace_root());
-    for key in ["RUSTUP_TOOLCHAIN", "RUSTC", "RUSTC_WRAPPER", "RUSTC_WORKSPACE_WRAPPER", "CARGO"] {
-        cmd.env_remove(key);
-    }
+    cmd.args(["run", "nightly", program])
+        .current_dir(workspace_root())
+        .env_clear()
+        .envs(std::env::vars_os().filter(|(key, _)| PASS_THROUGH.iter().any(|k| key == k)));
     cmd
 }
 
