@@ -65,6 +65,11 @@ async fn run_datapath(args: DatapathArgs) -> anyhow::Result<()> {
     if args.xdp.is_empty() && args.tc_ingress.is_empty() && args.tc_egress.is_empty() {
         anyhow::bail!("nothing to attach: give --xdp, --tc-ingress or --tc-egress");
     }
+    // Unknown interfaces are refused before anything is loaded or pinned.
+    for iface in args.xdp.iter().chain(&args.tc_ingress).chain(&args.tc_egress) {
+        nix::net::if_::if_nametoindex(iface.as_str())
+            .map_err(|_| anyhow::anyhow!("no interface named {iface:?} in this network namespace"))?;
+    }
     let config = DatapathConfig { pin_dir: args.pin_dir, log_level: args.datapath_log_level };
     let mut dp = Datapath::load(&config)?;
     let logs = dp.take_logs(log::logger())?;

@@ -2,15 +2,26 @@
 
 use std::path::{Path, PathBuf};
 
+use nix::fcntl::{Flock, FlockArg};
+
 use crate::{Error, Result, cmd, require_root, unique_name};
 
 const BPFFS: &str = "/sys/fs/bpf";
 /// Parent of every test pin dir.
 pub(crate) const PIN_ROOT: &str = "/sys/fs/bpf/skiff-test";
 
-/// Mounts bpffs at /sys/fs/bpf unless something is mounted there already.
+/// Mounts bpffs at /sys/fs/bpf unless it is mounted there already. Test processes run in
+/// parallel, so check-and-mount holds a lock: two racing mounts would stack two bpffs instances.
 pub fn ensure_bpffs() -> Result<()> {
     require_root()?;
+    let lock_path = Path::new("/run/skiff-test-bpffs.lock");
+    let file = std::fs::File::create(lock_path).map_err(|source| Error::Path {
+        what: "creating lock",
+        path: lock_path.to_owned(),
+        source,
+    })?;
+    let _lock = Flock::lock(file, FlockArg::LockExclusive)
+        .map_err(|(_, errno)| Error::io("locking /run/skiff-test-bpffs.lock", errno.into()))?;
     let mounts = std::fs::read_to_string("/proc/self/mounts")
         .map_err(|e| Error::io("reading /proc/self/mounts", e))?;
     let mounted = mounts.lines().any(|l| {

@@ -23,6 +23,17 @@ pub fn run() -> anyhow::Result<()> {
         // --run-ignored all: nothing may be skipped in CI.
         step::run(cargo().args(["nextest", "run", "--locked", "--no-fail-fast", "--run-ignored", "all"]))
     })?;
+    step("privileged tests again: nothing left over from the first run", || {
+        step::run(cargo().args([
+            "nextest",
+            "run",
+            "--locked",
+            "--package",
+            "skiff-tests",
+            "--run-ignored",
+            "all",
+        ]))
+    })?;
     step("lab smoke run", || lab::run(&lab::LabArgs::default()))?;
     step("eBPF object built once", || {
         if modified(&object)? != built_at {

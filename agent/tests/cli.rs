@@ -1,0 +1,56 @@
+//! `skiff-agent` refuses bad input with one line and a non-zero exit, and leaves nothing behind.
+
+use std::process::{Command, Output};
+
+use skiff_tests::PinDir;
+
+fn agent(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_skiff-agent")).args(args).output().expect("run skiff-agent")
+}
+
+fn one_line_error(out: &Output) -> String {
+    assert!(!out.status.success(), "expected failure, got {:?}", out.status);
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert_eq!(stderr.trim_end().lines().count(), 1, "not a one-line error: {stderr:?}");
+    assert!(stderr.starts_with("skiff-agent: "), "{stderr:?}");
+    stderr
+}
+
+#[test]
+fn nothing_to_attach_is_refused() {
+    let pins = PinDir::new("cli-empty").expect("pin dir");
+    let err = one_line_error(&agent(&["datapath", "--pin-dir", &pins.path().display().to_string()]));
+    assert!(err.contains("nothing to attach"), "{err}");
+}
+
+#[test]
+fn unknown_interface_is_refused_before_anything_is_pinned() {
+    let pins = PinDir::new("cli-noiface").expect("pin dir");
+    let pin_dir = pins.path().display().to_string();
+    let err = one_line_error(&agent(&["datapath", "--xdp", "skiffnope0", "--pin-dir", &pin_dir]));
+    assert!(err.contains("skiffnope0"), "{err}");
+    let left: Vec<_> = std::fs::read_dir(pins.path()).expect("read pin dir").collect();
+    assert!(left.is_empty(), "a refused start pinned {left:?}");
+}
+
+#[test]
+fn unprivileged_user_gets_a_clear_error() {
+    let pins = PinDir::new("cli-nobody").expect("pin dir");
+    let pin_dir = pins.path().display().to_string();
+    let out = Command::new("setpriv")
+        .args(["--reuid=65534", "--regid=65534", "--clear-groups", "--inh-caps=-all"])
+        .arg(env!("CARGO_BIN_EXE_skiff-agent"))
+        .args(["datapath", "--xdp", "lo", "--pin-dir", &pin_dir])
+        .output()
+        .expect("run setpriv");
+    let err = one_line_error(&out);
+    assert!(err.contains("are you root"), "{err}");
+}
+
+#[test]
+fn bad_log_level_is_refused_by_the_parser() {
+    let out = agent(&["datapath", "--xdp", "lo", "--datapath-log-level", "loud"]);
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("unknown log level"), "{stderr}");
+}
