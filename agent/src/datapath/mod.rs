@@ -11,7 +11,7 @@ mod log_level;
 pub mod logs;
 pub mod object;
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use aya::{
     Ebpf, EbpfLoader,
@@ -82,7 +82,6 @@ struct Attachment {
 pub struct Datapath {
     ebpf: Ebpf,
     attachments: Vec<Attachment>,
-    pin_dir: PathBuf,
 }
 
 impl Datapath {
@@ -106,12 +105,7 @@ impl Datapath {
                 .load()
                 .map_err(|source| DatapathError::Program { name, source })?;
         }
-        Ok(Self { ebpf, attachments: Vec::new(), pin_dir: config.pin_dir.clone() })
-    }
-
-    /// The bpffs directory holding this datapath's pinned maps.
-    pub fn pin_dir(&self) -> &Path {
-        &self.pin_dir
+        Ok(Self { ebpf, attachments: Vec::new() })
     }
 
     /// Attaches the XDP program to `iface` (driver mode where the driver supports it, else generic).
