@@ -7,18 +7,12 @@
 //! make a rebuild with nothing changed in `ebpf/` a no-op.
 
 use std::{
-    env,
-    ffi::OsString,
-    fs,
+    env, fs,
     path::{Path, PathBuf},
     process::Command,
 };
 
-const EBPF_PACKAGE: &str = "skiff-ebpf";
-const BPF_TARGET: &str = "bpfel-unknown-none";
-const TOOLCHAIN: &str = "nightly";
-/// The only variables the inner cargo sees, besides its rustflags.
-const PASS_THROUGH: &[&str] = &["PATH", "HOME", "RUSTUP_HOME", "CARGO_HOME", "TERM", "TMPDIR"];
+include!("../ebpf/bpf-build.rs");
 
 fn main() {
     if let Err(msg) = run() {
@@ -32,28 +26,18 @@ fn run() -> Result<(), String> {
     let manifest_dir = PathBuf::from(env_var("CARGO_MANIFEST_DIR")?);
     let workspace = manifest_dir.parent().ok_or("agent crate has no parent dir")?;
     let out_dir = PathBuf::from(env_var("OUT_DIR")?);
-    let ebpf_dir = workspace.join("ebpf");
 
-    // Rerun when anything under ebpf/ (programs or shared types) or the lock file changes.
-    println!("cargo::rerun-if-changed={}", ebpf_dir.display());
-    println!("cargo::rerun-if-changed={}", workspace.join("Cargo.lock").display());
+    // Rerun when the programs, the shared types, their dependencies or build settings change.
+    for input in ["ebpf", "Cargo.lock", "Cargo.toml", ".cargo/config.toml"] {
+        println!("cargo::rerun-if-changed={}", workspace.join(input).display());
+    }
 
     let target_dir = cargo_target_dir(&out_dir)?.join("ebpf");
     check_toolchain()?;
 
-    let mut cmd = Command::new("rustup");
-    cmd.args(["run", TOOLCHAIN, "cargo", "build", "--release", "--locked"])
-        .args(["--package", EBPF_PACKAGE, "--bin", EBPF_PACKAGE])
-        .args(["--target", BPF_TARGET, "-Z", "build-std=core"])
-        .arg("--target-dir")
-        .arg(&target_dir)
-        .current_dir(workspace)
-        // A clean environment: the outer cargo's differs between build, clippy and test
-        // (clippy-driver as wrapper, LD_LIBRARY_PATH, the stable toolchain choice), and any of that
-        // reaching the inner cargo would make it rebuild everything.
-        .env_clear()
-        .envs(env::vars_os().filter(|(key, _)| PASS_THROUGH.iter().any(|k| key == k)))
-        .env("CARGO_ENCODED_RUSTFLAGS", bpf_rustflags());
+    let arch = env::var("CARGO_CFG_TARGET_ARCH").unwrap_or_else(|_| "x86_64".to_owned());
+    let mut cmd = ebpf_cargo("build", workspace, &target_dir, &arch);
+    cmd.args(["--bin", EBPF_PACKAGE]);
     // Build-script stdout carries cargo directives; the inner cargo's chatter goes to stderr.
     cmd.stdout(std::io::stderr());
     let status = cmd.status().map_err(|e| format!("spawn {cmd:?}: {e}"))?;
@@ -65,14 +49,6 @@ fn run() -> Result<(), String> {
     let object = out_dir.join("skiff-ebpf.o");
     fs::copy(&built, &object).map_err(|e| format!("copy {}: {e}", built.display()))?;
     Ok(())
-}
-
-fn bpf_rustflags() -> OsString {
-    let arch = env::var("CARGO_CFG_TARGET_ARCH").unwrap_or_else(|_| "x86_64".to_owned());
-    // aya-ebpf reads bpf_target_arch for pt_regs layouts; BTF needs full debuginfo and --btf.
-    let flags =
-        [format!("--cfg=bpf_target_arch=\"{arch}\""), "-Cdebuginfo=2".into(), "-Clink-arg=--btf".into()];
-    flags.join("\x1f").into()
 }
 
 /// Finds the workspace target dir by walking up from OUT_DIR to the dir cargo tags with CACHEDIR.TAG.
@@ -87,15 +63,11 @@ fn cargo_target_dir(out_dir: &Path) -> Result<PathBuf, String> {
 fn check_toolchain() -> Result<(), String> {
     let missing =
         |what: &str| format!("{what} is missing; run `cargo xtask setup` to install the eBPF toolchain");
-    let rustc_ok = Command::new("rustup")
-        .args(["run", TOOLCHAIN, "rustc", "--version"])
-        .output()
-        .is_ok_and(|o| o.status.success());
-    if !rustc_ok {
+    let works = |cmd: &mut Command| cmd.output().is_ok_and(|o| o.status.success());
+    if !works(nightly_command("rustc").arg("--version")) {
         return Err(missing("the nightly Rust toolchain"));
     }
-    let linker_ok = Command::new("bpf-linker").arg("--version").output().is_ok_and(|o| o.status.success());
-    if !linker_ok {
+    if !works(Command::new("bpf-linker").arg("--version")) {
         return Err(missing("bpf-linker"));
     }
     Ok(())

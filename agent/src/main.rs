@@ -36,8 +36,8 @@ struct DatapathArgs {
     /// bpffs directory for pinned maps.
     #[arg(long, default_value = datapath::DEFAULT_PIN_DIR)]
     pin_dir: PathBuf,
-    /// Log level inside the eBPF programs: off, error, warn, info, debug, trace.
-    #[arg(long, default_value = "info")]
+    /// Log level inside the eBPF programs.
+    #[arg(long, value_enum, default_value_t = LogLevel::Info)]
     datapath_log_level: LogLevel,
 }
 
@@ -75,18 +75,16 @@ async fn run_datapath(args: DatapathArgs) -> anyhow::Result<()> {
     let logs = dp.take_logs(log::logger())?;
     let log_task = tokio::spawn(datapath::logs::forward(logs));
 
-    let attached = attach_all(&mut dp, &args.xdp, &args.tc_ingress, &args.tc_egress);
-    if let Err(err) = attached {
-        dp.detach_all().ok();
-        return Err(err);
-    }
+    // On failure, dropping `dp` detaches whatever did get attached.
+    attach_all(&mut dp, &args.xdp, &args.tc_ingress, &args.tc_egress)?;
     let start = dp.counters()?;
+    // Handlers first: a SIGTERM sent right after the readiness line must reach them.
+    let mut term = signal(SignalKind::terminate()).context("SIGTERM handler")?;
+    let mut int = signal(SignalKind::interrupt()).context("SIGINT handler")?;
     let summary: Vec<String> = dp.attached().iter().map(|(iface, hook)| format!("{hook}={iface}")).collect();
     // The line scripts wait for: everything is attached and counting.
     println!("attached {}", summary.join(" "));
 
-    let mut term = signal(SignalKind::terminate()).context("SIGTERM handler")?;
-    let mut int = signal(SignalKind::interrupt()).context("SIGINT handler")?;
     tokio::select! {
         _ = term.recv() => {},
         _ = int.recv() => {},

@@ -11,7 +11,7 @@ pub(crate) fn run(program: &str, args: &[&str]) -> Result<String> {
     if !out.status.success() {
         return Err(Error::Command {
             cmd: rendered(),
-            status: out.status.to_string(),
+            status: out.status,
             stderr: String::from_utf8_lossy(&out.stderr).trim().to_owned(),
         });
     }

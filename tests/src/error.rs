@@ -8,7 +8,7 @@ pub enum Error {
     #[error("privileged test harness: run as root (needs CAP_NET_ADMIN, CAP_SYS_ADMIN and CAP_BPF)")]
     NotRoot,
     #[error("`{cmd}` failed ({status}): {stderr}")]
-    Command { cmd: String, status: String, stderr: String },
+    Command { cmd: String, status: std::process::ExitStatus, stderr: String },
     #[error("{what}: {path}")]
     Path {
         what: &'static str,
@@ -24,8 +24,8 @@ pub enum Error {
     },
     #[error("timed out after {after_ms} ms waiting for {what}")]
     Timeout { what: String, after_ms: u128 },
-    #[error("{0}")]
-    Unexpected(String),
+    #[error("echo {seq} came back altered")]
+    EchoAltered { seq: usize },
 }
 
 impl Error {

@@ -75,16 +75,6 @@ impl NetNs {
         })
     }
 
-    /// Like [`NetNs::run`] but returns at once; join the handle for the result.
-    pub fn spawn<F, R>(&self, f: F) -> Result<thread::JoinHandle<Result<R>>>
-    where
-        F: FnOnce() -> R + Send + 'static,
-        R: Send + 'static,
-    {
-        let file = self.open()?;
-        Ok(thread::spawn(move || enter(&file).map(|()| f())))
-    }
-
     /// Writes a sysctl under /proc/sys inside this namespace (`key` like `net/ipv4/ip_forward`).
     pub fn sysctl(&self, key: &str, value: &str) -> Result<()> {
         let path = Path::new("/proc/sys").join(key);

@@ -1,9 +1,11 @@
 //! Cleaning up after killed runs: everything the harness creates is named `skt-<pid>-…`, so
 //! anything whose pid is no longer alive is a leftover.
 
-use std::{fs, path::Path, sync::Once};
+use std::{fs, io, path::Path, sync::Once};
 
-use crate::{Result, TEST_PREFIX, bpffs::PIN_ROOT, cmd};
+use crate::{Error, Result, TEST_PREFIX, bpffs::PIN_ROOT, cmd};
+
+const NETNS_DIR: &str = "/run/netns";
 
 /// The pid encoded in a harness name, if `name` is one.
 fn owner_pid(name: &str) -> Option<u32> {
@@ -14,32 +16,52 @@ fn is_alive(pid: u32) -> bool {
     Path::new("/proc").join(pid.to_string()).exists()
 }
 
-fn stale_entries(dir: &Path) -> Vec<String> {
+/// Harness entries in `dir`.
+fn entries(dir: &str) -> Vec<String> {
     let Ok(entries) = fs::read_dir(dir) else { return Vec::new() };
     entries
         .filter_map(|e| e.ok()?.file_name().into_string().ok())
-        .filter(|name| owner_pid(name).is_some_and(|pid| !is_alive(pid)))
+        .filter(|n| owner_pid(n).is_some())
         .collect()
 }
 
+fn stale_entries(dir: &str) -> Vec<String> {
+    entries(dir).into_iter().filter(|name| owner_pid(name).is_some_and(|pid| !is_alive(pid))).collect()
+}
+
+/// Harness entries (`skt-…`) present now in /run/netns and the test pin root, alive or not.
+pub fn harness_entries() -> Vec<String> {
+    let mut all = entries(NETNS_DIR);
+    all.extend(entries(PIN_ROOT));
+    all
+}
+
 /// Deletes network namespaces and bpffs pin dirs left by dead harness processes; returns what it
-/// removed.
+/// removed. Test processes sweep concurrently, so an entry another sweeper removed first is not an
+/// error; the first real failure is returned after every entry has been tried.
 pub fn sweep_stale() -> Result<Vec<String>> {
     let mut removed = Vec::new();
-    for name in stale_entries(Path::new("/run/netns")) {
-        cmd::run("ip", &["netns", "delete", &name])?;
-        removed.push(name);
+    let mut first_err = None;
+    for name in stale_entries(NETNS_DIR) {
+        match cmd::run("ip", &["netns", "delete", &name]) {
+            Ok(_) => removed.push(name),
+            Err(_) if !Path::new(NETNS_DIR).join(&name).exists() => {}
+            Err(err) => {
+                first_err.get_or_insert(err);
+            }
+        }
     }
-    for name in stale_entries(Path::new(PIN_ROOT)) {
+    for name in stale_entries(PIN_ROOT) {
         let path = Path::new(PIN_ROOT).join(&name);
-        fs::remove_dir_all(&path).map_err(|source| crate::Error::Path {
-            what: "removing stale pin dir",
-            path,
-            source,
-        })?;
-        removed.push(name);
+        match fs::remove_dir_all(&path) {
+            Ok(()) => removed.push(name),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+            Err(source) => {
+                first_err.get_or_insert(Error::Path { what: "removing stale pin dir", path, source });
+            }
+        }
     }
-    Ok(removed)
+    first_err.map_or(Ok(removed), Err)
 }
 
 /// Sweeps once per process, before the first thing is created; failures only warn, because a

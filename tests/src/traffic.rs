@@ -99,7 +99,7 @@ pub fn udp_ping(
             socket.send(&msg).map_err(io("send"))?;
             match socket.recv(&mut buf) {
                 Ok(n) if buf[..n] == msg[..] => answered += 1,
-                Ok(_) => return Err(Error::Unexpected(format!("echo {seq} came back altered"))),
+                Ok(_) => return Err(Error::EchoAltered { seq }),
                 Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {}
                 Err(e) => return Err(Error::io("recv", e)),
             }

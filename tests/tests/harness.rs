@@ -67,11 +67,11 @@ fn leftovers_of_a_killed_run_are_swept() {
     // The kill left real state behind...
     assert!(netns_exists(&held[0]) && netns_exists(&held[1]), "expected leftovers after SIGKILL");
     assert!(Path::new(&held[2]).exists(), "expected a leftover pin dir");
-    // ...and the sweep removes exactly that kind of thing.
-    let removed = sweep_stale().expect("sweep");
+    // ...and the sweep removes exactly that kind of thing (another test process may have swept
+    // it first, so only the outcome is checked).
+    sweep_stale().expect("sweep");
     for name in &held[..2] {
         assert!(!netns_exists(name), "{name} survived the sweep");
-        assert!(removed.contains(name), "{name} not reported by the sweep: {removed:?}");
     }
     assert!(!Path::new(&held[2]).exists(), "pin dir survived the sweep");
 }

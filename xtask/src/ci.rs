@@ -6,7 +6,7 @@ use anyhow::{Context as _, bail};
 
 use crate::{
     lab,
-    step::{self, cargo, nightly, step},
+    step::{self, cargo, step},
 };
 
 pub fn run() -> anyhow::Result<()> {
@@ -19,20 +19,16 @@ pub fn run() -> anyhow::Result<()> {
     let object = step::target_dir().join("ebpf/bpfel-unknown-none/release/skiff-ebpf");
     let built_at = modified(&object)?;
     step("clippy (eBPF crate, bpfel-unknown-none)", clippy_ebpf)?;
-    step("tests (unit, integration, privileged)", || {
-        // --run-ignored all: nothing may be skipped in CI.
-        step::run(cargo().args(["nextest", "run", "--locked", "--no-fail-fast", "--run-ignored", "all"]))
+    step("tests (unit, integration, privileged)", || step::run(&mut nextest(&["--no-fail-fast"])))?;
+    step("no test state left behind", || {
+        let left = skiff_tests::harness_entries();
+        if !left.is_empty() {
+            bail!("tests left namespaces or pin dirs behind: {left:?}");
+        }
+        Ok(())
     })?;
-    step("privileged tests again: nothing left over from the first run", || {
-        step::run(cargo().args([
-            "nextest",
-            "run",
-            "--locked",
-            "--package",
-            "skiff-tests",
-            "--run-ignored",
-            "all",
-        ]))
+    step("privileged tests again (a second run must pass too)", || {
+        step::run(&mut nextest(&["--package", "skiff-tests"]))
     })?;
     step("lab smoke run", || lab::run(&lab::LabArgs::default()))?;
     step("eBPF object built once", || {
@@ -43,28 +39,25 @@ pub fn run() -> anyhow::Result<()> {
     })
 }
 
+/// `cargo nextest run` with the project's nextest config; `--run-ignored all`: nothing is skipped.
+fn nextest(extra: &[&str]) -> std::process::Command {
+    let mut cmd = cargo();
+    cmd.args(["nextest", "run", "--locked", "--run-ignored", "all", "--config-file"])
+        .arg(step::workspace_root().join(".cargo/nextest.toml"))
+        .args(extra);
+    cmd
+}
+
 fn modified(path: &Path) -> anyhow::Result<SystemTime> {
     let meta = std::fs::metadata(path).with_context(|| format!("{} missing", path.display()))?;
     meta.modified().with_context(|| format!("mtime of {}", path.display()))
 }
 
-/// Lints the kernel-side crate for its real target, with the flags `agent/build.rs` builds it with,
-/// into the same target dir so the two share `core`.
+/// Lints the kernel-side crate for its real target, driven exactly like `agent/build.rs` drives
+/// its build (same environment, flags and target dir).
 fn clippy_ebpf() -> anyhow::Result<()> {
     let target_dir = step::target_dir().join("ebpf");
-    step::run(
-        nightly("cargo")
-            .args(["clippy", "--locked", "--release", "--package", "skiff-ebpf"])
-            .args(["--target", "bpfel-unknown-none", "-Z", "build-std=core"])
-            .arg("--target-dir")
-            .arg(target_dir)
-            .env(
-                "CARGO_ENCODED_RUSTFLAGS",
-                format!(
-                    "--cfg=bpf_target_arch=\"{}\"\x1f-Cdebuginfo=2\x1f-Clink-arg=--btf",
-                    std::env::consts::ARCH
-                ),
-            )
-            .args(["--", "-D", "warnings"]),
-    )
+    let mut cmd =
+        step::bpf_build::ebpf_cargo("clippy", &step::workspace_root(), &target_dir, std::env::consts::ARCH);
+    step::run(cmd.args(["--", "-D", "warnings"]))
 }

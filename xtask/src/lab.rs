@@ -18,6 +18,7 @@ use nix::{
     sys::signal::{Signal, kill},
     unistd::Pid,
 };
+use skiff_common::Hook;
 use skiff_tests::{PairTopology, traffic};
 
 use crate::step::{self, cargo, step};
@@ -47,6 +48,7 @@ impl Default for LabArgs {
 }
 
 pub fn run(args: &LabArgs) -> anyhow::Result<()> {
+    crate::setup::run()?;
     step("build skiff-agent (and its eBPF object)", || {
         step::run(cargo().args(["build", "--locked", "--package", "skiff-agent"]))
     })?;
@@ -58,17 +60,19 @@ pub fn run(args: &LabArgs) -> anyhow::Result<()> {
         }
         Ok(PairTopology::with_names(CLIENT_NS, NODE_NS)?)
     })?;
-    let mut agent = step("start skiff-agent in skiff-lab-node", || start_agent(&topo))?;
-    let result = exchange(&topo, args.datagrams).and_then(|()| {
-        if args.hold {
-            hold();
+    let result = step("start skiff-agent in skiff-lab-node", || start_agent(&topo)).and_then(|mut agent| {
+        let result = exchange(&topo, args.datagrams).and_then(|()| {
+            if args.hold {
+                hold();
+            }
+            report(&mut agent, args.datagrams)
+        });
+        if result.is_err() {
+            let _ = agent.child.kill();
+            let _ = agent.child.wait();
         }
-        report(&mut agent, args.datagrams)
+        result
     });
-    if result.is_err() {
-        let _ = agent.child.kill();
-        let _ = agent.child.wait();
-    }
     let _ = std::fs::remove_dir_all(PIN_DIR);
     result
 }
@@ -147,7 +151,8 @@ fn report(agent: &mut Agent, datagrams: usize) -> anyhow::Result<()> {
         if !status.success() {
             bail!("skiff-agent exited with {status}");
         }
-        Ok(agent.stdout.try_iter().collect::<Vec<_>>())
+        // Ends when the reader thread hits EOF, so nothing the agent printed is lost.
+        Ok(agent.stdout.iter().collect::<Vec<_>>())
     })?;
     println!("\n{}", table.join("\n"));
     check_counts(&table, datagrams)?;
@@ -162,7 +167,7 @@ fn report(agent: &mut Agent, datagrams: usize) -> anyhow::Result<()> {
 /// The agent's table has a row per hook: `<hook> <packets> <bytes>`.
 fn check_counts(table: &[String], datagrams: usize) -> anyhow::Result<()> {
     let frame = PairTopology::UDP_FRAME_OVERHEAD + PAYLOAD;
-    for hook in ["xdp", "tc-egress"] {
+    for hook in [Hook::Xdp.as_str(), Hook::TcEgress.as_str()] {
         let row = table.iter().find(|l| l.split_whitespace().next() == Some(hook));
         let fields: Vec<usize> = row
             .map(|r| r.split_whitespace().skip(1).filter_map(|f| f.parse().ok()).collect())

@@ -81,11 +81,11 @@ fn cache_dir() -> PathBuf {
 /// What bpf-linker must match: the nightly compiler build and its LLVM.
 fn nightly_identity() -> anyhow::Result<String> {
     let verbose = output(nightly("rustc").arg("-vV")).context("rustc +nightly -vV failed")?;
-    Ok(verbose
-        .lines()
-        .filter(|l| l.starts_with("commit-hash") || l.starts_with("LLVM version"))
-        .collect::<Vec<_>>()
-        .join("\n"))
+    let mut identity: Vec<&str> =
+        verbose.lines().filter(|l| l.starts_with("commit-hash") || l.starts_with("LLVM version")).collect();
+    let linker = format!("bpf-linker {BPF_LINKER_VERSION}");
+    identity.push(&linker);
+    Ok(identity.join("\n"))
 }
 
 fn bpf_linker() -> anyhow::Result<()> {

@@ -1,5 +1,11 @@
 //! Progress output and command helpers shared by the tasks.
 
+/// The eBPF build definition shared with `agent/build.rs`.
+pub mod bpf_build {
+    #![allow(dead_code)]
+    include!("../../ebpf/bpf-build.rs");
+}
+
 use std::{
     io::IsTerminal as _,
     path::PathBuf,
@@ -44,15 +50,10 @@ pub fn cargo() -> Command {
     cmd
 }
 
-/// `rustup run nightly <program>` in a clean environment, as `agent/build.rs` runs its eBPF
-/// build: nothing of the outer (stable) cargo may leak in and change fingerprints.
+/// `rustup run nightly <program>` in the same clean environment `agent/build.rs` uses.
 pub fn nightly(program: &str) -> Command {
-    const PASS_THROUGH: &[&str] = &["PATH", "HOME", "RUSTUP_HOME", "CARGO_HOME", "TERM", "TMPDIR"];
-    let mut cmd = Command::new("rustup");
-    cmd.args(["run", "nightly", program])
-        .current_dir(workspace_root())
-        .env_clear()
-        .envs(std::env::vars_os().filter(|(key, _)| PASS_THROUGH.iter().any(|k| key == k)));
+    let mut cmd = bpf_build::nightly_command(program);
+    cmd.current_dir(workspace_root());
     cmd
 }
 

@@ -36,15 +36,16 @@ pub fn ensure_mounted() -> Result<(), DatapathError> {
     .map_err(|errno| err(io::Error::from(errno)))
 }
 
-/// Makes sure `dir` exists on bpffs, mounting bpffs at its usual place first when needed.
+/// Makes sure `dir` exists on bpffs, mounting bpffs at its usual place first when needed. A `dir`
+/// outside bpffs is refused before anything is created.
 pub fn ensure_dir(dir: &Path) -> Result<(), DatapathError> {
     if dir.starts_with(BPFFS_ROOT) {
         ensure_mounted()?;
     }
-    fs::create_dir_all(dir).map_err(|source| DatapathError::Bpffs { path: dir.to_path_buf(), source })?;
-    if !is_bpffs(dir) {
+    let existing = dir.ancestors().find(|p| p.exists()).unwrap_or(Path::new("/"));
+    if !is_bpffs(existing) {
         let source = io::Error::new(io::ErrorKind::InvalidInput, "not on a bpf filesystem");
         return Err(DatapathError::Bpffs { path: dir.to_path_buf(), source });
     }
-    Ok(())
+    fs::create_dir_all(dir).map_err(|source| DatapathError::Bpffs { path: dir.to_path_buf(), source })
 }

@@ -3,8 +3,10 @@ use std::path::PathBuf;
 /// Everything that can go wrong driving the eBPF datapath.
 #[derive(Debug, thiserror::Error)]
 pub enum DatapathError {
-    #[error("loading the eBPF object failed (are you root, with BPF enabled?)")]
+    #[error("loading the eBPF object failed")]
     Load(#[source] aya::EbpfError),
+    #[error("loading the eBPF object needs root (CAP_BPF, CAP_NET_ADMIN)")]
+    NotPrivileged(#[source] aya::EbpfError),
     #[error("program {0} is not in the eBPF object")]
     MissingProgram(&'static str),
     #[error("map {0} is not in the eBPF object")]

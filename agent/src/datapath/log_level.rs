@@ -1,10 +1,8 @@
 //! The datapath's runtime log level, patched into the object before load.
 
-use std::str::FromStr;
-
 /// Which aya-log statements in the eBPF programs emit records. The values are aya-log's levels
 /// (error = 1 … trace = 5); `Off` (0) disables every statement.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, clap::ValueEnum)]
 pub enum LogLevel {
     Off,
     Error,
@@ -27,34 +25,19 @@ impl LogLevel {
     }
 }
 
-impl FromStr for LogLevel {
-    type Err = String;
-
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        Ok(match s.to_ascii_lowercase().as_str() {
-            "off" => LogLevel::Off,
-            "error" => LogLevel::Error,
-            "warn" => LogLevel::Warn,
-            "info" => LogLevel::Info,
-            "debug" => LogLevel::Debug,
-            "trace" => LogLevel::Trace,
-            other => {
-                return Err(format!("unknown log level {other:?} (off, error, warn, info, debug, trace)"));
-            }
-        })
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use clap::ValueEnum as _;
 
     #[test]
     fn levels_are_ordered_like_aya_log() {
-        let all = ["off", "error", "warn", "info", "debug", "trace"];
-        let values: Vec<u8> =
-            all.iter().map(|s| s.parse::<LogLevel>().expect("known level").as_u8()).collect();
+        let values: Vec<u8> = LogLevel::value_variants().iter().map(|l| l.as_u8()).collect();
         assert_eq!(values, [0, 1, 2, 3, 4, 5]);
-        assert!("loud".parse::<LogLevel>().is_err());
+    }
+
+    #[test]
+    fn the_patched_global_is_aya_logs() {
+        assert_eq!(skiff_common::names::GLOBAL_LOG_LEVEL, aya_log::LEVEL);
     }
 }

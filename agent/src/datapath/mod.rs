@@ -15,9 +15,13 @@ use std::path::PathBuf;
 
 use aya::{
     Ebpf, EbpfLoader,
-    programs::{SchedClassifier, TcAttachType, Xdp, XdpMode, tc::SchedClassifierLinkId, xdp::XdpLinkId},
+    programs::{
+        LinkOrder, SchedClassifier, TcAttachType, Xdp, XdpMode,
+        tc::{SchedClassifierLinkId, TcAttachOptions},
+        xdp::XdpLinkId,
+    },
 };
-use skiff_common::names;
+use skiff_common::{Hook, names};
 
 pub use counters::Counters;
 pub use error::DatapathError;
@@ -53,6 +57,13 @@ impl TcDirection {
         match self {
             TcDirection::Ingress => names::PROG_TC_INGRESS,
             TcDirection::Egress => names::PROG_TC_EGRESS,
+        }
+    }
+
+    fn hook(self) -> Hook {
+        match self {
+            TcDirection::Ingress => Hook::TcIngress,
+            TcDirection::Egress => Hook::TcEgress,
         }
     }
 
@@ -95,7 +106,13 @@ impl Datapath {
             .default_map_pin_directory(&config.pin_dir)
             .override_global(names::GLOBAL_LOG_LEVEL, &level, true)
             .load(object::OBJECT)
-            .map_err(DatapathError::Load)?;
+            .map_err(|source| {
+                if nix::unistd::geteuid().is_root() {
+                    DatapathError::Load(source)
+                } else {
+                    DatapathError::NotPrivileged(source)
+                }
+            })?;
 
         program_mut::<Xdp>(&mut ebpf, names::PROG_XDP)?
             .load()
@@ -120,20 +137,16 @@ impl Datapath {
         Ok(())
     }
 
-    /// Attaches the TC program for `direction` to `iface` as a tcx link (kernel ≥ 6.6), falling
-    /// back to a clsact qdisc filter on older kernels.
+    /// Attaches the TC program for `direction` to `iface` as a tcx link. tcx (Linux ≥ 6.6) is
+    /// required: links are per-program, replaceable atomically and go away with their owner, none
+    /// of which the legacy clsact filters give.
     pub fn attach_tc(&mut self, iface: &str, direction: TcDirection) -> Result<(), DatapathError> {
         let name = direction.program();
         let prog = program_mut::<SchedClassifier>(&mut self.ebpf, name)?;
-        if !has_tcx() {
-            // Legacy netlink attach needs the qdisc; "exists" is fine.
-            let _ = aya::programs::tc::qdisc_add_clsact(iface);
-        }
-        let id = prog.attach(iface, direction.attach_type()).map_err(|source| DatapathError::Attach {
-            program: name,
-            iface: iface.to_owned(),
-            source,
-        })?;
+        let options = TcAttachOptions::TcxOrder(LinkOrder::default());
+        let id = prog
+            .attach_with_options(iface, direction.attach_type(), options)
+            .map_err(|source| DatapathError::Attach { program: name, iface: iface.to_owned(), source })?;
         self.attachments.push(Attachment { iface: iface.to_owned(), link: LinkId::Tc(direction, id) });
         Ok(())
     }
@@ -144,11 +157,10 @@ impl Datapath {
             .iter()
             .map(|a| {
                 let hook = match a.link {
-                    LinkId::Xdp(_) => "xdp",
-                    LinkId::Tc(TcDirection::Ingress, _) => "tc-ingress",
-                    LinkId::Tc(TcDirection::Egress, _) => "tc-egress",
+                    LinkId::Xdp(_) => Hook::Xdp,
+                    LinkId::Tc(direction, _) => direction.hook(),
                 };
-                (a.iface.clone(), hook)
+                (a.iface.clone(), hook.as_str())
             })
             .collect()
     }
@@ -182,12 +194,6 @@ impl Datapath {
     pub fn take_logs<L: log::Log>(&mut self, logger: L) -> Result<aya_log::EbpfLogger<L>, DatapathError> {
         aya_log::EbpfLogger::init_with_logger(&mut self.ebpf, logger).map_err(DatapathError::Logs)
     }
-}
-
-/// tcx links exist from Linux 6.6; before that TC programs hang off a clsact qdisc.
-fn has_tcx() -> bool {
-    use aya::util::KernelVersion;
-    KernelVersion::current().is_ok_and(|v| v >= KernelVersion::new(6, 6, 0))
 }
 
 fn program_mut<'a, P>(ebpf: &'a mut Ebpf, name: &'static str) -> Result<&'a mut P, DatapathError>

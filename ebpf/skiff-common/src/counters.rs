@@ -17,9 +17,9 @@ pub enum Hook {
 
 impl Hook {
     /// Number of slots the counters map needs.
-    pub const COUNT: u32 = 3;
+    pub const COUNT: u32 = Self::ALL.len() as u32;
     /// Every hook, in slot order.
-    pub const ALL: [Hook; Self::COUNT as usize] = [Hook::Xdp, Hook::TcIngress, Hook::TcEgress];
+    pub const ALL: [Hook; 3] = [Hook::Xdp, Hook::TcIngress, Hook::TcEgress];
 
     /// The slot index in the counters map.
     pub const fn slot(self) -> u32 {

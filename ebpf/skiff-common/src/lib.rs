@@ -6,6 +6,9 @@
 #![no_std]
 
 pub mod counters;
+pub mod drop_reason;
+pub mod lb;
 pub mod names;
 
 pub use counters::{Hook, PacketCounter};
+pub use drop_reason::DropReason;

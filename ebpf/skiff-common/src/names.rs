@@ -7,6 +7,22 @@
 
 /// Per-CPU packet/byte counters, one slot per [`crate::Hook`].
 pub const MAP_COUNTERS: &str = "SKIFF_COUNTERS";
+/// Frontends: `ServiceKey` → `ServiceValue`.
+pub const MAP_SERVICES: &str = "SKIFF_SVC";
+/// Backends: backend id → `Backend`.
+pub const MAP_BACKENDS: &str = "SKIFF_BACKENDS";
+/// Maglev rows, `M` backend ids per frontend.
+pub const MAP_MAGLEV: &str = "SKIFF_MAGLEV";
+/// Conntrack, client → frontend direction (LRU).
+pub const MAP_CT: &str = "SKIFF_CT";
+/// Reverse NAT, keyed by the reply tuple (LRU).
+pub const MAP_RNAT: &str = "SKIFF_RNAT";
+/// Session affinity (LRU).
+pub const MAP_AFFINITY: &str = "SKIFF_AFFINITY";
+/// Non-first fragments of translated datagrams (LRU).
+pub const MAP_FRAGS: &str = "SKIFF_FRAGS";
+/// Per-CPU drop/reject counters indexed by `DropReason`.
+pub const MAP_DROPS: &str = "SKIFF_DROPS";
 /// aya-log's ring buffer (defined by `aya-log-ebpf`; listed so the name check covers it).
 pub const MAP_LOGS: &str = "AYA_LOGS";
 
@@ -17,6 +33,12 @@ pub const PROG_TC_INGRESS: &str = "skiff_tc_in";
 /// TC (tcx) program for the egress direction.
 pub const PROG_TC_EGRESS: &str = "skiff_tc_out";
 
+/// TC program on the host side of each pod veth (ingress = packets the pod sends): ClusterIP
+/// load balancing and reverse NAT.
+pub const PROG_LB: &str = "skiff_lb";
+
+/// Global holding `lb::LbConfig`, patched in at load.
+pub const GLOBAL_LB_CONFIG: &str = "SKIFF_LB_CONFIG";
 /// Global patched by user space before load to set the datapath's log level (aya-log's symbol).
 pub const GLOBAL_LOG_LEVEL: &str = "AYA_LOG_LEVEL";
 
