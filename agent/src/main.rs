@@ -70,7 +70,8 @@ async fn run_datapath(args: DatapathArgs) -> anyhow::Result<()> {
         nix::net::if_::if_nametoindex(iface.as_str())
             .map_err(|_| anyhow::anyhow!("no interface named {iface:?} in this network namespace"))?;
     }
-    let config = DatapathConfig { pin_dir: args.pin_dir, log_level: args.datapath_log_level };
+    let config =
+        DatapathConfig { pin_dir: args.pin_dir, log_level: args.datapath_log_level, ..Default::default() };
     let mut dp = Datapath::load(&config)?;
     let logs = dp.take_logs(log::logger())?;
     let log_task = tokio::spawn(datapath::logs::forward(logs));

@@ -25,7 +25,7 @@ pub use bpffs::{PinDir, ensure_bpffs};
 pub use error::{Error, Result};
 pub use netns::NetNs;
 pub use poll::poll_until;
-pub use stale::{harness_entries, sweep_stale};
+pub use stale::{leftovers, sweep_stale};
 pub use topology::PairTopology;
 
 /// Name prefix of everything the harness creates for tests; [`sweep_stale`] owns this prefix.

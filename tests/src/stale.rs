@@ -29,10 +29,11 @@ fn stale_entries(dir: &str) -> Vec<String> {
     entries(dir).into_iter().filter(|name| owner_pid(name).is_some_and(|pid| !is_alive(pid))).collect()
 }
 
-/// Harness entries (`skt-…`) present now in /run/netns and the test pin root, alive or not.
-pub fn harness_entries() -> Vec<String> {
-    let mut all = entries(NETNS_DIR);
-    all.extend(entries(PIN_ROOT));
+/// Leftovers: harness entries (`skt-…`) in /run/netns and the test pin root whose owning process
+/// has exited. Entries of processes still running (another test run) are not leftovers.
+pub fn leftovers() -> Vec<String> {
+    let mut all = stale_entries(NETNS_DIR);
+    all.extend(stale_entries(PIN_ROOT));
     all
 }
 

@@ -50,7 +50,7 @@ struct Run {
 fn attach(label: &str, level: LogLevel) -> Run {
     let topo = PairTopology::new(label).expect("topology");
     let pins = PinDir::new(label).expect("pin dir");
-    let config = DatapathConfig { pin_dir: pins.path().to_owned(), log_level: level };
+    let config = DatapathConfig { pin_dir: pins.path().to_owned(), log_level: level, ..Default::default() };
     let mut dp = Datapath::load(&config).expect("load datapath (root with BPF?)");
     let captured = Captured::default();
     let logs = dp.take_logs(captured.clone()).expect("log reader");
@@ -126,7 +126,8 @@ fn counters_survive_a_reload_through_the_pinned_map() {
     assert_eq!(exchange(&topo), DATAGRAMS);
     drop(dp);
     // A new agent process would do exactly this: load again against the same pin dir.
-    let config = DatapathConfig { pin_dir: pins.path().to_owned(), log_level: LogLevel::Off };
+    let config =
+        DatapathConfig { pin_dir: pins.path().to_owned(), log_level: LogLevel::Off, ..Default::default() };
     let reloaded = Datapath::load(&config).expect("reload");
     assert_eq!(reloaded.counters().expect("read").get(Hook::Xdp).packets, DATAGRAMS as u64);
     assert!(pins.path().join(skiff_common::names::MAP_COUNTERS).exists(), "counters map not pinned");

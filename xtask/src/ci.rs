@@ -21,7 +21,7 @@ pub fn run() -> anyhow::Result<()> {
     step("clippy (eBPF crate, bpfel-unknown-none)", clippy_ebpf)?;
     step("tests (unit, integration, privileged)", || step::run(&mut nextest(&["--no-fail-fast"])))?;
     step("no test state left behind", || {
-        let left = skiff_tests::harness_entries();
+        let left = skiff_tests::leftovers();
         if !left.is_empty() {
             bail!("tests left namespaces or pin dirs behind: {left:?}");
         }

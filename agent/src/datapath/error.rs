@@ -38,6 +38,20 @@ pub enum DatapathError {
     },
     #[error("setting up the datapath log reader")]
     Logs(#[source] aya_log::Error),
+    #[error("Maglev map of {entries} entries does not hold whole rows of M={m}")]
+    MaglevSize { entries: u32, m: u32 },
+    #[error("Maglev row {row} with {len} ids: the table has {rows} rows of M={m}")]
+    MaglevRow { row: u32, len: usize, rows: u32, m: u32 },
+    #[error("mapping the Maglev table")]
+    Mmap(#[source] std::io::Error),
+    #[error("invalid datapath configuration: {0}")]
+    Config(&'static str),
+    #[error("test run of {name}")]
+    TestRun {
+        name: &'static str,
+        #[source]
+        source: aya::programs::ProgramError,
+    },
     #[error("bpffs at {path}")]
     Bpffs {
         path: PathBuf,

@@ -7,6 +7,7 @@
 pub mod bpffs;
 mod counters;
 mod error;
+pub mod lb;
 mod log_level;
 pub mod logs;
 pub mod object;
@@ -21,7 +22,11 @@ use aya::{
         xdp::XdpLinkId,
     },
 };
-use skiff_common::{Hook, names};
+use skiff_common::{
+    Hook,
+    lb::{self as lbdefs, LbConfig},
+    names,
+};
 
 pub use counters::Counters;
 pub use error::DatapathError;
@@ -37,12 +42,52 @@ pub struct DatapathConfig {
     pub pin_dir: PathBuf,
     /// Which aya-log statements in the programs are live; `Off` makes logging cost one load+compare.
     pub log_level: LogLevel,
+    /// Load-balancer settings and map capacities.
+    pub lb: LbCapacity,
 }
 
 impl Default for DatapathConfig {
     fn default() -> Self {
-        Self { pin_dir: PathBuf::from(DEFAULT_PIN_DIR), log_level: LogLevel::Info }
+        Self { pin_dir: PathBuf::from(DEFAULT_PIN_DIR), log_level: LogLevel::Info, lb: LbCapacity::default() }
     }
+}
+
+/// Load-balancer tunables and map capacities; a pinned map of another size is recreated.
+#[derive(Debug, Clone, Copy)]
+pub struct LbCapacity {
+    /// Settings patched into the programs (Maglev table size, hairpin address, CT lifetimes).
+    pub config: LbConfig,
+    /// Frontends (`VIP:port/proto`, plus one marker per ClusterIP).
+    pub max_services: u32,
+    pub max_backends: u32,
+    /// Conntrack entries per direction.
+    pub max_ct: u32,
+    pub max_affinity: u32,
+    pub max_frags: u32,
+}
+
+impl Default for LbCapacity {
+    fn default() -> Self {
+        Self {
+            config: LbConfig::DEFAULT,
+            max_services: lbdefs::DEFAULT_MAX_SERVICES,
+            max_backends: lbdefs::DEFAULT_MAX_BACKENDS,
+            max_ct: lbdefs::DEFAULT_MAX_CT,
+            max_affinity: lbdefs::DEFAULT_MAX_AFFINITY,
+            max_frags: lbdefs::DEFAULT_MAX_FRAGS,
+        }
+    }
+}
+
+/// What a test run of a program returned.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TestRunOutcome {
+    /// The TC action (`TC_ACT_OK` 0, `TC_ACT_SHOT` 2, `TC_ACT_REDIRECT` 7).
+    pub verdict: i32,
+    /// Bytes of output packet.
+    pub len: usize,
+    /// Average time per run, as the kernel measured it.
+    pub duration: std::time::Duration,
 }
 
 /// Traffic direction for a TC program.
@@ -93,6 +138,7 @@ struct Attachment {
 pub struct Datapath {
     ebpf: Ebpf,
     attachments: Vec<Attachment>,
+    lb: lb::LbMaps,
 }
 
 impl Datapath {
@@ -100,11 +146,27 @@ impl Datapath {
     /// now rather than at attach time). Maps are pinned under `config.pin_dir` and reused if a
     /// previous agent left them there.
     pub fn load(config: &DatapathConfig) -> Result<Self, DatapathError> {
+        let cap = &config.lb;
+        if !lb::maglev::is_prime(cap.config.maglev_m) {
+            return Err(DatapathError::Config("the Maglev table size must be prime"));
+        }
+        let maglev_entries = cap
+            .max_services
+            .checked_mul(cap.config.maglev_m)
+            .ok_or(DatapathError::Config("max services × Maglev size overflows"))?;
         bpffs::ensure_dir(&config.pin_dir)?;
         let level = config.log_level.as_u8();
         let mut ebpf = EbpfLoader::new()
             .default_map_pin_directory(&config.pin_dir)
             .override_global(names::GLOBAL_LOG_LEVEL, &level, true)
+            .override_global(names::GLOBAL_LB_CONFIG, &cap.config, true)
+            .map_max_entries(names::MAP_SERVICES, cap.max_services)
+            .map_max_entries(names::MAP_BACKENDS, cap.max_backends)
+            .map_max_entries(names::MAP_MAGLEV, maglev_entries)
+            .map_max_entries(names::MAP_CT, cap.max_ct)
+            .map_max_entries(names::MAP_RNAT, cap.max_ct)
+            .map_max_entries(names::MAP_AFFINITY, cap.max_affinity)
+            .map_max_entries(names::MAP_FRAGS, cap.max_frags)
             .load(object::OBJECT)
             .map_err(|source| {
                 if nix::unistd::geteuid().is_root() {
@@ -117,12 +179,13 @@ impl Datapath {
         program_mut::<Xdp>(&mut ebpf, names::PROG_XDP)?
             .load()
             .map_err(|source| DatapathError::Program { name: names::PROG_XDP, source })?;
-        for name in [names::PROG_TC_INGRESS, names::PROG_TC_EGRESS] {
+        for name in [names::PROG_TC_INGRESS, names::PROG_TC_EGRESS, names::PROG_LB] {
             program_mut::<SchedClassifier>(&mut ebpf, name)?
                 .load()
                 .map_err(|source| DatapathError::Program { name, source })?;
         }
-        Ok(Self { ebpf, attachments: Vec::new() })
+        let lb = lb::LbMaps::take(&mut ebpf, maglev_entries, cap.config.maglev_m)?;
+        Ok(Self { ebpf, attachments: Vec::new(), lb })
     }
 
     /// Attaches the XDP program to `iface` (driver mode where the driver supports it, else generic).
@@ -181,6 +244,34 @@ impl Datapath {
             }
         }
         first_err.map_or(Ok(()), Err)
+    }
+
+    /// The load balancer's maps.
+    pub fn lb(&mut self) -> &mut lb::LbMaps {
+        &mut self.lb
+    }
+
+    /// Runs the load-balancer program on `packet` through BPF_PROG_TEST_RUN (`repeat` times),
+    /// writing the resulting packet to `out`. Used by the packet fixtures and the per-packet
+    /// benchmark; the maps are the live ones.
+    pub fn test_run_lb(
+        &self,
+        packet: &[u8],
+        out: &mut [u8],
+        repeat: u32,
+    ) -> Result<TestRunOutcome, DatapathError> {
+        let err = |source| DatapathError::TestRun { name: names::PROG_LB, source };
+        let program =
+            self.ebpf.program(names::PROG_LB).ok_or(DatapathError::MissingProgram(names::PROG_LB))?;
+        let program: &SchedClassifier = program.try_into().map_err(err)?;
+        let opts =
+            aya::TestRunOptions { data_in: Some(packet), data_out: Some(out), repeat, ..Default::default() };
+        let result = aya::TestRun::test_run(program, opts).map_err(err)?;
+        Ok(TestRunOutcome {
+            verdict: result.return_value as i32,
+            len: result.data_size_out as usize,
+            duration: result.duration,
+        })
     }
 
     /// Sums the per-CPU counters of every hook.

@@ -43,9 +43,20 @@ pub const GLOBAL_LB_CONFIG: &str = "SKIFF_LB_CONFIG";
 pub const GLOBAL_LOG_LEVEL: &str = "AYA_LOG_LEVEL";
 
 /// Every map name, for existence checks.
-pub const MAPS: &[&str] = &[MAP_COUNTERS, MAP_LOGS];
+pub const MAPS: &[&str] = &[
+    MAP_COUNTERS,
+    MAP_SERVICES,
+    MAP_BACKENDS,
+    MAP_MAGLEV,
+    MAP_CT,
+    MAP_RNAT,
+    MAP_AFFINITY,
+    MAP_FRAGS,
+    MAP_DROPS,
+    MAP_LOGS,
+];
 /// Every program name, for existence checks.
-pub const PROGRAMS: &[&str] = &[PROG_XDP, PROG_TC_INGRESS, PROG_TC_EGRESS];
+pub const PROGRAMS: &[&str] = &[PROG_XDP, PROG_TC_INGRESS, PROG_TC_EGRESS, PROG_LB];
 
 const _: () = {
     let mut i = 0;

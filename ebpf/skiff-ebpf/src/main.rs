@@ -6,6 +6,7 @@
 #![no_main]
 
 mod counters;
+mod lb;
 
 use aya_ebpf::{
     bindings::{TC_ACT_OK, xdp_action},
@@ -42,6 +43,15 @@ pub fn skiff_tc_out(ctx: TcContext) -> i32 {
         Ok(verdict) => verdict,
         Err(_) => TC_ACT_OK,
     }
+}
+
+/// TC (tcx) ingress on the host side of a pod veth: ClusterIP load balancing and reverse NAT.
+///
+/// Fallback on error: `TC_ACT_SHOT`, counted by reason. A packet may be half-rewritten by then, and
+/// a half-translated packet must never leave.
+#[classifier]
+pub fn skiff_lb(ctx: TcContext) -> i32 {
+    lb::run(&ctx)
 }
 
 #[cfg(not(test))]

@@ -1,0 +1,170 @@
+//! User-space access to the load balancer's maps: frontends, backends, Maglev rows, conntrack.
+
+pub mod maglev;
+mod table;
+
+use aya::{
+    Ebpf,
+    maps::{HashMap, MapData, MapError, PerCpuArray},
+};
+use skiff_common::{
+    DropReason,
+    lb::{AffinityKey, AffinityValue, Backend, CtForward, CtKey, CtReverse, ServiceKey, ServiceValue},
+    names,
+};
+
+pub use table::MaglevTable;
+
+use super::DatapathError;
+
+/// The load balancer's maps, taken out of the loaded object (the programs keep their own
+/// references, so this is the agent's handle on the live state).
+pub struct LbMaps {
+    services: HashMap<MapData, ServiceKey, ServiceValue>,
+    backends: HashMap<MapData, u32, Backend>,
+    ct: HashMap<MapData, CtKey, CtForward>,
+    rnat: HashMap<MapData, CtKey, CtReverse>,
+    affinity: HashMap<MapData, AffinityKey, AffinityValue>,
+    drops: PerCpuArray<MapData, u64>,
+    maglev: MaglevTable,
+}
+
+fn take<T>(ebpf: &mut Ebpf, name: &'static str) -> Result<T, DatapathError>
+where
+    T: TryFrom<aya::maps::Map, Error = MapError>,
+{
+    let map = ebpf.take_map(name).ok_or(DatapathError::MissingMap(name))?;
+    T::try_from(map).map_err(|source| DatapathError::Map { name, source })
+}
+
+fn map_err(name: &'static str) -> impl Fn(MapError) -> DatapathError {
+    move |source| DatapathError::Map { name, source }
+}
+
+impl std::fmt::Debug for LbMaps {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LbMaps").field("maglev", &self.maglev).finish_non_exhaustive()
+    }
+}
+
+impl LbMaps {
+    pub(super) fn take(ebpf: &mut Ebpf, maglev_entries: u32, m: u32) -> Result<Self, DatapathError> {
+        let maglev_map: aya::maps::Map =
+            ebpf.take_map(names::MAP_MAGLEV).ok_or(DatapathError::MissingMap(names::MAP_MAGLEV))?;
+        let maglev_data = match &maglev_map {
+            aya::maps::Map::Array(data) => data,
+            _ => return Err(DatapathError::MissingMap(names::MAP_MAGLEV)),
+        };
+        let maglev = MaglevTable::map(maglev_data.fd(), maglev_entries, m)?;
+        Ok(Self {
+            services: take(ebpf, names::MAP_SERVICES)?,
+            backends: take(ebpf, names::MAP_BACKENDS)?,
+            ct: take(ebpf, names::MAP_CT)?,
+            rnat: take(ebpf, names::MAP_RNAT)?,
+            affinity: take(ebpf, names::MAP_AFFINITY)?,
+            drops: take(ebpf, names::MAP_DROPS)?,
+            maglev,
+        })
+    }
+
+    /// Adds or replaces a frontend.
+    pub fn set_service(&mut self, key: ServiceKey, value: ServiceValue) -> Result<(), DatapathError> {
+        self.services.insert(key, value, 0).map_err(map_err(names::MAP_SERVICES))
+    }
+
+    /// Removes a frontend; absent is fine.
+    pub fn remove_service(&mut self, key: &ServiceKey) -> Result<(), DatapathError> {
+        ignore_missing(self.services.remove(key)).map_err(map_err(names::MAP_SERVICES))
+    }
+
+    pub fn service(&self, key: &ServiceKey) -> Option<ServiceValue> {
+        self.services.get(key, 0).ok()
+    }
+
+    pub fn set_backend(&mut self, id: u32, backend: Backend) -> Result<(), DatapathError> {
+        self.backends.insert(id, backend, 0).map_err(map_err(names::MAP_BACKENDS))
+    }
+
+    /// Removes a backend; flows still pinned to it are purged by [`LbMaps::purge_backend_flows`].
+    pub fn remove_backend(&mut self, id: u32) -> Result<(), DatapathError> {
+        ignore_missing(self.backends.remove(&id)).map_err(map_err(names::MAP_BACKENDS))
+    }
+
+    /// Writes a frontend's Maglev row (exactly `M` ids).
+    pub fn set_maglev_row(&mut self, row: u32, ids: &[u32]) -> Result<(), DatapathError> {
+        self.maglev.write_row(row, ids)
+    }
+
+    pub fn maglev_row(&self, row: u32) -> Option<Vec<u32>> {
+        self.maglev.read_row(row)
+    }
+
+    pub fn maglev_m(&self) -> u32 {
+        self.maglev.m()
+    }
+
+    /// Deletes every conntrack, reverse-NAT and affinity entry that points at `backend_id`, so no
+    /// flow (UDP above all) keeps going to a removed endpoint. Returns how many flows it ended.
+    pub fn purge_backend_flows(&mut self, backend_id: u32) -> Result<usize, DatapathError> {
+        let ct: Vec<CtKey> = self
+            .ct
+            .iter()
+            .filter_map(Result::ok)
+            .filter(|(_, v)| v.backend_id == backend_id)
+            .map(|(k, _)| k)
+            .collect();
+        for key in &ct {
+            ignore_missing(self.ct.remove(key)).map_err(map_err(names::MAP_CT))?;
+        }
+        let rnat: Vec<CtKey> = self
+            .rnat
+            .iter()
+            .filter_map(Result::ok)
+            .filter(|(_, v)| v.backend_id == backend_id)
+            .map(|(k, _)| k)
+            .collect();
+        for key in &rnat {
+            ignore_missing(self.rnat.remove(key)).map_err(map_err(names::MAP_RNAT))?;
+        }
+        let affinity: Vec<AffinityKey> = self
+            .affinity
+            .iter()
+            .filter_map(Result::ok)
+            .filter(|(_, v)| v.backend_id == backend_id)
+            .map(|(k, _)| k)
+            .collect();
+        for key in &affinity {
+            ignore_missing(self.affinity.remove(key)).map_err(map_err(names::MAP_AFFINITY))?;
+        }
+        Ok(ct.len())
+    }
+
+    /// Forward conntrack entries (for inspection and tests).
+    pub fn conntrack(&self) -> Vec<(CtKey, CtForward)> {
+        self.ct.iter().filter_map(Result::ok).collect()
+    }
+
+    /// Reverse-NAT entries (for inspection and tests).
+    pub fn reverse_nat(&self) -> Vec<(CtKey, CtReverse)> {
+        self.rnat.iter().filter_map(Result::ok).collect()
+    }
+
+    /// Drop/reject counter of one reason, summed over CPUs.
+    pub fn drops(&self, reason: DropReason) -> Result<u64, DatapathError> {
+        let per_cpu = self.drops.get(&reason.slot(), 0).map_err(map_err(names::MAP_DROPS))?;
+        Ok(per_cpu.iter().sum())
+    }
+}
+
+/// Deleting what is already gone is success.
+fn ignore_missing(result: Result<(), MapError>) -> Result<(), MapError> {
+    match result {
+        Err(MapError::KeyNotFound) => Ok(()),
+        Err(MapError::SyscallError(e))
+            if e.io_error.raw_os_error() == Some(nix::errno::Errno::ENOENT as i32) =>
+        {
+            Ok(())
+        }
+        other => other,
+    }
+}

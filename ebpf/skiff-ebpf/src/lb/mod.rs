@@ -1,0 +1,230 @@
+//! ClusterIP load balancing on the host side of pod veths (tc ingress = what the pod sends).
+//!
+//! Per packet: a reply of a translated flow gets its source turned back into the frontend; a packet
+//! to a frontend gets a backend (conntrack first, else affinity, else Maglev) and is DNATed to it;
+//! a frontend without endpoints is rejected with ICMP port unreachable (as kube-proxy does); all
+//! other traffic passes untouched.
+
+mod ct;
+mod icmp;
+pub mod maps;
+mod nat;
+mod packet;
+mod reject;
+mod select;
+
+use aya_ebpf::{
+    bindings::{TC_ACT_OK, TC_ACT_SHOT},
+    helpers::bpf_ktime_get_ns,
+    programs::TcContext,
+};
+use skiff_common::{
+    DropReason,
+    lb::{
+        CT_F_HAIRPIN, CtForward, CtKey, CtReverse, FragKey, FragValue, SVC_F_LOCAL, ServiceKey, ServiceValue,
+        proto,
+    },
+};
+
+use self::{
+    maps::{SKIFF_CT, SKIFF_FRAGS, SKIFF_RNAT, SKIFF_SVC, config, count_drop, is_vip},
+    nat::End,
+    packet::Ipv4,
+};
+
+/// Why processing stopped short of a verdict.
+pub enum LbError {
+    /// Drop the packet, counting `reason`.
+    Drop(DropReason),
+    /// A packet helper failed (the packet may be half-rewritten, so it is dropped).
+    Helper,
+}
+
+/// Entry point body. On error the packet is dropped and counted: a half-translated packet must
+/// not leave, and the counter says why it did not.
+#[inline(always)]
+pub fn run(ctx: &TcContext) -> i32 {
+    match try_lb(ctx) {
+        Ok(action) => action,
+        Err(LbError::Drop(reason)) => {
+            count_drop(reason);
+            TC_ACT_SHOT
+        }
+        Err(LbError::Helper) => {
+            count_drop(DropReason::InvalidPacket);
+            TC_ACT_SHOT
+        }
+    }
+}
+
+#[inline(always)]
+fn try_lb(ctx: &TcContext) -> Result<i32, LbError> {
+    let Some(ip) = packet::ipv4(ctx) else { return Ok(TC_ACT_OK) };
+    if ip.is_later_fragment() {
+        return later_fragment(ctx, &ip);
+    }
+    match ip.proto {
+        proto::TCP | proto::UDP => flow(ctx, &ip),
+        proto::ICMP => icmp::translate_error(ctx, &ip),
+        _ if is_vip(ip.daddr_be) => reject::port_unreachable(ctx, &ip, DropReason::UnsupportedProtocol),
+        _ => Ok(TC_ACT_OK),
+    }
+}
+
+/// A TCP or UDP packet (or the first fragment of a datagram).
+#[inline(always)]
+fn flow(ctx: &TcContext, ip: &Ipv4) -> Result<i32, LbError> {
+    let l4_ok = ctx.len() as usize >= ip.l4() + packet::l4_min_len(ip.proto);
+    let Some((sport, dport)) = packet::ports_at(ctx, ip.l4()).filter(|_| l4_ok) else {
+        return if is_vip(ip.daddr_be) {
+            Err(LbError::Drop(DropReason::InvalidPacket))
+        } else {
+            Ok(TC_ACT_OK)
+        };
+    };
+    let tuple = CtKey {
+        saddr_be: ip.saddr_be,
+        daddr_be: ip.daddr_be,
+        sport_be: sport,
+        dport_be: dport,
+        proto: ip.proto,
+        _pad: [0; 3],
+    };
+    // SAFETY (all map reads below): plain-data values copied out of the map at once.
+    let now = unsafe { bpf_ktime_get_ns() };
+
+    if let Some(rev) = unsafe { SKIFF_RNAT.get(tuple).copied() } {
+        return reply(ctx, ip, &tuple, rev, now);
+    }
+    let Some(svc) = (unsafe { SKIFF_SVC.get(ServiceKey::new(ip.daddr_be, dport, ip.proto)).copied() }) else {
+        return if is_vip(ip.daddr_be) {
+            reject::port_unreachable(ctx, ip, DropReason::UnknownPort)
+        } else {
+            Ok(TC_ACT_OK)
+        };
+    };
+    let tcp_flags =
+        if ip.proto == proto::TCP { packet::tcp_at(ctx, ip.l4()).map_or(0, |t| t.flags) } else { 0 };
+    forward(ctx, ip, &tuple, &svc, tcp_flags, now)
+}
+
+/// Client → frontend: pick (or recall) the backend, DNAT, record the flow.
+#[inline(always)]
+fn forward(
+    ctx: &TcContext,
+    ip: &Ipv4,
+    tuple: &CtKey,
+    svc: &ServiceValue,
+    tcp_flags: u8,
+    now: u64,
+) -> Result<i32, LbError> {
+    let seen = unsafe { SKIFF_CT.get(tuple).copied() }.filter(|e| ct::is_live(tuple, e, now));
+    let (backend_id, backend, mut entry, new) = match seen {
+        Some(e) => match select::backend(e.backend_id) {
+            Some(b) => (e.backend_id, b, e, false),
+            // The flow's backend is gone. TCP: tell the client at once. UDP: re-balance, so a
+            // datagram stream never sticks to a dead endpoint (the stale-UDP-conntrack bug class).
+            None if ip.proto == proto::TCP => {
+                let _ = SKIFF_CT.remove(tuple);
+                return reject::tcp_reset(ctx, ip, DropReason::BackendGone);
+            }
+            None => {
+                let (id, b) = select::select(svc, tuple, now)?;
+                (id, b, CtForward::default(), true)
+            }
+        },
+        None => {
+            if svc.backend_count == 0 {
+                let reason = if svc.flags & SVC_F_LOCAL != 0 {
+                    DropReason::NoLocalEndpoints
+                } else {
+                    DropReason::NoEndpoints
+                };
+                return reject::port_unreachable(ctx, ip, reason);
+            }
+            let (id, b) = select::select(svc, tuple, now)?;
+            (id, b, CtForward::default(), true)
+        }
+    };
+
+    let hairpin = backend.addr_be == ip.saddr_be;
+    let new_saddr = if hairpin { config().hairpin_addr_be } else { ip.saddr_be };
+    nat::set_addr(ctx, ip, End::Destination, ip.daddr_be, backend.addr_be, true)?;
+    nat::set_port(ctx, ip, End::Destination, tuple.dport_be, backend.port_be)?;
+    nat::set_addr(ctx, ip, End::Source, ip.saddr_be, new_saddr, true)?;
+
+    let flags = entry.flags | ct::tcp_ct_flags(tcp_flags) | if hairpin { CT_F_HAIRPIN } else { 0 };
+    let refresh = new || flags != entry.flags || now.saturating_sub(entry.last_seen_ns) >= ct::REFRESH_NS;
+    if refresh {
+        entry = CtForward { backend_id, svc_id: svc.id, last_seen_ns: now, flags, _pad: 0 };
+        if SKIFF_CT.insert(tuple, entry, 0).is_err() {
+            count_drop(DropReason::CtInsertFailed);
+        }
+        // (Re)written with the forward entry, so an LRU eviction of the reverse half heals itself.
+        let rkey = CtKey {
+            saddr_be: backend.addr_be,
+            daddr_be: new_saddr,
+            sport_be: backend.port_be,
+            dport_be: tuple.sport_be,
+            proto: ip.proto,
+            _pad: [0; 3],
+        };
+        let rev = CtReverse {
+            vip_be: ip.daddr_be,
+            vport_be: tuple.dport_be,
+            _pad: 0,
+            client_be: if hairpin { ip.saddr_be } else { 0 },
+            backend_id,
+            last_seen_ns: now,
+        };
+        if SKIFF_RNAT.insert(rkey, rev, 0).is_err() {
+            count_drop(DropReason::CtInsertFailed);
+        }
+    }
+    if ip.is_fragment() {
+        remember_fragment(ip, new_saddr, backend.addr_be);
+    }
+    Ok(TC_ACT_OK)
+}
+
+/// Backend → client: the source becomes the frontend again (and a hairpin flow's destination the
+/// client's real address).
+#[inline(always)]
+fn reply(ctx: &TcContext, ip: &Ipv4, tuple: &CtKey, rev: CtReverse, now: u64) -> Result<i32, LbError> {
+    let new_daddr = if rev.client_be != 0 { rev.client_be } else { ip.daddr_be };
+    nat::set_addr(ctx, ip, End::Source, ip.saddr_be, rev.vip_be, true)?;
+    nat::set_port(ctx, ip, End::Source, tuple.sport_be, rev.vport_be)?;
+    nat::set_addr(ctx, ip, End::Destination, ip.daddr_be, new_daddr, true)?;
+    if now.saturating_sub(rev.last_seen_ns) >= ct::REFRESH_NS {
+        let fresh = CtReverse { last_seen_ns: now, ..rev };
+        let _ = SKIFF_RNAT.insert(tuple, fresh, 0);
+    }
+    if ip.is_fragment() {
+        remember_fragment(ip, rev.vip_be, new_daddr);
+    }
+    Ok(TC_ACT_OK)
+}
+
+/// The first fragment's translation, for the fragments that follow (they carry no ports).
+#[inline(always)]
+fn remember_fragment(ip: &Ipv4, saddr_be: u32, daddr_be: u32) {
+    let key =
+        FragKey { saddr_be: ip.saddr_be, daddr_be: ip.daddr_be, id_be: ip.id_be, proto: ip.proto, _pad: 0 };
+    let _ = SKIFF_FRAGS.insert(key, FragValue { saddr_be, daddr_be }, 0);
+}
+
+/// A fragment after the first: translated like its first fragment was, if that one was seen.
+#[inline(always)]
+fn later_fragment(ctx: &TcContext, ip: &Ipv4) -> Result<i32, LbError> {
+    let key =
+        FragKey { saddr_be: ip.saddr_be, daddr_be: ip.daddr_be, id_be: ip.id_be, proto: ip.proto, _pad: 0 };
+    match unsafe { SKIFF_FRAGS.get(key).copied() } {
+        Some(to) => {
+            nat::set_addr(ctx, ip, End::Source, ip.saddr_be, to.saddr_be, false)?;
+            nat::set_addr(ctx, ip, End::Destination, ip.daddr_be, to.daddr_be, false)?;
+            Ok(TC_ACT_OK)
+        }
+        None if is_vip(ip.daddr_be) => Err(LbError::Drop(DropReason::FragmentNotTracked)),
+        None => Ok(TC_ACT_OK),
+    }
+}

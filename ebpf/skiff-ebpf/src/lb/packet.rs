@@ -1,0 +1,171 @@
+//! Reading headers through `bpf_skb_load_bytes` (copies to the stack: no packet-pointer bounds
+//! for the verifier to track) and the offsets the rewrites need.
+
+use aya_ebpf::programs::TcContext;
+use skiff_common::lb::proto;
+
+pub const ETH_LEN: usize = 14;
+const ETH_P_IP_BE: u16 = 0x0800u16.to_be();
+/// IPv4 header offsets (from the start of the IP header).
+pub const IP_CSUM: usize = 10;
+pub const IP_SADDR: usize = 12;
+pub const IP_DADDR: usize = 16;
+const IP_MF: u16 = 0x2000;
+const IP_OFFSET_MASK: u16 = 0x1fff;
+
+/// The parts of an IPv4 header the load balancer reads.
+#[derive(Clone, Copy)]
+pub struct Ipv4 {
+    /// Header length in bytes (options included).
+    pub ihl: usize,
+    pub tot_len: u16,
+    pub id_be: u16,
+    /// Flags and fragment offset, host order.
+    pub frag: u16,
+    pub proto: u8,
+    pub saddr_be: u32,
+    pub daddr_be: u32,
+}
+
+impl Ipv4 {
+    /// Offset of the L4 header in the frame.
+    #[inline(always)]
+    pub fn l4(&self) -> usize {
+        ETH_LEN + self.ihl
+    }
+
+    #[inline(always)]
+    pub fn is_fragment(&self) -> bool {
+        self.frag & (IP_MF | IP_OFFSET_MASK) != 0
+    }
+
+    /// A fragment other than the first: no L4 header in it.
+    #[inline(always)]
+    pub fn is_later_fragment(&self) -> bool {
+        self.frag & IP_OFFSET_MASK != 0
+    }
+}
+
+#[inline(always)]
+fn be16(b0: u8, b1: u8) -> u16 {
+    u16::from_ne_bytes([b0, b1])
+}
+
+#[inline(always)]
+fn be32(b: &[u8; 20], at: usize) -> u32 {
+    // Fixed, in-bounds offsets only (callers pass constants).
+    u32::from_ne_bytes([b[at], b[at + 1], b[at + 2], b[at + 3]])
+}
+
+/// Parses the IPv4 header at `at` (the frame's, or an ICMP error's inner one). `None` when the
+/// bytes are not a plausible IPv4 header: such a packet is not ours to judge.
+#[inline(always)]
+pub fn ipv4_at(ctx: &TcContext, at: usize) -> Option<Ipv4> {
+    let b: [u8; 20] = ctx.load(at).ok()?;
+    let ihl = ((b[0] & 0x0f) as usize) * 4;
+    if b[0] >> 4 != 4 || ihl < 20 {
+        return None;
+    }
+    Some(Ipv4 {
+        ihl,
+        tot_len: u16::from_be_bytes([b[2], b[3]]),
+        id_be: be16(b[4], b[5]),
+        frag: u16::from_be_bytes([b[6], b[7]]),
+        proto: b[9],
+        saddr_be: be32(&b, 12),
+        daddr_be: be32(&b, 16),
+    })
+}
+
+/// The frame's IPv4 header, if the frame is IPv4.
+#[inline(always)]
+pub fn ipv4(ctx: &TcContext) -> Option<Ipv4> {
+    let ethertype: u16 = ctx.load(12).ok()?;
+    if ethertype != ETH_P_IP_BE {
+        return None;
+    }
+    ipv4_at(ctx, ETH_LEN)
+}
+
+/// Ports (network order) of the TCP/UDP header at `at`.
+#[inline(always)]
+pub fn ports_at(ctx: &TcContext, at: usize) -> Option<(u16, u16)> {
+    let b: [u8; 4] = ctx.load(at).ok()?;
+    Some((be16(b[0], b[1]), be16(b[2], b[3])))
+}
+
+/// Minimum L4 header length: the load balancer needs the whole fixed header.
+#[inline(always)]
+pub fn l4_min_len(proto_nr: u8) -> usize {
+    if proto_nr == proto::TCP { 20 } else { 8 }
+}
+
+/// Offset of the L4 checksum field from the L4 header start.
+#[inline(always)]
+pub fn l4_csum_off(proto_nr: u8) -> usize {
+    if proto_nr == proto::TCP { 16 } else { 6 }
+}
+
+/// TCP flags byte (FIN 0x01, SYN 0x02, RST 0x04, ACK 0x10).
+pub const TCP_FIN: u8 = 0x01;
+pub const TCP_SYN: u8 = 0x02;
+pub const TCP_RST: u8 = 0x04;
+pub const TCP_ACK: u8 = 0x10;
+
+/// The fixed TCP header fields a reset needs: seq, ack (host order), flags, header length.
+#[derive(Clone, Copy)]
+pub struct TcpInfo {
+    pub seq: u32,
+    pub ack: u32,
+    pub flags: u8,
+    pub doff: usize,
+}
+
+#[inline(always)]
+pub fn tcp_at(ctx: &TcContext, at: usize) -> Option<TcpInfo> {
+    let b: [u8; 20] = ctx.load(at).ok()?;
+    Some(TcpInfo {
+        seq: u32::from_be_bytes([b[4], b[5], b[6], b[7]]),
+        ack: u32::from_be_bytes([b[8], b[9], b[10], b[11]]),
+        flags: b[13],
+        doff: ((b[12] >> 4) as usize) * 4,
+    })
+}
+
+/// Ones'-complement sum of 16-bit big-endian words, folded and inverted: the Internet checksum.
+#[inline(always)]
+pub fn checksum<const N: usize>(bytes: &[u8; N], initial: u32) -> u16 {
+    let mut sum = initial;
+    let mut i = 0;
+    while i + 1 < N {
+        sum += u32::from(u16::from_be_bytes([bytes[i], bytes[i + 1]]));
+        i += 2;
+    }
+    if N % 2 == 1 {
+        sum += u32::from(bytes[N - 1]) << 8;
+    }
+    // Two folds always suffice for a 32-bit sum; a data-dependent loop would make the verifier
+    // walk every iteration.
+    sum = (sum & 0xffff) + (sum >> 16);
+    sum = (sum & 0xffff) + (sum >> 16);
+    !(sum as u16)
+}
+
+/// RFC 1624 incremental update of a checksum (all values as stored in the packet, i.e. the u16s
+/// read with native order from network bytes).
+#[inline(always)]
+pub fn csum_update16(check_be: u16, old_be: u16, new_be: u16) -> u16 {
+    let c = u16::from_be(check_be);
+    let mut sum = u32::from(!c) + u32::from(!u16::from_be(old_be)) + u32::from(u16::from_be(new_be));
+    sum = (sum & 0xffff) + (sum >> 16);
+    sum = (sum & 0xffff) + (sum >> 16);
+    (!(sum as u16)).to_be()
+}
+
+#[inline(always)]
+pub fn csum_update32(check_be: u16, old_be: u32, new_be: u32) -> u16 {
+    let o = old_be.to_ne_bytes();
+    let n = new_be.to_ne_bytes();
+    let c = csum_update16(check_be, u16::from_ne_bytes([o[0], o[1]]), u16::from_ne_bytes([n[0], n[1]]));
+    csum_update16(c, u16::from_ne_bytes([o[2], o[3]]), u16::from_ne_bytes([n[2], n[3]]))
+}
