@@ -16,6 +16,7 @@ mod bpffs;
 mod cmd;
 mod error;
 mod netns;
+pub mod packet;
 mod poll;
 mod stale;
 mod topology;

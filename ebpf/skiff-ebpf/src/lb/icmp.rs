@@ -58,6 +58,22 @@ pub fn translate_error(ctx: &TcContext, ip: &Ipv4) -> Result<i32, LbError> {
     icmp_csum = csum_update32(icmp_csum, inner.saddr_be, client);
     icmp_csum = csum_update16(icmp_csum, idport, rev.vport_be);
     icmp_csum = csum_update16(icmp_csum, old_inner_csum, inner_csum);
+    // A UDP quote includes its checksum: restore the one the client computed for the frontend, so
+    // the quote is byte for byte what the client sent. (TCP's checksum lies past the 8 bytes.)
+    if inner.proto == proto::UDP {
+        let at = inner_l4 + 6;
+        let old: u16 = ctx.load(at).map_err(err)?;
+        if old != 0 {
+            let mut new = csum_update32(old, inner.daddr_be, rev.vip_be);
+            new = csum_update32(new, inner.saddr_be, client);
+            new = csum_update16(new, idport, rev.vport_be);
+            if new == 0 {
+                new = 0xffff;
+            }
+            icmp_csum = csum_update16(icmp_csum, old, new);
+            ctx.store(at, &new, 0).map_err(err)?;
+        }
+    }
     ctx.store(inner_at + IP_DADDR, &rev.vip_be, 0).map_err(err)?;
     ctx.store(inner_at + IP_SADDR, &client, 0).map_err(err)?;
     ctx.store(inner_l4 + 2, &rev.vport_be, 0).map_err(err)?;
