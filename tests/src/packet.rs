@@ -158,7 +158,7 @@ impl Frame {
 
     fn padded_options(&self) -> Vec<u8> {
         let mut o = self.options.clone();
-        while o.len() % 4 != 0 {
+        while !o.len().is_multiple_of(4) {
             o.push(0);
         }
         o
@@ -247,7 +247,7 @@ impl Frame {
     /// Splits the frame into IP fragments whose payloads hold at most `chunk` bytes (a multiple
     /// of 8), as a router would.
     pub fn fragments(&self, chunk: usize) -> Vec<Vec<u8>> {
-        assert!(chunk % 8 == 0 && chunk > 0, "fragment payloads are multiples of 8 bytes");
+        assert!(chunk.is_multiple_of(8) && chunk > 0, "fragment payloads are multiples of 8 bytes");
         let l4 = self.l4_bytes();
         let pieces: Vec<&[u8]> = l4.chunks(chunk).collect();
         pieces
