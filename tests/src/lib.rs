@@ -27,7 +27,7 @@ pub use error::{Error, Result};
 pub use netns::NetNs;
 pub use poll::poll_until;
 pub use stale::{leftovers, sweep_stale};
-pub use topology::PairTopology;
+pub use topology::{PairTopology, Pod, StarTopology};
 
 /// Name prefix of everything the harness creates for tests; [`sweep_stale`] owns this prefix.
 pub const TEST_PREFIX: &str = "skt-";

@@ -86,3 +86,65 @@ impl PairTopology {
         Ok(topo)
     }
 }
+
+/// A pod: its namespace, address and the name of its veth's node end.
+#[derive(Debug)]
+pub struct Pod {
+    pub ns: NetNs,
+    pub ip: Ipv4Addr,
+    pub node_iface: String,
+}
+
+/// A node namespace with `n` pod namespaces, each joined to it by a routed veth (no bridge), the
+/// way skiff's CNI wires pods: pod `i` is 198.18.(i+1).2/24 with its default route via the node's
+/// end, 198.18.(i+1).1, named `p<i>`. The node forwards, with reverse-path filtering off (like
+/// Cilium, since load-balanced and hairpin flows arrive with rewritten addresses), and IPv6 off
+/// everywhere so traffic is only what tests send.
+#[derive(Debug)]
+pub struct StarTopology {
+    pub node: NetNs,
+    pub pods: Vec<Pod>,
+}
+
+impl StarTopology {
+    pub fn new(label: &str, pods: usize) -> Result<Self> {
+        let node = NetNs::new(&format!("{label}-node"))?;
+        for key in
+            ["net/ipv6/conf/all/disable_ipv6", "net/ipv6/conf/default/disable_ipv6", "net/ipv4/ip_forward"]
+        {
+            node.sysctl(key, "1")?;
+        }
+        for key in ["net/ipv4/conf/all/rp_filter", "net/ipv4/conf/default/rp_filter"] {
+            node.sysctl(key, "0")?;
+        }
+        let mut topo = StarTopology { node, pods: Vec::with_capacity(pods) };
+        for i in 0..pods {
+            let ns = NetNs::new(&format!("{label}-p{i}"))?;
+            ns.sysctl("net/ipv6/conf/all/disable_ipv6", "1")?;
+            ns.sysctl("net/ipv6/conf/default/disable_ipv6", "1")?;
+            let node_iface = format!("p{i}");
+            let subnet = i + 1;
+            let ip = Ipv4Addr::new(198, 18, subnet as u8, 2);
+            let gateway = Ipv4Addr::new(198, 18, subnet as u8, 1);
+            topo.node.ip(&[
+                "link",
+                "add",
+                &node_iface,
+                "type",
+                "veth",
+                "peer",
+                "name",
+                "eth0",
+                "netns",
+                ns.name(),
+            ])?;
+            topo.node.ip(&["addr", "add", &format!("{gateway}/24"), "dev", &node_iface])?;
+            topo.node.ip(&["link", "set", &node_iface, "up"])?;
+            ns.ip(&["addr", "add", &format!("{ip}/24"), "dev", "eth0"])?;
+            ns.ip(&["link", "set", "eth0", "up"])?;
+            ns.ip(&["route", "add", "default", "via", &gateway.to_string()])?;
+            topo.pods.push(Pod { ns, ip, node_iface });
+        }
+        Ok(topo)
+    }
+}

@@ -1,8 +1,9 @@
-//! Real traffic between namespaces: a UDP echo server and a lock-step client.
+//! Real traffic between namespaces: UDP echo, TCP and UDP servers that say who they are, and the
+//! clients that talk to them.
 
 use std::{
-    io::ErrorKind,
-    net::{SocketAddr, SocketAddrV4, UdpSocket},
+    io::{BufRead, BufReader, ErrorKind, Write},
+    net::{SocketAddr, SocketAddrV4, TcpListener, TcpStream, UdpSocket},
     sync::{
         Arc,
         atomic::{AtomicBool, Ordering},
@@ -106,4 +107,161 @@ pub fn udp_ping(
         }
         Ok(answered)
     })?
+}
+
+/// A TCP server that greets each connection with `identity` and a newline, then echoes lines.
+#[derive(Debug)]
+pub struct TcpIdentity {
+    stop: Arc<AtomicBool>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl TcpIdentity {
+    pub fn start(ns: &NetNs, addr: SocketAddrV4, identity: &str) -> Result<Self> {
+        let listener =
+            ns.run(move || TcpListener::bind(addr))?.map_err(|e| Error::io(format!("listen {addr}"), e))?;
+        listener.set_nonblocking(true).map_err(|e| Error::io("set_nonblocking", e))?;
+        let stop = Arc::new(AtomicBool::new(false));
+        let flag = Arc::clone(&stop);
+        let greeting = format!("{identity}\n");
+        let thread = std::thread::spawn(move || {
+            while !flag.load(Ordering::Relaxed) {
+                match listener.accept() {
+                    Ok((conn, _)) => {
+                        let greeting = greeting.clone();
+                        std::thread::spawn(move || serve_tcp(conn, &greeting));
+                    }
+                    // Idle wait of the server loop (not test synchronisation): recheck the flag.
+                    Err(e) if e.kind() == ErrorKind::WouldBlock => std::thread::sleep(SERVER_TICK / 4),
+                    Err(_) => break,
+                }
+            }
+        });
+        Ok(Self { stop, thread: Some(thread) })
+    }
+}
+
+impl Drop for TcpIdentity {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+fn serve_tcp(conn: TcpStream, greeting: &str) {
+    let _ = conn.set_nonblocking(false);
+    let mut writer = match conn.try_clone() {
+        Ok(w) => w,
+        Err(_) => return,
+    };
+    if writer.write_all(greeting.as_bytes()).is_err() {
+        return;
+    }
+    let mut reader = BufReader::new(conn);
+    let mut line = String::new();
+    while reader.read_line(&mut line).is_ok_and(|n| n > 0) {
+        if writer.write_all(line.as_bytes()).is_err() {
+            return;
+        }
+        line.clear();
+    }
+}
+
+/// A client connection made from inside a namespace: read the greeting, then echo lines.
+#[derive(Debug)]
+pub struct TcpClient {
+    reader: BufReader<TcpStream>,
+    writer: TcpStream,
+    /// The server's greeting: which backend answered.
+    pub identity: String,
+}
+
+impl TcpClient {
+    pub fn connect(ns: &NetNs, target: SocketAddrV4, timeout: Duration) -> Result<Self> {
+        let stream = ns
+            .run(move || TcpStream::connect_timeout(&SocketAddr::V4(target), timeout))?
+            .map_err(|e| Error::io(format!("connect {target}"), e))?;
+        stream.set_read_timeout(Some(timeout)).map_err(|e| Error::io("set_read_timeout", e))?;
+        let writer = stream.try_clone().map_err(|e| Error::io("clone stream", e))?;
+        let mut reader = BufReader::new(stream);
+        let mut identity = String::new();
+        reader.read_line(&mut identity).map_err(|e| Error::io(format!("greeting from {target}"), e))?;
+        Ok(Self { reader, writer, identity: identity.trim_end().to_owned() })
+    }
+
+    /// Sends `line` and returns the echo.
+    pub fn echo(&mut self, line: &str) -> std::io::Result<String> {
+        self.writer.write_all(format!("{line}\n").as_bytes())?;
+        let mut back = String::new();
+        let n = self.reader.read_line(&mut back)?;
+        if n == 0 {
+            return Err(std::io::Error::new(ErrorKind::UnexpectedEof, "connection closed"));
+        }
+        Ok(back.trim_end().to_owned())
+    }
+}
+
+/// A UDP server answering every datagram with `identity`.
+#[derive(Debug)]
+pub struct UdpIdentity {
+    stop: Arc<AtomicBool>,
+    thread: Option<JoinHandle<u64>>,
+}
+
+impl UdpIdentity {
+    pub fn start(ns: &NetNs, addr: SocketAddrV4, identity: &str) -> Result<Self> {
+        let socket =
+            ns.run(move || UdpSocket::bind(addr))?.map_err(|e| Error::io(format!("bind {addr}"), e))?;
+        socket.set_read_timeout(Some(SERVER_TICK)).map_err(|e| Error::io("set_read_timeout", e))?;
+        let stop = Arc::new(AtomicBool::new(false));
+        let flag = Arc::clone(&stop);
+        let identity = identity.as_bytes().to_vec();
+        let thread = std::thread::spawn(move || {
+            let mut buf = [0u8; 2048];
+            let mut answered = 0;
+            while !flag.load(Ordering::Relaxed) {
+                match socket.recv_from(&mut buf) {
+                    Ok((_, from)) => {
+                        if socket.send_to(&identity, from).is_ok() {
+                            answered += 1;
+                        }
+                    }
+                    Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {}
+                    Err(_) => break,
+                }
+            }
+            answered
+        });
+        Ok(Self { stop, thread: Some(thread) })
+    }
+}
+
+impl Drop for UdpIdentity {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+/// Sends one datagram from `ns` (from `local`, or an ephemeral port) to `target` and returns the
+/// answer; the error of a refused or unanswered datagram comes back as is.
+pub fn udp_ask(
+    ns: &NetNs,
+    local: Option<SocketAddrV4>,
+    target: SocketAddrV4,
+    timeout: Duration,
+) -> Result<std::io::Result<String>> {
+    ns.run(move || -> std::io::Result<String> {
+        let socket = UdpSocket::bind(local.map_or(SocketAddr::from(([0, 0, 0, 0], 0)), SocketAddr::V4))?;
+        socket.connect(SocketAddr::V4(target))?;
+        socket.set_read_timeout(Some(timeout))?;
+        socket.send(b"who")?;
+        let mut buf = [0u8; 2048];
+        let n = socket.recv(&mut buf)?;
+        Ok(String::from_utf8_lossy(&buf[..n]).into_owned())
+    })
 }

@@ -3,7 +3,11 @@
 //! setup (which may include earlier packets of the flow), an input packet, the expected verdict and
 //! the expected output packet, plus any counter it must move.
 
+mod common;
+
 use std::net::{Ipv4Addr, SocketAddrV4};
+
+use common::{Svc, be};
 
 use skiff_agent::datapath::{
     Datapath, DatapathConfig, LbCapacity, LogLevel,
@@ -11,10 +15,7 @@ use skiff_agent::datapath::{
 };
 use skiff_common::{
     DropReason,
-    lb::{
-        Backend, DEFAULT_HAIRPIN_ADDR_BE, LbConfig, SVC_F_AFFINITY, SVC_F_RANDOM, ServiceKey, ServiceValue,
-        flow_hash,
-    },
+    lb::{DEFAULT_HAIRPIN_ADDR_BE, LbConfig, SVC_F_AFFINITY, SVC_F_RANDOM, flow_hash},
 };
 use skiff_tests::{
     PinDir,
@@ -35,24 +36,12 @@ const RANDOM: SocketAddrV4 = SocketAddrV4::new(Ipv4Addr::new(10, 96, 0, 40), 80)
 const PODS: [Ipv4Addr; 3] =
     [Ipv4Addr::new(10, 244, 1, 11), Ipv4Addr::new(10, 244, 2, 12), Ipv4Addr::new(10, 244, 3, 13)];
 
-fn be(ip: Ipv4Addr) -> u32 {
-    u32::from_ne_bytes(ip.octets())
-}
-
 /// A loaded datapath with the fixture services programmed.
 struct Env {
     dp: Datapath,
     _pins: PinDir,
     /// What a setup step learned (e.g. the backend an earlier packet went to).
     memo: Option<SocketAddrV4>,
-}
-
-struct Svc {
-    frontend: SocketAddrV4,
-    proto: u8,
-    row: u32,
-    flags: u32,
-    backends: Vec<(u32, SocketAddrV4)>,
 }
 
 fn services() -> Vec<Svc> {
@@ -82,34 +71,9 @@ impl Env {
         let config = DatapathConfig { pin_dir: pins.path().to_owned(), log_level: LogLevel::Off, lb };
         let mut env = Env { dp: Datapath::load(&config).expect("load datapath"), _pins: pins, memo: None };
         for svc in services() {
-            env.program(&svc);
+            svc.program(&mut env.dp);
         }
         env
-    }
-
-    fn program(&mut self, svc: &Svc) {
-        let lb = self.dp.lb();
-        let mut members = Vec::new();
-        for (id, addr) in &svc.backends {
-            let backend =
-                Backend { addr_be: be(*addr.ip()), port_be: addr.port().to_be(), proto: svc.proto, flags: 0 };
-            lb.set_backend(*id, backend).expect("backend");
-            members.push(MaglevBackend { key: format!("{addr}/{}", svc.proto), id: *id });
-        }
-        let row = maglev::row(&members, M);
-        if !row.is_empty() {
-            lb.set_maglev_row(svc.row, &row).expect("row");
-        }
-        let key = ServiceKey::new(be(*svc.frontend.ip()), svc.frontend.port().to_be(), svc.proto);
-        let value = ServiceValue {
-            id: svc.row,
-            backend_count: svc.backends.len() as u32,
-            flags: svc.flags,
-            affinity_timeout_s: 10800,
-        };
-        lb.set_service(key, value).expect("service");
-        lb.set_service(ServiceKey::vip_marker(be(*svc.frontend.ip())), ServiceValue::default())
-            .expect("marker");
     }
 
     /// The backend Maglev picks for `client` → `frontend`.

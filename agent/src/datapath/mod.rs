@@ -124,6 +124,8 @@ impl TcDirection {
 enum LinkId {
     Xdp(XdpLinkId),
     Tc(TcDirection, SchedClassifierLinkId),
+    /// The load balancer at tcx ingress of a pod veth's host end.
+    Lb(SchedClassifierLinkId),
 }
 
 /// One program attached to one interface.
@@ -214,16 +216,29 @@ impl Datapath {
         Ok(())
     }
 
+    /// Attaches the ClusterIP load balancer at tcx ingress of `iface`, the host end of a pod's veth
+    /// (its ingress is everything the pod sends).
+    pub fn attach_lb(&mut self, iface: &str) -> Result<(), DatapathError> {
+        let prog = program_mut::<SchedClassifier>(&mut self.ebpf, names::PROG_LB)?;
+        let options = TcAttachOptions::TcxOrder(LinkOrder::default());
+        let id = prog.attach_with_options(iface, TcAttachType::Ingress, options).map_err(|source| {
+            DatapathError::Attach { program: names::PROG_LB, iface: iface.to_owned(), source }
+        })?;
+        self.attachments.push(Attachment { iface: iface.to_owned(), link: LinkId::Lb(id) });
+        Ok(())
+    }
+
     /// Interfaces and hooks currently attached, for reports.
     pub fn attached(&self) -> Vec<(String, &'static str)> {
         self.attachments
             .iter()
             .map(|a| {
                 let hook = match a.link {
-                    LinkId::Xdp(_) => Hook::Xdp,
-                    LinkId::Tc(direction, _) => direction.hook(),
+                    LinkId::Xdp(_) => Hook::Xdp.as_str(),
+                    LinkId::Tc(direction, _) => direction.hook().as_str(),
+                    LinkId::Lb(_) => "tc-lb",
                 };
-                (a.iface.clone(), hook.as_str())
+                (a.iface.clone(), hook)
             })
             .collect()
     }
@@ -238,6 +253,7 @@ impl Datapath {
                 LinkId::Tc(direction, id) => {
                     program_mut::<SchedClassifier>(&mut self.ebpf, direction.program())?.detach(id)
                 }
+                LinkId::Lb(id) => program_mut::<SchedClassifier>(&mut self.ebpf, names::PROG_LB)?.detach(id),
             };
             if let Err(source) = result {
                 first_err.get_or_insert(DatapathError::Detach { iface, source });

@@ -1,0 +1,240 @@
+//! The ClusterIP datapath with real sockets: one client pod and three backend pods around a node
+//! namespace, skiff_lb on every pod veth's node end, real TCP and UDP servers in the backends.
+
+mod common;
+
+use std::{
+    collections::BTreeMap,
+    io::ErrorKind,
+    net::{Ipv4Addr, SocketAddrV4},
+    time::{Duration, Instant},
+};
+
+use common::Svc;
+use skiff_agent::datapath::{Datapath, DatapathConfig, LbCapacity, LogLevel};
+use skiff_common::lb::{LbConfig, SVC_F_AFFINITY};
+use skiff_tests::{
+    PinDir, StarTopology,
+    packet::{PROTO_TCP, PROTO_UDP},
+    poll_until,
+    traffic::{TcpClient, TcpIdentity, UdpIdentity, udp_ask},
+};
+
+const WEB: SocketAddrV4 = SocketAddrV4::new(Ipv4Addr::new(198, 19, 0, 10), 80);
+const DNS: SocketAddrV4 = SocketAddrV4::new(Ipv4Addr::new(198, 19, 0, 10), 53);
+const EMPTY: SocketAddrV4 = SocketAddrV4::new(Ipv4Addr::new(198, 19, 0, 20), 80);
+const STICKY: SocketAddrV4 = SocketAddrV4::new(Ipv4Addr::new(198, 19, 0, 30), 80);
+const TIMEOUT: Duration = Duration::from_secs(3);
+const BACKENDS: usize = 3;
+
+struct Cluster {
+    topo: StarTopology,
+    pins: PinDir,
+    dp: Option<Datapath>,
+    services: Vec<Svc>,
+    _servers: (Vec<TcpIdentity>, Vec<UdpIdentity>),
+}
+
+impl Cluster {
+    /// Pod 0 is the client, pods 1..=3 the backends (TCP :8080 and UDP :5353, named b1..b3).
+    fn new(label: &str) -> Cluster {
+        let topo = StarTopology::new(label, 1 + BACKENDS).expect("topology");
+        let pins = PinDir::new(label).expect("pin dir");
+        let mut tcp = Vec::new();
+        let mut udp = Vec::new();
+        for (i, pod) in topo.pods.iter().enumerate().skip(1) {
+            tcp.push(
+                TcpIdentity::start(&pod.ns, SocketAddrV4::new(pod.ip, 8080), &format!("b{i}"))
+                    .expect("tcp server"),
+            );
+            udp.push(
+                UdpIdentity::start(&pod.ns, SocketAddrV4::new(pod.ip, 5353), &format!("b{i}"))
+                    .expect("udp server"),
+            );
+        }
+        let backends = |first: u32, port: u16| -> Vec<(u32, SocketAddrV4)> {
+            topo.pods[1..]
+                .iter()
+                .enumerate()
+                .map(|(i, p)| (first + i as u32, SocketAddrV4::new(p.ip, port)))
+                .collect()
+        };
+        let services = vec![
+            Svc { frontend: WEB, proto: PROTO_TCP, row: 1, flags: 0, backends: backends(1, 8080) },
+            Svc { frontend: DNS, proto: PROTO_UDP, row: 2, flags: 0, backends: backends(11, 5353) },
+            Svc { frontend: EMPTY, proto: PROTO_TCP, row: 3, flags: 0, backends: vec![] },
+            Svc {
+                frontend: STICKY,
+                proto: PROTO_TCP,
+                row: 4,
+                flags: SVC_F_AFFINITY,
+                backends: backends(1, 8080),
+            },
+        ];
+        let mut cluster = Cluster { topo, pins, dp: None, services, _servers: (tcp, udp) };
+        cluster.start_agent();
+        for svc in cluster.services.clone() {
+            svc.program(cluster.dp());
+        }
+        cluster
+    }
+
+    fn config(&self) -> DatapathConfig {
+        let lb = LbCapacity {
+            config: LbConfig { maglev_m: 251, ..LbConfig::DEFAULT },
+            max_services: 32,
+            max_backends: 64,
+            max_ct: 4096,
+            max_affinity: 256,
+            max_frags: 64,
+        };
+        DatapathConfig { pin_dir: self.pins.path().to_owned(), log_level: LogLevel::Off, lb }
+    }
+
+    /// What an agent does at start: load (adopting pinned maps) and attach to every pod veth.
+    fn start_agent(&mut self) {
+        let mut dp = Datapath::load(&self.config()).expect("load datapath");
+        let ifaces: Vec<String> = self.topo.pods.iter().map(|p| p.node_iface.clone()).collect();
+        self.topo
+            .node
+            .run(|| ifaces.iter().try_for_each(|iface| dp.attach_lb(iface)))
+            .expect("enter node")
+            .expect("attach");
+        self.dp = Some(dp);
+    }
+
+    fn stop_agent(&mut self) {
+        self.dp = None;
+    }
+
+    fn dp(&mut self) -> &mut Datapath {
+        self.dp.as_mut().expect("agent running")
+    }
+
+    fn client(&self) -> &skiff_tests::Pod {
+        &self.topo.pods[0]
+    }
+
+    fn connect(&self, to: SocketAddrV4) -> TcpClient {
+        TcpClient::connect(&self.client().ns, to, TIMEOUT).expect("connect through the ClusterIP")
+    }
+}
+
+fn tally<'a>(names: impl Iterator<Item = &'a str>) -> BTreeMap<String, usize> {
+    let mut t = BTreeMap::new();
+    for n in names {
+        *t.entry(n.to_owned()).or_insert(0) += 1;
+    }
+    t
+}
+
+#[test]
+fn tcp_and_udp_connections_reach_every_backend_about_evenly() {
+    let cluster = Cluster::new("spread");
+    let conns: Vec<TcpClient> = (0..240).map(|_| cluster.connect(WEB)).collect();
+    let tcp = tally(conns.iter().map(|c| c.identity.as_str()));
+    assert_eq!(tcp.len(), BACKENDS, "TCP reached {tcp:?}");
+    // 80 expected each; Maglev over ephemeral ports keeps every backend well inside 50..110.
+    assert!(tcp.values().all(|n| (50..=110).contains(n)), "TCP spread {tcp:?}");
+
+    let answers: Vec<String> = (0..90)
+        .map(|_| udp_ask(&cluster.client().ns, None, DNS, TIMEOUT).expect("netns").expect("UDP answer"))
+        .collect();
+    let udp = tally(answers.iter().map(String::as_str));
+    assert_eq!(udp.len(), BACKENDS, "UDP reached {udp:?}");
+    assert!(udp.values().all(|n| (15..=50).contains(n)), "UDP spread {udp:?}");
+}
+
+#[test]
+fn session_affinity_sends_a_client_to_one_backend() {
+    let cluster = Cluster::new("sticky");
+    let seen = tally(
+        (0..30).map(|_| cluster.connect(STICKY).identity).collect::<Vec<_>>().iter().map(String::as_str),
+    );
+    assert_eq!(seen.len(), 1, "affinity broken: {seen:?}");
+}
+
+#[test]
+fn removing_a_backend_ends_its_flows_and_leaves_the_others_alone() {
+    let mut cluster = Cluster::new("remove");
+    let mut conns: Vec<TcpClient> = (0..24).map(|_| cluster.connect(WEB)).collect();
+    let victim = "b2";
+    assert!(conns.iter().any(|c| c.identity == victim), "no connection landed on {victim}");
+    let (id, _) = cluster.services[0].backends[1];
+    let mut web = cluster.services[0].clone();
+    let purged = web.remove_backend(cluster.dp(), id);
+    assert!(purged >= 1, "no conntrack entry purged for the removed backend");
+
+    for conn in conns.iter_mut() {
+        let started = Instant::now();
+        let result = conn.echo("still there?");
+        if conn.identity == victim {
+            // Ended promptly with a reset, not left to time out.
+            let err = result.expect_err("flow to a removed backend kept working");
+            assert!(matches!(err.kind(), ErrorKind::ConnectionReset | ErrorKind::UnexpectedEof), "{err}");
+            assert!(started.elapsed() < TIMEOUT / 2, "took {:?} to notice", started.elapsed());
+        } else {
+            assert_eq!(result.expect("flow to a surviving backend"), "still there?");
+        }
+    }
+    let after =
+        tally((0..30).map(|_| cluster.connect(WEB).identity).collect::<Vec<_>>().iter().map(String::as_str));
+    assert!(!after.contains_key(victim), "new connections still reach {victim}: {after:?}");
+}
+
+#[test]
+fn an_open_connection_survives_an_agent_restart() {
+    let mut cluster = Cluster::new("restart");
+    let mut conn = cluster.connect(WEB);
+    assert_eq!(conn.echo("before").expect("echo"), "before");
+    cluster.stop_agent();
+    cluster.start_agent();
+    assert_eq!(conn.echo("after").expect("echo after restart"), "after");
+    // And the restarted agent still balances new connections.
+    let fresh = cluster.connect(WEB);
+    assert!(fresh.identity.starts_with('b'));
+}
+
+#[test]
+fn a_service_without_endpoints_is_refused_at_once() {
+    let cluster = Cluster::new("refuse");
+    let started = Instant::now();
+    let err = TcpClient::connect(&cluster.client().ns, EMPTY, TIMEOUT).expect_err("connected to nothing");
+    let kind = match &err {
+        skiff_tests::Error::Io { source, .. } => source.kind(),
+        other => panic!("unexpected error {other}"),
+    };
+    assert_eq!(kind, ErrorKind::ConnectionRefused, "{err}");
+    assert!(started.elapsed() < TIMEOUT / 2, "refusal took {:?}", started.elapsed());
+    let udp =
+        udp_ask(&cluster.client().ns, None, SocketAddrV4::new(*EMPTY.ip(), 80), TIMEOUT).expect("netns");
+    let udp_err = udp.expect_err("UDP to a ClusterIP port without a Service answered");
+    assert_eq!(udp_err.kind(), ErrorKind::ConnectionRefused, "{udp_err}");
+}
+
+#[test]
+fn a_pod_reaching_itself_through_its_service_works() {
+    let mut cluster = Cluster::new("hairpin");
+    // Backend b1 asks the DNS Service from a port whose flow Maglev sends back to b1 itself.
+    let me = cluster.topo.pods[1].ip;
+    let svc = cluster.services[1].clone();
+    let row = cluster.dp().lb().maglev_row(svc.row).expect("row");
+    let own_id = svc.backends[0].0;
+    let port = (20000u16..30000)
+        .find(|p| {
+            let h = skiff_common::lb::flow_hash(
+                common::be(me),
+                common::be(*DNS.ip()),
+                p.to_be(),
+                DNS.port().to_be(),
+                PROTO_UDP,
+            );
+            row[(h % 251) as usize] == own_id
+        })
+        .expect("a self-landing port");
+    let answer = poll_until("hairpin answer", TIMEOUT, || {
+        udp_ask(&cluster.topo.pods[1].ns, Some(SocketAddrV4::new(me, port)), DNS, TIMEOUT).ok()?.ok()
+    })
+    .expect("hairpin");
+    assert_eq!(answer, "b1");
+}
