@@ -17,63 +17,96 @@ use crate::{Error, NetNs, Result};
 /// How long the server waits in `recv` before rechecking its stop flag.
 const SERVER_TICK: Duration = Duration::from_millis(20);
 
-/// A UDP echo server running in a namespace; stops and joins on drop.
+/// A server loop on its own thread, stopped and joined on drop.
 #[derive(Debug)]
-pub struct UdpEcho {
-    addr: SocketAddrV4,
+struct Worker<T> {
     stop: Arc<AtomicBool>,
-    thread: Option<JoinHandle<u64>>,
+    thread: Option<JoinHandle<T>>,
 }
 
-impl UdpEcho {
-    /// Binds `addr` inside `ns` and echoes every datagram back to its sender.
-    pub fn start(ns: &NetNs, addr: SocketAddrV4) -> Result<Self> {
+impl<T: Default + Send + 'static> Worker<T> {
+    fn spawn(body: impl FnOnce(&AtomicBool) -> T + Send + 'static) -> Self {
+        let stop = Arc::new(AtomicBool::new(false));
+        let flag = Arc::clone(&stop);
+        Self { stop, thread: Some(std::thread::spawn(move || body(&flag))) }
+    }
+
+    /// Stops the loop and returns what it produced; a panic in the loop is re-raised.
+    fn finish(&mut self) -> T {
+        self.stop.store(true, Ordering::Relaxed);
+        match self.thread.take().map(JoinHandle::join) {
+            Some(Ok(value)) => value,
+            Some(Err(panic)) if !std::thread::panicking() => std::panic::resume_unwind(panic),
+            _ => T::default(),
+        }
+    }
+}
+
+impl<T> Drop for Worker<T> {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+/// A UDP server in a namespace answering every datagram: with the datagram itself (echo) or with
+/// a fixed identity. Stops on drop.
+#[derive(Debug)]
+pub struct UdpServer {
+    addr: SocketAddrV4,
+    worker: Worker<u64>,
+}
+
+impl UdpServer {
+    /// Echoes every datagram back to its sender.
+    pub fn echo(ns: &NetNs, addr: SocketAddrV4) -> Result<Self> {
+        Self::start(ns, addr, <[u8]>::to_vec)
+    }
+
+    /// Answers every datagram with `identity`.
+    pub fn identity(ns: &NetNs, addr: SocketAddrV4, identity: &str) -> Result<Self> {
+        let identity = identity.as_bytes().to_vec();
+        Self::start(ns, addr, move |_| identity.clone())
+    }
+
+    fn start(
+        ns: &NetNs,
+        addr: SocketAddrV4,
+        reply: impl Fn(&[u8]) -> Vec<u8> + Send + 'static,
+    ) -> Result<Self> {
         // A socket belongs to the namespace it was created in, whichever thread uses it later.
         let socket =
             ns.run(move || UdpSocket::bind(addr))?.map_err(|e| Error::io(format!("bind {addr}"), e))?;
         socket.set_read_timeout(Some(SERVER_TICK)).map_err(|e| Error::io("set_read_timeout", e))?;
-        let stop = Arc::new(AtomicBool::new(false));
-        let flag = Arc::clone(&stop);
-        let thread = std::thread::spawn(move || serve(&socket, &flag));
-        Ok(Self { addr, stop, thread: Some(thread) })
+        let worker = Worker::spawn(move |stop| {
+            let mut buf = [0u8; 65536];
+            let mut answered = 0;
+            while !stop.load(Ordering::Relaxed) {
+                match socket.recv_from(&mut buf) {
+                    Ok((n, from)) => {
+                        if socket.send_to(&reply(&buf[..n]), from).is_ok() {
+                            answered += 1;
+                        }
+                    }
+                    Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {}
+                    Err(_) => break,
+                }
+            }
+            answered
+        });
+        Ok(Self { addr, worker })
     }
 
     pub fn addr(&self) -> SocketAddrV4 {
         self.addr
     }
 
-    /// Stops the server and returns how many datagrams it echoed.
+    /// Stops the server and returns how many datagrams it answered.
     pub fn stop(mut self) -> u64 {
-        self.halt()
+        self.worker.finish()
     }
-
-    fn halt(&mut self) -> u64 {
-        self.stop.store(true, Ordering::Relaxed);
-        self.thread.take().map_or(0, |t| t.join().unwrap_or(0))
-    }
-}
-
-impl Drop for UdpEcho {
-    fn drop(&mut self) {
-        self.halt();
-    }
-}
-
-fn serve(socket: &UdpSocket, stop: &AtomicBool) -> u64 {
-    let mut buf = [0u8; 65536];
-    let mut echoed = 0;
-    while !stop.load(Ordering::Relaxed) {
-        match socket.recv_from(&mut buf) {
-            Ok((n, from)) => {
-                if socket.send_to(&buf[..n], from).is_ok() {
-                    echoed += 1;
-                }
-            }
-            Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {}
-            Err(_) => break,
-        }
-    }
-    echoed
 }
 
 /// Sends `count` datagrams of `payload` bytes from inside `ns` to `target`, one at a time, each
@@ -112,8 +145,7 @@ pub fn udp_ping(
 /// A TCP server that greets each connection with `identity` and a newline, then echoes lines.
 #[derive(Debug)]
 pub struct TcpIdentity {
-    stop: Arc<AtomicBool>,
-    thread: Option<JoinHandle<()>>,
+    _worker: Worker<()>,
 }
 
 impl TcpIdentity {
@@ -121,11 +153,9 @@ impl TcpIdentity {
         let listener =
             ns.run(move || TcpListener::bind(addr))?.map_err(|e| Error::io(format!("listen {addr}"), e))?;
         listener.set_nonblocking(true).map_err(|e| Error::io("set_nonblocking", e))?;
-        let stop = Arc::new(AtomicBool::new(false));
-        let flag = Arc::clone(&stop);
         let greeting = format!("{identity}\n");
-        let thread = std::thread::spawn(move || {
-            while !flag.load(Ordering::Relaxed) {
+        let worker = Worker::spawn(move |stop| {
+            while !stop.load(Ordering::Relaxed) {
                 match listener.accept() {
                     Ok((conn, _)) => {
                         let greeting = greeting.clone();
@@ -137,16 +167,7 @@ impl TcpIdentity {
                 }
             }
         });
-        Ok(Self { stop, thread: Some(thread) })
-    }
-}
-
-impl Drop for TcpIdentity {
-    fn drop(&mut self) {
-        self.stop.store(true, Ordering::Relaxed);
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
-        }
+        Ok(Self { _worker: worker })
     }
 }
 
@@ -200,50 +221,6 @@ impl TcpClient {
             return Err(std::io::Error::new(ErrorKind::UnexpectedEof, "connection closed"));
         }
         Ok(back.trim_end().to_owned())
-    }
-}
-
-/// A UDP server answering every datagram with `identity`.
-#[derive(Debug)]
-pub struct UdpIdentity {
-    stop: Arc<AtomicBool>,
-    thread: Option<JoinHandle<u64>>,
-}
-
-impl UdpIdentity {
-    pub fn start(ns: &NetNs, addr: SocketAddrV4, identity: &str) -> Result<Self> {
-        let socket =
-            ns.run(move || UdpSocket::bind(addr))?.map_err(|e| Error::io(format!("bind {addr}"), e))?;
-        socket.set_read_timeout(Some(SERVER_TICK)).map_err(|e| Error::io("set_read_timeout", e))?;
-        let stop = Arc::new(AtomicBool::new(false));
-        let flag = Arc::clone(&stop);
-        let identity = identity.as_bytes().to_vec();
-        let thread = std::thread::spawn(move || {
-            let mut buf = [0u8; 2048];
-            let mut answered = 0;
-            while !flag.load(Ordering::Relaxed) {
-                match socket.recv_from(&mut buf) {
-                    Ok((_, from)) => {
-                        if socket.send_to(&identity, from).is_ok() {
-                            answered += 1;
-                        }
-                    }
-                    Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {}
-                    Err(_) => break,
-                }
-            }
-            answered
-        });
-        Ok(Self { stop, thread: Some(thread) })
-    }
-}
-
-impl Drop for UdpIdentity {
-    fn drop(&mut self) {
-        self.stop.store(true, Ordering::Relaxed);
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
-        }
     }
 }
 

@@ -17,7 +17,7 @@ use skiff_tests::{
     PinDir, StarTopology,
     packet::{PROTO_TCP, PROTO_UDP},
     poll_until,
-    traffic::{TcpClient, TcpIdentity, UdpIdentity, udp_ask},
+    traffic::{TcpClient, TcpIdentity, UdpServer, udp_ask},
 };
 
 const WEB: SocketAddrV4 = SocketAddrV4::new(Ipv4Addr::new(198, 19, 0, 10), 80);
@@ -32,7 +32,7 @@ struct Cluster {
     pins: PinDir,
     dp: Option<Datapath>,
     services: Vec<Svc>,
-    _servers: (Vec<TcpIdentity>, Vec<UdpIdentity>),
+    _servers: (Vec<TcpIdentity>, Vec<UdpServer>),
 }
 
 impl Cluster {
@@ -48,7 +48,7 @@ impl Cluster {
                     .expect("tcp server"),
             );
             udp.push(
-                UdpIdentity::start(&pod.ns, SocketAddrV4::new(pod.ip, 5353), &format!("b{i}"))
+                UdpServer::identity(&pod.ns, SocketAddrV4::new(pod.ip, 5353), &format!("b{i}"))
                     .expect("udp server"),
             );
         }

@@ -66,7 +66,7 @@ fn attach(label: &str, level: LogLevel) -> Run {
 
 /// Sends DATAGRAMS echo requests from the client; returns the echoes received.
 fn exchange(topo: &PairTopology) -> usize {
-    let echo = traffic::UdpEcho::start(&topo.server, SocketAddrV4::new(topo.server_ip, 7007)).expect("echo");
+    let echo = traffic::UdpServer::echo(&topo.server, SocketAddrV4::new(topo.server_ip, 7007)).expect("echo");
     let answered = traffic::udp_ping(&topo.client, echo.addr(), DATAGRAMS, PAYLOAD, Duration::from_secs(2))
         .expect("ping");
     assert_eq!(echo.stop(), DATAGRAMS as u64, "server echoed a different number of datagrams");

@@ -28,7 +28,7 @@ fn closures_run_inside_the_namespace() {
 fn pair_topology_passes_udp_and_is_removed_on_drop() {
     let topo = PairTopology::new("udp").expect("topology");
     let names = [topo.client.name().to_owned(), topo.server.name().to_owned()];
-    let echo = traffic::UdpEcho::start(&topo.server, SocketAddrV4::new(topo.server_ip, 7000)).expect("echo");
+    let echo = traffic::UdpServer::echo(&topo.server, SocketAddrV4::new(topo.server_ip, 7000)).expect("echo");
     let answered = traffic::udp_ping(&topo.client, echo.addr(), 5, 32, Duration::from_secs(2)).expect("ping");
     assert_eq!(answered, 5);
     assert_eq!(echo.stop(), 5);

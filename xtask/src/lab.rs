@@ -120,7 +120,7 @@ fn start_agent(topo: &PairTopology) -> anyhow::Result<Agent> {
 
 fn exchange(topo: &PairTopology, datagrams: usize) -> anyhow::Result<()> {
     step(&format!("send {datagrams} UDP datagrams client → node:{ECHO_PORT} and back"), || {
-        let echo = traffic::UdpEcho::start(&topo.server, SocketAddrV4::new(topo.server_ip, ECHO_PORT))?;
+        let echo = traffic::UdpServer::echo(&topo.server, SocketAddrV4::new(topo.server_ip, ECHO_PORT))?;
         let answered =
             traffic::udp_ping(&topo.client, echo.addr(), datagrams, PAYLOAD, Duration::from_secs(2))?;
         echo.stop();
