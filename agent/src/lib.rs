@@ -1,1 +1,2 @@
 pub mod datapath;
+pub mod proxy;

@@ -1,22 +1,20 @@
 //! The ClusterIP datapath with real sockets: one client pod and three backend pods around a node
 //! namespace, skiff_lb on every pod veth's node end, real TCP and UDP servers in the backends.
 
-mod common;
-
 use std::{
-    collections::BTreeMap,
+    collections::{BTreeMap, BTreeSet},
     io::ErrorKind,
     net::{Ipv4Addr, SocketAddrV4},
     time::{Duration, Instant},
 };
 
-use common::Svc;
-use skiff_agent::datapath::{Datapath, DatapathConfig, LbCapacity, LogLevel};
-use skiff_common::lb::{LbConfig, SVC_F_AFFINITY};
+use skiff_agent::{
+    datapath::{Datapath, DatapathConfig, LbCapacity, LogLevel},
+    proxy::{BackendAddr, Dataplane, Frontend, FrontendKey, Protocol, ServiceRef},
+};
+use skiff_common::lb::{LbConfig, ServiceKey, flow_hash};
 use skiff_tests::{
-    PinDir, StarTopology,
-    packet::{PROTO_TCP, PROTO_UDP},
-    poll_until,
+    PinDir, StarTopology, poll_until,
     traffic::{TcpClient, TcpIdentity, UdpServer, udp_ask},
 };
 
@@ -31,8 +29,23 @@ struct Cluster {
     topo: StarTopology,
     pins: PinDir,
     dp: Option<Datapath>,
-    services: Vec<Svc>,
     _servers: (Vec<TcpIdentity>, Vec<UdpServer>),
+}
+
+fn key(frontend: SocketAddrV4, proto: Protocol) -> FrontendKey {
+    FrontendKey { vip: *frontend.ip(), port: frontend.port(), proto }
+}
+
+/// A frontend over `backends`, as the service proxy would build it.
+fn frontend(name: &str, backends: &[BackendAddr], affinity: bool) -> Frontend {
+    Frontend {
+        service: ServiceRef { namespace: "default".into(), name: name.into() },
+        port_name: String::new(),
+        active: backends.iter().copied().collect(),
+        draining: BTreeSet::new(),
+        affinity_timeout_s: affinity.then_some(10800),
+        local_only: false,
+    }
 }
 
 impl Cluster {
@@ -52,31 +65,20 @@ impl Cluster {
                     .expect("udp server"),
             );
         }
-        let backends = |first: u32, port: u16| -> Vec<(u32, SocketAddrV4)> {
-            topo.pods[1..]
-                .iter()
-                .enumerate()
-                .map(|(i, p)| (first + i as u32, SocketAddrV4::new(p.ip, port)))
-                .collect()
-        };
-        let services = vec![
-            Svc { frontend: WEB, proto: PROTO_TCP, row: 1, flags: 0, backends: backends(1, 8080) },
-            Svc { frontend: DNS, proto: PROTO_UDP, row: 2, flags: 0, backends: backends(11, 5353) },
-            Svc { frontend: EMPTY, proto: PROTO_TCP, row: 3, flags: 0, backends: vec![] },
-            Svc {
-                frontend: STICKY,
-                proto: PROTO_TCP,
-                row: 4,
-                flags: SVC_F_AFFINITY,
-                backends: backends(1, 8080),
-            },
-        ];
-        let mut cluster = Cluster { topo, pins, dp: None, services, _servers: (tcp, udp) };
+        let mut cluster = Cluster { topo, pins, dp: None, _servers: (tcp, udp) };
         cluster.start_agent();
-        for svc in cluster.services.clone() {
-            svc.program(cluster.dp());
-        }
+        let web = cluster.backends(8080, Protocol::Tcp);
+        let dns = cluster.backends(5353, Protocol::Udp);
+        let dataplane = cluster.dp().dataplane();
+        dataplane.upsert(key(WEB, Protocol::Tcp), &frontend("web", &web, false)).expect("web");
+        dataplane.upsert(key(DNS, Protocol::Udp), &frontend("dns", &dns, false)).expect("dns");
+        dataplane.upsert(key(EMPTY, Protocol::Tcp), &frontend("empty", &[], false)).expect("empty");
+        dataplane.upsert(key(STICKY, Protocol::Tcp), &frontend("sticky", &web, true)).expect("sticky");
         cluster
+    }
+
+    fn backends(&self, port: u16, proto: Protocol) -> Vec<BackendAddr> {
+        self.topo.pods[1..].iter().map(|p| BackendAddr { ip: p.ip, port, proto }).collect()
     }
 
     fn config(&self) -> DatapathConfig {
@@ -160,10 +162,17 @@ fn removing_a_backend_ends_its_flows_and_leaves_the_others_alone() {
     let mut conns: Vec<TcpClient> = (0..24).map(|_| cluster.connect(WEB)).collect();
     let victim = "b2";
     assert!(conns.iter().any(|c| c.identity == victim), "no connection landed on {victim}");
-    let (id, _) = cluster.services[0].backends[1];
-    let mut web = cluster.services[0].clone();
-    let purged = web.remove_backend(cluster.dp(), id);
-    assert!(purged >= 1, "no conntrack entry purged for the removed backend");
+    // What the proxy does when b2's endpoint leaves the web Service's EndpointSlice.
+    let remaining: Vec<BackendAddr> = cluster
+        .backends(8080, Protocol::Tcp)
+        .into_iter()
+        .filter(|b| b.ip != cluster.topo.pods[2].ip)
+        .collect();
+    cluster
+        .dp()
+        .dataplane()
+        .upsert(key(WEB, Protocol::Tcp), &frontend("web", &remaining, false))
+        .expect("upsert");
 
     for conn in conns.iter_mut() {
         let started = Instant::now();
@@ -217,19 +226,14 @@ fn a_pod_reaching_itself_through_its_service_works() {
     let mut cluster = Cluster::new("hairpin");
     // Backend b1 asks the DNS Service from a port whose flow Maglev sends back to b1 itself.
     let me = cluster.topo.pods[1].ip;
-    let svc = cluster.services[1].clone();
-    let row = cluster.dp().lb().maglev_row(svc.row).expect("row");
-    let own_id = svc.backends[0].0;
+    let be = |ip: Ipv4Addr| u32::from_ne_bytes(ip.octets());
+    let lb = cluster.dp().lb();
+    let svc = lb.service(&ServiceKey::new(be(*DNS.ip()), DNS.port().to_be(), 17)).expect("dns frontend");
+    let row = lb.maglev_row(svc.id).expect("row");
     let port = (20000u16..30000)
         .find(|p| {
-            let h = skiff_common::lb::flow_hash(
-                common::be(me),
-                common::be(*DNS.ip()),
-                p.to_be(),
-                DNS.port().to_be(),
-                PROTO_UDP,
-            );
-            row[(h % 251) as usize] == own_id
+            let h = flow_hash(be(me), be(*DNS.ip()), p.to_be(), DNS.port().to_be(), 17);
+            lb.backend(row[(h % 251) as usize]).is_some_and(|b| b.addr_be == be(me))
         })
         .expect("a self-landing port");
     let answer = poll_until("hairpin answer", TIMEOUT, || {

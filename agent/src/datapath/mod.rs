@@ -14,6 +14,7 @@ pub mod object;
 
 use std::path::PathBuf;
 
+use crate::proxy::LbDataplane;
 use aya::{
     Ebpf, EbpfLoader,
     programs::{
@@ -140,7 +141,7 @@ struct Attachment {
 pub struct Datapath {
     ebpf: Ebpf,
     attachments: Vec<Attachment>,
-    lb: lb::LbMaps,
+    lb: LbDataplane<lb::LbMaps>,
 }
 
 impl Datapath {
@@ -186,7 +187,7 @@ impl Datapath {
                 .load()
                 .map_err(|source| DatapathError::Program { name, source })?;
         }
-        let lb = lb::LbMaps::take(&mut ebpf, maglev_entries, cap.config.maglev_m)?;
+        let lb = LbDataplane::new(lb::LbMaps::take(&mut ebpf, maglev_entries, cap.config.maglev_m)?);
         Ok(Self { ebpf, attachments: Vec::new(), lb })
     }
 
@@ -262,8 +263,13 @@ impl Datapath {
         first_err.map_or(Ok(()), Err)
     }
 
-    /// The load balancer's maps.
+    /// The load balancer's maps, for direct reads and writes (tests, the CLI).
     pub fn lb(&mut self) -> &mut lb::LbMaps {
+        self.lb.store_mut()
+    }
+
+    /// The service proxy's way in: frontends applied to the maps with minimal writes.
+    pub fn dataplane(&mut self) -> &mut LbDataplane<lb::LbMaps> {
         &mut self.lb
     }
 

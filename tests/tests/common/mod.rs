@@ -63,13 +63,4 @@ impl Svc {
         lb.set_service(ServiceKey::vip_marker(be(*self.frontend.ip())), ServiceValue::default())
             .expect("marker");
     }
-
-    /// Takes backend `id` out the way the proxy does: new row and count first, then the backend,
-    /// then its flows.
-    pub fn remove_backend(&mut self, dp: &mut Datapath, id: u32) -> usize {
-        self.backends.retain(|(bid, _)| *bid != id);
-        self.program(dp);
-        dp.lb().remove_backend(id).expect("remove backend");
-        dp.lb().purge_backend_flows(id).expect("purge flows")
-    }
 }

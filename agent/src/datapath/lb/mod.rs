@@ -85,7 +85,11 @@ impl LbMaps {
         self.backends.insert(id, backend, 0).map_err(map_err(names::MAP_BACKENDS))
     }
 
-    /// Removes a backend; flows still pinned to it are purged by [`LbMaps::purge_backend_flows`].
+    pub fn backend(&self, id: u32) -> Option<Backend> {
+        self.backends.get(&id, 0).ok()
+    }
+
+    /// Removes a backend; flows still pinned to it are purged by [`LbMaps::purge_frontend_flows`].
     pub fn remove_backend(&mut self, id: u32) -> Result<(), DatapathError> {
         ignore_missing(self.backends.remove(&id)).map_err(map_err(names::MAP_BACKENDS))
     }
@@ -103,38 +107,55 @@ impl LbMaps {
         self.maglev.m()
     }
 
-    /// Deletes every conntrack, reverse-NAT and affinity entry that points at `backend_id`, so no
-    /// flow (UDP above all) keeps going to a removed endpoint. Returns how many flows it ended.
-    pub fn purge_backend_flows(&mut self, backend_id: u32) -> Result<usize, DatapathError> {
+    /// Rows in the Maglev table: the frontend capacity.
+    pub fn maglev_rows(&self) -> u32 {
+        self.maglev.rows()
+    }
+
+    /// Ends the flows of one frontend (`key`, Maglev row `row`) that go to `backend_id`: its
+    /// conntrack, reverse-NAT and affinity entries, so no flow (UDP above all) keeps going to an
+    /// endpoint that left the frontend. Flows of other frontends to the same address are kept.
+    /// Returns how many flows it ended.
+    pub fn purge_frontend_flows(
+        &mut self,
+        key: &ServiceKey,
+        row: u32,
+        backend_id: u32,
+    ) -> Result<usize, DatapathError> {
         let ct: Vec<CtKey> = self
             .ct
             .iter()
             .filter_map(Result::ok)
-            .filter(|(_, v)| v.backend_id == backend_id)
+            .filter(|(_, v)| v.backend_id == backend_id && v.svc_id == row)
             .map(|(k, _)| k)
             .collect();
-        for key in &ct {
-            ignore_missing(self.ct.remove(key)).map_err(map_err(names::MAP_CT))?;
+        for k in &ct {
+            ignore_missing(self.ct.remove(k)).map_err(map_err(names::MAP_CT))?;
         }
         let rnat: Vec<CtKey> = self
             .rnat
             .iter()
             .filter_map(Result::ok)
-            .filter(|(_, v)| v.backend_id == backend_id)
+            .filter(|(k, v)| {
+                v.backend_id == backend_id
+                    && v.vip_be == key.addr_be
+                    && v.vport_be == key.port_be
+                    && k.proto == key.proto
+            })
             .map(|(k, _)| k)
             .collect();
-        for key in &rnat {
-            ignore_missing(self.rnat.remove(key)).map_err(map_err(names::MAP_RNAT))?;
+        for k in &rnat {
+            ignore_missing(self.rnat.remove(k)).map_err(map_err(names::MAP_RNAT))?;
         }
         let affinity: Vec<AffinityKey> = self
             .affinity
             .iter()
             .filter_map(Result::ok)
-            .filter(|(_, v)| v.backend_id == backend_id)
+            .filter(|(k, v)| v.backend_id == backend_id && k.svc_id == row)
             .map(|(k, _)| k)
             .collect();
-        for key in &affinity {
-            ignore_missing(self.affinity.remove(key)).map_err(map_err(names::MAP_AFFINITY))?;
+        for k in &affinity {
+            ignore_missing(self.affinity.remove(k)).map_err(map_err(names::MAP_AFFINITY))?;
         }
         Ok(ct.len())
     }

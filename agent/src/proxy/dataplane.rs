@@ -1,0 +1,299 @@
+//! Applying frontends to the datapath's maps with the fewest writes, in an order that never sends
+//! a packet to a backend that is not in the maps yet or no longer in them.
+
+use std::{
+    collections::{BTreeSet, HashMap, hash_map::Entry},
+    net::Ipv4Addr,
+};
+
+use skiff_common::lb::{Backend, SVC_F_AFFINITY, SVC_F_LOCAL, ServiceKey, ServiceValue};
+
+use super::model::{BackendAddr, Frontend, FrontendKey};
+use crate::datapath::{
+    DatapathError,
+    lb::{
+        LbMaps,
+        maglev::{self, MaglevBackend},
+    },
+};
+
+/// Where the service proxy's decisions go.
+pub trait Dataplane {
+    /// Makes `key` balance as `frontend` says (adds it or changes it).
+    fn upsert(&mut self, key: FrontendKey, frontend: &Frontend) -> Result<(), DataplaneError>;
+    /// Stops balancing `key`.
+    fn remove(&mut self, key: &FrontendKey) -> Result<(), DataplaneError>;
+    /// Marks `vip` as a ClusterIP (reference-counted: once per Service that has it).
+    fn add_clusterip(&mut self, vip: Ipv4Addr) -> Result<(), DataplaneError>;
+    /// Drops one reference to `vip` as a ClusterIP.
+    fn remove_clusterip(&mut self, vip: Ipv4Addr) -> Result<(), DataplaneError>;
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum DataplaneError {
+    #[error("{what} is full ({capacity} entries): {key} not programmed; raise the capacity")]
+    Full { what: &'static str, capacity: u32, key: String },
+    #[error("writing the datapath maps")]
+    Maps(#[from] DatapathError),
+}
+
+/// The map operations the load-balancing dataplane needs: the real maps ([`LbMaps`]) or an
+/// in-memory copy ([`super::memory::MemoryMaps`]) for golden tests.
+pub trait MapStore {
+    fn set_service(&mut self, key: ServiceKey, value: ServiceValue) -> Result<(), DatapathError>;
+    fn remove_service(&mut self, key: &ServiceKey) -> Result<(), DatapathError>;
+    fn set_backend(&mut self, id: u32, backend: Backend) -> Result<(), DatapathError>;
+    fn remove_backend(&mut self, id: u32) -> Result<(), DatapathError>;
+    fn set_maglev_row(&mut self, row: u32, ids: &[u32]) -> Result<(), DatapathError>;
+    /// Ends the flows of frontend `key` (Maglev row `row`) that go to `backend_id`.
+    fn purge_flows(&mut self, key: &ServiceKey, row: u32, backend_id: u32) -> Result<usize, DatapathError>;
+    fn maglev_m(&self) -> u32;
+    /// Maglev rows available (the frontend capacity).
+    fn rows(&self) -> u32;
+}
+
+impl MapStore for LbMaps {
+    fn set_service(&mut self, key: ServiceKey, value: ServiceValue) -> Result<(), DatapathError> {
+        LbMaps::set_service(self, key, value)
+    }
+    fn remove_service(&mut self, key: &ServiceKey) -> Result<(), DatapathError> {
+        LbMaps::remove_service(self, key)
+    }
+    fn set_backend(&mut self, id: u32, backend: Backend) -> Result<(), DatapathError> {
+        LbMaps::set_backend(self, id, backend)
+    }
+    fn remove_backend(&mut self, id: u32) -> Result<(), DatapathError> {
+        LbMaps::remove_backend(self, id)
+    }
+    fn set_maglev_row(&mut self, row: u32, ids: &[u32]) -> Result<(), DatapathError> {
+        LbMaps::set_maglev_row(self, row, ids)
+    }
+    fn purge_flows(&mut self, key: &ServiceKey, row: u32, backend_id: u32) -> Result<usize, DatapathError> {
+        LbMaps::purge_frontend_flows(self, key, row, backend_id)
+    }
+    fn maglev_m(&self) -> u32 {
+        LbMaps::maglev_m(self)
+    }
+    fn rows(&self) -> u32 {
+        LbMaps::maglev_rows(self)
+    }
+}
+
+fn be(ip: Ipv4Addr) -> u32 {
+    u32::from_ne_bytes(ip.octets())
+}
+
+fn service_key(key: &FrontendKey) -> ServiceKey {
+    ServiceKey::new(be(key.vip), key.port.to_be(), key.proto.number())
+}
+
+#[derive(Debug)]
+struct BackendSlot {
+    id: u32,
+    refs: usize,
+}
+
+/// The eBPF dataplane's bookkeeping over a [`MapStore`]: Maglev row per frontend, one backend id
+/// per endpoint address shared by every frontend that uses it, one ClusterIP marker per VIP.
+#[derive(Debug)]
+pub struct LbDataplane<S> {
+    store: S,
+    applied: HashMap<FrontendKey, (u32, Frontend)>,
+    free_rows: Vec<u32>,
+    next_row: u32,
+    backends: HashMap<BackendAddr, BackendSlot>,
+    free_ids: Vec<u32>,
+    next_id: u32,
+    vips: HashMap<Ipv4Addr, usize>,
+}
+
+impl<S: MapStore> LbDataplane<S> {
+    pub fn new(store: S) -> Self {
+        Self {
+            store,
+            applied: HashMap::new(),
+            free_rows: Vec::new(),
+            next_row: 0,
+            backends: HashMap::new(),
+            free_ids: Vec::new(),
+            // Backend id 0 is never used, so an all-zero Maglev row can never look valid.
+            next_id: 1,
+            vips: HashMap::new(),
+        }
+    }
+
+    pub fn store(&self) -> &S {
+        &self.store
+    }
+
+    pub fn store_mut(&mut self) -> &mut S {
+        &mut self.store
+    }
+
+    /// Frontends currently programmed.
+    pub fn len(&self) -> usize {
+        self.applied.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.applied.is_empty()
+    }
+
+    fn acquire_row(&mut self, key: &FrontendKey) -> Result<u32, DataplaneError> {
+        if let Some(row) = self.free_rows.pop() {
+            return Ok(row);
+        }
+        if self.next_row >= self.store.rows() {
+            return Err(DataplaneError::Full {
+                what: "the frontend table",
+                capacity: self.store.rows(),
+                key: key.to_string(),
+            });
+        }
+        self.next_row += 1;
+        Ok(self.next_row - 1)
+    }
+
+    fn acquire_backend(&mut self, addr: BackendAddr) -> Result<u32, DataplaneError> {
+        if let Some(slot) = self.backends.get_mut(&addr) {
+            slot.refs += 1;
+            return Ok(slot.id);
+        }
+        let id = match self.free_ids.pop() {
+            Some(id) => id,
+            None => {
+                self.next_id += 1;
+                self.next_id - 1
+            }
+        };
+        let backend = Backend {
+            addr_be: be(addr.ip),
+            port_be: addr.port.to_be(),
+            proto: addr.proto.number(),
+            flags: 0,
+        };
+        if let Err(err) = self.store.set_backend(id, backend) {
+            self.free_ids.push(id);
+            return Err(err.into());
+        }
+        self.backends.insert(addr, BackendSlot { id, refs: 1 });
+        Ok(id)
+    }
+
+    fn release_backend(&mut self, addr: &BackendAddr) -> Result<(), DataplaneError> {
+        let Entry::Occupied(mut slot) = self.backends.entry(*addr) else { return Ok(()) };
+        slot.get_mut().refs -= 1;
+        if slot.get().refs == 0 {
+            let id = slot.remove().id;
+            self.store.remove_backend(id)?;
+            self.free_ids.push(id);
+        }
+        Ok(())
+    }
+
+    fn retain_vip(&mut self, vip: Ipv4Addr) -> Result<(), DataplaneError> {
+        let refs = self.vips.entry(vip).or_insert(0);
+        *refs += 1;
+        if *refs == 1 {
+            self.store.set_service(ServiceKey::vip_marker(be(vip)), ServiceValue::default())?;
+        }
+        Ok(())
+    }
+
+    fn release_vip(&mut self, vip: Ipv4Addr) -> Result<(), DataplaneError> {
+        let Entry::Occupied(mut refs) = self.vips.entry(vip) else { return Ok(()) };
+        *refs.get_mut() -= 1;
+        if *refs.get() == 0 {
+            refs.remove();
+            self.store.remove_service(&ServiceKey::vip_marker(be(vip)))?;
+        }
+        Ok(())
+    }
+}
+
+impl<S: MapStore> Dataplane for LbDataplane<S> {
+    fn upsert(&mut self, key: FrontendKey, frontend: &Frontend) -> Result<(), DataplaneError> {
+        let previous = self.applied.get(&key).cloned();
+        if previous.as_ref().is_some_and(|(_, f)| f == frontend) {
+            return Ok(());
+        }
+        let row = match &previous {
+            Some((row, _)) => *row,
+            None => self.acquire_row(&key)?,
+        };
+        let old: BTreeSet<BackendAddr> =
+            previous.as_ref().map(|(_, f)| f.referenced().copied().collect()).unwrap_or_default();
+        let new: BTreeSet<BackendAddr> = frontend.referenced().copied().collect();
+
+        // 1. Backends first: nothing may point at an id that is not in the map yet.
+        let mut ids = HashMap::new();
+        for addr in &new {
+            let id = if old.contains(addr) {
+                self.backends.get(addr).map(|s| s.id)
+            } else {
+                Some(self.acquire_backend(*addr)?)
+            };
+            if let Some(id) = id {
+                ids.insert(*addr, id);
+            }
+        }
+        // 2. The Maglev row over the active set, then the frontend itself.
+        let members: Vec<MaglevBackend> = frontend
+            .active
+            .iter()
+            .filter_map(|a| ids.get(a).map(|id| MaglevBackend { key: a.to_string(), id: *id }))
+            .collect();
+        let table = maglev::row(&members, self.store.maglev_m());
+        if !table.is_empty() {
+            self.store.set_maglev_row(row, &table)?;
+        }
+        let mut flags = 0;
+        if frontend.affinity_timeout_s.is_some() {
+            flags |= SVC_F_AFFINITY;
+        }
+        if frontend.local_only {
+            flags |= SVC_F_LOCAL;
+        }
+        let value = ServiceValue {
+            id: row,
+            backend_count: members.len() as u32,
+            flags,
+            affinity_timeout_s: frontend.affinity_timeout_s.unwrap_or(0),
+        };
+        self.store.set_service(service_key(&key), value)?;
+        if previous.is_none() {
+            self.retain_vip(key.vip)?;
+        }
+        // 3. Endpoints gone from this frontend: end their flows here, drop them if nobody else uses them.
+        for addr in old.difference(&new) {
+            if let Some(slot) = self.backends.get(addr) {
+                self.store.purge_flows(&service_key(&key), row, slot.id)?;
+            }
+            self.release_backend(addr)?;
+        }
+        self.applied.insert(key, (row, frontend.clone()));
+        Ok(())
+    }
+
+    fn remove(&mut self, key: &FrontendKey) -> Result<(), DataplaneError> {
+        let Some((row, frontend)) = self.applied.remove(key) else { return Ok(()) };
+        self.store.remove_service(&service_key(key))?;
+        for addr in frontend.referenced() {
+            if let Some(slot) = self.backends.get(addr) {
+                self.store.purge_flows(&service_key(key), row, slot.id)?;
+            }
+            self.release_backend(addr)?;
+        }
+        self.release_vip(key.vip)?;
+        self.free_rows.push(row);
+        Ok(())
+    }
+
+    fn add_clusterip(&mut self, vip: Ipv4Addr) -> Result<(), DataplaneError> {
+        self.retain_vip(vip)
+    }
+
+    fn remove_clusterip(&mut self, vip: Ipv4Addr) -> Result<(), DataplaneError> {
+        self.release_vip(vip)
+    }
+}
