@@ -8,6 +8,7 @@ use std::{
     time::{Duration, Instant},
 };
 
+use aya::programs::{SchedClassifier, TcAttachType};
 use skiff_agent::{
     datapath::{Datapath, DatapathConfig, LbCapacity, LogLevel},
     proxy::{BackendAddr, Dataplane, Frontend, FrontendKey, Protocol, ServiceRef},
@@ -105,6 +106,24 @@ impl Cluster {
         self.dp = Some(dp);
     }
 
+    /// Program ids at tcx ingress of every pod veth.
+    fn lb_programs(&self) -> Vec<(String, Vec<u32>)> {
+        let ifaces: Vec<String> = self.topo.pods.iter().map(|p| p.node_iface.clone()).collect();
+        self.topo
+            .node
+            .run(|| {
+                ifaces
+                    .iter()
+                    .map(|iface| {
+                        let (_, progs) =
+                            SchedClassifier::query_tcx(iface, TcAttachType::Ingress).expect("query tcx");
+                        (iface.clone(), progs.iter().map(|p| p.id()).collect())
+                    })
+                    .collect()
+            })
+            .expect("enter node")
+    }
+
     fn stop_agent(&mut self) {
         self.dp = None;
     }
@@ -196,8 +215,16 @@ fn an_open_connection_survives_an_agent_restart() {
     let mut cluster = Cluster::new("restart");
     let mut conn = cluster.connect(WEB);
     assert_eq!(conn.echo("before").expect("echo"), "before");
+    let before = cluster.lb_programs();
     cluster.stop_agent();
+    // The pinned links keep the old programs running while no agent is up.
+    assert_eq!(cluster.lb_programs(), before, "the load balancer went away with the agent");
     cluster.start_agent();
+    let after = cluster.lb_programs();
+    for ((iface, old), (_, new)) in before.iter().zip(&after) {
+        assert_eq!(new.len(), 1, "{iface}: expected exactly one program, got {new:?}");
+        assert_ne!(old, new, "{iface}: program was not replaced");
+    }
     assert_eq!(conn.echo("after").expect("echo after restart"), "after");
     // And the restarted agent still balances new connections.
     let fresh = cluster.connect(WEB);

@@ -19,7 +19,8 @@ use aya::{
     Ebpf, EbpfLoader,
     programs::{
         LinkOrder, SchedClassifier, TcAttachType, Xdp, XdpMode,
-        tc::{SchedClassifierLinkId, TcAttachOptions},
+        links::{FdLink, PinnedLink},
+        tc::{SchedClassifierLink, SchedClassifierLinkId, TcAttachOptions},
         xdp::XdpLinkId,
     },
 };
@@ -125,8 +126,9 @@ impl TcDirection {
 enum LinkId {
     Xdp(XdpLinkId),
     Tc(TcDirection, SchedClassifierLinkId),
-    /// The load balancer at tcx ingress of a pod veth's host end.
-    Lb(SchedClassifierLinkId),
+    /// The load balancer at tcx ingress of a pod veth's host end: a link pinned at this path, so
+    /// it outlives the agent and the next agent swaps its program in atomically.
+    Lb(PathBuf),
 }
 
 /// One program attached to one interface.
@@ -141,6 +143,8 @@ struct Attachment {
 pub struct Datapath {
     ebpf: Ebpf,
     attachments: Vec<Attachment>,
+    /// bpffs directory of pinned links (`<pin dir>/links`).
+    links_dir: PathBuf,
     lb: LbDataplane<lb::LbMaps>,
 }
 
@@ -188,7 +192,9 @@ impl Datapath {
                 .map_err(|source| DatapathError::Program { name, source })?;
         }
         let lb = LbDataplane::new(lb::LbMaps::take(&mut ebpf, maglev_entries, cap.config.maglev_m)?);
-        Ok(Self { ebpf, attachments: Vec::new(), lb })
+        let links_dir = config.pin_dir.join("links");
+        bpffs::ensure_dir(&links_dir)?;
+        Ok(Self { ebpf, attachments: Vec::new(), links_dir, lb })
     }
 
     /// Attaches the XDP program to `iface` (driver mode where the driver supports it, else generic).
@@ -219,13 +225,45 @@ impl Datapath {
 
     /// Attaches the ClusterIP load balancer at tcx ingress of `iface`, the host end of a pod's veth
     /// (its ingress is everything the pod sends).
+    ///
+    /// The tcx link is pinned under `<pin dir>/links/`. If a previous agent left one there, this
+    /// program replaces the old one inside the same link (`bpf_link_update`): there is no moment
+    /// without a load balancer on the interface, so established flows never see an untranslated
+    /// packet across an agent restart or upgrade.
     pub fn attach_lb(&mut self, iface: &str) -> Result<(), DatapathError> {
+        let pin = self.links_dir.join(format!("lb-{iface}"));
+        let err = |source| DatapathError::Attach { program: names::PROG_LB, iface: iface.to_owned(), source };
+        let link_err = |source| DatapathError::Link { iface: iface.to_owned(), source };
         let prog = program_mut::<SchedClassifier>(&mut self.ebpf, names::PROG_LB)?;
-        let options = TcAttachOptions::TcxOrder(LinkOrder::default());
-        let id = prog.attach_with_options(iface, TcAttachType::Ingress, options).map_err(|source| {
-            DatapathError::Attach { program: names::PROG_LB, iface: iface.to_owned(), source }
-        })?;
-        self.attachments.push(Attachment { iface: iface.to_owned(), link: LinkId::Lb(id) });
+        let replaced = match PinnedLink::from_pin(&pin) {
+            Ok(old) => {
+                let link: SchedClassifierLink = FdLink::from(old).try_into().map_err(link_err)?;
+                match prog.attach_to_link(link) {
+                    Ok(id) => Some(id),
+                    // The old link went defunct with its interface: start afresh.
+                    Err(_) => {
+                        std::fs::remove_file(&pin)
+                            .map_err(|source| DatapathError::Bpffs { path: pin.clone(), source })?;
+                        None
+                    }
+                }
+            }
+            Err(_) => None,
+        };
+        let adopted = replaced.is_some();
+        let id = match replaced {
+            Some(id) => id,
+            None => {
+                let options = TcAttachOptions::TcxOrder(LinkOrder::default());
+                prog.attach_with_options(iface, TcAttachType::Ingress, options).map_err(err)?
+            }
+        };
+        // The pin is the link's only owner from here on.
+        let link: FdLink = prog.take_link(id).map_err(err)?.try_into().map_err(link_err)?;
+        if !adopted {
+            link.pin(&pin).map_err(|e| DatapathError::Pin { path: pin.clone(), source: e })?;
+        }
+        self.attachments.push(Attachment { iface: iface.to_owned(), link: LinkId::Lb(pin) });
         Ok(())
     }
 
@@ -254,7 +292,7 @@ impl Datapath {
                 LinkId::Tc(direction, id) => {
                     program_mut::<SchedClassifier>(&mut self.ebpf, direction.program())?.detach(id)
                 }
-                LinkId::Lb(id) => program_mut::<SchedClassifier>(&mut self.ebpf, names::PROG_LB)?.detach(id),
+                LinkId::Lb(pin) => unpin(&pin),
             };
             if let Err(source) = result {
                 first_err.get_or_insert(DatapathError::Detach { iface, source });
@@ -306,6 +344,15 @@ impl Datapath {
     /// once; call `flush()` on the result (or wrap it in [`logs::forward`]) to deliver lines.
     pub fn take_logs<L: log::Log>(&mut self, logger: L) -> Result<aya_log::EbpfLogger<L>, DatapathError> {
         aya_log::EbpfLogger::init_with_logger(&mut self.ebpf, logger).map_err(DatapathError::Logs)
+    }
+}
+
+/// Detaches a pinned link: removing the pin drops its last reference.
+fn unpin(pin: &std::path::Path) -> Result<(), aya::programs::ProgramError> {
+    match PinnedLink::from_pin(pin) {
+        Ok(link) => link.unpin().map(drop).map_err(aya::programs::ProgramError::IOError),
+        Err(_) if !pin.exists() => Ok(()),
+        Err(e) => Err(aya::programs::ProgramError::IOError(std::io::Error::other(e))),
     }
 }
 
