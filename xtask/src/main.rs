@@ -1,5 +1,6 @@
 //! `cargo xtask <task>`: everything a developer runs by hand.
 
+mod bench;
 mod ci;
 mod lab;
 mod setup;
@@ -23,6 +24,11 @@ enum Task {
     Ci,
     /// Load the datapath into a demo namespace pair, send traffic, print the counters.
     Lab(lab::LabArgs),
+    /// Run a benchmark (root) and write its table into README.md.
+    Bench {
+        #[arg(value_enum)]
+        which: bench::Bench,
+    },
 }
 
 fn main() {
@@ -31,6 +37,7 @@ fn main() {
         Task::Setup => setup::run(),
         Task::Ci => ci::run(),
         Task::Lab(args) => lab::run(&args),
+        Task::Bench { which } => bench::run(which),
     };
     if let Err(err) = result {
         eprintln!("xtask: {err:#}");

@@ -29,6 +29,22 @@ pub trait Dataplane {
     fn remove_clusterip(&mut self, vip: Ipv4Addr) -> Result<(), DataplaneError>;
 }
 
+/// A borrowed dataplane is a dataplane (a proxy can drive one that something else owns).
+impl<D: Dataplane + ?Sized> Dataplane for &mut D {
+    fn upsert(&mut self, key: FrontendKey, frontend: &Frontend) -> Result<(), DataplaneError> {
+        (**self).upsert(key, frontend)
+    }
+    fn remove(&mut self, key: &FrontendKey) -> Result<(), DataplaneError> {
+        (**self).remove(key)
+    }
+    fn add_clusterip(&mut self, vip: Ipv4Addr) -> Result<(), DataplaneError> {
+        (**self).add_clusterip(vip)
+    }
+    fn remove_clusterip(&mut self, vip: Ipv4Addr) -> Result<(), DataplaneError> {
+        (**self).remove_clusterip(vip)
+    }
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum DataplaneError {
     #[error("{what} is full ({capacity} entries): {key} not programmed; raise the capacity")]

@@ -1,0 +1,51 @@
+//! `cargo xtask bench <what>`: runs a benchmark and puts its table in the README.
+
+use std::process::Stdio;
+
+use anyhow::{Context as _, bail};
+
+use crate::step::{self, cargo, step};
+
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+pub enum Bench {
+    /// The ClusterIP load balancer: per-packet cost by frontend count, programming and reconcile latency.
+    Lb,
+}
+
+impl Bench {
+    fn name(self) -> &'static str {
+        match self {
+            Bench::Lb => "lb",
+        }
+    }
+}
+
+pub fn run(which: Bench) -> anyhow::Result<()> {
+    crate::setup::run()?;
+    let table = step(&format!("benchmark {} (release build, then measuring)", which.name()), || {
+        let out = cargo()
+            .args(["bench", "--locked", "--package", "skiff-agent", "--bench", which.name()])
+            .stderr(Stdio::inherit())
+            .output()
+            .context("running cargo bench")?;
+        if !out.status.success() {
+            bail!("benchmark failed: {}", out.status);
+        }
+        let stdout = String::from_utf8(out.stdout).context("benchmark output is not UTF-8")?;
+        Ok(stdout.lines().filter(|l| l.starts_with('|')).collect::<Vec<_>>().join("\n"))
+    })?;
+    println!("{table}");
+    step("update the README's table", || update_readme(which.name(), &table))
+}
+
+/// Replaces the text between `<!-- bench:NAME -->` and `<!-- /bench:NAME -->` in README.md.
+fn update_readme(name: &str, table: &str) -> anyhow::Result<()> {
+    let path = step::workspace_root().join("README.md");
+    let readme = std::fs::read_to_string(&path).context("reading README.md")?;
+    let (open, close) = (format!("<!-- bench:{name} -->"), format!("<!-- /bench:{name} -->"));
+    let (Some(start), Some(end)) = (readme.find(&open), readme.find(&close)) else {
+        bail!("README.md has no {open} … {close} section");
+    };
+    let updated = format!("{}{open}\n{table}\n{}", &readme[..start], &readme[end..]);
+    std::fs::write(&path, updated).context("writing README.md")
+}
