@@ -1,11 +1,11 @@
 //! `skiff-agent`: the node agent binary.
 
-use std::{io::IsTerminal as _, path::PathBuf};
+mod cmd;
+
+use std::io::IsTerminal as _;
 
 use anyhow::Context as _;
 use clap::{Parser, Subcommand};
-use skiff_agent::datapath::{self, Datapath, DatapathConfig, LogLevel, TcDirection};
-use tokio::signal::unix::{SignalKind, signal};
 use tracing_subscriber::EnvFilter;
 
 #[derive(Debug, Parser)]
@@ -19,26 +19,10 @@ struct Cli {
 enum Command {
     /// Load the datapath, attach it to interfaces in this network namespace and report its
     /// counters until SIGINT/SIGTERM, then detach.
-    Datapath(DatapathArgs),
-}
-
-#[derive(Debug, clap::Args)]
-struct DatapathArgs {
-    /// Attach the XDP program to this interface (repeatable).
-    #[arg(long = "xdp", value_name = "IFACE")]
-    xdp: Vec<String>,
-    /// Attach the TC ingress program to this interface (repeatable).
-    #[arg(long = "tc-ingress", value_name = "IFACE")]
-    tc_ingress: Vec<String>,
-    /// Attach the TC egress program to this interface (repeatable).
-    #[arg(long = "tc-egress", value_name = "IFACE")]
-    tc_egress: Vec<String>,
-    /// bpffs directory for pinned maps.
-    #[arg(long, default_value = datapath::DEFAULT_PIN_DIR)]
-    pin_dir: PathBuf,
-    /// Log level inside the eBPF programs.
-    #[arg(long, value_enum, default_value_t = LogLevel::Info)]
-    datapath_log_level: LogLevel,
+    Datapath(cmd::datapath::DatapathArgs),
+    /// Run the ClusterIP service proxy: watch Services and EndpointSlices on a Kubernetes API
+    /// server and program the load balancer on the given pod interfaces.
+    ServiceProxy(cmd::service_proxy::ServiceProxyArgs),
 }
 
 fn main() {
@@ -57,56 +41,7 @@ fn main() {
 fn run(cli: Cli) -> anyhow::Result<()> {
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().context("starting tokio")?;
     match cli.command {
-        Command::Datapath(args) => rt.block_on(run_datapath(args)),
+        Command::Datapath(args) => rt.block_on(cmd::datapath::run(args)),
+        Command::ServiceProxy(args) => rt.block_on(cmd::service_proxy::run(args)),
     }
-}
-
-async fn run_datapath(args: DatapathArgs) -> anyhow::Result<()> {
-    if args.xdp.is_empty() && args.tc_ingress.is_empty() && args.tc_egress.is_empty() {
-        anyhow::bail!("nothing to attach: give --xdp, --tc-ingress or --tc-egress");
-    }
-    // Unknown interfaces are refused before anything is loaded or pinned.
-    for iface in args.xdp.iter().chain(&args.tc_ingress).chain(&args.tc_egress) {
-        nix::net::if_::if_nametoindex(iface.as_str())
-            .map_err(|_| anyhow::anyhow!("no interface named {iface:?} in this network namespace"))?;
-    }
-    let config =
-        DatapathConfig { pin_dir: args.pin_dir, log_level: args.datapath_log_level, ..Default::default() };
-    let mut dp = Datapath::load(&config)?;
-    let logs = dp.take_logs(log::logger())?;
-    let log_task = tokio::spawn(datapath::logs::forward(logs));
-
-    // On failure, dropping `dp` detaches whatever did get attached.
-    attach_all(&mut dp, &args.xdp, &args.tc_ingress, &args.tc_egress)?;
-    let start = dp.counters()?;
-    // Handlers first: a SIGTERM sent right after the readiness line must reach them.
-    let mut term = signal(SignalKind::terminate()).context("SIGTERM handler")?;
-    let mut int = signal(SignalKind::interrupt()).context("SIGINT handler")?;
-    let summary: Vec<String> = dp.attached().iter().map(|(iface, hook)| format!("{hook}={iface}")).collect();
-    // The line scripts wait for: everything is attached and counting.
-    println!("attached {}", summary.join(" "));
-
-    tokio::select! {
-        _ = term.recv() => {},
-        _ = int.recv() => {},
-    }
-
-    let counters = dp.counters()?.since(&start);
-    dp.detach_all()?;
-    log_task.abort();
-    print!("{counters}");
-    Ok(())
-}
-
-fn attach_all(dp: &mut Datapath, xdp: &[String], tc_in: &[String], tc_out: &[String]) -> anyhow::Result<()> {
-    for iface in xdp {
-        dp.attach_xdp(iface)?;
-    }
-    for iface in tc_in {
-        dp.attach_tc(iface, TcDirection::Ingress)?;
-    }
-    for iface in tc_out {
-        dp.attach_tc(iface, TcDirection::Egress)?;
-    }
-    Ok(())
 }

@@ -62,3 +62,21 @@ fn bad_log_level_is_refused_by_the_parser_naming_the_choices() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("invalid value 'loud'") && stderr.contains("debug"), "{stderr}");
 }
+
+#[test]
+fn service_proxy_with_an_unreadable_kubeconfig_says_so_in_one_line() {
+    let err = one_line_error(&agent(&[
+        "service-proxy",
+        "--kubeconfig",
+        "/nonexistent/skiff-kubeconfig",
+        "--lb-iface",
+        "lo",
+    ]));
+    assert!(err.contains("/nonexistent/skiff-kubeconfig"), "{err}");
+}
+
+#[test]
+fn service_proxy_refuses_an_unknown_interface() {
+    let err = one_line_error(&agent(&["service-proxy", "--lb-iface", "skiffnope1"]));
+    assert!(err.contains("skiffnope1"), "{err}");
+}

@@ -6,6 +6,7 @@ pub mod desired;
 pub mod memory;
 pub mod model;
 pub mod sync;
+pub mod watch;
 
 pub use dataplane::{Dataplane, DataplaneError, LbDataplane, MapStore};
 pub use desired::{ProxyContext, ServiceFrontends, service_frontends};

@@ -1,0 +1,91 @@
+//! `skiff-agent service-proxy`: the ClusterIP data plane fed from a Kubernetes API server.
+
+use std::path::PathBuf;
+
+use anyhow::Context as _;
+use skiff_agent::{
+    datapath::{self, Datapath, DatapathConfig, LbCapacity, LogLevel},
+    proxy::{ProxyContext, ServiceProxy, watch},
+};
+use skiff_common::lb::LbConfig;
+
+use super::wait_for_shutdown;
+
+#[derive(Debug, clap::Args)]
+pub struct ServiceProxyArgs {
+    /// kubeconfig to reach the API server (default: $KUBECONFIG, ~/.kube/config, or in-cluster).
+    #[arg(long)]
+    pub kubeconfig: Option<PathBuf>,
+    /// This node's name, for `internalTrafficPolicy: Local` (default: the host name).
+    #[arg(long)]
+    pub node_name: Option<String>,
+    /// Handle Services labelled `service.kubernetes.io/service-proxy-name=<this>` (default: only
+    /// unlabelled Services).
+    #[arg(long)]
+    pub proxy_name: Option<String>,
+    /// Host end of a pod veth to balance traffic from (repeatable).
+    #[arg(long = "lb-iface", value_name = "IFACE")]
+    pub lb_ifaces: Vec<String>,
+    /// bpffs directory for pinned maps and links.
+    #[arg(long, default_value = datapath::DEFAULT_PIN_DIR)]
+    pub pin_dir: PathBuf,
+    /// Maglev table size per frontend (a prime).
+    #[arg(long, default_value_t = LbConfig::DEFAULT.maglev_m)]
+    pub maglev_size: u32,
+    /// Frontend capacity (ClusterIP ports plus one marker per ClusterIP).
+    #[arg(long, default_value_t = LbCapacity::default().max_services)]
+    pub max_services: u32,
+    /// Backend capacity.
+    #[arg(long, default_value_t = LbCapacity::default().max_backends)]
+    pub max_backends: u32,
+    /// Conntrack entries per direction.
+    #[arg(long, default_value_t = LbCapacity::default().max_ct)]
+    pub max_conntrack: u32,
+    /// Log level inside the eBPF programs.
+    #[arg(long, value_enum, default_value_t = LogLevel::Info)]
+    pub datapath_log_level: LogLevel,
+}
+
+pub async fn run(args: ServiceProxyArgs) -> anyhow::Result<()> {
+    for iface in &args.lb_ifaces {
+        nix::net::if_::if_nametoindex(iface.as_str())
+            .map_err(|_| anyhow::anyhow!("no interface named {iface:?} in this network namespace"))?;
+    }
+    let node_name = match args.node_name {
+        Some(name) => name,
+        None => nix::unistd::gethostname().context("host name")?.to_string_lossy().into_owned(),
+    };
+    let kube_config = match &args.kubeconfig {
+        Some(path) => {
+            let raw = kube::config::Kubeconfig::read_from(path)
+                .with_context(|| format!("reading {}", path.display()))?;
+            kube::Config::from_custom_kubeconfig(raw, &kube::config::KubeConfigOptions::default())
+                .await
+                .with_context(|| format!("using {}", path.display()))?
+        }
+        None => kube::Config::infer().await.context("finding a kubeconfig")?,
+    };
+    let client = kube::Client::try_from(kube_config).context("building the API client")?;
+
+    let lb = LbCapacity {
+        config: LbConfig { maglev_m: args.maglev_size, ..LbConfig::DEFAULT },
+        max_services: args.max_services,
+        max_backends: args.max_backends,
+        max_ct: args.max_conntrack,
+        ..LbCapacity::default()
+    };
+    let config = DatapathConfig { pin_dir: args.pin_dir, log_level: args.datapath_log_level, lb };
+    let mut dp = Datapath::load(&config)?;
+    for iface in &args.lb_ifaces {
+        dp.attach_lb(iface)?;
+    }
+    tracing::info!(node = %node_name, interfaces = ?args.lb_ifaces, "service proxy started");
+    let shutdown = wait_for_shutdown()?;
+    let ctx = ProxyContext { node_name, proxy_name: args.proxy_name };
+    let mut feeder = watch::Feeder::new(ServiceProxy::new(ctx, dp.dataplane()));
+    tokio::select! {
+        result = watch::run(client, &mut feeder) => result?,
+        () = shutdown => tracing::info!("shutting down; the load balancer stays attached (pinned links)"),
+    }
+    Ok(())
+}

@@ -1,0 +1,262 @@
+//! Feeding the service proxy from any Kubernetes API server: kube-rs watchers on Services and
+//! EndpointSlices, a local cache of both, and per-Service syncs when either changes. Relists
+//! (watch expiry, API server restarts) end with a sweep of whatever disappeared meanwhile.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+
+use futures::StreamExt as _;
+use k8s_openapi::api::{core::v1::Service, discovery::v1::EndpointSlice};
+use kube::{
+    Api, Client,
+    runtime::{WatchStreamExt as _, watcher},
+};
+
+use super::{
+    dataplane::{Dataplane, DataplaneError},
+    desired::SERVICE_NAME_LABEL,
+    model::ServiceRef,
+    sync::ServiceProxy,
+};
+
+/// One event from either watch.
+#[derive(Debug)]
+#[expect(
+    clippy::large_enum_variant,
+    reason = "moved once from the stream into the handler; boxing buys nothing"
+)]
+pub enum Change {
+    Service(watcher::Event<Service>),
+    Slice(watcher::Event<EndpointSlice>),
+}
+
+fn service_ref(svc: &Service) -> ServiceRef {
+    ServiceRef {
+        namespace: svc.metadata.namespace.clone().unwrap_or_else(|| "default".to_owned()),
+        name: svc.metadata.name.clone().unwrap_or_default(),
+    }
+}
+
+/// The Service an EndpointSlice belongs to, and the slice's own name.
+fn slice_ref(slice: &EndpointSlice) -> Option<(ServiceRef, String)> {
+    let service = slice.metadata.labels.as_ref()?.get(SERVICE_NAME_LABEL)?.clone();
+    let namespace = slice.metadata.namespace.clone().unwrap_or_else(|| "default".to_owned());
+    Some((ServiceRef { namespace, name: service }, slice.metadata.name.clone().unwrap_or_default()))
+}
+
+/// Cached Services and EndpointSlices in front of a [`ServiceProxy`].
+#[derive(Debug)]
+pub struct Feeder<D> {
+    proxy: ServiceProxy<D>,
+    services: HashMap<ServiceRef, Service>,
+    slices: HashMap<ServiceRef, BTreeMap<String, EndpointSlice>>,
+    /// During a Service relist: the Services seen so far.
+    relist_services: Option<HashSet<ServiceRef>>,
+    /// During a slice relist: the slices seen so far.
+    relist_slices: Option<HashSet<(ServiceRef, String)>>,
+}
+
+impl<D: Dataplane> Feeder<D> {
+    pub fn new(proxy: ServiceProxy<D>) -> Self {
+        Self {
+            proxy,
+            services: HashMap::new(),
+            slices: HashMap::new(),
+            relist_services: None,
+            relist_slices: None,
+        }
+    }
+
+    pub fn proxy(&self) -> &ServiceProxy<D> {
+        &self.proxy
+    }
+
+    fn sync(&mut self, sref: &ServiceRef) -> Result<(), DataplaneError> {
+        match self.services.get(sref) {
+            Some(svc) => {
+                let slices: Vec<&EndpointSlice> =
+                    self.slices.get(sref).map(|m| m.values().collect()).unwrap_or_default();
+                self.proxy.sync_service(svc, &slices)
+            }
+            None => Ok(()),
+        }
+    }
+
+    /// Applies one watch event.
+    pub fn handle(&mut self, change: Change) -> Result<(), DataplaneError> {
+        match change {
+            Change::Service(event) => self.service_event(event),
+            Change::Slice(event) => self.slice_event(event),
+        }
+    }
+
+    fn service_event(&mut self, event: watcher::Event<Service>) -> Result<(), DataplaneError> {
+        match event {
+            watcher::Event::Init => {
+                self.relist_services = Some(HashSet::new());
+                Ok(())
+            }
+            watcher::Event::Apply(svc) | watcher::Event::InitApply(svc) => {
+                let sref = service_ref(&svc);
+                if let Some(seen) = &mut self.relist_services {
+                    seen.insert(sref.clone());
+                }
+                self.services.insert(sref.clone(), svc);
+                self.sync(&sref)
+            }
+            watcher::Event::Delete(svc) => {
+                let sref = service_ref(&svc);
+                self.services.remove(&sref);
+                self.proxy.delete_service(&sref)
+            }
+            watcher::Event::InitDone => {
+                let seen = self.relist_services.take().unwrap_or_default();
+                let gone: Vec<ServiceRef> =
+                    self.services.keys().filter(|s| !seen.contains(s)).cloned().collect();
+                for sref in gone {
+                    self.services.remove(&sref);
+                    self.proxy.delete_service(&sref)?;
+                }
+                Ok(())
+            }
+        }
+    }
+
+    fn slice_event(&mut self, event: watcher::Event<EndpointSlice>) -> Result<(), DataplaneError> {
+        match event {
+            watcher::Event::Init => {
+                self.relist_slices = Some(HashSet::new());
+                Ok(())
+            }
+            watcher::Event::Apply(slice) | watcher::Event::InitApply(slice) => {
+                let Some((sref, name)) = slice_ref(&slice) else { return Ok(()) };
+                if let Some(seen) = &mut self.relist_slices {
+                    seen.insert((sref.clone(), name.clone()));
+                }
+                self.slices.entry(sref.clone()).or_default().insert(name, slice);
+                self.sync(&sref)
+            }
+            watcher::Event::Delete(slice) => {
+                let Some((sref, name)) = slice_ref(&slice) else { return Ok(()) };
+                if let Some(m) = self.slices.get_mut(&sref) {
+                    m.remove(&name);
+                }
+                self.sync(&sref)
+            }
+            watcher::Event::InitDone => {
+                let seen = self.relist_slices.take().unwrap_or_default();
+                let mut touched = HashSet::new();
+                for (sref, slices) in &mut self.slices {
+                    let before = slices.len();
+                    slices.retain(|name, _| seen.contains(&(sref.clone(), name.clone())));
+                    if slices.len() != before {
+                        touched.insert(sref.clone());
+                    }
+                }
+                for sref in touched {
+                    self.sync(&sref)?;
+                }
+                Ok(())
+            }
+        }
+    }
+}
+
+/// Watches Services and EndpointSlices through `client` until the streams end (they do not, on
+/// their own: errors are logged and the watches retried with back-off).
+pub async fn run<D: Dataplane>(client: Client, feeder: &mut Feeder<D>) -> Result<(), DataplaneError> {
+    let services = watcher(Api::<Service>::all(client.clone()), watcher::Config::default())
+        .default_backoff()
+        .map(|r| r.map(Change::Service));
+    let slices =
+        watcher(Api::<EndpointSlice>::all(client), watcher::Config::default().labels(SERVICE_NAME_LABEL))
+            .default_backoff()
+            .map(|r| r.map(Change::Slice));
+    let mut changes = std::pin::pin!(futures::stream::select(services, slices));
+    while let Some(change) = changes.next().await {
+        match change {
+            Ok(change) => feeder.handle(change)?,
+            Err(err) => tracing::warn!(error = %err, "watch failed; retrying with back-off"),
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::proxy::{LbDataplane, ProxyContext, memory::MemoryMaps};
+
+    fn service(name: &str, ip: &str) -> Service {
+        serde_json::from_value(serde_json::json!({
+            "metadata": {"name": name, "namespace": "default"},
+            "spec": {"clusterIP": ip, "ports": [{"port": 80, "targetPort": 8080}]}
+        }))
+        .expect("service")
+    }
+
+    fn slice(service: &str, name: &str, ips: &[&str]) -> EndpointSlice {
+        let endpoints: Vec<_> = ips.iter().map(|ip| serde_json::json!({"addresses": [ip]})).collect();
+        serde_json::from_value(serde_json::json!({
+            "metadata": {"name": name, "namespace": "default", "labels": {"kubernetes.io/service-name": service}},
+            "addressType": "IPv4",
+            "ports": [{"port": 8080, "protocol": "TCP"}],
+            "endpoints": endpoints,
+        }))
+        .expect("slice")
+    }
+
+    fn feeder() -> Feeder<LbDataplane<MemoryMaps>> {
+        Feeder::new(ServiceProxy::new(ProxyContext::default(), LbDataplane::new(MemoryMaps::new(251, 8))))
+    }
+
+    fn dump(f: &Feeder<LbDataplane<MemoryMaps>>) -> String {
+        f.proxy().dataplane().store().dump()
+    }
+
+    #[test]
+    fn a_slice_before_its_service_is_used_once_the_service_arrives() {
+        let mut f = feeder();
+        f.handle(Change::Slice(watcher::Event::Apply(slice("web", "web-1", &["10.244.0.1"]))))
+            .expect("slice");
+        assert!(!dump(&f).contains("frontend"), "{}", dump(&f));
+        f.handle(Change::Service(watcher::Event::Apply(service("web", "10.96.0.10")))).expect("service");
+        assert!(dump(&f).contains("frontend 10.96.0.10:80/TCP backends=1"), "{}", dump(&f));
+    }
+
+    #[test]
+    fn slices_of_one_service_add_up_and_deletes_take_effect() {
+        let mut f = feeder();
+        f.handle(Change::Service(watcher::Event::Apply(service("web", "10.96.0.10")))).expect("service");
+        f.handle(Change::Slice(watcher::Event::Apply(slice("web", "web-1", &["10.244.0.1"]))))
+            .expect("slice");
+        f.handle(Change::Slice(watcher::Event::Apply(slice("web", "web-2", &["10.244.0.2"]))))
+            .expect("slice");
+        assert!(dump(&f).contains("backends=2"), "{}", dump(&f));
+        f.handle(Change::Slice(watcher::Event::Delete(slice("web", "web-1", &[])))).expect("delete slice");
+        assert!(dump(&f).contains("backends=1"), "{}", dump(&f));
+        f.handle(Change::Service(watcher::Event::Delete(service("web", "10.96.0.10"))))
+            .expect("delete service");
+        assert_eq!(dump(&f), "");
+    }
+
+    #[test]
+    fn a_relist_sweeps_what_disappeared_while_the_watch_was_down() {
+        let mut f = feeder();
+        for (name, ip) in [("a", "10.96.0.1"), ("b", "10.96.0.2")] {
+            f.handle(Change::Service(watcher::Event::Apply(service(name, ip)))).expect("service");
+            let s = slice(name, &format!("{name}-1"), &["10.244.0.1", "10.244.0.2"]);
+            f.handle(Change::Slice(watcher::Event::Apply(s))).expect("slice");
+        }
+        // The watch expired; meanwhile Service a went away and b lost an endpoint.
+        f.handle(Change::Service(watcher::Event::Init)).expect("init");
+        f.handle(Change::Service(watcher::Event::InitApply(service("b", "10.96.0.2")))).expect("relist");
+        f.handle(Change::Service(watcher::Event::InitDone)).expect("done");
+        f.handle(Change::Slice(watcher::Event::Init)).expect("init");
+        f.handle(Change::Slice(watcher::Event::InitApply(slice("b", "b-1", &["10.244.0.2"]))))
+            .expect("relist");
+        f.handle(Change::Slice(watcher::Event::InitDone)).expect("done");
+        let d = dump(&f);
+        assert!(!d.contains("10.96.0.1:"), "{d}");
+        assert!(d.contains("frontend 10.96.0.2:80/TCP backends=1"), "{d}");
+    }
+}
