@@ -68,14 +68,19 @@ impl Cluster {
         }
         let mut cluster = Cluster { topo, pins, dp: None, _servers: (tcp, udp) };
         cluster.start_agent();
-        let web = cluster.backends(8080, Protocol::Tcp);
-        let dns = cluster.backends(5353, Protocol::Udp);
-        let dataplane = cluster.dp().dataplane();
+        cluster
+    }
+
+    /// What the service proxy applies once it has listed Services and EndpointSlices.
+    fn program(&mut self) {
+        let web = self.backends(8080, Protocol::Tcp);
+        let dns = self.backends(5353, Protocol::Udp);
+        let dataplane = self.dp().dataplane();
         dataplane.upsert(key(WEB, Protocol::Tcp), &frontend("web", &web, false)).expect("web");
         dataplane.upsert(key(DNS, Protocol::Udp), &frontend("dns", &dns, false)).expect("dns");
         dataplane.upsert(key(EMPTY, Protocol::Tcp), &frontend("empty", &[], false)).expect("empty");
         dataplane.upsert(key(STICKY, Protocol::Tcp), &frontend("sticky", &web, true)).expect("sticky");
-        cluster
+        dataplane.sweep_unclaimed().expect("sweep");
     }
 
     fn backends(&self, port: u16, proto: Protocol) -> Vec<BackendAddr> {
@@ -94,7 +99,8 @@ impl Cluster {
         DatapathConfig { pin_dir: self.pins.path().to_owned(), log_level: LogLevel::Off, lb }
     }
 
-    /// What an agent does at start: load (adopting pinned maps) and attach to every pod veth.
+    /// What an agent does at start: load (adopting pinned maps), attach to every pod veth, apply
+    /// the listed Services.
     fn start_agent(&mut self) {
         let mut dp = Datapath::load(&self.config()).expect("load datapath");
         let ifaces: Vec<String> = self.topo.pods.iter().map(|p| p.node_iface.clone()).collect();
@@ -104,6 +110,7 @@ impl Cluster {
             .expect("enter node")
             .expect("attach");
         self.dp = Some(dp);
+        self.program();
     }
 
     /// Program ids at tcx ingress of every pod veth.
@@ -216,6 +223,7 @@ fn an_open_connection_survives_an_agent_restart() {
     let mut conn = cluster.connect(WEB);
     assert_eq!(conn.echo("before").expect("echo"), "before");
     let before = cluster.lb_programs();
+    let rows_before = cluster.dp().lb().services();
     cluster.stop_agent();
     // The pinned links keep the old programs running while no agent is up.
     assert_eq!(cluster.lb_programs(), before, "the load balancer went away with the agent");
@@ -226,6 +234,11 @@ fn an_open_connection_survives_an_agent_restart() {
         assert_ne!(old, new, "{iface}: program was not replaced");
     }
     assert_eq!(conn.echo("after").expect("echo after restart"), "after");
+    let mut rows_after = cluster.dp().lb().services();
+    let mut rows_before = rows_before;
+    rows_before.sort_by_key(|(k, _)| *k);
+    rows_after.sort_by_key(|(k, _)| *k);
+    assert_eq!(rows_after, rows_before, "the restarted agent moved frontends to other rows");
     // And the restarted agent still balances new connections.
     let fresh = cluster.connect(WEB);
     assert!(fresh.identity.starts_with('b'));

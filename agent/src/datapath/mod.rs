@@ -191,7 +191,10 @@ impl Datapath {
                 .load()
                 .map_err(|source| DatapathError::Program { name, source })?;
         }
-        let lb = LbDataplane::new(lb::LbMaps::take(&mut ebpf, maglev_entries, cap.config.maglev_m)?);
+        // Adopt what a previous agent left in the pinned maps: established flows keep their rows
+        // and backend ids while the service proxy re-lists.
+        let maps = lb::LbMaps::take(&mut ebpf, maglev_entries, cap.config.maglev_m, cap.max_backends)?;
+        let lb = LbDataplane::adopt(maps);
         let links_dir = config.pin_dir.join("links");
         bpffs::ensure_dir(&links_dir)?;
         Ok(Self { ebpf, attachments: Vec::new(), links_dir, lb })

@@ -2,13 +2,13 @@
 //! a packet to a backend that is not in the maps yet or no longer in them.
 
 use std::{
-    collections::{BTreeSet, HashMap, hash_map::Entry},
+    collections::{BTreeSet, HashMap, HashSet, hash_map::Entry},
     net::Ipv4Addr,
 };
 
 use skiff_common::lb::{Backend, SVC_F_AFFINITY, SVC_F_LOCAL, ServiceKey, ServiceValue};
 
-use super::model::{BackendAddr, Frontend, FrontendKey};
+use super::model::{BackendAddr, Frontend, FrontendKey, Protocol};
 use crate::datapath::{
     DatapathError,
     lb::{
@@ -27,6 +27,11 @@ pub trait Dataplane {
     fn add_clusterip(&mut self, vip: Ipv4Addr) -> Result<(), DataplaneError>;
     /// Drops one reference to `vip` as a ClusterIP.
     fn remove_clusterip(&mut self, vip: Ipv4Addr) -> Result<(), DataplaneError>;
+    /// Called once the first complete listing has been applied: removes whatever a previous agent
+    /// left in the datapath that the listing did not claim.
+    fn sweep_unclaimed(&mut self) -> Result<(), DataplaneError> {
+        Ok(())
+    }
 }
 
 /// A borrowed dataplane is a dataplane (a proxy can drive one that something else owns).
@@ -42,6 +47,9 @@ impl<D: Dataplane + ?Sized> Dataplane for &mut D {
     }
     fn remove_clusterip(&mut self, vip: Ipv4Addr) -> Result<(), DataplaneError> {
         (**self).remove_clusterip(vip)
+    }
+    fn sweep_unclaimed(&mut self) -> Result<(), DataplaneError> {
+        (**self).sweep_unclaimed()
     }
 }
 
@@ -66,6 +74,12 @@ pub trait MapStore {
     fn maglev_m(&self) -> u32;
     /// Maglev rows available (the frontend capacity).
     fn rows(&self) -> u32;
+    /// Backend capacity.
+    fn max_backends(&self) -> u32;
+    /// Frontends (and ClusterIP markers) present now, e.g. left by a previous agent.
+    fn frontends(&self) -> Vec<(ServiceKey, ServiceValue)>;
+    /// Backends present now.
+    fn backend_entries(&self) -> Vec<(u32, Backend)>;
 }
 
 impl MapStore for LbMaps {
@@ -92,6 +106,15 @@ impl MapStore for LbMaps {
     }
     fn rows(&self) -> u32 {
         LbMaps::maglev_rows(self)
+    }
+    fn max_backends(&self) -> u32 {
+        LbMaps::max_backends(self)
+    }
+    fn frontends(&self) -> Vec<(ServiceKey, ServiceValue)> {
+        LbMaps::services(self)
+    }
+    fn backend_entries(&self) -> Vec<(u32, Backend)> {
+        LbMaps::backends(self)
     }
 }
 
@@ -121,6 +144,10 @@ pub struct LbDataplane<S> {
     free_ids: Vec<u32>,
     next_id: u32,
     vips: HashMap<Ipv4Addr, usize>,
+    /// Frontends found in the maps at start and not claimed yet, with their rows.
+    adopted_rows: HashMap<FrontendKey, u32>,
+    /// ClusterIP markers found in the maps at start and not claimed yet.
+    adopted_vips: HashSet<Ipv4Addr>,
 }
 
 impl<S: MapStore> LbDataplane<S> {
@@ -135,7 +162,44 @@ impl<S: MapStore> LbDataplane<S> {
             // Backend id 0 is never used, so an all-zero Maglev row can never look valid.
             next_id: 1,
             vips: HashMap::new(),
+            adopted_rows: HashMap::new(),
+            adopted_vips: HashSet::new(),
         }
+    }
+
+    /// Takes over maps a previous agent filled: frontends keep their rows and endpoints their ids,
+    /// so established flows (whose conntrack entries name both) keep working while the service
+    /// proxy re-lists; [`Dataplane::sweep_unclaimed`] then removes what nobody claimed.
+    pub fn adopt(store: S) -> Self {
+        let mut dp = Self::new(store);
+        let mut rows = BTreeSet::new();
+        for (key, value) in dp.store.frontends() {
+            let vip = Ipv4Addr::from(key.addr_be.to_ne_bytes());
+            if key == ServiceKey::vip_marker(key.addr_be) {
+                dp.vips.insert(vip, 0);
+                dp.adopted_vips.insert(vip);
+            } else if let Some(proto) = Protocol::from_number(key.proto) {
+                dp.adopted_rows.insert(FrontendKey { vip, port: u16::from_be(key.port_be), proto }, value.id);
+                rows.insert(value.id);
+            }
+        }
+        dp.next_row = rows.last().map_or(0, |r| r + 1);
+        dp.free_rows = (0..dp.next_row).filter(|r| !rows.contains(r)).collect();
+        let mut ids = BTreeSet::new();
+        for (id, b) in dp.store.backend_entries() {
+            if let Some(proto) = Protocol::from_number(b.proto) {
+                let addr = BackendAddr {
+                    ip: Ipv4Addr::from(b.addr_be.to_ne_bytes()),
+                    port: u16::from_be(b.port_be),
+                    proto,
+                };
+                dp.backends.insert(addr, BackendSlot { id, refs: 0 });
+                ids.insert(id);
+            }
+        }
+        dp.next_id = ids.last().map_or(1, |id| id + 1);
+        dp.free_ids = (1..dp.next_id).filter(|id| !ids.contains(id)).collect();
+        dp
     }
 
     pub fn store(&self) -> &S {
@@ -156,6 +220,9 @@ impl<S: MapStore> LbDataplane<S> {
     }
 
     fn acquire_row(&mut self, key: &FrontendKey) -> Result<u32, DataplaneError> {
+        if let Some(row) = self.adopted_rows.remove(key) {
+            return Ok(row);
+        }
         if let Some(row) = self.free_rows.pop() {
             return Ok(row);
         }
@@ -174,6 +241,10 @@ impl<S: MapStore> LbDataplane<S> {
         if let Some(slot) = self.backends.get_mut(&addr) {
             slot.refs += 1;
             return Ok(slot.id);
+        }
+        if self.backends.len() >= self.store.max_backends() as usize {
+            let capacity = self.store.max_backends();
+            return Err(DataplaneError::Full { what: "the backend table", capacity, key: addr.to_string() });
         }
         let id = match self.free_ids.pop() {
             Some(id) => id,
@@ -210,7 +281,7 @@ impl<S: MapStore> LbDataplane<S> {
     fn retain_vip(&mut self, vip: Ipv4Addr) -> Result<(), DataplaneError> {
         let refs = self.vips.entry(vip).or_insert(0);
         *refs += 1;
-        if *refs == 1 {
+        if *refs == 1 && !self.adopted_vips.remove(&vip) {
             self.store.set_service(ServiceKey::vip_marker(be(vip)), ServiceValue::default())?;
         }
         Ok(())
@@ -311,5 +382,25 @@ impl<S: MapStore> Dataplane for LbDataplane<S> {
 
     fn remove_clusterip(&mut self, vip: Ipv4Addr) -> Result<(), DataplaneError> {
         self.release_vip(vip)
+    }
+
+    fn sweep_unclaimed(&mut self) -> Result<(), DataplaneError> {
+        for (key, row) in std::mem::take(&mut self.adopted_rows) {
+            tracing::info!(frontend = %key, "removing a frontend no Service claims any more");
+            self.store.remove_service(&service_key(&key))?;
+            self.free_rows.push(row);
+        }
+        for vip in std::mem::take(&mut self.adopted_vips) {
+            self.vips.remove(&vip);
+            self.store.remove_service(&ServiceKey::vip_marker(be(vip)))?;
+        }
+        let unclaimed: Vec<(BackendAddr, u32)> =
+            self.backends.iter().filter(|(_, s)| s.refs == 0).map(|(a, s)| (*a, s.id)).collect();
+        for (addr, id) in unclaimed {
+            self.backends.remove(&addr);
+            self.store.remove_backend(id)?;
+            self.free_ids.push(id);
+        }
+        Ok(())
     }
 }

@@ -17,6 +17,7 @@ use crate::datapath::DatapathError;
 pub struct MemoryMaps {
     m: u32,
     rows_cap: u32,
+    backends_cap: u32,
     pub services: HashMap<ServiceKey, ServiceValue>,
     pub backends: HashMap<u32, Backend>,
     pub rows: HashMap<u32, Vec<u32>>,
@@ -28,9 +29,14 @@ pub struct MemoryMaps {
 
 impl MemoryMaps {
     pub fn new(m: u32, rows: u32) -> Self {
+        Self::with_backends(m, rows, 65536)
+    }
+
+    pub fn with_backends(m: u32, rows: u32, backends: u32) -> Self {
         Self {
             m,
             rows_cap: rows,
+            backends_cap: backends,
             services: HashMap::new(),
             backends: HashMap::new(),
             rows: HashMap::new(),
@@ -142,5 +148,14 @@ impl MapStore for MemoryMaps {
     }
     fn rows(&self) -> u32 {
         self.rows_cap
+    }
+    fn max_backends(&self) -> u32 {
+        self.backends_cap
+    }
+    fn frontends(&self) -> Vec<(ServiceKey, ServiceValue)> {
+        self.services.iter().map(|(k, v)| (*k, *v)).collect()
+    }
+    fn backend_entries(&self) -> Vec<(u32, Backend)> {
+        self.backends.iter().map(|(k, v)| (*k, *v)).collect()
     }
 }

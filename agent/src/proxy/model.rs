@@ -19,6 +19,15 @@ impl Protocol {
         }
     }
 
+    /// The protocol with this IP protocol number, if the load balancer translates it.
+    pub fn from_number(n: u8) -> Option<Self> {
+        match n {
+            skiff_common::lb::proto::TCP => Some(Protocol::Tcp),
+            skiff_common::lb::proto::UDP => Some(Protocol::Udp),
+            _ => None,
+        }
+    }
+
     /// Kubernetes' spelling (`TCP`, `UDP`).
     pub fn as_str(self) -> &'static str {
         match self {

@@ -53,6 +53,12 @@ pub struct Feeder<D> {
     relist_services: Option<HashSet<ServiceRef>>,
     /// During a slice relist: the slices seen so far.
     relist_slices: Option<HashSet<(ServiceRef, String)>>,
+    /// Whether each watch has completed a first listing.
+    listed: (bool, bool),
+    /// Both first listings are in: events are applied as they come. Before that they only fill the
+    /// cache, so a restarted agent never programs a Service whose EndpointSlices it has not seen
+    /// yet (which would reject new connections to it for a moment).
+    ready: bool,
 }
 
 impl<D: Dataplane> Feeder<D> {
@@ -63,7 +69,30 @@ impl<D: Dataplane> Feeder<D> {
             slices: HashMap::new(),
             relist_services: None,
             relist_slices: None,
+            listed: (false, false),
+            ready: false,
         }
+    }
+
+    /// Whether the first complete listing has been applied.
+    pub fn is_ready(&self) -> bool {
+        self.ready
+    }
+
+    /// Once both watches have listed everything: apply every Service, then remove what a previous
+    /// agent left that no Service claimed.
+    fn become_ready_if_listed(&mut self) -> Result<(), DataplaneError> {
+        if self.ready || !(self.listed.0 && self.listed.1) {
+            return Ok(());
+        }
+        self.ready = true;
+        let all: Vec<ServiceRef> = self.services.keys().cloned().collect();
+        for sref in &all {
+            self.sync(sref)?;
+        }
+        self.proxy.dataplane_mut().sweep_unclaimed()?;
+        tracing::info!(services = all.len(), "first listing applied; stale datapath entries swept");
+        Ok(())
     }
 
     pub fn proxy(&self) -> &ServiceProxy<D> {
@@ -71,6 +100,9 @@ impl<D: Dataplane> Feeder<D> {
     }
 
     fn sync(&mut self, sref: &ServiceRef) -> Result<(), DataplaneError> {
+        if !self.ready {
+            return Ok(());
+        }
         match self.services.get(sref) {
             Some(svc) => {
                 let slices: Vec<&EndpointSlice> =
@@ -106,7 +138,7 @@ impl<D: Dataplane> Feeder<D> {
             watcher::Event::Delete(svc) => {
                 let sref = service_ref(&svc);
                 self.services.remove(&sref);
-                self.proxy.delete_service(&sref)
+                if self.ready { self.proxy.delete_service(&sref) } else { Ok(()) }
             }
             watcher::Event::InitDone => {
                 let seen = self.relist_services.take().unwrap_or_default();
@@ -114,9 +146,12 @@ impl<D: Dataplane> Feeder<D> {
                     self.services.keys().filter(|s| !seen.contains(s)).cloned().collect();
                 for sref in gone {
                     self.services.remove(&sref);
-                    self.proxy.delete_service(&sref)?;
+                    if self.ready {
+                        self.proxy.delete_service(&sref)?;
+                    }
                 }
-                Ok(())
+                self.listed.0 = true;
+                self.become_ready_if_listed()
             }
         }
     }
@@ -155,7 +190,8 @@ impl<D: Dataplane> Feeder<D> {
                 for sref in touched {
                     self.sync(&sref)?;
                 }
-                Ok(())
+                self.listed.1 = true;
+                self.become_ready_if_listed()
             }
         }
     }
@@ -205,8 +241,25 @@ mod tests {
         .expect("slice")
     }
 
+    /// A feeder past its first (empty) listing.
     fn feeder() -> Feeder<LbDataplane<MemoryMaps>> {
-        Feeder::new(ServiceProxy::new(ProxyContext::default(), LbDataplane::new(MemoryMaps::new(251, 8))))
+        let mut f = Feeder::new(ServiceProxy::new(
+            ProxyContext::default(),
+            LbDataplane::new(MemoryMaps::new(251, 8)),
+        ));
+        list_nothing(&mut f);
+        f
+    }
+
+    fn list_nothing(f: &mut Feeder<LbDataplane<MemoryMaps>>) {
+        for change in [
+            Change::Service(watcher::Event::Init),
+            Change::Service(watcher::Event::InitDone),
+            Change::Slice(watcher::Event::Init),
+            Change::Slice(watcher::Event::InitDone),
+        ] {
+            f.handle(change).expect("listing");
+        }
     }
 
     fn dump(f: &Feeder<LbDataplane<MemoryMaps>>) -> String {
@@ -258,5 +311,44 @@ mod tests {
         let d = dump(&f);
         assert!(!d.contains("10.96.0.1:"), "{d}");
         assert!(d.contains("frontend 10.96.0.2:80/TCP backends=1"), "{d}");
+    }
+
+    #[test]
+    fn a_restarted_agent_keeps_rows_and_ids_of_what_is_still_there_and_sweeps_the_rest() {
+        // The first agent programs two Services.
+        let mut first = feeder();
+        for (name, ip) in [("a", "10.96.0.1"), ("b", "10.96.0.2")] {
+            first.handle(Change::Service(watcher::Event::Apply(service(name, ip)))).expect("service");
+            first
+                .handle(Change::Slice(watcher::Event::Apply(slice(
+                    name,
+                    &format!("{name}-1"),
+                    &["10.244.0.1"],
+                ))))
+                .expect("slice");
+        }
+        let maps = first.proxy().dataplane().store().clone();
+        let rows_before: BTreeMap<_, _> = maps.services.iter().map(|(k, v)| (*k, v.id)).collect();
+        let backends_before = maps.backends.clone();
+
+        // The next agent adopts the maps; only Service b still exists.
+        let mut next = Feeder::new(ServiceProxy::new(ProxyContext::default(), LbDataplane::adopt(maps)));
+        next.handle(Change::Service(watcher::Event::Init)).expect("init");
+        next.handle(Change::Service(watcher::Event::InitApply(service("b", "10.96.0.2")))).expect("b");
+        next.handle(Change::Service(watcher::Event::InitDone)).expect("done");
+        assert!(!next.is_ready(), "applied before the slices were listed");
+        next.handle(Change::Slice(watcher::Event::Init)).expect("init");
+        next.handle(Change::Slice(watcher::Event::InitApply(slice("b", "b-1", &["10.244.0.1"]))))
+            .expect("b-1");
+        next.handle(Change::Slice(watcher::Event::InitDone)).expect("done");
+        assert!(next.is_ready());
+
+        let after = next.proxy().dataplane().store();
+        let d = after.dump();
+        assert!(!d.contains("10.96.0.1"), "Service a not swept:\n{d}");
+        for (key, value) in &after.services {
+            assert_eq!(rows_before.get(key), Some(&value.id), "a kept frontend changed row");
+        }
+        assert_eq!(after.backends, backends_before, "the shared endpoint kept its id");
     }
 }

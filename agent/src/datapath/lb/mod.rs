@@ -27,6 +27,7 @@ pub struct LbMaps {
     affinity: HashMap<MapData, AffinityKey, AffinityValue>,
     drops: PerCpuArray<MapData, u64>,
     maglev: MaglevTable,
+    max_backends: u32,
 }
 
 fn take<T>(ebpf: &mut Ebpf, name: &'static str) -> Result<T, DatapathError>
@@ -48,7 +49,12 @@ impl std::fmt::Debug for LbMaps {
 }
 
 impl LbMaps {
-    pub(super) fn take(ebpf: &mut Ebpf, maglev_entries: u32, m: u32) -> Result<Self, DatapathError> {
+    pub(super) fn take(
+        ebpf: &mut Ebpf,
+        maglev_entries: u32,
+        m: u32,
+        max_backends: u32,
+    ) -> Result<Self, DatapathError> {
         let maglev_map: aya::maps::Map =
             ebpf.take_map(names::MAP_MAGLEV).ok_or(DatapathError::MissingMap(names::MAP_MAGLEV))?;
         let maglev_data = match &maglev_map {
@@ -64,6 +70,7 @@ impl LbMaps {
             affinity: take(ebpf, names::MAP_AFFINITY)?,
             drops: take(ebpf, names::MAP_DROPS)?,
             maglev,
+            max_backends,
         })
     }
 
@@ -79,6 +86,20 @@ impl LbMaps {
 
     pub fn service(&self, key: &ServiceKey) -> Option<ServiceValue> {
         self.services.get(key, 0).ok()
+    }
+
+    /// Every frontend and ClusterIP marker.
+    pub fn services(&self) -> Vec<(ServiceKey, ServiceValue)> {
+        self.services.iter().filter_map(Result::ok).collect()
+    }
+
+    /// Every backend.
+    pub fn backends(&self) -> Vec<(u32, Backend)> {
+        self.backends.iter().filter_map(Result::ok).collect()
+    }
+
+    pub fn max_backends(&self) -> u32 {
+        self.max_backends
     }
 
     pub fn set_backend(&mut self, id: u32, backend: Backend) -> Result<(), DatapathError> {
