@@ -1,0 +1,295 @@
+//! The default store: redb on local disk. One writer thread takes every pending write, checks it
+//! against the current state, commits the whole batch in one fsync'd transaction (group commit),
+//! and only then makes it visible to readers and watchers and acknowledges it. Reads are served
+//! from an in-memory copy of every object.
+
+use std::{
+    collections::{BTreeMap, HashMap},
+    path::Path,
+    sync::{Arc, RwLock},
+};
+
+use redb::{Database, ReadableDatabase as _, ReadableTable as _, TableDefinition};
+use tokio::sync::{mpsc, oneshot};
+
+use super::{Event, EventKind, Object, Result, Revision, Store, StoreError, WatchStream, history::History};
+
+/// key → (create revision, mod revision, value)
+const OBJECTS: TableDefinition<&str, (u64, u64, &[u8])> = TableDefinition::new("objects");
+const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
+const REVISION: &str = "revision";
+/// Writes folded into one transaction at most.
+const MAX_BATCH: usize = 4096;
+
+/// Tunables.
+#[derive(Debug, Clone, Copy)]
+pub struct Options {
+    /// Events kept for watch resume.
+    pub history: usize,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Self { history: 100_000 }
+    }
+}
+
+#[derive(Debug)]
+enum Op {
+    Create,
+    Update { expected: Option<Revision> },
+    Delete { expected: Option<Revision> },
+}
+
+#[derive(Debug)]
+struct Request {
+    key: String,
+    value: Vec<u8>,
+    op: Op,
+    reply: oneshot::Sender<Result<Object>>,
+}
+
+#[derive(Debug)]
+struct State {
+    objects: BTreeMap<String, Object>,
+    revision: Revision,
+    history: History,
+}
+
+/// The redb-backed store. Cheap to clone; the writer thread ends when the last clone is dropped.
+#[derive(Debug, Clone)]
+pub struct EmbeddedStore {
+    state: Arc<RwLock<State>>,
+    writes: mpsc::Sender<Request>,
+    writer: Arc<std::sync::Mutex<Option<std::thread::JoinHandle<()>>>>,
+}
+
+fn backend(e: impl Into<redb::Error>) -> StoreError {
+    StoreError::Backend(Box::new(e.into()))
+}
+
+impl EmbeddedStore {
+    /// Opens (or creates) the store at `path` and loads it.
+    pub fn open(path: &Path, options: Options) -> Result<Self> {
+        let db = Database::create(path).map_err(backend)?;
+        let (objects, revision) = load(&db)?;
+        let state = Arc::new(RwLock::new(State {
+            objects,
+            revision,
+            history: History::new(revision, options.history),
+        }));
+        let (writes, requests) = mpsc::channel(MAX_BATCH);
+        let writer_state = Arc::clone(&state);
+        let handle = std::thread::Builder::new()
+            .name("store-writer".into())
+            .spawn(move || writer(db, requests, writer_state))
+            .map_err(|e| StoreError::Backend(Box::new(e)))?;
+        Ok(Self { state, writes, writer: Arc::new(std::sync::Mutex::new(Some(handle))) })
+    }
+
+    /// Stops the writer after the writes already queued and closes the database file, so it can
+    /// be opened again. Pending `create`/`update`/`delete` calls on other clones fail `Closed`.
+    pub fn close(self) {
+        let Self { writes, writer, .. } = self;
+        drop(writes);
+        let handle = writer.lock().unwrap_or_else(std::sync::PoisonError::into_inner).take();
+        if let Some(handle) = handle {
+            let _ = handle.join();
+        }
+    }
+
+    async fn write(&self, key: &str, value: Vec<u8>, op: Op) -> Result<Object> {
+        let (reply, answer) = oneshot::channel();
+        self.writes
+            .send(Request { key: key.to_owned(), value, op, reply })
+            .await
+            .map_err(|_| StoreError::Closed)?;
+        answer.await.map_err(|_| StoreError::Closed)?
+    }
+
+    fn read(&self) -> std::sync::RwLockReadGuard<'_, State> {
+        // A panic while holding the lock leaves consistent data (writes are applied whole).
+        self.state.read().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+}
+
+fn load(db: &Database) -> Result<(BTreeMap<String, Object>, Revision)> {
+    let txn = db.begin_write().map_err(backend)?;
+    // Make sure both tables exist, so a fresh store reads as empty.
+    txn.open_table(OBJECTS).map_err(backend)?;
+    txn.open_table(META).map_err(backend)?;
+    txn.commit().map_err(backend)?;
+    let read = db.begin_read().map_err(backend)?;
+    let revision =
+        read.open_table(META).map_err(backend)?.get(REVISION).map_err(backend)?.map_or(0, |v| v.value());
+    let mut objects = BTreeMap::new();
+    for entry in read.open_table(OBJECTS).map_err(backend)?.iter().map_err(backend)? {
+        let (k, v) = entry.map_err(backend)?;
+        let (create_revision, mod_revision, value) = v.value();
+        let key = k.value().to_owned();
+        objects.insert(key.clone(), Object { key, value: value.to_vec(), create_revision, mod_revision });
+    }
+    Ok((objects, revision))
+}
+
+/// A write checked and given its revision, waiting for the batch commit.
+struct Staged {
+    reply: oneshot::Sender<Result<Object>>,
+    event: Event,
+}
+
+fn writer(db: Database, mut requests: mpsc::Receiver<Request>, state: Arc<RwLock<State>>) {
+    while let Some(first) = requests.blocking_recv() {
+        let mut batch = vec![first];
+        while batch.len() < MAX_BATCH {
+            match requests.try_recv() {
+                Ok(r) => batch.push(r),
+                Err(_) => break,
+            }
+        }
+        let (staged, revision) = stage(batch, &state);
+        if staged.is_empty() {
+            continue;
+        }
+        if let Err(err) = persist(&db, &staged, revision) {
+            let msg = err.to_string();
+            tracing::error!(error = %msg, "store commit failed; batch rejected");
+            for s in staged {
+                let _ = s.reply.send(Err(StoreError::Backend(msg.clone().into())));
+            }
+            continue;
+        }
+        let mut st = state.write().unwrap_or_else(std::sync::PoisonError::into_inner);
+        st.revision = revision;
+        let mut replies = Vec::with_capacity(staged.len());
+        for Staged { reply, event } in staged {
+            match event.kind {
+                EventKind::Put => st.objects.insert(event.object.key.clone(), event.object.clone()),
+                EventKind::Deleted => st.objects.remove(&event.object.key),
+            };
+            replies.push((reply, event.object.clone()));
+            st.history.push(event);
+        }
+        drop(st);
+        for (reply, object) in replies {
+            let _ = reply.send(Ok(object));
+        }
+    }
+}
+
+/// Checks each request against the state plus the batch's earlier writes; rejects the ones that
+/// fail (answering them at once) and gives the rest consecutive revisions.
+fn stage(batch: Vec<Request>, state: &RwLock<State>) -> (Vec<Staged>, Revision) {
+    let st = state.read().unwrap_or_else(std::sync::PoisonError::into_inner);
+    let mut revision = st.revision;
+    let mut overlay: HashMap<String, Option<Object>> = HashMap::new();
+    let mut staged = Vec::with_capacity(batch.len());
+    for Request { key, value, op, reply } in batch {
+        let current = match overlay.get(&key) {
+            Some(entry) => entry.clone(),
+            None => st.objects.get(&key).cloned(),
+        };
+        let checked = match (&op, &current) {
+            (Op::Create, Some(_)) => Err(StoreError::AlreadyExists { key: key.clone() }),
+            (Op::Update { .. } | Op::Delete { .. }, None) => Err(StoreError::NotFound { key: key.clone() }),
+            (Op::Update { expected: Some(e) } | Op::Delete { expected: Some(e) }, Some(cur))
+                if *e != cur.mod_revision =>
+            {
+                Err(StoreError::Conflict { key: key.clone(), expected: *e, actual: cur.mod_revision })
+            }
+            _ => Ok(()),
+        };
+        if let Err(err) = checked {
+            let _ = reply.send(Err(err));
+            continue;
+        }
+        revision += 1;
+        let previous = current.as_ref().map(|c| c.value.clone());
+        let event = match op {
+            Op::Delete { .. } => {
+                let last = current.unwrap_or_else(|| Object {
+                    key: key.clone(),
+                    value: Vec::new(),
+                    create_revision: 0,
+                    mod_revision: 0,
+                });
+                overlay.insert(key.clone(), None);
+                Event {
+                    kind: EventKind::Deleted,
+                    revision,
+                    object: Object { mod_revision: revision, ..last },
+                    previous,
+                }
+            }
+            Op::Create | Op::Update { .. } => {
+                let create_revision = current.as_ref().map_or(revision, |c| c.create_revision);
+                let object = Object { key: key.clone(), value, create_revision, mod_revision: revision };
+                overlay.insert(key.clone(), Some(object.clone()));
+                Event { kind: EventKind::Put, revision, object, previous }
+            }
+        };
+        staged.push(Staged { reply, event });
+    }
+    (staged, revision)
+}
+
+fn persist(db: &Database, staged: &[Staged], revision: Revision) -> std::result::Result<(), redb::Error> {
+    let txn = db.begin_write()?;
+    {
+        let mut objects = txn.open_table(OBJECTS)?;
+        for Staged { event, .. } in staged {
+            let o = &event.object;
+            match event.kind {
+                EventKind::Put => {
+                    objects
+                        .insert(o.key.as_str(), (o.create_revision, o.mod_revision, o.value.as_slice()))?;
+                }
+                EventKind::Deleted => {
+                    objects.remove(o.key.as_str())?;
+                }
+            }
+        }
+        txn.open_table(META)?.insert(REVISION, revision)?;
+    }
+    // Default durability: the commit returns after fsync.
+    txn.commit()?;
+    Ok(())
+}
+
+impl Store for EmbeddedStore {
+    fn revision(&self) -> Revision {
+        self.read().revision
+    }
+
+    fn get(&self, key: &str) -> Option<Object> {
+        self.read().objects.get(key).cloned()
+    }
+
+    fn list(&self, prefix: &str) -> (Vec<Object>, Revision) {
+        let st = self.read();
+        let items = st
+            .objects
+            .range(prefix.to_owned()..)
+            .take_while(|(k, _)| k.starts_with(prefix))
+            .map(|(_, o)| o.clone())
+            .collect();
+        (items, st.revision)
+    }
+
+    async fn create(&self, key: &str, value: Vec<u8>) -> Result<Object> {
+        self.write(key, value, Op::Create).await
+    }
+
+    async fn update(&self, key: &str, value: Vec<u8>, expected: Option<Revision>) -> Result<Object> {
+        self.write(key, value, Op::Update { expected }).await
+    }
+
+    async fn delete(&self, key: &str, expected: Option<Revision>) -> Result<Object> {
+        self.write(key, Vec::new(), Op::Delete { expected }).await
+    }
+
+    fn watch(&self, prefix: &str, after: Revision) -> Result<WatchStream> {
+        let st = self.read();
+        st.history.watch(prefix, after, st.revision)
+    }
+}

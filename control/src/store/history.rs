@@ -1,0 +1,97 @@
+//! The bounded event history and the live fan-out behind watches.
+
+use std::{collections::VecDeque, sync::Arc};
+
+use tokio::sync::broadcast;
+
+use super::{Event, Revision, StoreError};
+
+/// Recent events, and everyone listening for the next ones.
+#[derive(Debug)]
+pub(crate) struct History {
+    events: VecDeque<Arc<Event>>,
+    capacity: usize,
+    /// Every event after this revision is in `events` (resuming from before it is impossible).
+    horizon: Revision,
+    live: broadcast::Sender<Arc<Event>>,
+}
+
+impl History {
+    /// A history that can resume watches from `revision` on (the store's revision at open).
+    pub(crate) fn new(revision: Revision, capacity: usize) -> Self {
+        // A watcher more than this many events behind the live stream is cut off (it re-lists).
+        let (live, _) = broadcast::channel(capacity.max(16));
+        Self { events: VecDeque::with_capacity(capacity), capacity, horizon: revision, live }
+    }
+
+    pub(crate) fn push(&mut self, event: Event) {
+        let event = Arc::new(event);
+        if self.events.len() == self.capacity
+            && let Some(old) = self.events.pop_front()
+        {
+            self.horizon = old.revision;
+        }
+        self.events.push_back(Arc::clone(&event));
+        // No receivers is fine: nobody is watching.
+        let _ = self.live.send(event);
+    }
+
+    /// A stream of events under `prefix` after `after`; `after == 0` means "from now on". Must be
+    /// called under the same lock that serialises `push`, so nothing falls between backlog and live.
+    pub(crate) fn watch(
+        &self,
+        prefix: &str,
+        after: Revision,
+        current: Revision,
+    ) -> Result<WatchStream, StoreError> {
+        let after = if after == 0 { current } else { after };
+        if after < self.horizon {
+            return Err(StoreError::Compacted { requested: after, oldest: self.horizon });
+        }
+        let backlog = self
+            .events
+            .iter()
+            .filter(|e| e.revision > after && e.object.key.starts_with(prefix))
+            .cloned()
+            .collect();
+        Ok(WatchStream { backlog, live: self.live.subscribe(), prefix: prefix.to_owned(), last: after })
+    }
+}
+
+/// Events of one watch, in revision order.
+#[derive(Debug)]
+pub struct WatchStream {
+    backlog: VecDeque<Arc<Event>>,
+    live: broadcast::Receiver<Arc<Event>>,
+    prefix: String,
+    last: Revision,
+}
+
+impl WatchStream {
+    /// The next event; `None` once the store shuts down; `Compacted` if this watcher fell too far
+    /// behind the live stream (it must re-list, as after a 410).
+    pub async fn next(&mut self) -> Option<Result<Arc<Event>, StoreError>> {
+        if let Some(event) = self.backlog.pop_front() {
+            self.last = event.revision;
+            return Some(Ok(event));
+        }
+        loop {
+            match self.live.recv().await {
+                Ok(event) if event.revision > self.last && event.object.key.starts_with(&self.prefix) => {
+                    self.last = event.revision;
+                    return Some(Ok(event));
+                }
+                Ok(_) => continue,
+                Err(broadcast::error::RecvError::Lagged(_)) => {
+                    return Some(Err(StoreError::Compacted { requested: self.last, oldest: self.last + 1 }));
+                }
+                Err(broadcast::error::RecvError::Closed) => return None,
+            }
+        }
+    }
+
+    /// The revision of the last event delivered (or the start point).
+    pub fn last_revision(&self) -> Revision {
+        self.last
+    }
+}
