@@ -1,3 +1,4 @@
-//! skiff-control: the control plane. Today: the storage layer the API server stands on.
+//! skiff-control: the control plane. Today: the Kubernetes-compatible API server and its store.
 
+pub mod api;
 pub mod store;

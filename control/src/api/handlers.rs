@@ -1,0 +1,229 @@
+//! get, list, create, update, delete and deletecollection on any served resource.
+
+use std::net::Ipv4Addr;
+
+use axum::{
+    http::StatusCode,
+    response::{IntoResponse, Response},
+};
+use serde_json::{Value, json};
+
+use super::{
+    ApiServer, Params,
+    objects::{allocate_cluster_ip, merge_update, prepare_create},
+    path::Target,
+    registry::{self, Resource},
+    selector::selectors,
+    status::ApiError,
+};
+use crate::store::{Object, Store, StoreError};
+
+/// The stored JSON with the object's resourceVersion set.
+pub fn render(object: &Object) -> Result<Value, ApiError> {
+    let mut value: Value = serde_json::from_slice(&object.value)
+        .map_err(|e| ApiError::internal(format!("stored object {} is corrupt: {e}", object.key)))?;
+    value["metadata"]["resourceVersion"] = json!(object.mod_revision.to_string());
+    Ok(value)
+}
+
+fn store_error(e: StoreError, plural: &str, name: &str) -> ApiError {
+    match e {
+        StoreError::NotFound { .. } => ApiError::not_found(plural, name),
+        StoreError::AlreadyExists { .. } => ApiError::already_exists(plural, name),
+        StoreError::Conflict { .. } => ApiError::conflict(plural, name),
+        StoreError::Compacted { requested, .. } => {
+            ApiError::gone(format!("too old resource version: {requested}"))
+        }
+        other => ApiError::internal(other.to_string()),
+    }
+}
+
+/// The storage prefix a request covers (one namespace, or everything of the resource).
+pub fn scope_prefix(target: &Target) -> String {
+    match (&target.namespace, target.resource.namespaced) {
+        (Some(ns), true) => target.resource.namespace_prefix(ns),
+        _ => target.resource.prefix(),
+    }
+}
+
+fn json(code: StatusCode, value: Value) -> Response {
+    (code, axum::Json(value)).into_response()
+}
+
+pub fn get<S: Store>(server: &ApiServer<S>, target: &Target, name: &str) -> Result<Response, ApiError> {
+    let key = target.resource.key(target.namespace.as_deref(), name);
+    let object = server.store.get(&key).ok_or_else(|| ApiError::not_found(target.resource.plural, name))?;
+    Ok(json(StatusCode::OK, render(&object)?))
+}
+
+/// The objects a list-like request selects (scope, label and field selectors), rendered, with
+/// the snapshot's revision.
+fn selected<S: Store>(
+    server: &ApiServer<S>,
+    target: &Target,
+    params: &Params,
+) -> Result<(Vec<(Object, Value)>, u64), ApiError> {
+    let (labels, fields) = selectors(params)?;
+    let (objects, revision) = server.store.list(&scope_prefix(target));
+    let mut out = Vec::with_capacity(objects.len());
+    for o in objects {
+        let v = render(&o)?;
+        if labels.matches(&v) && fields.matches(&v) {
+            out.push((o, v));
+        }
+    }
+    Ok((out, revision))
+}
+
+fn list_object(r: &Resource, revision: Option<u64>, items: Vec<Value>) -> Value {
+    let metadata = revision.map_or_else(|| json!({}), |rv| json!({"resourceVersion": rv.to_string()}));
+    json!({"kind": format!("{}List", r.kind), "apiVersion": r.api_version(), "metadata": metadata, "items": items})
+}
+
+pub fn list<S: Store>(server: &ApiServer<S>, target: &Target, params: &Params) -> Result<Response, ApiError> {
+    let (selected, revision) = selected(server, target, params)?;
+    let items = selected.into_iter().map(|(_, v)| v).collect();
+    Ok(json(StatusCode::OK, list_object(target.resource, Some(revision), items)))
+}
+
+fn parse_body(body: &[u8], content_type: &str) -> Result<Value, ApiError> {
+    let media = content_type.split(';').next().unwrap_or("").trim();
+    if !(media.is_empty() || media == "application/json" || media == "*/*") {
+        return Err(ApiError::unsupported_media_type(media));
+    }
+    serde_json::from_slice(body)
+        .map_err(|e| ApiError::bad_request(format!("the request body is not valid JSON: {e}")))
+}
+
+async fn namespace_exists<S: Store>(server: &ApiServer<S>, target: &Target) -> Result<(), ApiError> {
+    let Some(ns) = target.namespace.as_deref().filter(|_| target.resource.namespaced) else { return Ok(()) };
+    let namespaces = registry::find("", "v1", "namespaces")
+        .ok_or_else(|| ApiError::internal("namespaces not registered"))?;
+    if server.store.get(&namespaces.key(None, ns)).is_none() {
+        return Err(ApiError::not_found("namespaces", ns));
+    }
+    Ok(())
+}
+
+fn used_cluster_ips<S: Store>(server: &ApiServer<S>, services: &Resource) -> Vec<Ipv4Addr> {
+    let (objects, _) = server.store.list(&services.prefix());
+    objects
+        .iter()
+        .filter_map(|o| serde_json::from_slice::<Value>(&o.value).ok())
+        .filter_map(|v| v.pointer("/spec/clusterIP").and_then(Value::as_str).and_then(|s| s.parse().ok()))
+        .collect()
+}
+
+pub async fn create<S: Store>(
+    server: &ApiServer<S>,
+    target: &Target,
+    body: &[u8],
+    content_type: &str,
+) -> Result<Response, ApiError> {
+    let mut value = parse_body(body, content_type)?;
+    let r = target.resource;
+    let name = prepare_create(r, target.namespace.as_deref(), &mut value)?;
+    namespace_exists(server, target).await?;
+    let key = r.key(target.namespace.as_deref(), &name);
+    let stored = if r.kind == "Service" {
+        // One allocation at a time: the store's compare-and-swap is per key, ClusterIPs are global.
+        let _guard = server.allocations.lock().await;
+        allocate_cluster_ip(&mut value, server.service_cidr, &used_cluster_ips(server, r))?;
+        server.store.create(&key, to_bytes(&value)?).await
+    } else {
+        server.store.create(&key, to_bytes(&value)?).await
+    }
+    .map_err(|e| store_error(e, r.plural, &name))?;
+    Ok(json(StatusCode::CREATED, render(&stored)?))
+}
+
+fn to_bytes(value: &Value) -> Result<Vec<u8>, ApiError> {
+    serde_json::to_vec(value).map_err(|e| ApiError::internal(e.to_string()))
+}
+
+pub async fn update<S: Store>(
+    server: &ApiServer<S>,
+    target: &Target,
+    name: &str,
+    body: &[u8],
+    content_type: &str,
+) -> Result<Response, ApiError> {
+    let mut value = parse_body(body, content_type)?;
+    let r = target.resource;
+    let key = r.key(target.namespace.as_deref(), name);
+    let current = server.store.get(&key).ok_or_else(|| ApiError::not_found(r.plural, name))?;
+    let expected = match value.pointer("/metadata/resourceVersion").and_then(Value::as_str) {
+        Some(rv) if !rv.is_empty() => Some(
+            rv.parse::<u64>()
+                .map_err(|_| ApiError::bad_request(format!("invalid resourceVersion {rv:?}")))?,
+        ),
+        _ => None,
+    };
+    let old: Value = serde_json::from_slice(&current.value).map_err(|e| ApiError::internal(e.to_string()))?;
+    let status_only = target.subresource.as_deref() == Some("status");
+    merge_update(r, &old, &mut value, status_only)?;
+    if let Some(o) = value.get_mut("metadata").and_then(Value::as_object_mut) {
+        o.remove("resourceVersion");
+    }
+    if r.kind == "Service" && value.pointer("/spec/clusterIP") != old.pointer("/spec/clusterIP") {
+        return Err(ApiError::invalid(
+            r.kind,
+            name,
+            vec![("spec.clusterIP".into(), "Invalid value: field is immutable".into())],
+        ));
+    }
+    // Without a resourceVersion the write is unconditional, but still against what was read.
+    let stored = server
+        .store
+        .update(&key, to_bytes(&value)?, Some(expected.unwrap_or(current.mod_revision)))
+        .await
+        .map_err(|e| store_error(e, r.plural, name))?;
+    Ok(json(StatusCode::OK, render(&stored)?))
+}
+
+pub async fn delete<S: Store>(
+    server: &ApiServer<S>,
+    target: &Target,
+    name: &str,
+) -> Result<Response, ApiError> {
+    let r = target.resource;
+    let key = r.key(target.namespace.as_deref(), name);
+    let deleted = server.store.delete(&key, None).await.map_err(|e| store_error(e, r.plural, name))?;
+    Ok(json(StatusCode::OK, render(&deleted)?))
+}
+
+pub async fn delete_collection<S: Store>(
+    server: &ApiServer<S>,
+    target: &Target,
+    params: &Params,
+) -> Result<Response, ApiError> {
+    let (selected, _) = selected(server, target, params)?;
+    let mut items = Vec::new();
+    for (o, _) in selected {
+        match server.store.delete(&o.key, Some(o.mod_revision)).await {
+            Ok(gone) => items.push(render(&gone)?),
+            // Deleted or changed meanwhile: someone else's write wins, like the API server's.
+            Err(StoreError::NotFound { .. } | StoreError::Conflict { .. }) => {}
+            Err(e) => return Err(ApiError::internal(e.to_string())),
+        }
+    }
+    Ok(json(StatusCode::OK, list_object(target.resource, None, items)))
+}
+
+/// Creates the namespaces every cluster has, if missing.
+pub async fn ensure_builtin_namespaces<S: Store>(server: &ApiServer<S>) -> Result<(), ApiError> {
+    let r = registry::find("", "v1", "namespaces")
+        .ok_or_else(|| ApiError::internal("namespaces not registered"))?;
+    for name in ["default", "kube-system", "kube-public", "kube-node-lease"] {
+        if server.store.get(&r.key(None, name)).is_some() {
+            continue;
+        }
+        let mut ns = json!({"metadata": {"name": name}, "spec": {"finalizers": ["kubernetes"]}, "status": {"phase": "Active"}});
+        prepare_create(r, None, &mut ns)?;
+        match server.store.create(&r.key(None, name), to_bytes(&ns)?).await {
+            Ok(_) | Err(StoreError::AlreadyExists { .. }) => {}
+            Err(e) => return Err(ApiError::internal(e.to_string())),
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,144 @@
+//! The Kubernetes-compatible API server over a [`Store`].
+
+mod discovery;
+mod handlers;
+mod objects;
+mod path;
+pub mod registry;
+mod selector;
+mod status;
+mod watch;
+
+use std::{collections::HashMap, net::Ipv4Addr, sync::Arc};
+
+use axum::{
+    Router,
+    body::Body,
+    extract::{DefaultBodyLimit, Query, State},
+    http::{Method, StatusCode, Uri, header},
+    response::{IntoResponse, Response},
+};
+
+pub use status::ApiError;
+
+use crate::store::Store;
+
+/// Request bodies above this are refused with 413 (Kubernetes' limit is 3 MiB).
+pub const MAX_BODY: usize = 3 * 1024 * 1024;
+
+/// Query parameters.
+#[derive(Debug, Default)]
+pub struct Params(HashMap<String, String>);
+
+impl Params {
+    pub fn get(&self, key: &str) -> Option<&str> {
+        self.0.get(key).map(String::as_str)
+    }
+}
+
+/// Server state shared by every request.
+#[derive(Debug)]
+pub struct ApiServer<S> {
+    pub store: S,
+    /// `--service-cluster-ip-range`.
+    pub service_cidr: (Ipv4Addr, u8),
+    allocations: tokio::sync::Mutex<()>,
+}
+
+impl<S: Store + Clone> ApiServer<S> {
+    pub fn new(store: S, service_cidr: (Ipv4Addr, u8)) -> Self {
+        Self { store, service_cidr, allocations: tokio::sync::Mutex::new(()) }
+    }
+
+    /// Creates what every cluster starts with (the built-in namespaces).
+    pub async fn bootstrap(&self) -> Result<(), ApiError> {
+        handlers::ensure_builtin_namespaces(self).await
+    }
+}
+
+/// The HTTP routes: everything goes through one dispatcher, since Kubernetes paths are data.
+pub fn router<S: Store + Clone>(server: Arc<ApiServer<S>>) -> Router {
+    Router::new().fallback(dispatch::<S>).layer(DefaultBodyLimit::disable()).with_state(server)
+}
+
+async fn dispatch<S: Store + Clone>(
+    State(server): State<Arc<ApiServer<S>>>,
+    method: Method,
+    uri: Uri,
+    headers: axum::http::HeaderMap,
+    Query(query): Query<HashMap<String, String>>,
+    body: Body,
+) -> Response {
+    let span = tracing::debug_span!("request", %method, path = uri.path());
+    let _entered = span.enter();
+    let params = Params(query);
+    let body = match axum::body::to_bytes(body, MAX_BODY).await {
+        Ok(b) => b,
+        Err(_) => return ApiError::too_large(MAX_BODY).into_response(),
+    };
+    let content_type =
+        headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("").to_owned();
+    match route(&server, &method, uri.path(), &params, &body, &content_type).await {
+        Ok(response) => response,
+        Err(err) => err.into_response(),
+    }
+}
+
+fn ok_json(value: serde_json::Value) -> Response {
+    (StatusCode::OK, axum::Json(value)).into_response()
+}
+
+async fn route<S: Store + Clone>(
+    server: &ApiServer<S>,
+    method: &Method,
+    path: &str,
+    params: &Params,
+    body: &[u8],
+    content_type: &str,
+) -> Result<Response, ApiError> {
+    match (method, path.trim_end_matches('/')) {
+        (&Method::GET, "/version") => return Ok(ok_json(discovery::version())),
+        (&Method::GET, "/api") => return Ok(ok_json(discovery::api_versions())),
+        (&Method::GET, "/apis") => return Ok(ok_json(discovery::api_groups())),
+        (&Method::GET, "/healthz" | "/livez" | "/readyz") => {
+            return Ok((StatusCode::OK, "ok").into_response());
+        }
+        _ => {}
+    }
+    if let Some((group, version, rest)) = path::split(path)
+        && rest.is_empty()
+    {
+        if method != Method::GET {
+            return Err(ApiError::method_not_allowed(format!("{method} is not allowed on {path}")));
+        }
+        return discovery::resource_list(group, version)
+            .map(ok_json)
+            .ok_or_else(|| ApiError::no_such_path(path));
+    }
+    let target = path::parse(path).ok_or_else(|| ApiError::no_such_path(path))?;
+    if let Some(sub) = &target.subresource
+        && !target.resource.subresources.contains(&sub.as_str())
+    {
+        return Err(ApiError::no_such_path(path));
+    }
+    let watching = params.get("watch").is_some_and(|w| w == "true" || w == "1");
+    match (method, target.name.as_deref()) {
+        (&Method::GET, _) if watching => watch::watch(server, &target, params),
+        (&Method::GET, None) => handlers::list(server, &target, params),
+        (&Method::GET, Some(name)) => handlers::get(server, &target, name),
+        (&Method::POST, None) => handlers::create(server, &target, body, content_type).await,
+        (&Method::PUT, Some(name)) => handlers::update(server, &target, name, body, content_type).await,
+        (&Method::DELETE, Some(name)) => handlers::delete(server, &target, name).await,
+        (&Method::DELETE, None) => handlers::delete_collection(server, &target, params).await,
+        _ => Err(ApiError::method_not_allowed(format!("{method} is not supported on {path}"))),
+    }
+}
+
+/// A kubeconfig for a client of the server at `url`.
+pub fn kubeconfig(url: &str) -> String {
+    format!(
+        "apiVersion: v1\nkind: Config\nclusters:\n- name: skiff\n  cluster:\n    server: {url}\n\
+         contexts:\n- name: skiff\n  context:\n    cluster: skiff\n    user: admin\n    namespace: default\n\
+         current-context: skiff\nusers:\n- name: admin\n  user: {{}}\n"
+    )
+}

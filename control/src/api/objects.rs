@@ -1,0 +1,270 @@
+//! Object bookkeeping the server owns: identity and metadata on create, what survives an update,
+//! name validation, and ClusterIP allocation.
+
+use std::net::Ipv4Addr;
+
+use serde_json::{Value, json};
+
+use super::{registry::Resource, status::ApiError};
+
+/// DNS-1123 subdomain: lower-case alphanumerics, '-' and '.', starting and ending alphanumeric,
+/// at most 253 characters.
+pub fn valid_name(name: &str) -> bool {
+    let ok_char = |c: char| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '.';
+    let edge = |c: Option<char>| c.is_some_and(|c| c.is_ascii_lowercase() || c.is_ascii_digit());
+    !name.is_empty()
+        && name.len() <= 253
+        && name.chars().all(ok_char)
+        && edge(name.chars().next())
+        && edge(name.chars().last())
+}
+
+fn now() -> String {
+    jiff::Timestamp::now().round(jiff::Unit::Second).map(|t| t.to_string()).unwrap_or_default()
+}
+
+fn random_suffix() -> String {
+    const ALPHABET: &[u8] = b"bcdfghjklmnpqrstvwxz2456789";
+    uuid::Uuid::new_v4()
+        .as_bytes()
+        .iter()
+        .take(5)
+        .map(|b| ALPHABET[*b as usize % ALPHABET.len()] as char)
+        .collect()
+}
+
+/// Checks a body against its resource and path, and gives it the identity a new object gets.
+/// Returns the object's name.
+pub fn prepare_create(
+    resource: &Resource,
+    namespace: Option<&str>,
+    body: &mut Value,
+) -> Result<String, ApiError> {
+    check_kind(resource, body)?;
+    let meta = body.get_mut("metadata").and_then(Value::as_object_mut).ok_or_else(|| {
+        ApiError::invalid(resource.kind, "", vec![("metadata".into(), "Required value".into())])
+    })?;
+    if let Some(ns) = namespace {
+        match meta.get("namespace").and_then(Value::as_str) {
+            Some(given) if given != ns => {
+                return Err(ApiError::bad_request(format!(
+                    "the namespace of the provided object ({given}) does not match the namespace sent on the request ({ns})"
+                )));
+            }
+            _ => {
+                meta.insert("namespace".into(), json!(ns));
+            }
+        }
+    } else {
+        meta.remove("namespace");
+    }
+    let name =
+        match (meta.get("name").and_then(Value::as_str), meta.get("generateName").and_then(Value::as_str)) {
+            (Some(n), _) if !n.is_empty() => n.to_owned(),
+            (_, Some(prefix)) => format!("{prefix}{}", random_suffix()),
+            _ => {
+                return Err(ApiError::invalid(
+                    resource.kind,
+                    "",
+                    vec![("metadata.name".into(), "Required value: name or generateName is required".into())],
+                ));
+            }
+        };
+    if !valid_name(&name) {
+        return Err(ApiError::invalid(
+            resource.kind,
+            &name,
+            vec![(
+                "metadata.name".into(),
+                format!(
+                    "Invalid value: \"{name}\": a lowercase RFC 1123 subdomain must consist of lower case alphanumeric characters, '-' or '.', and must start and end with an alphanumeric character"
+                ),
+            )],
+        ));
+    }
+    meta.insert("name".into(), json!(name));
+    meta.insert("uid".into(), json!(uuid::Uuid::new_v4().to_string()));
+    meta.insert("creationTimestamp".into(), json!(now()));
+    meta.remove("resourceVersion");
+    meta.remove("deletionTimestamp");
+    if body.get("spec").is_some() {
+        body["metadata"]["generation"] = json!(1);
+    }
+    (resource.check)(body).map_err(|e| ApiError::bad_request(format!("decoding {}: {e}", resource.kind)))?;
+    Ok(name)
+}
+
+/// Fills in or checks `kind` and `apiVersion`.
+pub fn check_kind(resource: &Resource, body: &mut Value) -> Result<(), ApiError> {
+    let api_version = resource.api_version();
+    let obj = body.as_object_mut().ok_or_else(|| ApiError::bad_request("the body is not a JSON object"))?;
+    match obj.get("kind").and_then(Value::as_str) {
+        Some(k) if k != resource.kind => {
+            return Err(ApiError::bad_request(format!(
+                "the body's kind {k} does not match the resource {} ({})",
+                resource.plural, resource.kind
+            )));
+        }
+        _ => {
+            obj.insert("kind".into(), json!(resource.kind));
+        }
+    }
+    match obj.get("apiVersion").and_then(Value::as_str) {
+        Some(v) if v != api_version => {
+            return Err(ApiError::bad_request(format!(
+                "the body's apiVersion {v} does not match {api_version}"
+            )));
+        }
+        _ => {
+            obj.insert("apiVersion".into(), json!(api_version));
+        }
+    }
+    Ok(())
+}
+
+/// Carries over what an update may not change (identity, creation time), keeps status or spec
+/// depending on whether this is the status subresource, and bumps `generation` when the spec changed.
+pub fn merge_update(
+    resource: &Resource,
+    old: &Value,
+    new: &mut Value,
+    status_only: bool,
+) -> Result<(), ApiError> {
+    check_kind(resource, new)?;
+    if status_only {
+        let status = new.get("status").cloned();
+        *new = old.clone();
+        match status {
+            Some(s) => new["status"] = s,
+            None => {
+                if let Some(o) = new.as_object_mut() {
+                    o.remove("status");
+                }
+            }
+        }
+        return Ok(());
+    }
+    for field in ["uid", "creationTimestamp", "namespace", "name"] {
+        if let Some(v) = old.pointer(&format!("/metadata/{field}")) {
+            if let Some(given) = new.pointer(&format!("/metadata/{field}")).filter(|g| *g != v)
+                && (field == "name" || field == "namespace")
+            {
+                return Err(ApiError::bad_request(format!(
+                    "metadata.{field} {given} does not match the object being updated"
+                )));
+            }
+            new["metadata"][field] = v.clone();
+        }
+    }
+    if resource.subresources.contains(&"status") {
+        match old.get("status") {
+            Some(s) => new["status"] = s.clone(),
+            None => {
+                if let Some(o) = new.as_object_mut() {
+                    o.remove("status");
+                }
+            }
+        }
+    }
+    let generation = old.pointer("/metadata/generation").and_then(Value::as_i64).unwrap_or(0);
+    if new.get("spec") != old.get("spec") {
+        new["metadata"]["generation"] = json!(generation + 1);
+    } else if generation > 0 {
+        new["metadata"]["generation"] = json!(generation);
+    }
+    (resource.check)(new).map_err(|e| ApiError::bad_request(format!("decoding {}: {e}", resource.kind)))
+}
+
+/// Picks a ClusterIP for a new Service (unless it asks for none, or for a free one of its own).
+pub fn allocate_cluster_ip(
+    body: &mut Value,
+    cidr: (Ipv4Addr, u8),
+    used: &[Ipv4Addr],
+) -> Result<(), ApiError> {
+    let name = body.pointer("/metadata/name").and_then(Value::as_str).unwrap_or("").to_owned();
+    let Some(spec) = body.get_mut("spec").and_then(Value::as_object_mut) else { return Ok(()) };
+    if spec.get("type").and_then(Value::as_str) == Some("ExternalName") {
+        return Ok(());
+    }
+    let (base, bits) = cidr;
+    let size = 1u32 << (32 - bits);
+    let base = u32::from(base);
+    let requested =
+        spec.get("clusterIP").and_then(Value::as_str).filter(|s| !s.is_empty()).map(str::to_owned);
+    let ip = match requested.as_deref() {
+        Some("None") => {
+            spec.insert("clusterIPs".into(), json!(["None"]));
+            return Ok(());
+        }
+        Some(text) => {
+            let ip: Ipv4Addr = text.parse().map_err(|_| {
+                ApiError::invalid(
+                    "Service",
+                    &name,
+                    vec![(
+                        "spec.clusterIP".into(),
+                        format!("Invalid value: \"{text}\": must be a valid IP address"),
+                    )],
+                )
+            })?;
+            if !(base..base + size).contains(&u32::from(ip)) {
+                return Err(ApiError::invalid(
+                    "Service",
+                    &name,
+                    vec![(
+                        "spec.clusterIP".into(),
+                        format!("Invalid value: \"{text}\": not in the service CIDR"),
+                    )],
+                ));
+            }
+            if used.contains(&ip) {
+                return Err(ApiError::invalid(
+                    "Service",
+                    &name,
+                    vec![(
+                        "spec.clusterIP".into(),
+                        format!("Invalid value: \"{text}\": provided IP is already allocated"),
+                    )],
+                ));
+            }
+            ip
+        }
+        None => (base + 1..base + size - 1)
+            .map(Ipv4Addr::from)
+            .find(|ip| !used.contains(ip))
+            .ok_or_else(|| ApiError::internal("the service CIDR is exhausted"))?,
+    };
+    spec.insert("clusterIP".into(), json!(ip.to_string()));
+    spec.insert("clusterIPs".into(), json!([ip.to_string()]));
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dns1123_names() {
+        for ok in ["a", "web-1", "a.b", "x9"] {
+            assert!(valid_name(ok), "{ok}");
+        }
+        for bad in ["", "-a", "a-", "A", "a_b", &"a".repeat(254)] {
+            assert!(!valid_name(bad), "{bad}");
+        }
+    }
+
+    #[test]
+    fn cluster_ips_are_allocated_free_and_conflicts_refused() {
+        let cidr = (Ipv4Addr::new(10, 96, 0, 0), 24);
+        let mut svc = json!({"metadata": {"name": "a"}, "spec": {}});
+        allocate_cluster_ip(&mut svc, cidr, &[Ipv4Addr::new(10, 96, 0, 1)]).expect("allocate");
+        assert_eq!(svc["spec"]["clusterIP"], "10.96.0.2");
+        let mut taken = json!({"metadata": {"name": "b"}, "spec": {"clusterIP": "10.96.0.1"}});
+        let err =
+            allocate_cluster_ip(&mut taken, cidr, &[Ipv4Addr::new(10, 96, 0, 1)]).expect_err("conflict");
+        assert_eq!(err.code.as_u16(), 422);
+        let mut headless = json!({"metadata": {"name": "c"}, "spec": {"clusterIP": "None"}});
+        allocate_cluster_ip(&mut headless, cidr, &[]).expect("headless");
+        assert_eq!(headless["spec"]["clusterIPs"], json!(["None"]));
+    }
+}

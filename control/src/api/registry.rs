@@ -1,0 +1,197 @@
+//! The resources this API server serves: names, scope, kinds, and how their objects are checked.
+
+use serde_json::Value;
+
+/// One resource type (e.g. `pods` in core/v1).
+#[derive(Debug)]
+pub struct Resource {
+    /// "" for the core group.
+    pub group: &'static str,
+    pub version: &'static str,
+    pub kind: &'static str,
+    pub plural: &'static str,
+    pub singular: &'static str,
+    pub namespaced: bool,
+    pub short_names: &'static [&'static str],
+    pub categories: &'static [&'static str],
+    /// Subresources served (`status`, `scale`, …).
+    pub subresources: &'static [&'static str],
+    /// Deserializes into the k8s-openapi type: malformed objects fail here.
+    pub check: fn(&Value) -> Result<(), String>,
+}
+
+impl Resource {
+    pub fn api_version(&self) -> String {
+        if self.group.is_empty() {
+            self.version.to_owned()
+        } else {
+            format!("{}/{}", self.group, self.version)
+        }
+    }
+
+    /// The storage prefix of all objects of this resource (cluster-wide).
+    pub fn prefix(&self) -> String {
+        let group = if self.group.is_empty() { "core" } else { self.group };
+        format!("/registry/{group}/{}/", self.plural)
+    }
+
+    /// The storage key of one object (namespace ignored for cluster-scoped resources).
+    pub fn key(&self, namespace: Option<&str>, name: &str) -> String {
+        match (self.namespaced, namespace) {
+            (true, Some(ns)) => format!("{}{ns}/{name}", self.prefix()),
+            _ => format!("{}{name}", self.prefix()),
+        }
+    }
+
+    /// The prefix of one namespace's objects.
+    pub fn namespace_prefix(&self, namespace: &str) -> String {
+        format!("{}{namespace}/", self.prefix())
+    }
+}
+
+fn check<T: serde::de::DeserializeOwned>(value: &Value) -> Result<(), String> {
+    serde_json::from_value::<T>(value.clone()).map(drop).map_err(|e| e.to_string())
+}
+
+macro_rules! resource {
+    ($group:expr, $version:expr, $kind:ident, $ty:ty, $plural:expr, $singular:expr, $namespaced:expr, $short:expr, $cat:expr, $sub:expr) => {
+        Resource {
+            group: $group,
+            version: $version,
+            kind: stringify!($kind),
+            plural: $plural,
+            singular: $singular,
+            namespaced: $namespaced,
+            short_names: $short,
+            categories: $cat,
+            subresources: $sub,
+            check: check::<$ty>,
+        }
+    };
+}
+
+use k8s_openapi::api::{
+    apps::v1 as apps, coordination::v1 as coordination, core::v1 as core, discovery::v1 as discovery,
+};
+
+/// Every served resource.
+pub static RESOURCES: &[Resource] = &[
+    resource!(
+        "",
+        "v1",
+        Namespace,
+        core::Namespace,
+        "namespaces",
+        "namespace",
+        false,
+        &["ns"],
+        &[],
+        &["status"]
+    ),
+    resource!("", "v1", Node, core::Node, "nodes", "node", false, &["no"], &[], &["status"]),
+    resource!(
+        "",
+        "v1",
+        Pod,
+        core::Pod,
+        "pods",
+        "pod",
+        true,
+        &["po"],
+        &["all"],
+        &["status", "binding", "eviction"]
+    ),
+    resource!("", "v1", Service, core::Service, "services", "service", true, &["svc"], &["all"], &["status"]),
+    resource!("", "v1", ConfigMap, core::ConfigMap, "configmaps", "configmap", true, &["cm"], &[], &[]),
+    resource!("", "v1", Secret, core::Secret, "secrets", "secret", true, &[], &[], &[]),
+    resource!("", "v1", Event, core::Event, "events", "event", true, &["ev"], &[], &[]),
+    resource!(
+        "",
+        "v1",
+        ServiceAccount,
+        core::ServiceAccount,
+        "serviceaccounts",
+        "serviceaccount",
+        true,
+        &["sa"],
+        &[],
+        &[]
+    ),
+    resource!("", "v1", Endpoints, core::Endpoints, "endpoints", "endpoints", true, &["ep"], &[], &[]),
+    resource!(
+        "apps",
+        "v1",
+        Deployment,
+        apps::Deployment,
+        "deployments",
+        "deployment",
+        true,
+        &["deploy"],
+        &["all"],
+        &["status", "scale"]
+    ),
+    resource!(
+        "apps",
+        "v1",
+        ReplicaSet,
+        apps::ReplicaSet,
+        "replicasets",
+        "replicaset",
+        true,
+        &["rs"],
+        &["all"],
+        &["status", "scale"]
+    ),
+    resource!(
+        "apps",
+        "v1",
+        DaemonSet,
+        apps::DaemonSet,
+        "daemonsets",
+        "daemonset",
+        true,
+        &["ds"],
+        &["all"],
+        &["status"]
+    ),
+    resource!(
+        "discovery.k8s.io",
+        "v1",
+        EndpointSlice,
+        discovery::EndpointSlice,
+        "endpointslices",
+        "endpointslice",
+        true,
+        &[],
+        &[],
+        &[]
+    ),
+    resource!(
+        "coordination.k8s.io",
+        "v1",
+        Lease,
+        coordination::Lease,
+        "leases",
+        "lease",
+        true,
+        &[],
+        &[],
+        &[]
+    ),
+];
+
+/// The resource `plural` in `group`/`version`.
+pub fn find(group: &str, version: &str, plural: &str) -> Option<&'static Resource> {
+    RESOURCES.iter().find(|r| r.group == group && r.version == version && r.plural == plural)
+}
+
+/// The API groups (other than core) with their versions, in a stable order.
+pub fn groups() -> Vec<(&'static str, &'static str)> {
+    let mut out: Vec<(&str, &str)> = Vec::new();
+    for r in RESOURCES.iter().filter(|r| !r.group.is_empty()) {
+        if !out.contains(&(r.group, r.version)) {
+            out.push((r.group, r.version));
+        }
+    }
+    out
+}

@@ -1,0 +1,36 @@
+//! An API server on loopback, in-process, over a fresh store.
+#![allow(dead_code)] // each test binary uses a different part
+
+use std::{net::Ipv4Addr, sync::Arc};
+
+use skiff_control::{
+    api::{self, ApiServer},
+    store::embedded::{EmbeddedStore, Options},
+};
+
+pub struct Server {
+    pub url: String,
+    pub client: kube::Client,
+    _dir: tempfile::TempDir,
+    _task: tokio::task::JoinHandle<()>,
+}
+
+/// Starts a server (on the current tokio runtime) keeping `history` events for watch resume.
+pub async fn start(history: usize) -> Server {
+    let dir = tempfile::tempdir().expect("tmp");
+    let store = EmbeddedStore::open(&dir.path().join("store.redb"), Options { history }).expect("store");
+    let server = Arc::new(ApiServer::new(store, (Ipv4Addr::new(10, 96, 0, 0), 12)));
+    server.bootstrap().await.expect("bootstrap");
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let url = format!("http://{}", listener.local_addr().expect("addr"));
+    let task = tokio::spawn(async move {
+        let _ = axum::serve(listener, api::router(server)).await;
+    });
+    let config = kube::Config::new(url.parse().expect("url"));
+    let client = kube::Client::try_from(config).expect("client");
+    Server { url, client, _dir: dir, _task: task }
+}
+
+pub fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().expect("runtime")
+}
