@@ -10,12 +10,22 @@ use crate::step::{self, cargo, step};
 pub enum Bench {
     /// The ClusterIP load balancer: per-packet cost by frontend count, programming and reconcile latency.
     Lb,
+    /// The API server: durable creates/s, list latency, watch fan-out, memory.
+    Api,
 }
 
 impl Bench {
     fn name(self) -> &'static str {
         match self {
             Bench::Lb => "lb",
+            Bench::Api => "api",
+        }
+    }
+
+    fn package(self) -> &'static str {
+        match self {
+            Bench::Lb => "skiff-agent",
+            Bench::Api => "skiff-control",
         }
     }
 }
@@ -24,7 +34,7 @@ pub fn run(which: Bench) -> anyhow::Result<()> {
     crate::setup::run()?;
     let table = step(&format!("benchmark {} (release build, then measuring)", which.name()), || {
         let out = cargo()
-            .args(["bench", "--locked", "--package", "skiff-agent", "--bench", which.name()])
+            .args(["bench", "--locked", "--package", which.package(), "--bench", which.name()])
             .stderr(Stdio::inherit())
             .output()
             .context("running cargo bench")?;
