@@ -191,3 +191,119 @@ fn bad_requests_get_the_right_status_and_change_nothing() {
         );
     });
 }
+
+#[test]
+fn patches_merge_json_strategic_apply_and_scale() {
+    use k8s_openapi::api::{apps::v1::Deployment, core::v1::Pod};
+    use kube::api::{Patch, PatchParams};
+    common::runtime().block_on(async {
+        let server = common::start(1000).await;
+        let pods: Api<Pod> = Api::namespaced(server.client.clone(), "default");
+        let pod: Pod = serde_json::from_value(json!({
+            "metadata": {"name": "p", "labels": {"a": "1"}},
+            "spec": {"containers": [{"name": "app", "image": "app:1"}, {"name": "side", "image": "side:1"}]}
+        }))
+        .expect("pod");
+        pods.create(&PostParams::default(), &pod).await.expect("create");
+        let pp = PatchParams::default();
+
+        let p = pods.patch("p", &pp, &Patch::Merge(json!({"metadata": {"labels": {"a": null, "b": "2"}}}))).await.expect("merge");
+        assert_eq!(p.metadata.labels, Some([("b".to_owned(), "2".to_owned())].into()));
+
+        let ops: json_patch::Patch = serde_json::from_value(json!([{"op": "add", "path": "/metadata/labels/c", "value": "3"}])).expect("ops");
+        let p = pods.patch("p", &pp, &Patch::<()>::Json(ops)).await.expect("json patch");
+        assert_eq!(p.metadata.labels.as_ref().and_then(|l| l.get("c")).map(String::as_str), Some("3"));
+
+        let p = pods
+            .patch("p", &pp, &Patch::Strategic(json!({"spec": {"containers": [{"name": "app", "image": "app:2"}]}})))
+            .await
+            .expect("strategic");
+        let images: Vec<_> = p.spec.expect("spec").containers.into_iter().map(|c| c.image.unwrap_or_default()).collect();
+        assert_eq!(images, ["app:2", "side:1"], "strategic merge replaced the list instead of merging by name");
+
+        // Server-side apply creates, then updates, and records the field manager.
+        let cms: Api<ConfigMap> = Api::namespaced(server.client.clone(), "default");
+        let apply = PatchParams::apply("skiff-test");
+        cms.patch("applied", &apply, &Patch::Apply(json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "applied"}, "data": {"k": "1"}})))
+            .await
+            .expect("apply create");
+        let cm = cms
+            .patch("applied", &apply, &Patch::Apply(json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "applied"}, "data": {"k": "2"}})))
+            .await
+            .expect("apply update");
+        assert_eq!(cm.data.and_then(|d| d.get("k").cloned()).as_deref(), Some("2"));
+        assert!(cm.metadata.managed_fields.unwrap_or_default().iter().any(|m| m.manager.as_deref() == Some("skiff-test")));
+
+        // Scale, and the status subresource kept apart from the main resource.
+        let deployments: Api<Deployment> = Api::namespaced(server.client.clone(), "default");
+        let d: Deployment = serde_json::from_value(json!({
+            "metadata": {"name": "web"},
+            "spec": {"replicas": 1, "selector": {"matchLabels": {"app": "web"}},
+                     "template": {"metadata": {"labels": {"app": "web"}}, "spec": {"containers": [{"name": "web", "image": "web:1"}]}}}
+        }))
+        .expect("deployment");
+        let created = deployments.create(&PostParams::default(), &d).await.expect("create");
+        assert_eq!(created.metadata.generation, Some(1));
+        let scale = deployments.patch_scale("web", &pp, &Patch::Merge(json!({"spec": {"replicas": 5}}))).await.expect("scale");
+        assert_eq!(scale.spec.and_then(|s| s.replicas), Some(5));
+        assert_eq!(scale.status.and_then(|s| s.selector).as_deref(), Some("app=web"));
+        let scaled = deployments.get("web").await.expect("get");
+        assert_eq!((scaled.spec.replicas, scaled.metadata.generation), (Some(5), Some(2)));
+
+        let status = deployments.patch_status("web", &pp, &Patch::Merge(json!({"status": {"replicas": 5}, "spec": {"replicas": 9}}))).await.expect("status");
+        assert_eq!(status.spec.replicas, Some(5), "a status write changed the spec");
+        let spec_write = deployments.patch("web", &pp, &Patch::Merge(json!({"status": {"replicas": 0}}))).await.expect("main patch");
+        assert_eq!(spec_write.status.and_then(|s| s.replicas), Some(5), "a main-resource write changed the status");
+    });
+}
+
+#[test]
+fn field_validation_strict_rejects_warn_warns_and_openapi_v3_says_so() {
+    common::runtime().block_on(async {
+        let server = common::start(100).await;
+        let body = serde_json::to_vec(&json!({"metadata": {"name": "x"}, "bogus": 1})).expect("json");
+        let post = |validation: &str| {
+            http::Request::builder()
+                .method("POST")
+                .uri(format!("/api/v1/namespaces/default/configmaps?fieldValidation={validation}"))
+                .header("content-type", "application/json")
+                .body(body.clone())
+                .expect("request")
+        };
+        match server.client.request_text(post("Strict")).await {
+            Err(kube::Error::Api(s)) => {
+                assert!(s.code == 400 && s.message.contains("unknown field \"bogus\""), "{s:?}")
+            }
+            other => panic!("strict accepted an unknown field: {other:?}"),
+        }
+        let response =
+            server.client.send(post("Warn").map(kube::client::Body::from)).await.expect("warn accepts");
+        assert_eq!(response.status(), 201);
+        let warning = response.headers().get("warning").and_then(|v| v.to_str().ok()).unwrap_or("");
+        assert!(warning.contains("unknown field"), "no warning header: {warning:?}");
+
+        let index: serde_json::Value = serde_json::from_str(
+            &server
+                .client
+                .request_text(http::Request::get("/openapi/v3").body(vec![]).expect("req"))
+                .await
+                .expect("index"),
+        )
+        .expect("json");
+        let url =
+            index["paths"]["apis/apps/v1"]["serverRelativeURL"].as_str().expect("apps/v1 listed").to_owned();
+        let doc: serde_json::Value = serde_json::from_str(
+            &server
+                .client
+                .request_text(http::Request::get(url).body(vec![]).expect("req"))
+                .await
+                .expect("doc"),
+        )
+        .expect("json");
+        let patch = &doc["paths"]["/apis/apps/v1/namespaces/{namespace}/deployments/{name}"]["patch"];
+        assert_eq!(patch["x-kubernetes-group-version-kind"]["kind"], "Deployment");
+        assert!(
+            patch["parameters"].as_array().expect("params").iter().any(|p| p["name"] == "fieldValidation")
+        );
+    });
+}

@@ -10,9 +10,11 @@ use serde_json::{Value, json};
 
 use super::{
     ApiServer, Params,
-    objects::{allocate_cluster_ip, merge_update, prepare_create},
+    objects::{self, FieldValidation, allocate_cluster_ip, check_object, merge_update, prepare_create},
+    patch::{PatchType, json_patch, merge, strategic},
     path::Target,
     registry::{self, Resource},
+    scale,
     selector::selectors,
     status::ApiError,
 };
@@ -165,10 +167,13 @@ pub async fn create<S: Store>(
     target: &Target,
     body: &[u8],
     content_type: &str,
+    params: &Params,
 ) -> Result<Response, ApiError> {
+    let validation = FieldValidation::from_param(params.get("fieldValidation"))?;
     let mut value = parse_body(body, content_type)?;
     let r = target.resource;
     let name = prepare_create(r, target.namespace.as_deref(), &mut value)?;
+    let warnings = check_object(r, &value, validation)?;
     namespace_exists(server, target).await?;
     let key = r.key(target.namespace.as_deref(), &name);
     let stored = if r.kind == "Service" {
@@ -180,34 +185,50 @@ pub async fn create<S: Store>(
         server.store.create(&key, to_bytes(&value)?).await
     }
     .map_err(|e| store_error(e, r.plural, &name))?;
-    Ok(json(StatusCode::CREATED, render(&stored)?))
+    Ok(with_warnings(json(StatusCode::CREATED, render(&stored)?), &warnings))
+}
+
+/// Adds a `Warning: 299` header per warning, as kubectl prints them.
+fn with_warnings(mut response: Response, warnings: &[String]) -> Response {
+    for w in warnings {
+        if let Ok(v) = axum::http::HeaderValue::from_str(&format!("299 - \"{}\"", w.replace('"', "'"))) {
+            response.headers_mut().append(axum::http::header::WARNING, v);
+        }
+    }
+    response
 }
 
 fn to_bytes(value: &Value) -> Result<Vec<u8>, ApiError> {
     serde_json::to_vec(value).map_err(|e| ApiError::internal(e.to_string()))
 }
 
-pub async fn update<S: Store>(
+fn resource_version(value: &Value) -> Result<Option<u64>, ApiError> {
+    match value.pointer("/metadata/resourceVersion").and_then(Value::as_str) {
+        Some(rv) if !rv.is_empty() => rv
+            .parse::<u64>()
+            .map(Some)
+            .map_err(|_| ApiError::bad_request(format!("invalid resourceVersion {rv:?}"))),
+        _ => Ok(None),
+    }
+}
+
+/// Replaces an existing object with what `make` builds from its current state, keeping what an
+/// update may not change; `expected` (or else the state just read) guards against lost updates.
+async fn write_existing<S: Store>(
     server: &ApiServer<S>,
     target: &Target,
     name: &str,
-    body: &[u8],
-    content_type: &str,
-) -> Result<Response, ApiError> {
-    let mut value = parse_body(body, content_type)?;
+    expected: Option<u64>,
+    validation: FieldValidation,
+    make: impl FnOnce(&Value) -> Result<Value, ApiError>,
+) -> Result<(Object, Vec<String>), ApiError> {
     let r = target.resource;
     let key = r.key(target.namespace.as_deref(), name);
     let current = server.store.get(&key).ok_or_else(|| ApiError::not_found(r.plural, name))?;
-    let expected = match value.pointer("/metadata/resourceVersion").and_then(Value::as_str) {
-        Some(rv) if !rv.is_empty() => Some(
-            rv.parse::<u64>()
-                .map_err(|_| ApiError::bad_request(format!("invalid resourceVersion {rv:?}")))?,
-        ),
-        _ => None,
-    };
     let old: Value = serde_json::from_slice(&current.value).map_err(|e| ApiError::internal(e.to_string()))?;
-    let status_only = target.subresource.as_deref() == Some("status");
-    merge_update(r, &old, &mut value, status_only)?;
+    let mut value = make(&old)?;
+    merge_update(r, &old, &mut value, target.subresource.as_deref() == Some("status"))?;
+    let warnings = check_object(r, &value, validation)?;
     if let Some(o) = value.get_mut("metadata").and_then(Value::as_object_mut) {
         o.remove("resourceVersion");
     }
@@ -218,13 +239,113 @@ pub async fn update<S: Store>(
             vec![("spec.clusterIP".into(), "Invalid value: field is immutable".into())],
         ));
     }
-    // Without a resourceVersion the write is unconditional, but still against what was read.
     let stored = server
         .store
         .update(&key, to_bytes(&value)?, Some(expected.unwrap_or(current.mod_revision)))
         .await
         .map_err(|e| store_error(e, r.plural, name))?;
-    Ok(json(StatusCode::OK, render(&stored)?))
+    Ok((stored, warnings))
+}
+
+pub async fn update<S: Store>(
+    server: &ApiServer<S>,
+    target: &Target,
+    name: &str,
+    body: &[u8],
+    content_type: &str,
+    params: &Params,
+) -> Result<Response, ApiError> {
+    let validation = FieldValidation::from_param(params.get("fieldValidation"))?;
+    let value = parse_body(body, content_type)?;
+    let expected = resource_version(&value)?;
+    if target.subresource.as_deref() == Some("scale") {
+        let (stored, _) = write_existing(server, target, name, expected, FieldValidation::Ignore, |old| {
+            scale::apply(old, &value)
+        })
+        .await?;
+        return Ok(json(StatusCode::OK, scale::view(&render(&stored)?)));
+    }
+    let (stored, warnings) =
+        write_existing(server, target, name, expected, validation, |_| Ok(value)).await?;
+    Ok(with_warnings(json(StatusCode::OK, render(&stored)?), &warnings))
+}
+
+/// PATCH: merge, JSON, strategic merge or apply. A lost race with another writer is retried
+/// against the new state, as the API server does.
+pub async fn patch<S: Store>(
+    server: &ApiServer<S>,
+    target: &Target,
+    name: &str,
+    body: &[u8],
+    content_type: &str,
+    params: &Params,
+) -> Result<Response, ApiError> {
+    let validation = FieldValidation::from_param(params.get("fieldValidation"))?;
+    let kind = PatchType::from_content_type(content_type)?;
+    let patch: Value = match kind {
+        PatchType::Apply => serde_yaml::from_slice(body)
+            .map_err(|e| ApiError::bad_request(format!("the apply configuration is not valid YAML: {e}")))?,
+        _ => serde_json::from_slice(body)
+            .map_err(|e| ApiError::bad_request(format!("the patch is not valid JSON: {e}")))?,
+    };
+    let manager = params.get("fieldManager").filter(|m| !m.is_empty());
+    if kind == PatchType::Apply {
+        let manager =
+            manager.ok_or_else(|| ApiError::bad_request("fieldManager is required for apply patch"))?;
+        let key = target.resource.key(target.namespace.as_deref(), name);
+        if server.store.get(&key).is_none() && target.subresource.is_none() {
+            let mut applied = patch.clone();
+            applied["metadata"]["name"] = Value::String(name.to_owned());
+            objects::record_manager(&mut applied, manager, "Apply", &target.resource.api_version());
+            return create(server, target, &to_bytes(&applied)?, "application/json", params).await;
+        }
+    }
+    let scale = target.subresource.as_deref() == Some("scale");
+    for _ in 0..5 {
+        let result = write_existing(
+            server,
+            target,
+            name,
+            None,
+            if scale { FieldValidation::Ignore } else { validation },
+            |old| {
+                let mut doc = if scale { scale::view(old) } else { old.clone() };
+                match kind {
+                    PatchType::Merge => merge(&mut doc, &patch),
+                    PatchType::Strategic => strategic(&mut doc, &patch),
+                    PatchType::Json => json_patch(&mut doc, &patch)?,
+                    PatchType::Apply => {
+                        strategic(&mut doc, &patch);
+                        objects::record_manager(
+                            &mut doc,
+                            manager.unwrap_or(""),
+                            "Apply",
+                            &target.resource.api_version(),
+                        );
+                    }
+                }
+                if scale { scale::apply(old, &doc) } else { Ok(doc) }
+            },
+        )
+        .await;
+        match result {
+            Ok((stored, warnings)) => {
+                let rendered = render(&stored)?;
+                let body = if scale { scale::view(&rendered) } else { rendered };
+                return Ok(with_warnings(json(StatusCode::OK, body), &warnings));
+            }
+            Err(e) if e.reason == "Conflict" => continue,
+            Err(e) => return Err(e),
+        }
+    }
+    Err(ApiError::conflict(target.resource.plural, name))
+}
+
+/// GET of the `scale` subresource.
+pub fn get_scale<S: Store>(server: &ApiServer<S>, target: &Target, name: &str) -> Result<Response, ApiError> {
+    let key = target.resource.key(target.namespace.as_deref(), name);
+    let object = server.store.get(&key).ok_or_else(|| ApiError::not_found(target.resource.plural, name))?;
+    Ok(json(StatusCode::OK, scale::view(&render(&object)?)))
 }
 
 pub async fn delete<S: Store>(

@@ -3,8 +3,11 @@
 mod discovery;
 mod handlers;
 mod objects;
+mod openapi;
+mod patch;
 mod path;
 pub mod registry;
+mod scale;
 mod selector;
 mod status;
 mod watch;
@@ -103,7 +106,13 @@ async fn route<S: Store + Clone>(
         (&Method::GET, "/healthz" | "/livez" | "/readyz") => {
             return Ok((StatusCode::OK, "ok").into_response());
         }
+        (&Method::GET, "/openapi/v3") => return Ok(ok_json(openapi::index())),
         _ => {}
+    }
+    if method == Method::GET
+        && let Some(gv) = path.strip_prefix("/openapi/v3/")
+    {
+        return openapi::group_version(gv).map(ok_json).ok_or_else(|| ApiError::no_such_path(path));
     }
     if let Some((group, version, rest)) = path::split(path)
         && rest.is_empty()
@@ -124,10 +133,18 @@ async fn route<S: Store + Clone>(
     let watching = params.get("watch").is_some_and(|w| w == "true" || w == "1");
     match (method, target.name.as_deref()) {
         (&Method::GET, _) if watching => watch::watch(server, &target, params),
+        (&Method::GET, Some(name)) if target.subresource.as_deref() == Some("scale") => {
+            handlers::get_scale(server, &target, name)
+        }
         (&Method::GET, None) => handlers::list(server, &target, params),
         (&Method::GET, Some(name)) => handlers::get(server, &target, name),
-        (&Method::POST, None) => handlers::create(server, &target, body, content_type).await,
-        (&Method::PUT, Some(name)) => handlers::update(server, &target, name, body, content_type).await,
+        (&Method::POST, None) => handlers::create(server, &target, body, content_type, params).await,
+        (&Method::PUT, Some(name)) => {
+            handlers::update(server, &target, name, body, content_type, params).await
+        }
+        (&Method::PATCH, Some(name)) => {
+            handlers::patch(server, &target, name, body, content_type, params).await
+        }
         (&Method::DELETE, Some(name)) => handlers::delete(server, &target, name).await,
         (&Method::DELETE, None) => handlers::delete_collection(server, &target, params).await,
         _ => Err(ApiError::method_not_allowed(format!("{method} is not supported on {path}"))),

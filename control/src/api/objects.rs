@@ -90,7 +90,6 @@ pub fn prepare_create(
     if body.get("spec").is_some() {
         body["metadata"]["generation"] = json!(1);
     }
-    (resource.check)(body).map_err(|e| ApiError::bad_request(format!("decoding {}: {e}", resource.kind)))?;
     Ok(name)
 }
 
@@ -172,7 +171,61 @@ pub fn merge_update(
     } else if generation > 0 {
         new["metadata"]["generation"] = json!(generation);
     }
-    (resource.check)(new).map_err(|e| ApiError::bad_request(format!("decoding {}: {e}", resource.kind)))
+    Ok(())
+}
+
+/// How the request wants unknown fields treated (`fieldValidation`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FieldValidation {
+    Ignore,
+    Warn,
+    Strict,
+}
+
+impl FieldValidation {
+    pub fn from_param(value: Option<&str>) -> Result<Self, ApiError> {
+        match value {
+            None | Some("") | Some("Warn") => Ok(FieldValidation::Warn),
+            Some("Ignore") => Ok(FieldValidation::Ignore),
+            Some("Strict") => Ok(FieldValidation::Strict),
+            Some(other) => Err(ApiError::bad_request(format!(
+                "fieldValidation must be Ignore, Warn or Strict, not {other:?}"
+            ))),
+        }
+    }
+}
+
+/// Decodes the object as its type (a malformed one is a 400) and applies `fieldValidation` to
+/// fields the type does not have; returns the warnings to send back.
+pub fn check_object(
+    resource: &Resource,
+    object: &Value,
+    validation: FieldValidation,
+) -> Result<Vec<String>, ApiError> {
+    let known = (resource.check)(object)
+        .map_err(|e| ApiError::bad_request(format!("decoding {}: {e}", resource.kind)))?;
+    let unknown = super::registry::unknown_fields(object, &known);
+    match (validation, unknown.is_empty()) {
+        (_, true) | (FieldValidation::Ignore, _) => Ok(Vec::new()),
+        (FieldValidation::Strict, false) => Err(ApiError::bad_request(format!(
+            "strict decoding error: {}",
+            unknown.iter().map(|f| format!("unknown field \"{f}\"")).collect::<Vec<_>>().join(", ")
+        ))),
+        (FieldValidation::Warn, false) => {
+            Ok(unknown.into_iter().map(|f| format!("unknown field \"{f}\"")).collect())
+        }
+    }
+}
+
+/// Notes in `metadata.managedFields` that `manager` wrote the object with `operation`.
+pub fn record_manager(object: &mut Value, manager: &str, operation: &str, api_version: &str) {
+    let entry = json!({"manager": manager, "operation": operation, "apiVersion": api_version, "time": now(), "fieldsType": "FieldsV1", "fieldsV1": {}});
+    let meta = &mut object["metadata"];
+    let list = meta.get("managedFields").and_then(Value::as_array).cloned().unwrap_or_default();
+    let mut list: Vec<Value> =
+        list.into_iter().filter(|e| e.get("manager").and_then(Value::as_str) != Some(manager)).collect();
+    list.push(entry);
+    meta["managedFields"] = Value::Array(list);
 }
 
 /// Picks a ClusterIP for a new Service (unless it asks for none, or for a free one of its own).

@@ -16,8 +16,9 @@ pub struct Resource {
     pub categories: &'static [&'static str],
     /// Subresources served (`status`, `scale`, …).
     pub subresources: &'static [&'static str],
-    /// Deserializes into the k8s-openapi type: malformed objects fail here.
-    pub check: fn(&Value) -> Result<(), String>,
+    /// Deserializes into the k8s-openapi type (malformed objects fail here) and serialises it
+    /// back: fields the type does not know are missing from the result.
+    pub check: fn(&Value) -> Result<Value, String>,
 }
 
 impl Resource {
@@ -49,8 +50,36 @@ impl Resource {
     }
 }
 
-fn check<T: serde::de::DeserializeOwned>(value: &Value) -> Result<(), String> {
-    serde_json::from_value::<T>(value.clone()).map(drop).map_err(|e| e.to_string())
+fn check<T: serde::de::DeserializeOwned + serde::Serialize>(value: &Value) -> Result<Value, String> {
+    let typed = serde_json::from_value::<T>(value.clone()).map_err(|e| e.to_string())?;
+    serde_json::to_value(typed).map_err(|e| e.to_string())
+}
+
+/// Fields of `original` the typed round trip dropped: fields the resource does not have.
+pub fn unknown_fields(original: &Value, known: &Value) -> Vec<String> {
+    fn walk(path: &str, original: &Value, known: &Value, out: &mut Vec<String>) {
+        match (original, known) {
+            (Value::Object(o), Value::Object(k)) => {
+                for (key, value) in o {
+                    let here = if path.is_empty() { key.clone() } else { format!("{path}.{key}") };
+                    match k.get(key) {
+                        Some(kv) => walk(&here, value, kv, out),
+                        None if !value.is_null() => out.push(here),
+                        None => {}
+                    }
+                }
+            }
+            (Value::Array(o), Value::Array(k)) if o.len() == k.len() => {
+                for (i, (ov, kv)) in o.iter().zip(k).enumerate() {
+                    walk(&format!("{path}[{i}]"), ov, kv, out);
+                }
+            }
+            _ => {}
+        }
+    }
+    let mut out = Vec::new();
+    walk("", original, known, &mut out);
+    out
 }
 
 macro_rules! resource {

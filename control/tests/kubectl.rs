@@ -1,0 +1,120 @@
+//! kubectl (a client nobody here wrote) against the API server: apply with its default (strict)
+//! validation, get in several formats, label, scale, patch, get all, api-resources, describe,
+//! delete, and a rejected unknown field.
+
+mod common;
+
+use std::process::{Command, Output};
+
+struct Kubectl {
+    kubeconfig: std::path::PathBuf,
+}
+
+impl Kubectl {
+    fn run(&self, args: &[&str]) -> Output {
+        Command::new("kubectl")
+            .arg("--kubeconfig")
+            .arg(&self.kubeconfig)
+            .args(args)
+            .output()
+            .expect("kubectl is installed (cargo xtask setup)")
+    }
+
+    fn ok(&self, args: &[&str]) -> String {
+        let out = self.run(args);
+        assert!(out.status.success(), "kubectl {args:?} failed: {}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+}
+
+const APP: &str = r#"
+apiVersion: apps/v1
+kind: Deployment
+metadata: {name: web, labels: {app: web}}
+spec:
+  replicas: 2
+  selector: {matchLabels: {app: web}}
+  template:
+    metadata: {labels: {app: web}}
+    spec:
+      containers: [{name: web, image: "web:1", ports: [{containerPort: 8080}]}]
+---
+apiVersion: v1
+kind: Service
+metadata: {name: web}
+spec:
+  selector: {app: web}
+  ports: [{name: http, port: 80, targetPort: 8080}]
+"#;
+
+#[test]
+fn kubectl_manages_a_deployment_and_a_service() {
+    let rt = common::runtime();
+    let server = rt.block_on(common::start(1000));
+    let dir = tempfile::tempdir().expect("tmp");
+    let kubeconfig = dir.path().join("kubeconfig");
+    std::fs::write(&kubeconfig, skiff_control::api::kubeconfig(&server.url)).expect("kubeconfig");
+    let app = dir.path().join("app.yaml");
+    std::fs::write(&app, APP).expect("manifest");
+    let k = Kubectl { kubeconfig };
+    let app = app.to_str().expect("utf-8 path");
+
+    let applied = k.ok(&["apply", "-f", app]);
+    assert!(
+        applied.contains("deployment.apps/web created") && applied.contains("service/web created"),
+        "{applied}"
+    );
+
+    let deploy: serde_json::Value =
+        serde_json::from_str(&k.ok(&["get", "deployment", "web", "-o", "json"])).expect("json");
+    assert_eq!(deploy["spec"]["replicas"], 2);
+    let svc_yaml = k.ok(&["get", "svc", "web", "-o", "yaml"]);
+    assert!(svc_yaml.contains("clusterIP: 10.96."), "{svc_yaml}");
+
+    k.ok(&["label", "deployment", "web", "tier=front"]);
+    k.ok(&["scale", "deployment", "web", "--replicas=3"]);
+    k.ok(&[
+        "patch",
+        "deployment",
+        "web",
+        "-p",
+        r#"{"spec":{"template":{"spec":{"containers":[{"name":"web","image":"web:2"}]}}}}"#,
+    ]);
+    let deploy: serde_json::Value =
+        serde_json::from_str(&k.ok(&["get", "deployment", "web", "-o", "json"])).expect("json");
+    assert_eq!(deploy["metadata"]["labels"]["tier"], "front");
+    assert_eq!(deploy["spec"]["replicas"], 3);
+    assert_eq!(deploy["spec"]["template"]["spec"]["containers"][0]["image"], "web:2");
+    assert_eq!(
+        deploy["spec"]["template"]["spec"]["containers"][0]["ports"][0]["containerPort"], 8080,
+        "strategic patch lost the ports"
+    );
+
+    // Re-applying the manifest: a three-way merge keeps kubectl scale's and label's changes
+    // that the manifest never mentioned and resets what it does mention.
+    let reapplied = k.ok(&["apply", "-f", app]);
+    assert!(reapplied.contains("deployment.apps/web configured"), "{reapplied}");
+
+    let all = k.ok(&["get", "all"]);
+    assert!(all.contains("deployment.apps/web") && all.contains("service/web"), "{all}");
+    let resources = k.ok(&["api-resources"]);
+    assert!(resources.contains("endpointslices") && resources.contains("deploy"), "{resources}");
+    k.ok(&["describe", "deployment", "web"]);
+
+    let bad = dir.path().join("bad.yaml");
+    std::fs::write(&bad, "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: bad}\nbogus: 1\n")
+        .expect("bad manifest");
+    let out = k.run(&["apply", "-f", bad.to_str().expect("path")]);
+    assert!(!out.status.success(), "an unknown field was accepted");
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("unknown field \"bogus\""),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(!k.run(&["get", "configmap", "bad"]).status.success(), "the rejected object was written");
+
+    let deleted = k.ok(&["delete", "-f", app]);
+    assert!(deleted.contains("deleted"), "{deleted}");
+    assert!(!k.run(&["get", "deployment", "web"]).status.success());
+    drop(server);
+}
