@@ -44,7 +44,8 @@ fn nextest(extra: &[&str]) -> std::process::Command {
     let mut cmd = cargo();
     cmd.args(["nextest", "run", "--locked", "--run-ignored", "all", "--config-file"])
         .arg(step::workspace_root().join(".cargo/nextest.toml"))
-        .args(extra);
+        .args(extra)
+        .env("SKIFF_PYTHON", crate::setup::python_venv().join("bin/python"));
     cmd
 }
 

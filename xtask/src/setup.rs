@@ -26,6 +26,7 @@ pub fn run() -> anyhow::Result<()> {
     step("nightly toolchain with rust-src", nightly_rust_src)?;
     step("bpf-linker", bpf_linker)?;
     step("cargo-nextest", nextest)?;
+    step("Python kubernetes client (venv)", python_client)?;
     step("bpffs at /sys/fs/bpf", || skiff_tests::ensure_bpffs().context("mounting bpffs"))
 }
 
@@ -133,6 +134,34 @@ fn bpf_linker() -> anyhow::Result<()> {
             .env("LLVM_PREFIX", &prefix),
     )?;
     fs::write(&stamp, identity).with_context(|| format!("writing {}", stamp.display()))
+}
+
+/// The official Python client from PyPI, pinned, in a venv the API server's tests use.
+const PYTHON_KUBERNETES: &str = "kubernetes==33.1.0";
+
+/// Where the venv lives; `SKIFF_PYTHON` in the tests' environment points at its interpreter.
+pub fn python_venv() -> PathBuf {
+    cache_dir().join("pyvenv")
+}
+
+fn python_client() -> anyhow::Result<()> {
+    let venv = python_venv();
+    let python = venv.join("bin/python");
+    let stamp = venv.join("skiff-requirements");
+    if python.exists() && fs::read_to_string(&stamp).ok().as_deref() == Some(PYTHON_KUBERNETES) {
+        eprintln!("    {PYTHON_KUBERNETES} present in {}", venv.display());
+        return Ok(());
+    }
+    step::run(Command::new("python3").args(["-m", "venv"]).arg(&venv))?;
+    step::run(Command::new(&python).args([
+        "-m",
+        "pip",
+        "install",
+        "--quiet",
+        "--disable-pip-version-check",
+        PYTHON_KUBERNETES,
+    ]))?;
+    fs::write(&stamp, PYTHON_KUBERNETES).with_context(|| format!("writing {}", stamp.display()))
 }
 
 fn nextest() -> anyhow::Result<()> {

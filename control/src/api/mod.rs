@@ -37,6 +37,11 @@ impl Params {
     pub fn get(&self, key: &str) -> Option<&str> {
         self.0.get(key).map(String::as_str)
     }
+
+    /// A boolean parameter as Go's `strconv.ParseBool` reads it (clients send `true`, `True`, `1`).
+    pub fn flag(&self, key: &str) -> bool {
+        matches!(self.get(key), Some("1" | "t" | "T" | "true" | "TRUE" | "True"))
+    }
 }
 
 /// Server state shared by every request.
@@ -130,7 +135,7 @@ async fn route<S: Store + Clone>(
     {
         return Err(ApiError::no_such_path(path));
     }
-    let watching = params.get("watch").is_some_and(|w| w == "true" || w == "1");
+    let watching = params.flag("watch");
     match (method, target.name.as_deref()) {
         (&Method::GET, _) if watching => watch::watch(server, &target, params),
         (&Method::GET, Some(name)) if target.subresource.as_deref() == Some("scale") => {

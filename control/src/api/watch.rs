@@ -55,7 +55,7 @@ pub fn watch<S: Store + Clone>(
         .get("timeoutSeconds")
         .and_then(|t| t.parse::<u64>().ok())
         .map_or(MAX_WATCH, |t| Duration::from_secs(t).min(MAX_WATCH));
-    let bookmarks = params.get("allowWatchBookmarks").is_some_and(|v| v == "true" || v == "1");
+    let bookmarks = params.flag("allowWatchBookmarks");
     let from = match params.get("resourceVersion") {
         None | Some("") | Some("0") => None,
         Some(rv) => Some(
