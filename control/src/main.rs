@@ -70,11 +70,15 @@ fn run(cli: Cli) -> anyhow::Result<()> {
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().context("starting tokio")?;
     rt.block_on(async move {
         let server = Arc::new(api::ApiServer::new(store, cidr));
-        server.bootstrap().await.map_err(|e| anyhow::anyhow!(e.message)).context("bootstrapping")?;
         let listener = tokio::net::TcpListener::bind(args.bind_address)
             .await
             .with_context(|| format!("listening on {}", args.bind_address))?;
         let addr = listener.local_addr()?;
+        server
+            .bootstrap(Some(addr))
+            .await
+            .map_err(|e| anyhow::anyhow!(e.message))
+            .context("bootstrapping")?;
         if let Some(path) = &args.write_kubeconfig {
             std::fs::write(path, api::kubeconfig(&format!("http://{addr}")))
                 .with_context(|| format!("writing {}", path.display()))?;

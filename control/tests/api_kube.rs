@@ -54,7 +54,8 @@ fn services_crud_with_cluster_ips_selectors_and_conflicts() {
 
         let only_web = services.list(&ListParams::default().labels("app=web")).await.expect("list");
         assert_eq!(only_web.items.len(), 1);
-        let not_web = services.list(&ListParams::default().labels("app notin (web)")).await.expect("list");
+        let not_web =
+            services.list(&ListParams::default().labels("app,app notin (web)")).await.expect("list");
         assert_eq!(not_web.items.iter().filter_map(|s| s.metadata.name.clone()).collect::<Vec<_>>(), ["api"]);
 
         // Optimistic concurrency: a write from a stale read is refused and changes nothing.
@@ -304,6 +305,58 @@ fn field_validation_strict_rejects_warn_warns_and_openapi_v3_says_so() {
         assert_eq!(patch["x-kubernetes-group-version-kind"]["kind"], "Deployment");
         assert!(
             patch["parameters"].as_array().expect("params").iter().any(|p| p["name"] == "fieldValidation")
+        );
+    });
+}
+
+#[test]
+fn tables_for_kubectl_and_the_kubernetes_service() {
+    common::runtime().block_on(async {
+        let server = common::start(100).await;
+        let services: Api<Service> = Api::namespaced(server.client.clone(), "default");
+        let kubernetes = services.get("kubernetes").await.expect("the kubernetes Service exists");
+        assert_eq!(
+            kubernetes.spec.and_then(|s| s.cluster_ip).as_deref(),
+            Some("10.96.0.1"),
+            "it holds the first ClusterIP"
+        );
+        let web = services.create(&PostParams::default(), &service("web", json!({}))).await.expect("create");
+        assert_ne!(web.spec.and_then(|s| s.cluster_ip).as_deref(), Some("10.96.0.1"));
+
+        let table_get = |path: &str| {
+            http::Request::get(path)
+                .header("accept", "application/json;as=Table;v=v1;g=meta.k8s.io,application/json")
+                .body(Vec::new())
+                .expect("request")
+        };
+        let list: serde_json::Value = serde_json::from_str(
+            &server
+                .client
+                .request_text(table_get("/api/v1/namespaces/default/services"))
+                .await
+                .expect("table"),
+        )
+        .expect("json");
+        assert_eq!(list["kind"], "Table");
+        let columns: Vec<&str> = list["columnDefinitions"]
+            .as_array()
+            .expect("columns")
+            .iter()
+            .filter_map(|c| c["name"].as_str())
+            .collect();
+        assert_eq!(columns, ["Name", "Type", "Cluster-IP", "External-IP", "Port(s)", "Age", "Selector"]);
+        let rows = list["rows"].as_array().expect("rows");
+        assert_eq!(rows.len(), 2);
+        assert_eq!(rows[0]["object"]["kind"], "PartialObjectMetadata");
+
+        // A watch in Table form: every event carries a one-row Table.
+        let watch = table_get("/api/v1/namespaces/default/services?watch=true&timeoutSeconds=1");
+        let text = server.client.request_text(watch).await.expect("watch");
+        let first: serde_json::Value =
+            serde_json::from_str(text.lines().next().expect("an event")).expect("json");
+        assert_eq!(
+            (first["type"].as_str(), first["object"]["kind"].as_str()),
+            (Some("ADDED"), Some("Table"))
         );
     });
 }

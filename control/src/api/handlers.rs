@@ -9,7 +9,7 @@ use axum::{
 use serde_json::{Value, json};
 
 use super::{
-    ApiServer, Params,
+    ApiServer, Params, Request,
     objects::{self, FieldValidation, allocate_cluster_ip, check_object, merge_update, prepare_create},
     patch::{PatchType, json_patch, merge, strategic},
     path::Target,
@@ -17,6 +17,7 @@ use super::{
     scale,
     selector::selectors,
     status::ApiError,
+    tables,
 };
 use crate::store::{Object, Store, StoreError};
 
@@ -74,10 +75,22 @@ fn json(code: StatusCode, value: Value) -> Response {
     (code, axum::Json(value)).into_response()
 }
 
-pub fn get<S: Store>(server: &ApiServer<S>, target: &Target, name: &str) -> Result<Response, ApiError> {
+pub fn get<S: Store>(
+    server: &ApiServer<S>,
+    target: &Target,
+    name: &str,
+    req: &Request,
+) -> Result<Response, ApiError> {
     let key = target.resource.key(target.namespace.as_deref(), name);
     let object = server.store.get(&key).ok_or_else(|| ApiError::not_found(target.resource.plural, name))?;
-    Ok(json(StatusCode::OK, render(&object)?))
+    let value = render(&object)?;
+    if req.table {
+        return Ok(json(
+            StatusCode::OK,
+            tables::table(target.resource, &[value], None, req.params.get("includeObject").unwrap_or("")),
+        ));
+    }
+    Ok(json(StatusCode::OK, value))
 }
 
 /// The objects a list-like request selects (scope, label and field selectors), rendered, with
@@ -104,9 +117,15 @@ fn list_object(r: &Resource, revision: Option<u64>, items: Vec<Value>) -> Value 
     json!({"kind": format!("{}List", r.kind), "apiVersion": r.api_version(), "metadata": metadata, "items": items})
 }
 
-pub fn list<S: Store>(server: &ApiServer<S>, target: &Target, params: &Params) -> Result<Response, ApiError> {
+pub fn list<S: Store>(server: &ApiServer<S>, target: &Target, req: &Request) -> Result<Response, ApiError> {
     let r = target.resource;
-    let (labels, fields) = selectors(params)?;
+    if req.table {
+        let (selected, revision) = selected(server, target, &req.params)?;
+        let values: Vec<Value> = selected.into_iter().map(|(_, v)| v).collect();
+        let include = req.params.get("includeObject").unwrap_or("");
+        return Ok(json(StatusCode::OK, tables::table(r, &values, Some(revision.to_string()), include)));
+    }
+    let (labels, fields) = selectors(&req.params)?;
     let (objects, revision) = server.store.list(&scope_prefix(target));
     // Assembled as bytes: 10k objects are spliced, not parsed and re-serialised.
     let mut body = format!(
@@ -165,12 +184,19 @@ fn used_cluster_ips<S: Store>(server: &ApiServer<S>, services: &Resource) -> Vec
 pub async fn create<S: Store>(
     server: &ApiServer<S>,
     target: &Target,
-    body: &[u8],
-    content_type: &str,
-    params: &Params,
+    req: &Request,
 ) -> Result<Response, ApiError> {
-    let validation = FieldValidation::from_param(params.get("fieldValidation"))?;
-    let mut value = parse_body(body, content_type)?;
+    let validation = FieldValidation::from_param(req.params.get("fieldValidation"))?;
+    let value = parse_body(&req.body, &req.content_type)?;
+    create_value(server, target, value, validation).await
+}
+
+async fn create_value<S: Store>(
+    server: &ApiServer<S>,
+    target: &Target,
+    mut value: Value,
+    validation: FieldValidation,
+) -> Result<Response, ApiError> {
     let r = target.resource;
     let name = prepare_create(r, target.namespace.as_deref(), &mut value)?;
     let warnings = check_object(r, &value, validation)?;
@@ -251,12 +277,10 @@ pub async fn update<S: Store>(
     server: &ApiServer<S>,
     target: &Target,
     name: &str,
-    body: &[u8],
-    content_type: &str,
-    params: &Params,
+    req: &Request,
 ) -> Result<Response, ApiError> {
-    let validation = FieldValidation::from_param(params.get("fieldValidation"))?;
-    let value = parse_body(body, content_type)?;
+    let validation = FieldValidation::from_param(req.params.get("fieldValidation"))?;
+    let value = parse_body(&req.body, &req.content_type)?;
     let expected = resource_version(&value)?;
     if target.subresource.as_deref() == Some("scale") {
         let (stored, _) = write_existing(server, target, name, expected, FieldValidation::Ignore, |old| {
@@ -276,12 +300,11 @@ pub async fn patch<S: Store>(
     server: &ApiServer<S>,
     target: &Target,
     name: &str,
-    body: &[u8],
-    content_type: &str,
-    params: &Params,
+    req: &Request,
 ) -> Result<Response, ApiError> {
+    let (params, body) = (&req.params, &req.body[..]);
     let validation = FieldValidation::from_param(params.get("fieldValidation"))?;
-    let kind = PatchType::from_content_type(content_type)?;
+    let kind = PatchType::from_content_type(&req.content_type)?;
     let patch: Value = match kind {
         PatchType::Apply => serde_yaml::from_slice(body)
             .map_err(|e| ApiError::bad_request(format!("the apply configuration is not valid YAML: {e}")))?,
@@ -297,7 +320,7 @@ pub async fn patch<S: Store>(
             let mut applied = patch.clone();
             applied["metadata"]["name"] = Value::String(name.to_owned());
             objects::record_manager(&mut applied, manager, "Apply", &target.resource.api_version());
-            return create(server, target, &to_bytes(&applied)?, "application/json", params).await;
+            return create_value(server, target, applied, validation).await;
         }
     }
     let scale = target.subresource.as_deref() == Some("scale");
@@ -378,19 +401,59 @@ pub async fn delete_collection<S: Store>(
 }
 
 /// Creates the namespaces every cluster has, if missing.
-pub async fn ensure_builtin_namespaces<S: Store>(server: &ApiServer<S>) -> Result<(), ApiError> {
-    let r = registry::find("", "v1", "namespaces")
-        .ok_or_else(|| ApiError::internal("namespaces not registered"))?;
+/// Creates `value` at `key` unless something is there already (bootstrap objects).
+async fn create_if_missing<S: Store>(
+    server: &ApiServer<S>,
+    key: &str,
+    value: &Value,
+) -> Result<(), ApiError> {
+    if server.store.get(key).is_some() {
+        return Ok(());
+    }
+    match server.store.create(key, to_bytes(value)?).await {
+        Ok(_) | Err(StoreError::AlreadyExists { .. }) => Ok(()),
+        Err(e) => Err(ApiError::internal(e.to_string())),
+    }
+}
+
+fn builtin(plural: &str, group: &str) -> Result<&'static Resource, ApiError> {
+    let version = "v1";
+    registry::find(group, version, plural)
+        .ok_or_else(|| ApiError::internal(format!("{plural} not registered")))
+}
+
+/// What every cluster starts with: the built-in namespaces, and the `kubernetes` Service in
+/// `default` on the first ClusterIP (its EndpointSlice names `advertise` when known).
+pub async fn bootstrap<S: Store>(
+    server: &ApiServer<S>,
+    advertise: Option<std::net::SocketAddr>,
+) -> Result<(), ApiError> {
+    let namespaces = builtin("namespaces", "")?;
     for name in ["default", "kube-system", "kube-public", "kube-node-lease"] {
-        if server.store.get(&r.key(None, name)).is_some() {
-            continue;
-        }
         let mut ns = json!({"metadata": {"name": name}, "spec": {"finalizers": ["kubernetes"]}, "status": {"phase": "Active"}});
-        prepare_create(r, None, &mut ns)?;
-        match server.store.create(&r.key(None, name), to_bytes(&ns)?).await {
-            Ok(_) | Err(StoreError::AlreadyExists { .. }) => {}
-            Err(e) => return Err(ApiError::internal(e.to_string())),
-        }
+        prepare_create(namespaces, None, &mut ns)?;
+        create_if_missing(server, &namespaces.key(None, name), &ns).await?;
+    }
+    let services = builtin("services", "")?;
+    let first = Ipv4Addr::from(u32::from(server.service_cidr.0) + 1);
+    let port = advertise.map_or(6443, |a| a.port());
+    let mut svc = json!({
+        "metadata": {"name": "kubernetes", "labels": {"component": "apiserver", "provider": "kubernetes"}},
+        "spec": {"clusterIP": first.to_string(), "clusterIPs": [first.to_string()], "type": "ClusterIP",
+                 "sessionAffinity": "None", "ports": [{"name": "https", "port": 443, "protocol": "TCP", "targetPort": port}]},
+    });
+    prepare_create(services, Some("default"), &mut svc)?;
+    create_if_missing(server, &services.key(Some("default"), "kubernetes"), &svc).await?;
+    if let Some(std::net::SocketAddr::V4(addr)) = advertise {
+        let slices = builtin("endpointslices", "discovery.k8s.io")?;
+        let mut slice = json!({
+            "metadata": {"name": "kubernetes", "labels": {"kubernetes.io/service-name": "kubernetes", "endpointslice.kubernetes.io/managed-by": "skiff-control"}},
+            "addressType": "IPv4",
+            "endpoints": [{"addresses": [addr.ip().to_string()], "conditions": {"ready": true}}],
+            "ports": [{"name": "https", "port": addr.port(), "protocol": "TCP"}],
+        });
+        prepare_create(slices, Some("default"), &mut slice)?;
+        create_if_missing(server, &slices.key(Some("default"), "kubernetes"), &slice).await?;
     }
     Ok(())
 }

@@ -10,6 +10,7 @@ pub mod registry;
 mod scale;
 mod selector;
 mod status;
+mod tables;
 mod watch;
 
 use std::{collections::HashMap, net::Ipv4Addr, sync::Arc};
@@ -44,6 +45,16 @@ impl Params {
     }
 }
 
+/// What a handler needs of the HTTP request.
+#[derive(Debug)]
+pub struct Request {
+    pub params: Params,
+    pub body: axum::body::Bytes,
+    pub content_type: String,
+    /// The client asked for `as=Table` (kubectl get).
+    pub table: bool,
+}
+
 /// Server state shared by every request.
 #[derive(Debug)]
 pub struct ApiServer<S> {
@@ -58,9 +69,10 @@ impl<S: Store + Clone> ApiServer<S> {
         Self { store, service_cidr, allocations: tokio::sync::Mutex::new(()) }
     }
 
-    /// Creates what every cluster starts with (the built-in namespaces).
-    pub async fn bootstrap(&self) -> Result<(), ApiError> {
-        handlers::ensure_builtin_namespaces(self).await
+    /// Creates what every cluster starts with: the built-in namespaces and the `kubernetes`
+    /// Service (with an EndpointSlice for `advertise`, the address clients reach this server at).
+    pub async fn bootstrap(&self, advertise: Option<std::net::SocketAddr>) -> Result<(), ApiError> {
+        handlers::bootstrap(self, advertise).await
     }
 }
 
@@ -84,9 +96,12 @@ async fn dispatch<S: Store + Clone>(
         Ok(b) => b,
         Err(_) => return ApiError::too_large(MAX_BODY).into_response(),
     };
+    let table =
+        headers.get(header::ACCEPT).and_then(|v| v.to_str().ok()).is_some_and(|a| a.contains("as=Table"));
     let content_type =
         headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("").to_owned();
-    match route(&server, &method, uri.path(), &params, &body, &content_type).await {
+    let req = Request { params, body, content_type, table };
+    match route(&server, &method, uri.path(), &req).await {
         Ok(response) => response,
         Err(err) => err.into_response(),
     }
@@ -100,10 +115,9 @@ async fn route<S: Store + Clone>(
     server: &ApiServer<S>,
     method: &Method,
     path: &str,
-    params: &Params,
-    body: &[u8],
-    content_type: &str,
+    req: &Request,
 ) -> Result<Response, ApiError> {
+    let params = &req.params;
     match (method, path.trim_end_matches('/')) {
         (&Method::GET, "/version") => return Ok(ok_json(discovery::version())),
         (&Method::GET, "/api") => return Ok(ok_json(discovery::api_versions())),
@@ -137,19 +151,15 @@ async fn route<S: Store + Clone>(
     }
     let watching = params.flag("watch");
     match (method, target.name.as_deref()) {
-        (&Method::GET, _) if watching => watch::watch(server, &target, params),
+        (&Method::GET, _) if watching => watch::watch(server, &target, req),
         (&Method::GET, Some(name)) if target.subresource.as_deref() == Some("scale") => {
             handlers::get_scale(server, &target, name)
         }
-        (&Method::GET, None) => handlers::list(server, &target, params),
-        (&Method::GET, Some(name)) => handlers::get(server, &target, name),
-        (&Method::POST, None) => handlers::create(server, &target, body, content_type, params).await,
-        (&Method::PUT, Some(name)) => {
-            handlers::update(server, &target, name, body, content_type, params).await
-        }
-        (&Method::PATCH, Some(name)) => {
-            handlers::patch(server, &target, name, body, content_type, params).await
-        }
+        (&Method::GET, None) => handlers::list(server, &target, req),
+        (&Method::GET, Some(name)) => handlers::get(server, &target, name, req),
+        (&Method::POST, None) => handlers::create(server, &target, req).await,
+        (&Method::PUT, Some(name)) => handlers::update(server, &target, name, req).await,
+        (&Method::PATCH, Some(name)) => handlers::patch(server, &target, name, req).await,
         (&Method::DELETE, Some(name)) => handlers::delete(server, &target, name).await,
         (&Method::DELETE, None) => handlers::delete_collection(server, &target, params).await,
         _ => Err(ApiError::method_not_allowed(format!("{method} is not supported on {path}"))),

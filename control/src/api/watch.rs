@@ -15,11 +15,12 @@ use futures::StreamExt as _;
 use serde_json::{Value, json};
 
 use super::{
-    ApiServer, Params,
+    ApiServer, Request,
     handlers::{render, scope_prefix},
     path::Target,
     selector::{FieldSelector, selectors},
     status::ApiError,
+    tables,
 };
 use crate::store::{EventKind, Store, StoreError};
 
@@ -37,8 +38,19 @@ fn line(kind: &str, object: &Value) -> Bytes {
 pub fn watch<S: Store + Clone>(
     server: &ApiServer<S>,
     target: &Target,
-    params: &Params,
+    req: &Request,
 ) -> Result<Response, ApiError> {
+    let params = &req.params;
+    // kubectl get -w asks for Tables: each event then carries a one-row Table.
+    let resource = target.resource;
+    let table = req.table.then(|| params.get("includeObject").unwrap_or("").to_owned());
+    let shape = move |value: Value| match &table {
+        Some(include) => {
+            let rv = value.pointer("/metadata/resourceVersion").and_then(Value::as_str).map(str::to_owned);
+            tables::table(resource, &[value], rv, include)
+        }
+        None => value,
+    };
     let (labels, mut fields) = selectors(params)?;
     let mut prefix = scope_prefix(target);
     // Watching one object through its own path is a name field selector.
@@ -72,7 +84,7 @@ pub fn watch<S: Store + Clone>(
             for o in &objects {
                 let v = render(o)?;
                 if labels.matches(&v) && fields.matches(&v) {
-                    added.push(line("ADDED", &v));
+                    added.push(line("ADDED", &shape(v)));
                 }
             }
             (added, revision)
@@ -97,7 +109,8 @@ pub fn watch<S: Store + Clone>(
     let events = futures::stream::unfold(
         (stream, tokio::time::interval(BOOKMARK_EVERY)),
         move |(mut stream, mut tick)| {
-            let (labels, fields, api_version) = (labels.clone(), fields.clone(), api_version.clone());
+            let (labels, fields, api_version, shape) =
+                (labels.clone(), fields.clone(), api_version.clone(), shape.clone());
             async move {
                 loop {
                     let next = tokio::select! {
@@ -129,7 +142,7 @@ pub fn watch<S: Store + Clone>(
                                 (EventKind::Put, true, false) => "DELETED",
                                 (EventKind::Put, ..) => continue,
                             };
-                            return Some((line(kind, &value), (stream, tick)));
+                            return Some((line(kind, &shape(value)), (stream, tick)));
                         }
                         Err(StoreError::Compacted { requested, .. }) => {
                             let status =

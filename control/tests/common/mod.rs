@@ -20,7 +20,7 @@ pub async fn start(history: usize) -> Server {
     let dir = tempfile::tempdir().expect("tmp");
     let store = EmbeddedStore::open(&dir.path().join("store.redb"), Options { history }).expect("store");
     let server = Arc::new(ApiServer::new(store, (Ipv4Addr::new(10, 96, 0, 0), 12)));
-    server.bootstrap().await.expect("bootstrap");
+    server.bootstrap(None).await.expect("bootstrap");
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let url = format!("http://{}", listener.local_addr().expect("addr"));
     let task = tokio::spawn(async move {
