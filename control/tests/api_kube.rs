@@ -360,3 +360,49 @@ fn tables_for_kubectl_and_the_kubernetes_service() {
         );
     });
 }
+
+#[test]
+fn lists_page_with_limit_and_continue_and_honour_resource_version_rules() {
+    common::runtime().block_on(async {
+        let server = common::start(1000).await;
+        let cms: Api<ConfigMap> = Api::namespaced(server.client.clone(), "default");
+        for n in 0..5 {
+            let cm: ConfigMap =
+                serde_json::from_value(json!({"metadata": {"name": format!("c{n}")}})).expect("cm");
+            cms.create(&PostParams::default(), &cm).await.expect("create");
+        }
+        // Page through with limit 2: 2 + 2 + 1, one consistent revision.
+        let mut names = Vec::new();
+        let mut token: Option<String> = None;
+        let mut revisions = Vec::new();
+        loop {
+            let mut lp = ListParams::default().limit(2);
+            if let Some(t) = &token {
+                lp = lp.continue_token(t);
+            }
+            let page = cms.list(&lp).await.expect("page");
+            assert!(page.items.len() <= 2);
+            names.extend(page.items.iter().filter_map(|c| c.metadata.name.clone()));
+            revisions.push(page.metadata.resource_version.clone());
+            token = page.metadata.continue_.clone().filter(|t| !t.is_empty());
+            if token.is_none() {
+                break;
+            }
+        }
+        assert_eq!(names, ["c0", "c1", "c2", "c3", "c4"]);
+        assert!(revisions.windows(2).all(|w| w[0] == w[1]), "pages from different revisions: {revisions:?}");
+
+        // A change under the list makes an old continue token expire (410), like etcd compaction.
+        let first = cms.list(&ListParams::default().limit(2)).await.expect("page");
+        let stale = first.metadata.continue_.clone().expect("more pages");
+        cms.delete("c4", &DeleteParams::default()).await.expect("delete");
+        let (code, _) = api_error(cms.list(&ListParams::default().limit(2).continue_token(&stale)).await);
+        assert_eq!(code, 410);
+
+        let rv: u64 = first.metadata.resource_version.expect("rv").parse().expect("number");
+        let future = ListParams::default().at(&(rv + 1000).to_string());
+        assert_eq!(api_error(cms.list(&future).await).0, 504, "a resourceVersion from the future");
+        let exact_old = ListParams::default().at(&rv.to_string()).matching(kube::api::VersionMatch::Exact);
+        assert_eq!(api_error(cms.list(&exact_old).await).0, 410, "an exact, superseded resourceVersion");
+    });
+}

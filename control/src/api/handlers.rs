@@ -117,36 +117,131 @@ fn list_object(r: &Resource, revision: Option<u64>, items: Vec<Value>) -> Value 
     json!({"kind": format!("{}List", r.kind), "apiVersion": r.api_version(), "metadata": metadata, "items": items})
 }
 
+/// `limit`/`continue` paging. A continue token names the list's revision and the last key served;
+/// the next page is served only if nothing under the list's prefix changed since (otherwise it
+/// is 410 Expired and the client re-lists, as with etcd compaction).
+struct Paging {
+    limit: usize,
+    after_key: Option<String>,
+    revision: Option<u64>,
+}
+
+fn encode_continue(revision: u64, key: &str) -> String {
+    let raw = serde_json::to_vec(&json!({"rv": revision, "key": key})).unwrap_or_default();
+    raw.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn decode_continue(token: &str) -> Option<(u64, String)> {
+    let bytes: Option<Vec<u8>> = (0..token.len())
+        .step_by(2)
+        .map(|i| token.get(i..i + 2).and_then(|h| u8::from_str_radix(h, 16).ok()))
+        .collect();
+    let v: Value = serde_json::from_slice(&bytes?).ok()?;
+    Some((v.get("rv")?.as_u64()?, v.get("key")?.as_str()?.to_owned()))
+}
+
+fn paging<S: Store>(server: &ApiServer<S>, prefix: &str, params: &Params) -> Result<Paging, ApiError> {
+    let limit = match params.get("limit") {
+        None | Some("") => 0,
+        Some(l) => l.parse::<usize>().map_err(|_| ApiError::bad_request(format!("invalid limit {l:?}")))?,
+    };
+    let rv = params.get("resourceVersion").filter(|v| !v.is_empty() && *v != "0");
+    let current = server.store.revision();
+    if let Some(token) = params.get("continue").filter(|c| !c.is_empty()) {
+        if rv.is_some() {
+            return Err(ApiError::bad_request(
+                "specifying resource version is not allowed when using continue",
+            ));
+        }
+        let (revision, key) =
+            decode_continue(token).ok_or_else(|| ApiError::bad_request("invalid continue token"))?;
+        let unchanged = server.store.watch(prefix, revision).is_ok_and(|w| w.pending() == 0);
+        if !unchanged {
+            return Err(ApiError::gone(
+                "The provided continue parameter is too old to display a consistent list result. You can start a new list without the continue parameter.",
+            ));
+        }
+        return Ok(Paging { limit, after_key: Some(key), revision: Some(revision) });
+    }
+    if let Some(rv) = rv {
+        let rv: u64 =
+            rv.parse().map_err(|_| ApiError::bad_request(format!("invalid resourceVersion {rv:?}")))?;
+        if rv > current {
+            return Err(ApiError::timeout(format!("Too large resource version: {rv}, current: {current}")));
+        }
+        if params.get("resourceVersionMatch") == Some("Exact") && rv != current {
+            return Err(ApiError::gone(format!("too old resource version: {rv} ({current})")));
+        }
+    }
+    Ok(Paging { limit, after_key: None, revision: None })
+}
+
+/// One page of a list: the selected objects (parsed when a selector or a Table needed it), the
+/// list's revision, and the continue token and remaining count when there is more.
+fn list_page<S: Store>(
+    server: &ApiServer<S>,
+    target: &Target,
+    params: &Params,
+    parse_all: bool,
+) -> Result<(Vec<(Object, Option<Value>)>, u64, Option<String>, usize), ApiError> {
+    let prefix = scope_prefix(target);
+    let paging = paging(server, &prefix, params)?;
+    let (labels, fields) = selectors(params)?;
+    let (objects, current) = server.store.list(&prefix);
+    let revision = paging.revision.unwrap_or(current);
+    let filtering = !(labels.is_empty() && fields.is_empty());
+    let mut chosen = Vec::new();
+    let mut remaining = 0;
+    for o in objects.into_iter().filter(|o| paging.after_key.as_deref().is_none_or(|k| o.key.as_str() > k)) {
+        let value = if filtering || parse_all {
+            let v = render(&o)?;
+            if !(labels.matches(&v) && fields.matches(&v)) {
+                continue;
+            }
+            Some(v)
+        } else {
+            None
+        };
+        if paging.limit > 0 && chosen.len() == paging.limit {
+            remaining += 1;
+        } else {
+            chosen.push((o, value));
+        }
+    }
+    let token =
+        (remaining > 0).then(|| chosen.last().map(|(o, _)| encode_continue(revision, &o.key))).flatten();
+    Ok((chosen, revision, token, remaining))
+}
+
 pub fn list<S: Store>(server: &ApiServer<S>, target: &Target, req: &Request) -> Result<Response, ApiError> {
     let r = target.resource;
+    let (page, revision, token, remaining) = list_page(server, target, &req.params, req.table)?;
     if req.table {
-        let (selected, revision) = selected(server, target, &req.params)?;
-        let values: Vec<Value> = selected.into_iter().map(|(_, v)| v).collect();
+        let values: Vec<Value> = page.into_iter().filter_map(|(_, v)| v).collect();
         let include = req.params.get("includeObject").unwrap_or("");
-        return Ok(json(StatusCode::OK, tables::table(r, &values, Some(revision.to_string()), include)));
+        let mut table = tables::table(r, &values, Some(revision.to_string()), include);
+        if let Some(token) = &token {
+            table["metadata"]["continue"] = json!(token);
+            table["metadata"]["remainingItemCount"] = json!(remaining);
+        }
+        return Ok(json(StatusCode::OK, table));
     }
-    let (labels, fields) = selectors(&req.params)?;
-    let (objects, revision) = server.store.list(&scope_prefix(target));
+    let mut metadata = json!({"resourceVersion": revision.to_string()});
+    if let Some(token) = &token {
+        metadata["continue"] = json!(token);
+        metadata["remainingItemCount"] = json!(remaining);
+    }
     // Assembled as bytes: 10k objects are spliced, not parsed and re-serialised.
     let mut body = format!(
-        "{{\"kind\":\"{}List\",\"apiVersion\":\"{}\",\"metadata\":{{\"resourceVersion\":\"{revision}\"}},\"items\":[",
+        "{{\"kind\":\"{}List\",\"apiVersion\":\"{}\",\"metadata\":{metadata},\"items\":[",
         r.kind,
         r.api_version()
     )
     .into_bytes();
-    let filtering = !(labels.is_empty() && fields.is_empty());
-    let mut first = true;
-    for o in &objects {
-        if filtering {
-            let v: Value = serde_json::from_slice(&o.value).map_err(|e| ApiError::internal(e.to_string()))?;
-            if !(labels.matches(&v) && fields.matches(&v)) {
-                continue;
-            }
-        }
-        if !first {
+    for (i, (o, _)) in page.iter().enumerate() {
+        if i > 0 {
             body.push(b',');
         }
-        first = false;
         body.extend_from_slice(&render_bytes(o)?);
     }
     body.extend_from_slice(b"]}");
