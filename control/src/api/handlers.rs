@@ -176,14 +176,23 @@ fn paging<S: Store>(server: &ApiServer<S>, prefix: &str, params: &Params) -> Res
     Ok(Paging { limit, after_key: None, revision: None })
 }
 
-/// One page of a list: the selected objects (parsed when a selector or a Table needed it), the
-/// list's revision, and the continue token and remaining count when there is more.
+/// One page of a list.
+struct Page {
+    /// The selected objects, parsed when a selector or a Table needed them.
+    items: Vec<(Object, Option<Value>)>,
+    /// The list's revision (the first page's, for later pages).
+    revision: u64,
+    /// Set when more items follow.
+    token: Option<String>,
+    remaining: usize,
+}
+
 fn list_page<S: Store>(
     server: &ApiServer<S>,
     target: &Target,
     params: &Params,
     parse_all: bool,
-) -> Result<(Vec<(Object, Option<Value>)>, u64, Option<String>, usize), ApiError> {
+) -> Result<Page, ApiError> {
     let prefix = scope_prefix(target);
     let paging = paging(server, &prefix, params)?;
     let (labels, fields) = selectors(params)?;
@@ -215,7 +224,7 @@ fn list_page<S: Store>(
 
 pub fn list<S: Store>(server: &ApiServer<S>, target: &Target, req: &Request) -> Result<Response, ApiError> {
     let r = target.resource;
-    let (page, revision, token, remaining) = list_page(server, target, &req.params, req.table)?;
+    let Page { items: page, revision, token, remaining } = list_page(server, target, &req.params, req.table)?;
     if req.table {
         let values: Vec<Value> = page.into_iter().filter_map(|(_, v)| v).collect();
         let include = req.params.get("includeObject").unwrap_or("");
