@@ -219,7 +219,7 @@ fn list_page<S: Store>(
     }
     let token =
         (remaining > 0).then(|| chosen.last().map(|(o, _)| encode_continue(revision, &o.key))).flatten();
-    Ok((chosen, revision, token, remaining))
+    Ok(Page { items: chosen, revision, token, remaining })
 }
 
 pub fn list<S: Store>(server: &ApiServer<S>, target: &Target, req: &Request) -> Result<Response, ApiError> {
