@@ -406,3 +406,41 @@ fn lists_page_with_limit_and_continue_and_honour_resource_version_rules() {
         assert_eq!(api_error(cms.list(&exact_old).await).0, 410, "an exact, superseded resourceVersion");
     });
 }
+
+#[test]
+fn admission_defaults_validates_and_allocates_node_ports() {
+    use k8s_openapi::api::{apps::v1::Deployment, core::v1::Pod};
+    common::runtime().block_on(async {
+        let server = common::start(100).await;
+        let pods: Api<Pod> = Api::namespaced(server.client.clone(), "default");
+        let pod: Pod = serde_json::from_value(json!({"metadata": {"name": "p"}, "spec": {"containers": [{"name": "c", "image": "app:1"}]}})).expect("pod");
+        let created = pods.create(&PostParams::default(), &pod).await.expect("create");
+        let spec = created.spec.expect("spec");
+        assert_eq!((spec.restart_policy.as_deref(), spec.dns_policy.as_deref()), (Some("Always"), Some("ClusterFirst")));
+        assert_eq!(spec.containers[0].image_pull_policy.as_deref(), Some("IfNotPresent"));
+        let no_image: Pod = serde_json::from_value(json!({"metadata": {"name": "q"}, "spec": {"containers": [{"name": "c"}]}})).expect("pod");
+        let (code, reason) = api_error(pods.create(&PostParams::default(), &no_image).await);
+        assert_eq!((code, reason.as_str()), (422, "Invalid"));
+
+        let deployments: Api<Deployment> = Api::namespaced(server.client.clone(), "default");
+        let mismatch: Deployment = serde_json::from_value(json!({"metadata": {"name": "d"}, "spec": {
+            "selector": {"matchLabels": {"app": "a"}},
+            "template": {"metadata": {"labels": {"app": "b"}}, "spec": {"containers": [{"name": "c", "image": "x:1"}]}}}})).expect("deployment");
+        assert_eq!(api_error(deployments.create(&PostParams::default(), &mismatch).await).0, 422);
+
+        let services: Api<Service> = Api::namespaced(server.client.clone(), "default");
+        let node_port = |name: &str, port: Option<u16>| -> Service {
+            let mut p = json!({"port": 80});
+            if let Some(n) = port {
+                p["nodePort"] = json!(n);
+            }
+            serde_json::from_value(json!({"metadata": {"name": name}, "spec": {"type": "NodePort", "ports": [p]}})).expect("svc")
+        };
+        let a = services.create(&PostParams::default(), &node_port("a", None)).await.expect("create");
+        let allocated = a.spec.and_then(|s| s.ports).and_then(|p| p[0].node_port).expect("a node port");
+        assert!((30000..=32767).contains(&allocated), "{allocated}");
+        assert_eq!(api_error(services.create(&PostParams::default(), &node_port("b", Some(allocated as u16))).await).0, 422, "a node port given twice");
+        services.delete("a", &DeleteParams::default()).await.expect("delete");
+        services.create(&PostParams::default(), &node_port("b", Some(allocated as u16))).await.expect("the port is free again after the delete");
+    });
+}

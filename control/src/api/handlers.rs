@@ -9,7 +9,7 @@ use axum::{
 use serde_json::{Value, json};
 
 use super::{
-    ApiServer, Params, Request,
+    ApiServer, Params, Request, admission,
     objects::{self, FieldValidation, allocate_cluster_ip, check_object, merge_update, prepare_create},
     patch::{PatchType, json_patch, merge, strategic},
     path::Target,
@@ -276,13 +276,30 @@ async fn namespace_exists<S: Store>(server: &ApiServer<S>, target: &Target) -> R
     Ok(())
 }
 
-fn used_cluster_ips<S: Store>(server: &ApiServer<S>, services: &Resource) -> Vec<Ipv4Addr> {
+/// ClusterIPs and node ports held by Services other than `except`.
+fn used_addresses<S: Store>(
+    server: &ApiServer<S>,
+    services: &Resource,
+    except: Option<&str>,
+) -> (Vec<Ipv4Addr>, Vec<u16>) {
     let (objects, _) = server.store.list(&services.prefix());
-    objects
+    let mut ips = Vec::new();
+    let mut ports = Vec::new();
+    for v in objects
         .iter()
+        .filter(|o| Some(o.key.as_str()) != except)
         .filter_map(|o| serde_json::from_slice::<Value>(&o.value).ok())
-        .filter_map(|v| v.pointer("/spec/clusterIP").and_then(Value::as_str).and_then(|s| s.parse().ok()))
-        .collect()
+    {
+        if let Some(ip) = v.pointer("/spec/clusterIP").and_then(Value::as_str).and_then(|s| s.parse().ok()) {
+            ips.push(ip);
+        }
+        for p in v.pointer("/spec/ports").and_then(Value::as_array).into_iter().flatten() {
+            if let Some(n) = p.get("nodePort").and_then(Value::as_u64).and_then(|n| u16::try_from(n).ok()) {
+                ports.push(n);
+            }
+        }
+    }
+    (ips, ports)
 }
 
 pub async fn create<S: Store>(
@@ -304,12 +321,16 @@ async fn create_value<S: Store>(
     let r = target.resource;
     let name = prepare_create(r, target.namespace.as_deref(), &mut value)?;
     let warnings = check_object(r, &value, validation)?;
+    admission::default(r.kind, &mut value);
+    admission::validate(r.kind, &name, &value)?;
     namespace_exists(server, target).await?;
     let key = r.key(target.namespace.as_deref(), &name);
     let stored = if r.kind == "Service" {
         // One allocation at a time: the store's compare-and-swap is per key, ClusterIPs are global.
         let _guard = server.allocations.lock().await;
-        allocate_cluster_ip(&mut value, server.service_cidr, &used_cluster_ips(server, r))?;
+        let (ips, node_ports) = used_addresses(server, r, None);
+        allocate_cluster_ip(&mut value, server.service_cidr, &ips)?;
+        objects::allocate_node_ports(&mut value, &node_ports)?;
         server.store.create(&key, to_bytes(&value)?).await
     } else {
         server.store.create(&key, to_bytes(&value)?).await
@@ -359,15 +380,17 @@ async fn write_existing<S: Store>(
     let mut value = make(&old)?;
     merge_update(r, &old, &mut value, target.subresource.as_deref() == Some("status"))?;
     let warnings = check_object(r, &value, validation)?;
+    admission::default(r.kind, &mut value);
+    admission::validate(r.kind, name, &value)?;
+    admission::immutable(r.kind, name, &old, &value)?;
+    // Node ports are global like ClusterIPs: allocate under the same lock as creates.
+    let _guard = if r.kind == "Service" { Some(server.allocations.lock().await) } else { None };
+    if r.kind == "Service" {
+        let (_, node_ports) = used_addresses(server, r, Some(&key));
+        objects::allocate_node_ports(&mut value, &node_ports)?;
+    }
     if let Some(o) = value.get_mut("metadata").and_then(Value::as_object_mut) {
         o.remove("resourceVersion");
-    }
-    if r.kind == "Service" && value.pointer("/spec/clusterIP") != old.pointer("/spec/clusterIP") {
-        return Err(ApiError::invalid(
-            r.kind,
-            name,
-            vec![("spec.clusterIP".into(), "Invalid value: field is immutable".into())],
-        ));
     }
     let stored = server
         .store

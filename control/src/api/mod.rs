@@ -1,5 +1,6 @@
 //! The Kubernetes-compatible API server over a [`Store`].
 
+mod admission;
 mod discovery;
 mod handlers;
 mod objects;

@@ -292,9 +292,67 @@ pub fn allocate_cluster_ip(
     Ok(())
 }
 
+/// The default `--service-node-port-range`.
+pub const NODE_PORTS: std::ops::RangeInclusive<u16> = 30000..=32767;
+
+/// Gives every port of a NodePort or LoadBalancer Service a node port (checking requested ones
+/// against the range and against `used`), and takes them away from other types.
+pub fn allocate_node_ports(body: &mut Value, used: &[u16]) -> Result<(), ApiError> {
+    let name = body.pointer("/metadata/name").and_then(Value::as_str).unwrap_or("").to_owned();
+    let wants =
+        matches!(body.pointer("/spec/type").and_then(Value::as_str), Some("NodePort" | "LoadBalancer"));
+    let Some(ports) = body.pointer_mut("/spec/ports").and_then(Value::as_array_mut) else { return Ok(()) };
+    let mut taken: Vec<u16> = used.to_vec();
+    let mut causes = Vec::new();
+    for (i, p) in ports.iter_mut().enumerate() {
+        let Some(port) = p.as_object_mut() else { continue };
+        if !wants {
+            port.remove("nodePort");
+            continue;
+        }
+        match port.get("nodePort").and_then(Value::as_u64) {
+            Some(n) => {
+                let n = u16::try_from(n).unwrap_or(0);
+                if !NODE_PORTS.contains(&n) {
+                    causes.push((format!("spec.ports[{i}].nodePort"), format!("Invalid value: {n}: provided port is not in the valid range. The range of valid ports is {}-{}", NODE_PORTS.start(), NODE_PORTS.end())));
+                } else if taken.contains(&n) {
+                    causes.push((
+                        format!("spec.ports[{i}].nodePort"),
+                        format!("Invalid value: {n}: provided port is already allocated"),
+                    ));
+                } else {
+                    taken.push(n);
+                }
+            }
+            None => match NODE_PORTS.clone().find(|n| !taken.contains(n)) {
+                Some(n) => {
+                    port.insert("nodePort".into(), json!(n));
+                    taken.push(n);
+                }
+                None => return Err(ApiError::internal("the node port range is exhausted")),
+            },
+        }
+    }
+    if causes.is_empty() { Ok(()) } else { Err(ApiError::invalid("Service", &name, causes)) }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn node_ports_are_allocated_checked_and_dropped() {
+        let mut svc = json!({"metadata": {"name": "a"}, "spec": {"type": "NodePort", "ports": [{"port": 80}, {"port": 81, "nodePort": 30005}]}});
+        allocate_node_ports(&mut svc, &[30000]).expect("allocate");
+        assert_eq!(svc["spec"]["ports"][0]["nodePort"], 30001);
+        let mut clash = json!({"metadata": {"name": "b"}, "spec": {"type": "NodePort", "ports": [{"port": 80, "nodePort": 30000}]}});
+        assert_eq!(allocate_node_ports(&mut clash, &[30000]).expect_err("taken").code.as_u16(), 422);
+        let mut out_of_range = json!({"metadata": {"name": "c"}, "spec": {"type": "NodePort", "ports": [{"port": 80, "nodePort": 80}]}});
+        assert!(allocate_node_ports(&mut out_of_range, &[]).is_err());
+        let mut cluster_ip = json!({"metadata": {"name": "d"}, "spec": {"type": "ClusterIP", "ports": [{"port": 80, "nodePort": 30009}]}});
+        allocate_node_ports(&mut cluster_ip, &[]).expect("ok");
+        assert!(cluster_ip["spec"]["ports"][0].get("nodePort").is_none());
+    }
 
     #[test]
     fn dns1123_names() {

@@ -1,0 +1,230 @@
+//! Admission: the defaults the API server fills in and the checks it makes before a write, for
+//! the kinds whose defaults clients rely on (Pods, Services, Deployments).
+
+use serde_json::{Value, json};
+
+use super::status::ApiError;
+
+fn set_default(object: &mut Value, pointer: &str, value: Value) {
+    if object.pointer(pointer).is_none_or(Value::is_null) {
+        let mut parts: Vec<&str> = pointer.trim_start_matches('/').split('/').collect();
+        let Some(last) = parts.pop() else { return };
+        let mut at = &mut *object;
+        for p in parts {
+            if !at.get(p).is_some_and(Value::is_object) {
+                at[p] = json!({});
+            }
+            at = &mut at[p];
+        }
+        at[last] = value;
+    }
+}
+
+fn pull_policy(image: &str) -> &'static str {
+    let tag = image.rsplit('/').next().and_then(|last| last.split_once(':')).map(|(_, t)| t);
+    if image.contains('@') || tag.is_some_and(|t| t != "latest") { "IfNotPresent" } else { "Always" }
+}
+
+/// Pod spec defaults (also for Pod templates).
+fn default_pod_spec(spec: &mut Value) {
+    set_default(spec, "/restartPolicy", json!("Always"));
+    set_default(spec, "/dnsPolicy", json!("ClusterFirst"));
+    set_default(spec, "/terminationGracePeriodSeconds", json!(30));
+    set_default(spec, "/schedulerName", json!("default-scheduler"));
+    set_default(spec, "/securityContext", json!({}));
+    for list in ["containers", "initContainers"] {
+        if let Some(containers) = spec.get_mut(list).and_then(Value::as_array_mut) {
+            for c in containers {
+                let policy = pull_policy(c.get("image").and_then(Value::as_str).unwrap_or(""));
+                set_default(c, "/imagePullPolicy", json!(policy));
+                set_default(c, "/terminationMessagePath", json!("/dev/termination-log"));
+                set_default(c, "/terminationMessagePolicy", json!("File"));
+                if let Some(ports) = c.get_mut("ports").and_then(Value::as_array_mut) {
+                    for p in ports {
+                        set_default(p, "/protocol", json!("TCP"));
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Fills in Kubernetes' defaults for `kind`.
+pub fn default(kind: &str, object: &mut Value) {
+    match kind {
+        "Pod" => {
+            if let Some(spec) = object.get_mut("spec") {
+                default_pod_spec(spec);
+            }
+            set_default(object, "/status/phase", json!("Pending"));
+        }
+        "Service" => {
+            set_default(object, "/spec/type", json!("ClusterIP"));
+            set_default(object, "/spec/sessionAffinity", json!("None"));
+            set_default(object, "/spec/internalTrafficPolicy", json!("Cluster"));
+            set_default(object, "/spec/ipFamilies", json!(["IPv4"]));
+            set_default(object, "/spec/ipFamilyPolicy", json!("SingleStack"));
+            if object.pointer("/spec/sessionAffinity") == Some(&json!("ClientIP")) {
+                set_default(object, "/spec/sessionAffinityConfig/clientIP/timeoutSeconds", json!(10800));
+            }
+            if let Some(ports) = object.pointer_mut("/spec/ports").and_then(Value::as_array_mut) {
+                for p in ports {
+                    set_default(p, "/protocol", json!("TCP"));
+                    let port = p.get("port").cloned().unwrap_or(Value::Null);
+                    set_default(p, "/targetPort", port);
+                }
+            }
+        }
+        "Deployment" => {
+            set_default(object, "/spec/replicas", json!(1));
+            set_default(object, "/spec/revisionHistoryLimit", json!(10));
+            set_default(object, "/spec/progressDeadlineSeconds", json!(600));
+            set_default(object, "/spec/strategy/type", json!("RollingUpdate"));
+            if object.pointer("/spec/strategy/type") == Some(&json!("RollingUpdate")) {
+                set_default(object, "/spec/strategy/rollingUpdate/maxSurge", json!("25%"));
+                set_default(object, "/spec/strategy/rollingUpdate/maxUnavailable", json!("25%"));
+            }
+            if let Some(spec) = object.pointer_mut("/spec/template/spec") {
+                default_pod_spec(spec);
+            }
+        }
+        "ReplicaSet" | "DaemonSet" => {
+            if kind == "ReplicaSet" {
+                set_default(object, "/spec/replicas", json!(1));
+            }
+            if let Some(spec) = object.pointer_mut("/spec/template/spec") {
+                default_pod_spec(spec);
+            }
+        }
+        _ => {}
+    }
+}
+
+/// Checks the defaulted object; every problem becomes a field cause of one 422.
+pub fn validate(kind: &str, name: &str, object: &Value) -> Result<(), ApiError> {
+    let mut causes: Vec<(String, String)> = Vec::new();
+    let port_in_range = |causes: &mut Vec<(String, String)>, field: String, v: Option<&Value>| {
+        if let Some(p) = v.and_then(Value::as_i64)
+            && !(1..=65535).contains(&p)
+        {
+            causes.push((field, format!("Invalid value: {p}: must be between 1 and 65535, inclusive")));
+        }
+    };
+    match kind {
+        "Service" => {
+            for (i, p) in
+                object.pointer("/spec/ports").and_then(Value::as_array).into_iter().flatten().enumerate()
+            {
+                port_in_range(&mut causes, format!("spec.ports[{i}].port"), p.get("port"));
+                if let Some(n) = p.get("nodePort").and_then(Value::as_i64)
+                    && !(1..=65535).contains(&n)
+                {
+                    causes.push((format!("spec.ports[{i}].nodePort"), format!("Invalid value: {n}")));
+                }
+            }
+            let ports = object.pointer("/spec/ports").and_then(Value::as_array).map_or(0, Vec::len);
+            let headless = object.pointer("/spec/clusterIP") == Some(&json!("None"));
+            if ports == 0 && !headless && object.pointer("/spec/type") != Some(&json!("ExternalName")) {
+                causes.push(("spec.ports".into(), "Required value".into()));
+            }
+        }
+        "Pod" => {
+            let containers = object.pointer("/spec/containers").and_then(Value::as_array);
+            if containers.is_none_or(|c| c.is_empty()) {
+                causes.push(("spec.containers".into(), "Required value".into()));
+            }
+            for (i, c) in containers.into_iter().flatten().enumerate() {
+                if c.get("image").and_then(Value::as_str).is_none_or(str::is_empty) {
+                    causes.push((format!("spec.containers[{i}].image"), "Required value".into()));
+                }
+                for (j, p) in c.get("ports").and_then(Value::as_array).into_iter().flatten().enumerate() {
+                    port_in_range(
+                        &mut causes,
+                        format!("spec.containers[{i}].ports[{j}].containerPort"),
+                        p.get("containerPort"),
+                    );
+                }
+            }
+        }
+        "Deployment" | "ReplicaSet" | "DaemonSet" => {
+            let selector = object.pointer("/spec/selector/matchLabels").and_then(Value::as_object);
+            let labels = object.pointer("/spec/template/metadata/labels").and_then(Value::as_object);
+            match selector {
+                None => causes.push(("spec.selector".into(), "Required value".into())),
+                Some(sel) => {
+                    let matches = sel.iter().all(|(k, v)| labels.and_then(|l| l.get(k)) == Some(v));
+                    if !matches {
+                        causes.push((
+                            "spec.template.metadata.labels".into(),
+                            "Invalid value: `selector` does not match template `labels`".into(),
+                        ));
+                    }
+                }
+            }
+            if object.pointer("/spec/replicas").and_then(Value::as_i64).is_some_and(|r| r < 0) {
+                causes.push((
+                    "spec.replicas".into(),
+                    "Invalid value: must be greater than or equal to 0".into(),
+                ));
+            }
+        }
+        _ => {}
+    }
+    if causes.is_empty() { Ok(()) } else { Err(ApiError::invalid(kind, name, causes)) }
+}
+
+/// Fields that may not change once set.
+pub fn immutable(kind: &str, name: &str, old: &Value, new: &Value) -> Result<(), ApiError> {
+    let fields: &[&str] = match kind {
+        "Service" => &["/spec/clusterIP"],
+        "Deployment" | "ReplicaSet" | "DaemonSet" => &["/spec/selector"],
+        "Pod" => &["/spec/nodeName"],
+        _ => &[],
+    };
+    let mut causes = Vec::new();
+    for f in fields {
+        let (before, after) = (old.pointer(f), new.pointer(f));
+        // Setting a field that was unset is allowed (a Pod's binding sets nodeName).
+        if before.is_some_and(|b| !b.is_null()) && before != after {
+            causes.push((
+                f.trim_start_matches('/').replace('/', "."),
+                "Invalid value: field is immutable".to_owned(),
+            ));
+        }
+    }
+    if causes.is_empty() { Ok(()) } else { Err(ApiError::invalid(kind, name, causes)) }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pod_and_service_defaults() {
+        let mut pod = json!({"spec": {"containers": [{"name": "a", "image": "nginx"}, {"name": "b", "image": "reg/app:1.2", "ports": [{"containerPort": 80}]}]}});
+        default("Pod", &mut pod);
+        assert_eq!(pod["spec"]["restartPolicy"], "Always");
+        assert_eq!(pod["spec"]["terminationGracePeriodSeconds"], 30);
+        assert_eq!(pod["spec"]["containers"][0]["imagePullPolicy"], "Always");
+        assert_eq!(pod["spec"]["containers"][1]["imagePullPolicy"], "IfNotPresent");
+        assert_eq!(pod["spec"]["containers"][1]["ports"][0]["protocol"], "TCP");
+        let mut svc = json!({"spec": {"sessionAffinity": "ClientIP", "ports": [{"port": 80}]}});
+        default("Service", &mut svc);
+        assert_eq!(svc["spec"]["type"], "ClusterIP");
+        assert_eq!(svc["spec"]["ports"][0]["targetPort"], 80);
+        assert_eq!(svc["spec"]["sessionAffinityConfig"]["clientIP"]["timeoutSeconds"], 10800);
+    }
+
+    #[test]
+    fn validation_collects_every_cause() {
+        let svc = json!({"spec": {"ports": [{"port": 0}, {"port": 70000}]}});
+        let err = validate("Service", "s", &svc).expect_err("invalid");
+        assert_eq!(err.code.as_u16(), 422);
+        assert_eq!(err.details.as_ref().and_then(|d| d["causes"].as_array()).map(Vec::len), Some(2));
+        let deploy = json!({"spec": {"selector": {"matchLabels": {"app": "a"}}, "template": {"metadata": {"labels": {"app": "b"}}}}});
+        assert!(validate("Deployment", "d", &deploy).is_err());
+        let old = json!({"spec": {"selector": {"matchLabels": {"app": "a"}}}});
+        let new = json!({"spec": {"selector": {"matchLabels": {"app": "b"}}}});
+        assert!(immutable("Deployment", "d", &old, &new).is_err());
+    }
+}
