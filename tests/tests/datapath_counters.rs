@@ -132,3 +132,17 @@ fn counters_survive_a_reload_through_the_pinned_map() {
     assert_eq!(reloaded.counters().expect("read").get(Hook::Xdp).packets, DATAGRAMS as u64);
     assert!(pins.path().join(skiff_common::names::MAP_COUNTERS).exists(), "counters map not pinned");
 }
+
+#[test]
+fn a_pinned_map_of_another_size_is_refused_not_silently_reused() {
+    let pins = PinDir::new("resize").expect("pin dir");
+    let config = |max_services| DatapathConfig {
+        pin_dir: pins.path().to_owned(),
+        log_level: LogLevel::Off,
+        lb: skiff_agent::datapath::LbCapacity { max_services, ..Default::default() },
+    };
+    drop(Datapath::load(&config(64)).expect("first load"));
+    let err = Datapath::load(&config(128)).expect_err("a resized pinned map was reused");
+    assert!(err.to_string().contains("pinned with"), "{err}");
+    Datapath::load(&config(64)).expect("the original size still loads");
+}

@@ -183,6 +183,22 @@ fn ack_packet() -> Frame {
     f
 }
 
+/// The RST the datapath answers `ack_packet()` with, from `frontend`: the segment carried ACK
+/// 5001, so the reset takes seq 5001 and no ACK (RFC 793).
+fn reset_of_ack_from(frontend: SocketAddrV4) -> Vec<u8> {
+    let mut rst = Frame::tcp(frontend, CLIENT, TCP_RST);
+    rst.src_mac = ack_packet().dst_mac;
+    rst.dst_mac = ack_packet().src_mac;
+    rst.id = 0;
+    rst.frag = 0;
+    if let L4::Tcp { seq, ack, window, .. } = &mut rst.l4 {
+        *seq = 5001;
+        *ack = 0;
+        *window = 0;
+    }
+    rst.bytes()
+}
+
 fn udp_query() -> Frame {
     Frame::udp(CLIENT, DNS, b"\x12\x34 query")
 }
@@ -438,20 +454,7 @@ fixtures! {
         },
         input: |_| ack_packet().bytes(),
         verdict: TC_ACT_REDIRECT,
-        output: |_| {
-            // The segment carried ACK 5001, so the reset takes seq 5001 and no ACK (RFC 793).
-            let mut rst = Frame::tcp(WEB, CLIENT, TCP_RST);
-            rst.src_mac = ack_packet().dst_mac;
-            rst.dst_mac = ack_packet().src_mac;
-            rst.id = 0;
-            rst.frag = 0;
-            if let L4::Tcp { seq, ack, window, .. } = &mut rst.l4 {
-                *seq = 5001;
-                *ack = 0;
-                *window = 0;
-            }
-            Some(rst.bytes())
-        },
+        output: |_| Some(reset_of_ack_from(WEB)),
         counts: Some(DropReason::BackendGone),
     };
     udp_flow_whose_backend_was_removed_moves_to_a_live_one: Fixture {
@@ -532,5 +535,32 @@ fixtures! {
             Some(Frame::tcp(CLIENT, RANDOM, TCP_SYN).with_dst(addr).bytes())
         },
         counts: None,
+    };
+    a_finished_flows_reverse_entry_does_not_rewrite_a_direct_connection: Fixture {
+        description: "after a ClusterIP flow ends, a direct backend → client packet on the same tuple passes unchanged",
+        setup: |env| {
+            send_syn(env);
+            // The flow is over (its forward entry expired); the reverse entry lingers.
+            let flows = env.dp.lb().conntrack();
+            let (key, _) = flows.first().expect("the flow");
+            env.dp.lb().remove_flow(key).expect("forget the flow");
+            assert!(!env.dp.lb().reverse_nat().is_empty(), "the reverse entry should linger for this fixture");
+        },
+        input: |env| Frame::tcp(memo(env), CLIENT, TCP_SYN | TCP_ACK).bytes(),
+        verdict: TC_ACT_OK,
+        output: unchanged,
+        counts: None,
+    };
+    an_established_connection_to_a_frontend_without_endpoints_is_reset: Fixture {
+        description: "a mid-connection segment to a frontend whose last endpoint left gets a RST, not an ICMP soft error",
+        setup: nothing,
+        input: |_| {
+            let mut f = ack_packet();
+            f = f.with_dst(EMPTY);
+            f.bytes()
+        },
+        verdict: TC_ACT_REDIRECT,
+        output: |_| Some(reset_of_ack_from(EMPTY)),
+        counts: Some(DropReason::NoEndpoints),
     };
 }

@@ -44,6 +44,11 @@ pub enum DatapathError {
     MaglevRow { row: u32, len: usize, rows: u32, m: u32 },
     #[error("mapping the Maglev table")]
     Mmap(#[source] std::io::Error),
+    #[error(
+        "{path} is pinned with {pinned} entries but {wanted} are configured: remove it (established \
+         flows are reset) or go back to the old setting"
+    )]
+    PinnedSize { path: PathBuf, pinned: u32, wanted: u32 },
     #[error("invalid datapath configuration: {0}")]
     Config(&'static str),
     #[error("test run of {name}")]

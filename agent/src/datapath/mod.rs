@@ -162,6 +162,24 @@ impl Datapath {
             .checked_mul(cap.config.maglev_m)
             .ok_or(DatapathError::Config("max services × Maglev size overflows"))?;
         bpffs::ensure_dir(&config.pin_dir)?;
+        // aya reuses a pinned map whatever its size; a map pinned by an agent with other
+        // capacities would be silently wrong (a Maglev table of the wrong M), so refuse clearly.
+        for (name, wanted) in [
+            (names::MAP_SERVICES, cap.max_services),
+            (names::MAP_BACKENDS, cap.max_backends),
+            (names::MAP_MAGLEV, maglev_entries),
+            (names::MAP_CT, cap.max_ct),
+            (names::MAP_RNAT, cap.max_ct),
+            (names::MAP_AFFINITY, cap.max_affinity),
+            (names::MAP_FRAGS, cap.max_frags),
+        ] {
+            let pin = config.pin_dir.join(name);
+            if let Ok(info) = aya::maps::MapInfo::from_pin(&pin)
+                && info.max_entries() != wanted
+            {
+                return Err(DatapathError::PinnedSize { path: pin, pinned: info.max_entries(), wanted });
+            }
+        }
         let level = config.log_level.as_u8();
         let mut ebpf = EbpfLoader::new()
             .default_map_pin_directory(&config.pin_dir)

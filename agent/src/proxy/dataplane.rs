@@ -2,7 +2,7 @@
 //! a packet to a backend that is not in the maps yet or no longer in them.
 
 use std::{
-    collections::{BTreeSet, HashMap, HashSet, hash_map::Entry},
+    collections::{BTreeSet, HashMap, HashSet, VecDeque, hash_map::Entry},
     net::Ipv4Addr,
 };
 
@@ -71,6 +71,10 @@ pub trait MapStore {
     fn set_maglev_row(&mut self, row: u32, ids: &[u32]) -> Result<(), DatapathError>;
     /// Ends the flows of frontend `key` (Maglev row `row`) that go to `backend_id`.
     fn purge_flows(&mut self, key: &ServiceKey, row: u32, backend_id: u32) -> Result<usize, DatapathError>;
+    /// Ends every flow that goes to `backend_id` (it is leaving the maps; its id will be reused).
+    fn purge_backend(&mut self, backend_id: u32) -> Result<usize, DatapathError>;
+    /// Ends every flow and affinity of Maglev row `row` (its frontend is gone; the row will be reused).
+    fn purge_row(&mut self, row: u32) -> Result<usize, DatapathError>;
     fn maglev_m(&self) -> u32;
     /// Maglev rows available (the frontend capacity).
     fn rows(&self) -> u32;
@@ -100,6 +104,12 @@ impl MapStore for LbMaps {
     }
     fn purge_flows(&mut self, key: &ServiceKey, row: u32, backend_id: u32) -> Result<usize, DatapathError> {
         LbMaps::purge_frontend_flows(self, key, row, backend_id)
+    }
+    fn purge_backend(&mut self, backend_id: u32) -> Result<usize, DatapathError> {
+        LbMaps::purge_where(self, |f| f.backend == backend_id)
+    }
+    fn purge_row(&mut self, row: u32) -> Result<usize, DatapathError> {
+        LbMaps::purge_where(self, |f| f.row == Some(row))
     }
     fn maglev_m(&self) -> u32 {
         LbMaps::maglev_m(self)
@@ -138,10 +148,12 @@ struct BackendSlot {
 pub struct LbDataplane<S> {
     store: S,
     applied: HashMap<FrontendKey, (u32, Frontend)>,
-    free_rows: Vec<u32>,
+    /// Freed rows and ids are reused oldest first, so stale state naming them has had the most
+    /// time to age out (and is purged on release anyway).
+    free_rows: VecDeque<u32>,
     next_row: u32,
     backends: HashMap<BackendAddr, BackendSlot>,
-    free_ids: Vec<u32>,
+    free_ids: VecDeque<u32>,
     next_id: u32,
     vips: HashMap<Ipv4Addr, usize>,
     /// Frontends found in the maps at start and not claimed yet, with their rows.
@@ -155,10 +167,10 @@ impl<S: MapStore> LbDataplane<S> {
         Self {
             store,
             applied: HashMap::new(),
-            free_rows: Vec::new(),
+            free_rows: VecDeque::new(),
             next_row: 0,
             backends: HashMap::new(),
-            free_ids: Vec::new(),
+            free_ids: VecDeque::new(),
             // Backend id 0 is never used, so an all-zero Maglev row can never look valid.
             next_id: 1,
             vips: HashMap::new(),
@@ -223,7 +235,7 @@ impl<S: MapStore> LbDataplane<S> {
         if let Some(row) = self.adopted_rows.remove(key) {
             return Ok(row);
         }
-        if let Some(row) = self.free_rows.pop() {
+        if let Some(row) = self.free_rows.pop_front() {
             return Ok(row);
         }
         if self.next_row >= self.store.rows() {
@@ -246,7 +258,7 @@ impl<S: MapStore> LbDataplane<S> {
             let capacity = self.store.max_backends();
             return Err(DataplaneError::Full { what: "the backend table", capacity, key: addr.to_string() });
         }
-        let id = match self.free_ids.pop() {
+        let id = match self.free_ids.pop_front() {
             Some(id) => id,
             None => {
                 self.next_id += 1;
@@ -260,7 +272,7 @@ impl<S: MapStore> LbDataplane<S> {
             flags: 0,
         };
         if let Err(err) = self.store.set_backend(id, backend) {
-            self.free_ids.push(id);
+            self.free_ids.push_back(id);
             return Err(err.into());
         }
         self.backends.insert(addr, BackendSlot { id, refs: 1 });
@@ -273,7 +285,8 @@ impl<S: MapStore> LbDataplane<S> {
         if slot.get().refs == 0 {
             let id = slot.remove().id;
             self.store.remove_backend(id)?;
-            self.free_ids.push(id);
+            self.store.purge_backend(id)?;
+            self.free_ids.push_back(id);
         }
         Ok(())
     }
@@ -372,7 +385,8 @@ impl<S: MapStore> Dataplane for LbDataplane<S> {
             self.release_backend(addr)?;
         }
         self.release_vip(key.vip)?;
-        self.free_rows.push(row);
+        self.store.purge_row(row)?;
+        self.free_rows.push_back(row);
         Ok(())
     }
 
@@ -388,7 +402,8 @@ impl<S: MapStore> Dataplane for LbDataplane<S> {
         for (key, row) in std::mem::take(&mut self.adopted_rows) {
             tracing::info!(frontend = %key, "removing a frontend no Service claims any more");
             self.store.remove_service(&service_key(&key))?;
-            self.free_rows.push(row);
+            self.store.purge_row(row)?;
+            self.free_rows.push_back(row);
         }
         for vip in std::mem::take(&mut self.adopted_vips) {
             self.vips.remove(&vip);
@@ -399,7 +414,8 @@ impl<S: MapStore> Dataplane for LbDataplane<S> {
         for (addr, id) in unclaimed {
             self.backends.remove(&addr);
             self.store.remove_backend(id)?;
-            self.free_ids.push(id);
+            self.store.purge_backend(id)?;
+            self.free_ids.push_back(id);
         }
         Ok(())
     }

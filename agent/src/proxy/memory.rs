@@ -143,6 +143,12 @@ impl MapStore for MemoryMaps {
         self.purges.push((*key, row, backend_id));
         Ok(0)
     }
+    fn purge_backend(&mut self, _backend_id: u32) -> Result<usize, DatapathError> {
+        Ok(0)
+    }
+    fn purge_row(&mut self, _row: u32) -> Result<usize, DatapathError> {
+        Ok(0)
+    }
     fn maglev_m(&self) -> u32 {
         self.m
     }

@@ -122,6 +122,16 @@ pub fn validate(kind: &str, name: &str, object: &Value) -> Result<(), ApiError> 
                     causes.push((format!("spec.ports[{i}].nodePort"), format!("Invalid value: {n}")));
                 }
             }
+            let (ip, ips) = (
+                object.pointer("/spec/clusterIP"),
+                object.pointer("/spec/clusterIPs").and_then(Value::as_array),
+            );
+            if let (Some(ip), Some(ips)) = (ip, ips)
+                && ips.first() != Some(ip)
+            {
+                causes
+                    .push(("spec.clusterIPs".into(), "Invalid value: must hold spec.clusterIP first".into()));
+            }
             let ports = object.pointer("/spec/ports").and_then(Value::as_array).map_or(0, Vec::len);
             let headless = object.pointer("/spec/clusterIP") == Some(&json!("None"));
             if ports == 0 && !headless && object.pointer("/spec/type") != Some(&json!("ExternalName")) {
@@ -176,7 +186,7 @@ pub fn validate(kind: &str, name: &str, object: &Value) -> Result<(), ApiError> 
 /// Fields that may not change once set.
 pub fn immutable(kind: &str, name: &str, old: &Value, new: &Value) -> Result<(), ApiError> {
     let fields: &[&str] = match kind {
-        "Service" => &["/spec/clusterIP"],
+        "Service" => &["/spec/clusterIP", "/spec/clusterIPs"],
         "Deployment" | "ReplicaSet" | "DaemonSet" => &["/spec/selector"],
         "Pod" => &["/spec/nodeName"],
         _ => &[],

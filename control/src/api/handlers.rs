@@ -379,6 +379,9 @@ async fn write_existing<S: Store>(
     let old: Value = serde_json::from_slice(&current.value).map_err(|e| ApiError::internal(e.to_string()))?;
     let mut value = make(&old)?;
     merge_update(r, &old, &mut value, target.subresource.as_deref() == Some("status"))?;
+    if r.kind == "Service" {
+        objects::carry_allocations(&old, &mut value);
+    }
     let warnings = check_object(r, &value, validation)?;
     admission::default(r.kind, &mut value);
     admission::validate(r.kind, name, &value)?;
@@ -438,6 +441,9 @@ pub async fn patch<S: Store>(
         _ => serde_json::from_slice(body)
             .map_err(|e| ApiError::bad_request(format!("the patch is not valid JSON: {e}")))?,
     };
+    if kind == PatchType::Apply && !patch.is_object() {
+        return Err(ApiError::bad_request("an apply configuration must be an object"));
+    }
     let manager = params.get("fieldManager").filter(|m| !m.is_empty());
     if kind == PatchType::Apply {
         let manager =

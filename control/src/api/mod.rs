@@ -151,6 +151,13 @@ async fn route<S: Store + Clone>(
         return Err(ApiError::no_such_path(path));
     }
     let watching = params.flag("watch");
+    // A namespaced object is always addressed in its namespace; only collections span them all.
+    if target.resource.namespaced
+        && target.namespace.is_none()
+        && (target.name.is_some() || method == Method::POST)
+    {
+        return Err(ApiError::no_such_path(path));
+    }
     match (method, target.name.as_deref()) {
         (&Method::GET, _) if watching => watch::watch(server, &target, req),
         (&Method::GET, Some(name)) if target.subresource.as_deref() == Some("scale") => {

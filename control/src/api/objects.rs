@@ -292,6 +292,32 @@ pub fn allocate_cluster_ip(
     Ok(())
 }
 
+/// An update that leaves out the ClusterIP(s) or a port's node port keeps the allocated ones, as
+/// the API server does; changing them is refused by admission (immutable) or re-checked.
+pub fn carry_allocations(old: &Value, new: &mut Value) {
+    for field in ["clusterIP", "clusterIPs"] {
+        let missing = new.pointer(&format!("/spec/{field}")).is_none_or(|v| v.is_null() || v == "");
+        if missing && let Some(v) = old.pointer(&format!("/spec/{field}")) {
+            new["spec"][field] = v.clone();
+        }
+    }
+    let old_ports = old.pointer("/spec/ports").and_then(Value::as_array).cloned().unwrap_or_default();
+    if let Some(ports) = new.pointer_mut("/spec/ports").and_then(Value::as_array_mut) {
+        for p in ports {
+            if p.get("nodePort").is_some() {
+                continue;
+            }
+            let same = |o: &&Value| {
+                o.get("port") == p.get("port")
+                    && o.get("protocol").or(Some(&json!("TCP"))) == p.get("protocol").or(Some(&json!("TCP")))
+            };
+            if let Some(n) = old_ports.iter().find(same).and_then(|o| o.get("nodePort")) {
+                p["nodePort"] = n.clone();
+            }
+        }
+    }
+}
+
 /// The default `--service-node-port-range`.
 pub const NODE_PORTS: std::ops::RangeInclusive<u16> = 30000..=32767;
 

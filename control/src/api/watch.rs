@@ -106,19 +106,23 @@ pub fn watch<S: Store + Clone>(
     let kind = target.resource.kind;
     let api_version = target.resource.api_version();
 
+    // The state's flag ends the stream after an ERROR event.
     let events = futures::stream::unfold(
-        (stream, tokio::time::interval(BOOKMARK_EVERY)),
-        move |(mut stream, mut tick)| {
+        (stream, tokio::time::interval(BOOKMARK_EVERY), false),
+        move |(mut stream, mut tick, ended)| {
             let (labels, fields, api_version, shape) =
                 (labels.clone(), fields.clone(), api_version.clone(), shape.clone());
             async move {
+                if ended {
+                    return None;
+                }
                 loop {
                     let next = tokio::select! {
                         event = stream.next() => event,
                         _ = tick.tick(), if bookmarks => {
                             let rv = stream.last_revision().to_string();
                             let bookmark = json!({"kind": kind, "apiVersion": api_version, "metadata": {"resourceVersion": rv}});
-                            return Some((line("BOOKMARK", &bookmark), (stream, tick)));
+                            return Some((line("BOOKMARK", &bookmark), (stream, tick, false)));
                         }
                     };
                     match next? {
@@ -142,12 +146,12 @@ pub fn watch<S: Store + Clone>(
                                 (EventKind::Put, true, false) => "DELETED",
                                 (EventKind::Put, ..) => continue,
                             };
-                            return Some((line(kind, &shape(value)), (stream, tick)));
+                            return Some((line(kind, &shape(value)), (stream, tick, false)));
                         }
                         Err(StoreError::Compacted { requested, .. }) => {
                             let status =
                                 ApiError::gone(format!("too old resource version: {requested}")).status();
-                            return Some((line("ERROR", &status), (stream, tick)));
+                            return Some((line("ERROR", &status), (stream, tick, true)));
                         }
                         Err(_) => return None,
                     }

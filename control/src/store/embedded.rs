@@ -88,7 +88,8 @@ impl EmbeddedStore {
     }
 
     /// Stops the writer after the writes already queued and closes the database file, so it can
-    /// be opened again. Pending `create`/`update`/`delete` calls on other clones fail `Closed`.
+    /// be opened again. Call it on the last clone: while another clone lives, the writer (and so
+    /// this call) waits for it.
     pub fn close(self) {
         let Self { writes, writer, .. } = self;
         drop(writes);

@@ -81,7 +81,12 @@ impl WatchStream {
                     self.last = event.revision;
                     return Some(Ok(event));
                 }
-                Ok(_) => continue,
+                // Events elsewhere still move this watch's revision on, so a bookmark (and a resume
+                // from it) does not fall behind on a quiet prefix.
+                Ok(event) => {
+                    self.last = self.last.max(event.revision);
+                    continue;
+                }
                 Err(broadcast::error::RecvError::Lagged(_)) => {
                     return Some(Err(StoreError::Compacted { requested: self.last, oldest: self.last + 1 }));
                 }

@@ -17,6 +17,15 @@ pub use table::MaglevTable;
 
 use super::DatapathError;
 
+/// What a purge can match an entry on: the frontend's Maglev row (conntrack, affinity), the
+/// backend id, and the frontend address (conntrack, reverse NAT; network order and protocol).
+#[derive(Debug, Clone, Copy)]
+pub struct FlowRef {
+    pub row: Option<u32>,
+    pub backend: u32,
+    pub frontend: Option<(u32, u16, u8)>,
+}
+
 /// The load balancer's maps, taken out of the loaded object (the programs keep their own
 /// references, so this is the agent's handle on the live state).
 pub struct LbMaps {
@@ -143,11 +152,31 @@ impl LbMaps {
         row: u32,
         backend_id: u32,
     ) -> Result<usize, DatapathError> {
+        let frontend = (key.addr_be, key.port_be, key.proto);
+        self.purge_where(|f| {
+            f.backend == backend_id
+                && match (f.row, f.frontend) {
+                    (Some(r), _) => r == row,
+                    (None, Some(fe)) => fe == frontend,
+                    (None, None) => false,
+                }
+        })
+    }
+
+    /// Ends every conntrack, reverse-NAT and affinity entry `matches` accepts. Returns the forward
+    /// entries removed.
+    pub fn purge_where(&mut self, matches: impl Fn(&FlowRef) -> bool) -> Result<usize, DatapathError> {
         let ct: Vec<CtKey> = self
             .ct
             .iter()
             .filter_map(Result::ok)
-            .filter(|(_, v)| v.backend_id == backend_id && v.svc_id == row)
+            .filter(|(k, v)| {
+                matches(&FlowRef {
+                    row: Some(v.svc_id),
+                    backend: v.backend_id,
+                    frontend: Some((k.daddr_be, k.dport_be, k.proto)),
+                })
+            })
             .map(|(k, _)| k)
             .collect();
         for k in &ct {
@@ -158,10 +187,11 @@ impl LbMaps {
             .iter()
             .filter_map(Result::ok)
             .filter(|(k, v)| {
-                v.backend_id == backend_id
-                    && v.vip_be == key.addr_be
-                    && v.vport_be == key.port_be
-                    && k.proto == key.proto
+                matches(&FlowRef {
+                    row: None,
+                    backend: v.backend_id,
+                    frontend: Some((v.vip_be, v.vport_be, k.proto)),
+                })
             })
             .map(|(k, _)| k)
             .collect();
@@ -172,13 +202,18 @@ impl LbMaps {
             .affinity
             .iter()
             .filter_map(Result::ok)
-            .filter(|(k, v)| v.backend_id == backend_id && k.svc_id == row)
+            .filter(|(k, v)| matches(&FlowRef { row: Some(k.svc_id), backend: v.backend_id, frontend: None }))
             .map(|(k, _)| k)
             .collect();
         for k in &affinity {
             ignore_missing(self.affinity.remove(k)).map_err(map_err(names::MAP_AFFINITY))?;
         }
         Ok(ct.len())
+    }
+
+    /// Forgets one flow's forward entry (as its expiry or an LRU eviction would).
+    pub fn remove_flow(&mut self, key: &CtKey) -> Result<(), DatapathError> {
+        ignore_missing(self.ct.remove(key)).map_err(map_err(names::MAP_CT))
     }
 
     /// Forward conntrack entries (for inspection and tests).

@@ -7,7 +7,7 @@ use aya_ebpf::{bindings::TC_ACT_OK, programs::TcContext};
 use skiff_common::lb::{CtKey, proto};
 
 use super::{
-    LbError,
+    LbError, ct,
     maps::SKIFF_RNAT,
     nat::{self, End},
     packet::{self, IP_CSUM, IP_DADDR, IP_SADDR, Ipv4, csum_update16, csum_update32},
@@ -44,6 +44,10 @@ pub fn translate_error(ctx: &TcContext, ip: &Ipv4) -> Result<i32, LbError> {
     };
     // SAFETY: plain-data value copied out of the map at once.
     let Some(rev) = (unsafe { SKIFF_RNAT.get(key).copied() }) else { return Ok(TC_ACT_OK) };
+    // SAFETY: helper without arguments.
+    if !ct::reverse_is_current(&key, &rev, unsafe { aya_ebpf::helpers::bpf_ktime_get_ns() }) {
+        return Ok(TC_ACT_OK);
+    }
     let client = if rev.client_be != 0 { rev.client_be } else { inner.saddr_be };
 
     // Inner header: destination back to the frontend, source back to the client (hairpin).

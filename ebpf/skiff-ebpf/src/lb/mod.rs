@@ -94,7 +94,11 @@ fn flow(ctx: &TcContext, ip: &Ipv4) -> Result<i32, LbError> {
     let now = unsafe { bpf_ktime_get_ns() };
 
     if let Some(rev) = unsafe { SKIFF_RNAT.get(tuple).copied() } {
-        return reply(ctx, ip, &tuple, rev, now);
+        if ct::reverse_is_current(&tuple, &rev, now) {
+            return reply(ctx, ip, &tuple, rev, now);
+        }
+        // Left over from a finished flow: this packet is not a reply of it.
+        let _ = SKIFF_RNAT.remove(tuple);
     }
     let Some(svc) = (unsafe { SKIFF_SVC.get(ServiceKey::new(ip.daddr_be, dport, ip.proto)).copied() }) else {
         return if is_vip(ip.daddr_be) {
@@ -128,24 +132,21 @@ fn forward(
                 let _ = SKIFF_CT.remove(tuple);
                 return reject::tcp_reset(ctx, ip, DropReason::BackendGone);
             }
+            None if svc.backend_count == 0 => return no_endpoints(ctx, ip, svc, tcp_flags),
             None => {
                 let (id, b) = select::select(svc, tuple, now)?;
                 (id, b, CtForward::default(), true)
             }
         },
+        None if svc.backend_count == 0 => return no_endpoints(ctx, ip, svc, tcp_flags),
         None => {
-            if svc.backend_count == 0 {
-                let reason = if svc.flags & SVC_F_LOCAL != 0 {
-                    DropReason::NoLocalEndpoints
-                } else {
-                    DropReason::NoEndpoints
-                };
-                return reject::port_unreachable(ctx, ip, reason);
-            }
             let (id, b) = select::select(svc, tuple, now)?;
             (id, b, CtForward::default(), true)
         }
     };
+    if ct::is_fresh_syn(tcp_flags) {
+        entry.flags = 0;
+    }
 
     let hairpin = backend.addr_be == ip.saddr_be;
     let new_saddr = if hairpin { config().hairpin_addr_be } else { ip.saddr_be };
@@ -185,6 +186,19 @@ fn forward(
         remember_fragment(ip, new_saddr, backend.addr_be);
     }
     Ok(TC_ACT_OK)
+}
+
+/// A frontend with no usable endpoint. A new connection (or a datagram) gets ICMP port
+/// unreachable; a segment of an established TCP connection gets a RST, because ICMP is only a
+/// soft error to an established socket and it would hang until its retransmissions run out.
+#[inline(always)]
+fn no_endpoints(ctx: &TcContext, ip: &Ipv4, svc: &ServiceValue, tcp_flags: u8) -> Result<i32, LbError> {
+    let reason =
+        if svc.flags & SVC_F_LOCAL != 0 { DropReason::NoLocalEndpoints } else { DropReason::NoEndpoints };
+    if ip.proto == proto::TCP && tcp_flags & packet::TCP_SYN == 0 {
+        return reject::tcp_reset(ctx, ip, reason);
+    }
+    reject::port_unreachable(ctx, ip, reason)
 }
 
 /// Backend → client: the source becomes the frontend again (and a hairpin flow's destination the
