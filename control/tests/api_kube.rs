@@ -444,3 +444,63 @@ fn admission_defaults_validates_and_allocates_node_ports() {
         services.create(&PostParams::default(), &node_port("b", Some(allocated as u16))).await.expect("the port is free again after the delete");
     });
 }
+
+#[test]
+fn pods_are_bound_once_and_evicted() {
+    use k8s_openapi::api::core::v1::Pod;
+    common::runtime().block_on(async {
+        let server = common::start(100).await;
+        let pods: Api<Pod> = Api::namespaced(server.client.clone(), "default");
+        let pod: Pod = serde_json::from_value(json!({"metadata": {"name": "p"}, "spec": {"containers": [{"name": "c", "image": "app:1"}]}})).expect("pod");
+        pods.create(&PostParams::default(), &pod).await.expect("create");
+        let bind = |node: &str| {
+            let body = serde_json::to_vec(&json!({"apiVersion": "v1", "kind": "Binding", "metadata": {"name": "p"}, "target": {"kind": "Node", "name": node}})).expect("json");
+            http::Request::post("/api/v1/namespaces/default/pods/p/binding").header("content-type", "application/json").body(body).expect("request")
+        };
+        server.client.request_text(bind("node-1")).await.expect("bind");
+        let bound = pods.get("p").await.expect("get");
+        assert_eq!(bound.spec.and_then(|s| s.node_name).as_deref(), Some("node-1"));
+        assert_eq!(api_error(server.client.request_text(bind("node-2")).await).0, 409, "bound twice");
+
+        let evict = http::Request::post("/api/v1/namespaces/default/pods/p/eviction")
+            .header("content-type", "application/json")
+            .body(serde_json::to_vec(&json!({"apiVersion": "policy/v1", "kind": "Eviction", "metadata": {"name": "p"}})).expect("json"))
+            .expect("request");
+        server.client.request_text(evict).await.expect("evict");
+        // Eviction is a graceful delete: the bound pod is now terminating on its node.
+        let evicted = pods.get("p").await.expect("terminating pod");
+        assert!(evicted.metadata.deletion_timestamp.is_some(), "eviction did not start the deletion");
+    });
+}
+
+#[test]
+fn deletion_honours_finalizers_pod_grace_and_preconditions() {
+    use k8s_openapi::api::core::v1::Pod;
+    use kube::api::{Patch, PatchParams, Preconditions};
+    common::runtime().block_on(async {
+        let server = common::start(100).await;
+        let cms: Api<ConfigMap> = Api::namespaced(server.client.clone(), "default");
+        let kept: ConfigMap = serde_json::from_value(json!({"metadata": {"name": "kept", "finalizers": ["example.com/hold"]}})).expect("cm");
+        cms.create(&PostParams::default(), &kept).await.expect("create");
+        cms.delete("kept", &DeleteParams::default()).await.expect("delete");
+        let marked = cms.get("kept").await.expect("still there while a finalizer holds it");
+        assert!(marked.metadata.deletion_timestamp.is_some());
+        cms.patch("kept", &PatchParams::default(), &Patch::Merge(json!({"metadata": {"finalizers": null}}))).await.expect("drop the finalizer");
+        assert!(cms.get_opt("kept").await.expect("get").is_none(), "removing the last finalizer completes the deletion");
+
+        let plain: ConfigMap = serde_json::from_value(json!({"metadata": {"name": "plain"}})).expect("cm");
+        cms.create(&PostParams::default(), &plain).await.expect("create");
+        let wrong = DeleteParams { preconditions: Some(Preconditions { uid: Some("not-its-uid".into()), resource_version: None }), ..Default::default() };
+        assert_eq!(api_error(cms.delete("plain", &wrong).await).0, 409);
+        assert!(cms.get_opt("plain").await.expect("get").is_some(), "a failed precondition deleted the object");
+
+        let pods: Api<Pod> = Api::namespaced(server.client.clone(), "default");
+        let pod: Pod = serde_json::from_value(json!({"metadata": {"name": "p"}, "spec": {"nodeName": "node-1", "containers": [{"name": "c", "image": "app:1"}]}})).expect("pod");
+        pods.create(&PostParams::default(), &pod).await.expect("create");
+        pods.delete("p", &DeleteParams::default()).await.expect("graceful delete");
+        let terminating = pods.get("p").await.expect("a bound pod stays while its node stops it");
+        assert_eq!(terminating.metadata.deletion_grace_period_seconds, Some(30));
+        pods.delete("p", &DeleteParams { grace_period_seconds: Some(0), ..Default::default() }).await.expect("final delete");
+        assert!(pods.get_opt("p").await.expect("get").is_none());
+    });
+}

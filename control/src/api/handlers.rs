@@ -9,7 +9,7 @@ use axum::{
 use serde_json::{Value, json};
 
 use super::{
-    ApiServer, Params, Request, admission,
+    ApiServer, Params, Request, admission, deletion,
     objects::{self, FieldValidation, allocate_cluster_ip, check_object, merge_update, prepare_create},
     patch::{PatchType, json_patch, merge, strategic},
     path::Target,
@@ -395,9 +395,18 @@ async fn write_existing<S: Store>(
     if let Some(o) = value.get_mut("metadata").and_then(Value::as_object_mut) {
         o.remove("resourceVersion");
     }
+    let expected = Some(expected.unwrap_or(current.mod_revision));
+    // Removing the last finalizer of an object being deleted completes the deletion.
+    if value.pointer("/metadata/deletionTimestamp").is_some()
+        && deletion::finalizers(&value).is_empty()
+        && !deletion::grace_pending(&value)
+    {
+        let gone = server.store.delete(&key, expected).await.map_err(|e| store_error(e, r.plural, name))?;
+        return Ok((gone, warnings));
+    }
     let stored = server
         .store
-        .update(&key, to_bytes(&value)?, Some(expected.unwrap_or(current.mod_revision)))
+        .update(&key, to_bytes(&value)?, expected)
         .await
         .map_err(|e| store_error(e, r.plural, name))?;
     Ok((stored, warnings))
@@ -504,15 +513,37 @@ pub fn get_scale<S: Store>(server: &ApiServer<S>, target: &Target, name: &str) -
     Ok(json(StatusCode::OK, scale::view(&render(&object)?)))
 }
 
+/// DELETE: immediate, or — for an object with finalizers, or a bound Pod given a grace period —
+/// marked with a deletionTimestamp and kept until the finalizers are gone or the node's agent
+/// deletes it with grace 0.
 pub async fn delete<S: Store>(
     server: &ApiServer<S>,
     target: &Target,
     name: &str,
+    req: &Request,
 ) -> Result<Response, ApiError> {
     let r = target.resource;
     let key = r.key(target.namespace.as_deref(), name);
-    let deleted = server.store.delete(&key, None).await.map_err(|e| store_error(e, r.plural, name))?;
-    Ok(json(StatusCode::OK, render(&deleted)?))
+    let options = deletion::Options::parse(&req.params, &req.body)?;
+    for _ in 0..5 {
+        let current = server.store.get(&key).ok_or_else(|| ApiError::not_found(r.plural, name))?;
+        let mut object: Value =
+            serde_json::from_slice(&current.value).map_err(|e| ApiError::internal(e.to_string()))?;
+        options.check_preconditions(&object, current.mod_revision, r.plural, name)?;
+        let result = match deletion::plan(r.kind, &mut object, &options) {
+            deletion::Plan::Now => server.store.delete(&key, Some(current.mod_revision)).await,
+            deletion::Plan::Mark => {
+                server.store.update(&key, to_bytes(&object)?, Some(current.mod_revision)).await
+            }
+            deletion::Plan::AlreadyMarked => return Ok(json(StatusCode::OK, render(&current)?)),
+        };
+        match result {
+            Ok(o) => return Ok(json(StatusCode::OK, render(&o)?)),
+            Err(StoreError::Conflict { .. }) => continue,
+            Err(e) => return Err(store_error(e, r.plural, name)),
+        }
+    }
+    Err(ApiError::conflict(r.plural, name))
 }
 
 pub async fn delete_collection<S: Store>(

@@ -1,12 +1,14 @@
 //! The Kubernetes-compatible API server over a [`Store`].
 
 mod admission;
+mod deletion;
 mod discovery;
 mod handlers;
 mod objects;
 mod openapi;
 mod patch;
 mod path;
+mod pods;
 pub mod registry;
 mod scale;
 mod selector;
@@ -166,9 +168,19 @@ async fn route<S: Store + Clone>(
         (&Method::GET, None) => handlers::list(server, &target, req),
         (&Method::GET, Some(name)) => handlers::get(server, &target, name, req),
         (&Method::POST, None) => handlers::create(server, &target, req).await,
+        (&Method::POST, Some(name))
+            if target.resource.kind == "Pod" && target.subresource.as_deref() == Some("binding") =>
+        {
+            pods::bind(server, &target, name, req).await
+        }
+        (&Method::POST, Some(name))
+            if target.resource.kind == "Pod" && target.subresource.as_deref() == Some("eviction") =>
+        {
+            pods::evict(server, &target, name, req).await
+        }
         (&Method::PUT, Some(name)) => handlers::update(server, &target, name, req).await,
         (&Method::PATCH, Some(name)) => handlers::patch(server, &target, name, req).await,
-        (&Method::DELETE, Some(name)) => handlers::delete(server, &target, name).await,
+        (&Method::DELETE, Some(name)) => handlers::delete(server, &target, name, req).await,
         (&Method::DELETE, None) => handlers::delete_collection(server, &target, params).await,
         _ => Err(ApiError::method_not_allowed(format!("{method} is not supported on {path}"))),
     }

@@ -19,7 +19,7 @@ pub fn valid_name(name: &str) -> bool {
         && edge(name.chars().last())
 }
 
-fn now() -> String {
+pub(super) fn now() -> String {
     jiff::Timestamp::now().round(jiff::Unit::Second).map(|t| t.to_string()).unwrap_or_default()
 }
 
@@ -143,7 +143,9 @@ pub fn merge_update(
         }
         return Ok(());
     }
-    for field in ["uid", "creationTimestamp", "namespace", "name"] {
+    for field in
+        ["uid", "creationTimestamp", "namespace", "name", "deletionTimestamp", "deletionGracePeriodSeconds"]
+    {
         if let Some(v) = old.pointer(&format!("/metadata/{field}")) {
             if let Some(given) = new.pointer(&format!("/metadata/{field}")).filter(|g| *g != v)
                 && (field == "name" || field == "namespace")

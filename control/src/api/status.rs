@@ -55,6 +55,11 @@ impl ApiError {
         .with_details(json!({"name": name, "kind": plural}))
     }
 
+    /// A 409 with a message of its own (e.g. a pod already bound).
+    pub fn conflict_message(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::CONFLICT, "Conflict", message)
+    }
+
     pub fn bad_request(message: impl Into<String>) -> Self {
         Self::new(StatusCode::BAD_REQUEST, "BadRequest", message)
     }
