@@ -317,6 +317,7 @@ impl<S: MapStore> Dataplane for LbDataplane<S> {
         if previous.as_ref().is_some_and(|(_, f)| f == frontend) {
             return Ok(());
         }
+        let adopted_row = self.adopted_rows.get(&key).copied();
         let row = match &previous {
             Some((row, _)) => *row,
             None => self.acquire_row(&key)?,
@@ -325,13 +326,34 @@ impl<S: MapStore> Dataplane for LbDataplane<S> {
             previous.as_ref().map(|(_, f)| f.referenced().copied().collect()).unwrap_or_default();
         let new: BTreeSet<BackendAddr> = frontend.referenced().copied().collect();
 
-        // 1. Backends first: nothing may point at an id that is not in the map yet.
+        // 1. Backends first: nothing may point at an id that is not in the map yet. If one cannot
+        //    be had (the table is full), undo this call's acquisitions so nothing leaks.
         let mut ids = HashMap::new();
+        let mut acquired = Vec::new();
         for addr in &new {
             let id = if old.contains(addr) {
                 self.backends.get(addr).map(|s| s.id)
             } else {
-                Some(self.acquire_backend(*addr)?)
+                match self.acquire_backend(*addr) {
+                    Ok(id) => {
+                        acquired.push(*addr);
+                        Some(id)
+                    }
+                    Err(err) => {
+                        for a in &acquired {
+                            self.release_backend(a)?;
+                        }
+                        if previous.is_none() {
+                            match adopted_row {
+                                Some(r) => {
+                                    self.adopted_rows.insert(key, r);
+                                }
+                                None => self.free_rows.push_front(row),
+                            }
+                        }
+                        return Err(err);
+                    }
+                }
             };
             if let Some(id) = id {
                 ids.insert(*addr, id);

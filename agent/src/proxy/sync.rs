@@ -87,14 +87,22 @@ impl<D: Dataplane> ServiceProxy<D> {
                     self.stats.frontends_upserted += 1;
                     applied.frontends.insert(*key, frontend.clone());
                 }
-                Err(DataplaneError::Full { what, capacity, key }) => {
-                    tracing::error!(frontend = %key, capacity, "{what} is full: frontend not programmed");
+                Err(DataplaneError::Full { what, capacity, key: name }) => {
+                    tracing::error!(frontend = %name, capacity, "{what} is full: frontend not programmed");
                     self.stats.capacity_errors += 1;
+                    // What was programmed before stays programmed (and known, so it can be removed).
+                    if let Some(before) = old.frontends.get(key) {
+                        applied.frontends.insert(*key, before.clone());
+                    }
                 }
                 Err(err) => return Err(err),
             }
         }
-        for key in old.frontends.keys().filter(|k| !desired.frontends.contains_key(k)) {
+        for key in old
+            .frontends
+            .keys()
+            .filter(|k| !desired.frontends.contains_key(k) && !applied.frontends.contains_key(k))
+        {
             self.dataplane.remove(key)?;
             self.stats.frontends_removed += 1;
         }
@@ -192,5 +200,21 @@ mod tests {
         p.sync_service(&two_ports, &[]).expect("sync");
         assert_eq!(p.stats().capacity_errors, 1);
         assert_eq!(p.dataplane().len(), 1);
+    }
+
+    #[test]
+    fn a_full_backend_table_leaks_nothing() {
+        let mut p = ServiceProxy::new(
+            ProxyContext::default(),
+            LbDataplane::new(MemoryMaps::with_backends(251, 8, 2)),
+        );
+        p.sync_service(&service(), &[&slice(&["10.244.1.1", "10.244.1.2", "10.244.1.3"])]).expect("sync");
+        assert_eq!(p.stats().capacity_errors, 1);
+        assert!(p.dataplane().store().backends.is_empty(), "backends of the refused frontend stayed");
+        // The same Service with endpoints that fit now goes in, on the row the refused one had.
+        p.sync_service(&service(), &[&slice(&["10.244.1.1", "10.244.1.2"])]).expect("sync");
+        let maps = p.dataplane().store();
+        assert_eq!(maps.backends.len(), 2);
+        assert!(maps.services.values().any(|v| v.id == 0 && v.backend_count == 2), "{}", maps.dump());
     }
 }
