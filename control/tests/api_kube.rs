@@ -504,3 +504,50 @@ fn deletion_honours_finalizers_pod_grace_and_preconditions() {
         assert!(pods.get_opt("p").await.expect("get").is_none());
     });
 }
+
+#[test]
+fn aggregated_discovery_and_openapi_v2_describe_every_resource() {
+    use skiff_control::api::registry::RESOURCES;
+    common::runtime().block_on(async {
+        let server = common::start(100).await;
+        let discovery =
+            kube::Discovery::new(server.client.clone()).run_aggregated().await.expect("aggregated discovery");
+        for r in RESOURCES.iter() {
+            let group = discovery.get(r.group).unwrap_or_else(|| panic!("group {:?} missing", r.group));
+            let (found, caps) = group
+                .recommended_resources()
+                .into_iter()
+                .find(|(ar, _)| ar.plural == r.plural)
+                .unwrap_or_else(|| panic!("{} missing from aggregated discovery", r.plural));
+            assert_eq!(found.kind, r.kind);
+            let scope = if r.namespaced {
+                kube::discovery::Scope::Namespaced
+            } else {
+                kube::discovery::Scope::Cluster
+            };
+            assert_eq!(caps.scope, scope, "{}", r.plural);
+            let subs: Vec<&str> = caps.subresources.iter().map(|(s, _)| s.plural.as_str()).collect();
+            for sub in r.subresources {
+                assert!(subs.iter().any(|s| s.ends_with(sub)), "{}/{sub} missing: {subs:?}", r.plural);
+            }
+        }
+        let get = |accept: &'static str| {
+            http::Request::get("/openapi/v2").header("accept", accept).body(vec![]).expect("request")
+        };
+        let v2: serde_json::Value = serde_json::from_str(
+            &server.client.request_text(get("application/json")).await.expect("openapi v2"),
+        )
+        .expect("json");
+        assert_eq!(v2["swagger"], "2.0");
+        let patch = &v2["paths"]["/api/v1/namespaces/{namespace}/pods/{name}"]["patch"];
+        assert!(
+            patch["parameters"].as_array().expect("params").iter().any(|p| p["name"] == "fieldValidation")
+        );
+        assert_eq!(
+            v2["definitions"]["io.k8s.api.apps.v1.Deployment"]["x-kubernetes-group-version-kind"][0]["kind"],
+            "Deployment"
+        );
+        let proto_only = "application/com.github.proto-openapi.spec.v2@v1.0+protobuf";
+        assert_eq!(api_error(server.client.request_text(get(proto_only)).await).0, 406);
+    });
+}

@@ -1,6 +1,6 @@
 //! kubectl (a client nobody here wrote) against the API server: apply with its default (strict)
 //! validation, get in several formats, label, scale, patch, get all, api-resources, describe,
-//! delete, and a rejected unknown field.
+//! delete, a rejected unknown field, and aggregated discovery.
 
 mod common;
 
@@ -97,8 +97,16 @@ fn kubectl_manages_a_deployment_and_a_service() {
 
     let all = k.ok(&["get", "all"]);
     assert!(all.contains("deployment.apps/web") && all.contains("service/web"), "{all}");
-    let resources = k.ok(&["api-resources"]);
+    // With a cold cache kubectl discovers everything from /api and /apis in aggregated form,
+    // without asking each group version.
+    let cache = dir.path().join("cache");
+    let cache = cache.to_str().expect("utf-8 path");
+    let out = k.run(&["api-resources", "-v=6", "--cache-dir", cache]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let resources = String::from_utf8_lossy(&out.stdout);
     assert!(resources.contains("endpointslices") && resources.contains("deploy"), "{resources}");
+    let log = String::from_utf8_lossy(&out.stderr);
+    assert!(log.contains("/apis?") && !log.contains("/apis/apps/v1?"), "not aggregated discovery: {log}");
     k.ok(&["describe", "deployment", "web"]);
 
     let bad = dir.path().join("bad.yaml");

@@ -1,4 +1,6 @@
-//! Discovery documents: /version, /api, /apis, and each group version's resource list.
+//! Discovery documents: /version, /api, /apis, and each group version's resource list; and the
+//! aggregated form (apidiscovery.k8s.io/v2) of /api and /apis that lists every resource in one
+//! answer, which kubectl and kube-rs ask for first.
 
 use serde_json::{Value, json};
 
@@ -33,8 +35,20 @@ pub fn api_groups() -> Value {
     json!({"kind": "APIGroupList", "apiVersion": "v1", "groups": groups})
 }
 
+const VERBS: [&str; 8] = ["create", "delete", "deletecollection", "get", "list", "patch", "update", "watch"];
+
+/// The kind and verbs of a subresource of `r`.
+fn subresource(r: &Resource, sub: &str) -> (&'static str, &'static [&'static str]) {
+    match sub {
+        "binding" => ("Binding", &["create"]),
+        "eviction" => ("Eviction", &["create"]),
+        "scale" => ("Scale", &["get", "patch", "update"]),
+        _ => (r.kind, &["get", "patch", "update"]),
+    }
+}
+
 fn entry(r: &Resource) -> Value {
-    let verbs = ["create", "delete", "deletecollection", "get", "list", "patch", "update", "watch"];
+    let verbs = VERBS;
     let mut e = json!({
         "name": r.plural,
         "singularName": r.singular,
@@ -57,12 +71,7 @@ pub fn resource_list(group: &str, version: &str) -> Option<Value> {
     for r in RESOURCES.iter().filter(|r| r.group == group && r.version == version) {
         resources.push(entry(r));
         for sub in r.subresources {
-            let (kind, verbs): (&str, &[&str]) = match *sub {
-                "binding" => ("Binding", &["create"]),
-                "eviction" => ("Eviction", &["create"]),
-                "scale" => ("Scale", &["get", "patch", "update"]),
-                _ => (r.kind, &["get", "patch", "update"]),
-            };
+            let (kind, verbs) = subresource(r, sub);
             resources.push(json!({"name": format!("{}/{sub}", r.plural), "singularName": "", "namespaced": r.namespaced, "kind": kind, "verbs": verbs}));
         }
     }
@@ -71,4 +80,81 @@ pub fn resource_list(group: &str, version: &str) -> Option<Value> {
     }
     let gv = if group.is_empty() { version.to_owned() } else { format!("{group}/{version}") };
     Some(json!({"kind": "APIResourceList", "apiVersion": "v1", "groupVersion": gv, "resources": resources}))
+}
+
+/// Which aggregated discovery version an `Accept` header asks for (`v2` preferred), if any.
+pub fn aggregated_version(accept: &str) -> Option<&'static str> {
+    let asks = |v: &str| {
+        accept.split(',').any(|media| {
+            let params: Vec<&str> = media.split(';').map(str::trim).collect();
+            params.contains(&"g=apidiscovery.k8s.io")
+                && params.contains(&"as=APIGroupDiscoveryList")
+                && params.contains(&format!("v={v}").as_str())
+        })
+    };
+    ["v2", "v2beta1"].into_iter().find(|v| asks(v))
+}
+
+/// The Content-Type of an aggregated discovery answer of `version`.
+pub fn aggregated_content_type(version: &str) -> String {
+    format!("application/json;g=apidiscovery.k8s.io;v={version};as=APIGroupDiscoveryList")
+}
+
+fn gvk(group: &str, version: &str, kind: &str) -> Value {
+    json!({"group": group, "version": version, "kind": kind})
+}
+
+fn aggregated_entry(r: &Resource) -> Value {
+    let subresources: Vec<Value> = r
+        .subresources
+        .iter()
+        .map(|sub| {
+            let (kind, verbs) = subresource(r, sub);
+            let group = if kind == "Scale" {
+                "autoscaling"
+            } else if kind == "Eviction" {
+                "policy"
+            } else {
+                r.group
+            };
+            let version = if group == r.group { r.version } else { "v1" };
+            json!({"subresource": sub, "responseKind": gvk(group, version, kind), "verbs": verbs})
+        })
+        .collect();
+    json!({
+        "resource": r.plural,
+        "responseKind": gvk(r.group, r.version, r.kind),
+        "scope": if r.namespaced { "Namespaced" } else { "Cluster" },
+        "singularResource": r.singular,
+        "verbs": VERBS,
+        "shortNames": r.short_names,
+        "categories": r.categories,
+        "subresources": subresources,
+    })
+}
+
+/// The aggregated discovery list (`APIGroupDiscoveryList` of apidiscovery.k8s.io/`version`): the
+/// core group for `/api` (`core`), every named group for `/apis`.
+pub fn aggregated(core: bool, version: &str) -> Value {
+    let groups: Vec<(&str, &str)> = if core { vec![("", "v1")] } else { registry::groups() };
+    let items: Vec<Value> = groups
+        .into_iter()
+        .map(|(group, gv)| {
+            let resources: Vec<Value> = RESOURCES
+                .iter()
+                .filter(|r| r.group == group && r.version == gv)
+                .map(aggregated_entry)
+                .collect();
+            json!({
+                "metadata": {"name": group, "creationTimestamp": null},
+                "versions": [{"version": gv, "resources": resources, "freshness": "Current"}],
+            })
+        })
+        .collect();
+    json!({
+        "kind": "APIGroupDiscoveryList",
+        "apiVersion": format!("apidiscovery.k8s.io/{version}"),
+        "metadata": {},
+        "items": items,
+    })
 }

@@ -54,6 +54,8 @@ pub struct Request {
     pub params: Params,
     pub body: axum::body::Bytes,
     pub content_type: String,
+    /// The `Accept` header.
+    pub accept: String,
     /// The client asked for `as=Table` (kubectl get).
     pub table: bool,
 }
@@ -99,11 +101,10 @@ async fn dispatch<S: Store + Clone>(
         Ok(b) => b,
         Err(_) => return ApiError::too_large(MAX_BODY).into_response(),
     };
-    let table =
-        headers.get(header::ACCEPT).and_then(|v| v.to_str().ok()).is_some_and(|a| a.contains("as=Table"));
-    let content_type =
-        headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("").to_owned();
-    let req = Request { params, body, content_type, table };
+    let text = |name| headers.get(name).and_then(|v| v.to_str().ok()).unwrap_or("").to_owned();
+    let accept = text(header::ACCEPT);
+    let table = accept.contains("as=Table");
+    let req = Request { params, body, content_type: text(header::CONTENT_TYPE), accept, table };
     match route(&server, &method, uri.path(), &req).await {
         Ok(response) => response,
         Err(err) => err.into_response(),
@@ -121,7 +122,16 @@ async fn route<S: Store + Clone>(
     req: &Request,
 ) -> Result<Response, ApiError> {
     let params = &req.params;
-    match (method, path.trim_end_matches('/')) {
+    let trimmed = path.trim_end_matches('/');
+    if method == Method::GET
+        && matches!(trimmed, "/api" | "/apis")
+        && let Some(version) = discovery::aggregated_version(&req.accept)
+    {
+        let body = discovery::aggregated(trimmed == "/api", version);
+        let content_type = discovery::aggregated_content_type(version);
+        return Ok(([(header::CONTENT_TYPE, content_type)], axum::Json(body)).into_response());
+    }
+    match (method, trimmed) {
         (&Method::GET, "/version") => return Ok(ok_json(discovery::version())),
         (&Method::GET, "/api") => return Ok(ok_json(discovery::api_versions())),
         (&Method::GET, "/apis") => return Ok(ok_json(discovery::api_groups())),
@@ -129,6 +139,14 @@ async fn route<S: Store + Clone>(
             return Ok((StatusCode::OK, "ok").into_response());
         }
         (&Method::GET, "/openapi/v3") => return Ok(ok_json(openapi::index())),
+        (&Method::GET, "/openapi/v2") => {
+            // kubectl asks for the protobuf form only; a 406 sends it down its no-v2 path.
+            let json_ok = req.accept.is_empty() || ["json", "*/*"].iter().any(|m| req.accept.contains(m));
+            if !json_ok {
+                return Err(ApiError::not_acceptable(&req.accept));
+            }
+            return Ok(ok_json(openapi::v2()));
+        }
         _ => {}
     }
     if method == Method::GET

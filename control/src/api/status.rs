@@ -84,6 +84,14 @@ impl ApiError {
         )
     }
 
+    pub fn not_acceptable(accept: &str) -> Self {
+        Self::new(
+            StatusCode::NOT_ACCEPTABLE,
+            "NotAcceptable",
+            format!("only application/json is served here, the client accepts {accept:?}"),
+        )
+    }
+
     pub fn unsupported_media_type(content_type: &str) -> Self {
         Self::new(
             StatusCode::UNSUPPORTED_MEDIA_TYPE,
