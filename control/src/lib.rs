@@ -1,4 +1,6 @@
-//! skiff-control: the control plane. Today: the Kubernetes-compatible API server and its store.
+//! skiff-control: the control plane. Today: the Kubernetes-compatible API server, its store, and
+//! the first control loops (garbage collector, namespace lifecycle).
 
 pub mod api;
+pub mod controllers;
 pub mod store;

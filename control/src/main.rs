@@ -83,6 +83,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             std::fs::write(path, api::kubeconfig(&format!("http://{addr}")))
                 .with_context(|| format!("writing {}", path.display()))?;
         }
+        skiff_control::controllers::spawn(server.clone());
         tracing::info!(%addr, "serving the Kubernetes API");
         println!("listening on {addr}");
         axum::serve(listener, api::router(server)).with_graceful_shutdown(shutdown()).await.context("serving")

@@ -551,3 +551,129 @@ fn aggregated_discovery_and_openapi_v2_describe_every_resource() {
         assert_eq!(api_error(server.client.request_text(get(proto_only)).await).0, 406);
     });
 }
+
+#[test]
+fn the_garbage_collector_follows_each_propagation_policy() {
+    use k8s_openapi::api::{apps::v1::ReplicaSet, core::v1::Pod};
+    common::runtime().block_on(async {
+        let server = common::start(1000).await;
+        let sets: Api<ReplicaSet> = Api::namespaced(server.client.clone(), "default");
+        let pods: Api<Pod> = Api::namespaced(server.client.clone(), "default");
+        let pp = PostParams::default();
+        let owner = |name: &str| -> ReplicaSet {
+            serde_json::from_value(json!({
+                "metadata": {"name": name},
+                "spec": {"selector": {"matchLabels": {"rs": name}}, "template": {"metadata": {"labels": {"rs": name}}, "spec": {"containers": [{"name": "c", "image": "i"}]}}}
+            }))
+            .expect("replicaset")
+        };
+        let dependent = |name: &str, rs: &ReplicaSet, finalizers: serde_json::Value| -> Pod {
+            serde_json::from_value(json!({
+                "metadata": {"name": name, "finalizers": finalizers, "ownerReferences": [{
+                    "apiVersion": "apps/v1", "kind": "ReplicaSet", "name": rs.metadata.name, "uid": rs.metadata.uid,
+                    "controller": true, "blockOwnerDeletion": true}]},
+                "spec": {"containers": [{"name": "c", "image": "i"}]}
+            }))
+            .expect("pod")
+        };
+        let gone = |api: &Api<Pod>, name: &'static str| {
+            let api = api.clone();
+            async move { api.get_opt(name).await.expect("get").is_none().then_some(()) }
+        };
+
+        // Background (the default): the owner goes now, its dependents right after.
+        let bg = sets.create(&pp, &owner("bg")).await.expect("create");
+        pods.create(&pp, &dependent("bg-1", &bg, json!([]))).await.expect("create");
+        pods.create(&pp, &dependent("bg-2", &bg, json!([]))).await.expect("create");
+        sets.delete("bg", &DeleteParams::background()).await.expect("delete");
+        assert!(sets.get_opt("bg").await.expect("get").is_none(), "a background delete waited");
+        common::eventually("bg-1 collected", || gone(&pods, "bg-1")).await;
+        common::eventually("bg-2 collected", || gone(&pods, "bg-2")).await;
+
+        // Orphan: the dependent stays, released from its owner.
+        let or = sets.create(&pp, &owner("or")).await.expect("create");
+        pods.create(&pp, &dependent("or-1", &or, json!([]))).await.expect("create");
+        sets.delete("or", &DeleteParams::orphan()).await.expect("delete");
+        common::eventually("the orphaning owner gone", || {
+            let sets = sets.clone();
+            async move { sets.get_opt("or").await.expect("get").is_none().then_some(()) }
+        })
+        .await;
+        let orphan = pods.get("or-1").await.expect("the orphan survives");
+        assert!(orphan.metadata.owner_references.unwrap_or_default().is_empty(), "still owned");
+
+        // Foreground: the owner waits (marked) until its dependent is gone.
+        let fg = sets.create(&pp, &owner("fg")).await.expect("create");
+        pods.create(&pp, &dependent("fg-1", &fg, json!(["example.com/hold"]))).await.expect("create");
+        sets.delete("fg", &DeleteParams::foreground()).await.expect("delete");
+        common::eventually("the dependent marked for deletion", || {
+            let pods = pods.clone();
+            async move { pods.get("fg-1").await.expect("get").metadata.deletion_timestamp.map(|_| ()) }
+        })
+        .await;
+        let waiting = sets.get("fg").await.expect("the owner waits");
+        assert!(waiting.metadata.finalizers.unwrap_or_default().contains(&"foregroundDeletion".to_owned()));
+        pods.patch("fg-1", &kube::api::PatchParams::default(), &kube::api::Patch::Merge(json!({"metadata": {"finalizers": null}})))
+            .await
+            .expect("release the hold");
+        common::eventually("the foreground owner gone", || {
+            let sets = sets.clone();
+            async move { sets.get_opt("fg").await.expect("get").is_none().then_some(()) }
+        })
+        .await;
+
+        // A reference to an owner that never existed is dangling from the start.
+        let ghost: Pod = serde_json::from_value(json!({
+            "metadata": {"name": "ghost", "ownerReferences": [{"apiVersion": "apps/v1", "kind": "ReplicaSet", "name": "nobody", "uid": "00000000-0000-0000-0000-000000000000"}]},
+            "spec": {"containers": [{"name": "c", "image": "i"}]}
+        }))
+        .expect("pod");
+        pods.create(&pp, &ghost).await.expect("create");
+        common::eventually("the ghost's pod collected", || gone(&pods, "ghost")).await;
+
+        let bad = http::Request::delete("/apis/apps/v1/namespaces/default/replicasets/x?propagationPolicy=Sideways")
+            .body(vec![])
+            .expect("request");
+        assert_eq!(api_error(server.client.request_text(bad).await).0, 400);
+    });
+}
+
+#[test]
+fn deleting_a_namespace_empties_it_first_and_refuses_new_content() {
+    use k8s_openapi::api::core::v1::Namespace;
+    common::runtime().block_on(async {
+        let server = common::start(1000).await;
+        let namespaces: Api<Namespace> = Api::all(server.client.clone());
+        let pp = PostParams::default();
+        let ns: Namespace = serde_json::from_value(json!({"metadata": {"name": "doomed"}})).expect("ns");
+        namespaces.create(&pp, &ns).await.expect("create");
+        let maps: Api<ConfigMap> = Api::namespaced(server.client.clone(), "doomed");
+        let held: ConfigMap =
+            serde_json::from_value(json!({"metadata": {"name": "held", "finalizers": ["example.com/hold"]}}))
+                .expect("cm");
+        maps.create(&pp, &held).await.expect("create");
+        namespaces.delete("doomed", &DeleteParams::default()).await.expect("delete");
+
+        let terminating = namespaces.get("doomed").await.expect("kept while not empty");
+        assert_eq!(terminating.status.and_then(|s| s.phase).as_deref(), Some("Terminating"));
+        let late: ConfigMap = serde_json::from_value(json!({"metadata": {"name": "late"}})).expect("cm");
+        assert_eq!(api_error(maps.create(&pp, &late).await), (403, "Forbidden".to_owned()));
+        common::eventually("the content marked", || {
+            let maps = maps.clone();
+            async move { maps.get("held").await.expect("get").metadata.deletion_timestamp.map(|_| ()) }
+        })
+        .await;
+        maps.patch(
+            "held",
+            &kube::api::PatchParams::default(),
+            &kube::api::Patch::Merge(json!({"metadata": {"finalizers": null}})),
+        )
+        .await
+        .expect("release");
+        common::eventually("the namespace gone", || {
+            let namespaces = namespaces.clone();
+            async move { namespaces.get_opt("doomed").await.expect("get").is_none().then_some(()) }
+        })
+        .await;
+    });
+}

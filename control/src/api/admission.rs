@@ -52,6 +52,10 @@ fn default_pod_spec(spec: &mut Value) {
 /// Fills in Kubernetes' defaults for `kind`.
 pub fn default(kind: &str, object: &mut Value) {
     match kind {
+        "Namespace" => {
+            set_default(object, "/spec/finalizers", json!(["kubernetes"]));
+            set_default(object, "/status/phase", json!("Active"));
+        }
         "Pod" => {
             if let Some(spec) = object.get_mut("spec") {
                 default_pod_spec(spec);

@@ -270,8 +270,16 @@ async fn namespace_exists<S: Store>(server: &ApiServer<S>, target: &Target) -> R
     let Some(ns) = target.namespace.as_deref().filter(|_| target.resource.namespaced) else { return Ok(()) };
     let namespaces = registry::find("", "v1", "namespaces")
         .ok_or_else(|| ApiError::internal("namespaces not registered"))?;
-    if server.store.get(&namespaces.key(None, ns)).is_none() {
+    let Some(namespace) = server.store.get(&namespaces.key(None, ns)) else {
         return Err(ApiError::not_found("namespaces", ns));
+    };
+    // NamespaceLifecycle: nothing new in a namespace being emptied for deletion.
+    let value: Value =
+        serde_json::from_slice(&namespace.value).map_err(|e| ApiError::internal(e.to_string()))?;
+    if value.pointer("/metadata/deletionTimestamp").is_some() {
+        return Err(ApiError::forbidden(format!(
+            "unable to create new content in namespace {ns} because it is being terminated"
+        )));
     }
     Ok(())
 }
@@ -397,10 +405,7 @@ async fn write_existing<S: Store>(
     }
     let expected = Some(expected.unwrap_or(current.mod_revision));
     // Removing the last finalizer of an object being deleted completes the deletion.
-    if value.pointer("/metadata/deletionTimestamp").is_some()
-        && deletion::finalizers(&value).is_empty()
-        && !deletion::grace_pending(&value)
-    {
+    if deletion::finished(r.kind, &value) {
         let gone = server.store.delete(&key, expected).await.map_err(|e| store_error(e, r.plural, name))?;
         return Ok((gone, warnings));
     }
@@ -522,23 +527,34 @@ pub async fn delete<S: Store>(
     name: &str,
     req: &Request,
 ) -> Result<Response, ApiError> {
-    let r = target.resource;
-    let key = r.key(target.namespace.as_deref(), name);
     let options = deletion::Options::parse(&req.params, &req.body)?;
+    let r = target.resource;
+    let object = delete_object(server, r, &r.key(target.namespace.as_deref(), name), &options).await?;
+    Ok(json(StatusCode::OK, render(&object)?))
+}
+
+/// Deletes (or marks for deletion) the object at `key` as `options` say; returns its last state.
+pub async fn delete_object<S: Store>(
+    server: &ApiServer<S>,
+    r: &Resource,
+    key: &str,
+    options: &deletion::Options,
+) -> Result<Object, ApiError> {
+    let name = key.rsplit('/').next().unwrap_or(key);
     for _ in 0..5 {
-        let current = server.store.get(&key).ok_or_else(|| ApiError::not_found(r.plural, name))?;
+        let current = server.store.get(key).ok_or_else(|| ApiError::not_found(r.plural, name))?;
         let mut object: Value =
             serde_json::from_slice(&current.value).map_err(|e| ApiError::internal(e.to_string()))?;
         options.check_preconditions(&object, current.mod_revision, r.plural, name)?;
-        let result = match deletion::plan(r.kind, &mut object, &options) {
-            deletion::Plan::Now => server.store.delete(&key, Some(current.mod_revision)).await,
+        let result = match deletion::plan(r.kind, &mut object, options) {
+            deletion::Plan::Now => server.store.delete(key, Some(current.mod_revision)).await,
             deletion::Plan::Mark => {
-                server.store.update(&key, to_bytes(&object)?, Some(current.mod_revision)).await
+                server.store.update(key, to_bytes(&object)?, Some(current.mod_revision)).await
             }
-            deletion::Plan::AlreadyMarked => return Ok(json(StatusCode::OK, render(&current)?)),
+            deletion::Plan::AlreadyMarked => return Ok(current),
         };
         match result {
-            Ok(o) => return Ok(json(StatusCode::OK, render(&o)?)),
+            Ok(o) => return Ok(o),
             Err(StoreError::Conflict { .. }) => continue,
             Err(e) => return Err(store_error(e, r.plural, name)),
         }
@@ -546,19 +562,56 @@ pub async fn delete<S: Store>(
     Err(ApiError::conflict(r.plural, name))
 }
 
+/// Applies a metadata-only edit to the object at `key` (retrying lost races); an object being
+/// deleted whose last finalizer the edit removed is deleted. `Ok(false)`: the edit changed nothing
+/// or the object is gone.
+pub async fn edit_metadata<S: Store>(
+    server: &ApiServer<S>,
+    r: &Resource,
+    key: &str,
+    mut edit: impl FnMut(&mut Value) -> bool,
+) -> Result<bool, ApiError> {
+    let name = key.rsplit('/').next().unwrap_or(key);
+    for _ in 0..5 {
+        let Some(current) = server.store.get(key) else { return Ok(false) };
+        let mut object: Value =
+            serde_json::from_slice(&current.value).map_err(|e| ApiError::internal(e.to_string()))?;
+        if !edit(&mut object) {
+            return Ok(false);
+        }
+        let result = if deletion::finished(r.kind, &object) {
+            server.store.delete(key, Some(current.mod_revision)).await
+        } else {
+            server.store.update(key, to_bytes(&object)?, Some(current.mod_revision)).await
+        };
+        match result {
+            Ok(_) => return Ok(true),
+            Err(StoreError::Conflict { .. }) => continue,
+            Err(StoreError::NotFound { .. }) => return Ok(false),
+            Err(e) => return Err(store_error(e, r.plural, name)),
+        }
+    }
+    Err(ApiError::conflict(r.plural, name))
+}
+
+/// DELETE of a collection: each selected object is deleted as a single DELETE would.
 pub async fn delete_collection<S: Store>(
     server: &ApiServer<S>,
     target: &Target,
-    params: &Params,
+    req: &Request,
 ) -> Result<Response, ApiError> {
-    let (selected, _) = selected(server, target, params)?;
+    let options = deletion::Options::parse(&req.params, &req.body)?;
+    if options.precondition_uid.is_some() || options.precondition_rv.is_some() {
+        return Err(ApiError::bad_request("preconditions do not apply to a collection"));
+    }
+    let (selected, _) = selected(server, target, &req.params)?;
     let mut items = Vec::new();
     for (o, _) in selected {
-        match server.store.delete(&o.key, Some(o.mod_revision)).await {
-            Ok(gone) => items.push(render(&gone)?),
-            // Deleted or changed meanwhile: someone else's write wins, like the API server's.
-            Err(StoreError::NotFound { .. } | StoreError::Conflict { .. }) => {}
-            Err(e) => return Err(ApiError::internal(e.to_string())),
+        match delete_object(server, target.resource, &o.key, &options).await {
+            Ok(last) => items.push(render(&last)?),
+            // Deleted meanwhile: someone else's delete wins, like the API server's.
+            Err(e) if e.code == StatusCode::NOT_FOUND => {}
+            Err(e) => return Err(e),
         }
     }
     Ok(json(StatusCode::OK, list_object(target.resource, None, items)))

@@ -1,7 +1,7 @@
 //! The Kubernetes-compatible API server over a [`Store`].
 
 mod admission;
-mod deletion;
+pub mod deletion;
 mod discovery;
 mod handlers;
 mod objects;
@@ -28,7 +28,7 @@ use axum::{
 
 pub use status::ApiError;
 
-use crate::store::Store;
+use crate::store::{Object, Store};
 
 /// Request bodies above this are refused with 413 (Kubernetes' limit is 3 MiB).
 pub const MAX_BODY: usize = 3 * 1024 * 1024;
@@ -79,6 +79,24 @@ impl<S: Store + Clone> ApiServer<S> {
     pub async fn bootstrap(&self, advertise: Option<std::net::SocketAddr>) -> Result<(), ApiError> {
         handlers::bootstrap(self, advertise).await
     }
+
+    /// Deletes (or marks) the object stored at `key` as a DELETE with `options` would.
+    pub async fn delete_key(&self, key: &str, options: &deletion::Options) -> Result<Object, ApiError> {
+        let (r, _, _) =
+            registry::by_key(key).ok_or_else(|| ApiError::internal(format!("no resource for {key}")))?;
+        handlers::delete_object(self, r, key, options).await
+    }
+
+    /// Applies a metadata edit to the object at `key` (see [`handlers::edit_metadata`]).
+    pub async fn edit_metadata(
+        &self,
+        key: &str,
+        edit: impl FnMut(&mut serde_json::Value) -> bool,
+    ) -> Result<bool, ApiError> {
+        let (r, _, _) =
+            registry::by_key(key).ok_or_else(|| ApiError::internal(format!("no resource for {key}")))?;
+        handlers::edit_metadata(self, r, key, edit).await
+    }
 }
 
 /// The HTTP routes: everything goes through one dispatcher, since Kubernetes paths are data.
@@ -97,9 +115,9 @@ async fn dispatch<S: Store + Clone>(
     let span = tracing::debug_span!("request", %method, path = uri.path());
     let _entered = span.enter();
     let params = Params(query);
-    let body = match axum::body::to_bytes(body, MAX_BODY).await {
+    let body = match read_body(body).await {
         Ok(b) => b,
-        Err(_) => return ApiError::too_large(MAX_BODY).into_response(),
+        Err(e) => return e.into_response(),
     };
     let text = |name| headers.get(name).and_then(|v| v.to_str().ok()).unwrap_or("").to_owned();
     let accept = text(header::ACCEPT);
@@ -109,6 +127,31 @@ async fn dispatch<S: Store + Clone>(
         Ok(response) => response,
         Err(err) => err.into_response(),
     }
+}
+
+/// How much of an oversized body is read (and dropped) before the 413 goes out, so that the
+/// client, still sending, sees the answer rather than a connection reset.
+const DRAIN_LIMIT: usize = 64 * 1024 * 1024;
+
+/// The request body, or 413 if it is over [`MAX_BODY`].
+async fn read_body(body: Body) -> Result<axum::body::Bytes, ApiError> {
+    use futures::StreamExt as _;
+    let mut stream = body.into_data_stream();
+    let mut kept = Vec::new();
+    let mut seen = 0usize;
+    while let Some(chunk) = stream.next().await {
+        let chunk = chunk.map_err(|e| ApiError::bad_request(format!("reading the request body: {e}")))?;
+        seen += chunk.len();
+        if seen <= MAX_BODY {
+            kept.extend_from_slice(&chunk);
+        } else if seen > DRAIN_LIMIT {
+            break;
+        }
+    }
+    if seen > MAX_BODY {
+        return Err(ApiError::too_large(MAX_BODY));
+    }
+    Ok(kept.into())
 }
 
 fn ok_json(value: serde_json::Value) -> Response {
@@ -199,7 +242,7 @@ async fn route<S: Store + Clone>(
         (&Method::PUT, Some(name)) => handlers::update(server, &target, name, req).await,
         (&Method::PATCH, Some(name)) => handlers::patch(server, &target, name, req).await,
         (&Method::DELETE, Some(name)) => handlers::delete(server, &target, name, req).await,
-        (&Method::DELETE, None) => handlers::delete_collection(server, &target, params).await,
+        (&Method::DELETE, None) => handlers::delete_collection(server, &target, req).await,
         _ => Err(ApiError::method_not_allowed(format!("{method} is not supported on {path}"))),
     }
 }

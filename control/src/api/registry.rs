@@ -224,3 +224,20 @@ pub fn groups() -> Vec<(&'static str, &'static str)> {
     }
     out
 }
+
+/// The resource of `kind` in `api_version` ("v1", "apps/v1", …).
+pub fn by_kind(api_version: &str, kind: &str) -> Option<&'static Resource> {
+    let (group, version) = api_version.split_once('/').unwrap_or(("", api_version));
+    RESOURCES.iter().find(|r| r.group == group && r.version == version && r.kind == kind)
+}
+
+/// The resource, namespace and name a storage key stands for.
+pub fn by_key(key: &str) -> Option<(&'static Resource, Option<&str>, &str)> {
+    let r = RESOURCES.iter().find(|r| key.starts_with(&r.prefix()))?;
+    let rest = &key[r.prefix().len()..];
+    match (r.namespaced, rest.split_once('/')) {
+        (true, Some((ns, name))) => Some((r, Some(ns), name)),
+        (false, None) => Some((r, None, rest)),
+        _ => None,
+    }
+}

@@ -84,6 +84,10 @@ impl ApiError {
         )
     }
 
+    pub fn forbidden(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::FORBIDDEN, "Forbidden", message)
+    }
+
     pub fn not_acceptable(accept: &str) -> Self {
         Self::new(
             StatusCode::NOT_ACCEPTABLE,

@@ -1,0 +1,227 @@
+//! The garbage collector. It deletes objects whose owners (`ownerReferences`) are all gone,
+//! drops references to owners that are gone while others remain, and carries out the two
+//! deletions that wait for it: `Orphan` (release every dependent, then let the owner go) and
+//! `Foreground` (delete every dependent, then the owner).
+
+use std::collections::{BTreeSet, HashMap};
+
+use serde::Deserialize;
+use serde_json::Value;
+
+use super::Queue;
+use crate::{
+    api::{
+        ApiError, ApiServer,
+        deletion::{self, FOREGROUND, ORPHAN, Options, Propagation},
+        registry,
+    },
+    store::Store,
+};
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct Head {
+    #[serde(default)]
+    metadata: Meta,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct Meta {
+    #[serde(default)]
+    uid: String,
+    #[serde(default)]
+    owner_references: Vec<OwnerRef>,
+    #[serde(default)]
+    finalizers: Vec<String>,
+    deletion_timestamp: Option<String>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct OwnerRef {
+    api_version: String,
+    kind: String,
+    name: String,
+    uid: String,
+}
+
+/// Who owns whom, by uid and storage key.
+#[derive(Debug, Default)]
+pub struct Graph {
+    key_of: HashMap<String, String>,
+    owners: HashMap<String, Vec<String>>,
+    dependents: HashMap<String, BTreeSet<String>>,
+}
+
+impl Graph {
+    /// Records a created or updated object and queues what it may need.
+    pub(super) fn put(&mut self, key: &str, value: &[u8], queue: &mut Queue) {
+        let head: Head = serde_json::from_slice(value).unwrap_or_default();
+        let meta = head.metadata;
+        self.unlink(key);
+        let owners: Vec<String> = meta.owner_references.iter().map(|o| o.uid.clone()).collect();
+        for owner in &owners {
+            self.dependents.entry(owner.clone()).or_default().insert(key.to_owned());
+        }
+        if !owners.is_empty() {
+            self.owners.insert(key.to_owned(), owners);
+        }
+        let waiting = meta.finalizers.iter().any(|f| f == ORPHAN || f == FOREGROUND);
+        let deleting = meta.deletion_timestamp.is_some();
+        if !meta.uid.is_empty() {
+            self.key_of.insert(meta.uid, key.to_owned());
+        }
+        if !meta.owner_references.is_empty() || (deleting && waiting) || (deleting && is_namespace(key)) {
+            queue.push(key.to_owned());
+        }
+    }
+
+    /// Forgets a deleted object; queues its dependents (maybe orphaned now), its owners (maybe
+    /// waiting in the foreground for it) and its namespace (maybe waiting to be empty).
+    pub(super) fn remove(&mut self, key: &str, last: &[u8], queue: &mut Queue) {
+        let head: Head = serde_json::from_slice(last).unwrap_or_default();
+        let uid = head.metadata.uid;
+        if self.key_of.get(&uid).is_some_and(|k| k == key) {
+            self.key_of.remove(&uid);
+        }
+        for owner in self.owners.get(key).into_iter().flatten() {
+            if let Some(owner_key) = self.key_of.get(owner) {
+                queue.push(owner_key.clone());
+            }
+        }
+        self.unlink(key);
+        for dependent in self.dependents.get(&uid).into_iter().flatten() {
+            queue.push(dependent.clone());
+        }
+        if let Some((_, Some(ns), _)) = registry::by_key(key)
+            && let Some(namespaces) = registry::find("", "v1", "namespaces")
+        {
+            queue.push(namespaces.key(None, ns));
+        }
+    }
+
+    fn unlink(&mut self, key: &str) {
+        for owner in self.owners.remove(key).unwrap_or_default() {
+            if let Some(set) = self.dependents.get_mut(&owner) {
+                set.remove(key);
+                if set.is_empty() {
+                    self.dependents.remove(&owner);
+                }
+            }
+        }
+    }
+
+    /// Keys of the objects naming `uid` as an owner.
+    fn dependents_of(&self, uid: &str) -> Vec<String> {
+        self.dependents.get(uid).map(|s| s.iter().cloned().collect()).unwrap_or_default()
+    }
+}
+
+fn is_namespace(key: &str) -> bool {
+    registry::by_key(key).is_some_and(|(r, _, _)| r.kind == "Namespace")
+}
+
+/// Where an owner stands, read from the store (the graph may lag behind it).
+#[derive(Debug, PartialEq, Eq)]
+enum OwnerState {
+    /// There, and not waiting for its dependents to go.
+    Solid,
+    /// Being deleted in the foreground: its dependents go first.
+    Waiting,
+    /// Gone (or replaced by a namesake with another uid).
+    Dangling,
+}
+
+fn owner_state<S: Store>(server: &ApiServer<S>, namespace: Option<&str>, owner: &OwnerRef) -> OwnerState {
+    // An owner of a kind this server does not serve cannot be checked: keep the dependent.
+    let Some(r) = registry::by_kind(&owner.api_version, &owner.kind) else { return OwnerState::Solid };
+    let key = r.key(if r.namespaced { namespace } else { None }, &owner.name);
+    let Some(found) = server.store.get(&key) else { return OwnerState::Dangling };
+    let head: Head = serde_json::from_slice(&found.value).unwrap_or_default();
+    if head.metadata.uid != owner.uid {
+        OwnerState::Dangling
+    } else if head.metadata.deletion_timestamp.is_some()
+        && head.metadata.finalizers.iter().any(|f| f == FOREGROUND)
+    {
+        OwnerState::Waiting
+    } else {
+        OwnerState::Solid
+    }
+}
+
+pub(super) async fn examine<S: Store + Clone>(
+    server: &ApiServer<S>,
+    graph: &Graph,
+    key: &str,
+    object: &Value,
+) -> Result<(), ApiError> {
+    let head: Head = serde_json::from_value(object.clone()).unwrap_or_default();
+    let meta = &head.metadata;
+    let deleting = meta.deletion_timestamp.is_some();
+    if deleting && meta.finalizers.iter().any(|f| f == ORPHAN) {
+        for dependent in graph.dependents_of(&meta.uid) {
+            server.edit_metadata(&dependent, |o| remove_owner(o, |r| r.uid == meta.uid)).await?;
+        }
+        server.edit_metadata(key, |o| deletion::remove_finalizer(o, ORPHAN)).await?;
+        return Ok(());
+    }
+    if deleting && meta.finalizers.iter().any(|f| f == FOREGROUND) {
+        let dependents: Vec<String> =
+            graph.dependents_of(&meta.uid).into_iter().filter(|d| server.store.get(d).is_some()).collect();
+        let foreground = Options { propagation: Propagation::Foreground, ..Options::default() };
+        for dependent in &dependents {
+            match server.delete_key(dependent, &foreground).await {
+                Ok(_) => {}
+                Err(e) if e.code == 404 => {}
+                Err(e) => return Err(e),
+            }
+        }
+        // The owner goes when the last dependent has; their deletions queue it again.
+        if dependents.iter().all(|d| server.store.get(d).is_none()) {
+            server.edit_metadata(key, |o| deletion::remove_finalizer(o, FOREGROUND)).await?;
+        }
+        return Ok(());
+    }
+    if meta.owner_references.is_empty() || deleting {
+        return Ok(());
+    }
+    let namespace = registry::by_key(key).and_then(|(_, ns, _)| ns);
+    let states: Vec<(&OwnerRef, OwnerState)> =
+        meta.owner_references.iter().map(|o| (o, owner_state(server, namespace, o))).collect();
+    let any = |s: OwnerState| states.iter().any(|(_, state)| *state == s);
+    if any(OwnerState::Solid) {
+        if any(OwnerState::Dangling) {
+            let gone: Vec<String> = states
+                .iter()
+                .filter(|(_, s)| *s == OwnerState::Dangling)
+                .map(|(o, _)| o.uid.clone())
+                .collect();
+            server.edit_metadata(key, |o| remove_owner(o, |r| gone.contains(&r.uid))).await?;
+        }
+        return Ok(());
+    }
+    let propagation =
+        if any(OwnerState::Waiting) { Propagation::Foreground } else { Propagation::Background };
+    tracing::debug!(%key, ?propagation, "collecting an object whose owners are gone");
+    match server.delete_key(key, &Options { propagation, ..Options::default() }).await {
+        Err(e) if e.code != 404 => Err(e),
+        _ => Ok(()),
+    }
+}
+
+/// Drops the owner references `gone` picks; whether any went.
+fn remove_owner(object: &mut Value, gone: impl Fn(&OwnerRef) -> bool) -> bool {
+    let Some(refs) = object.pointer_mut("/metadata/ownerReferences").and_then(Value::as_array_mut) else {
+        return false;
+    };
+    let before = refs.len();
+    refs.retain(|r| serde_json::from_value::<OwnerRef>(r.clone()).map(|r| !gone(&r)).unwrap_or(true));
+    let changed = refs.len() != before;
+    if refs.is_empty()
+        && let Some(meta) = object.get_mut("metadata").and_then(Value::as_object_mut)
+    {
+        meta.remove("ownerReferences");
+    }
+    changed
+}
