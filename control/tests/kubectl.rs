@@ -126,3 +126,56 @@ fn kubectl_manages_a_deployment_and_a_service() {
     assert!(!k.run(&["get", "deployment", "web"]).status.success());
     drop(server);
 }
+
+#[test]
+fn kubectl_server_side_apply_owns_fields_and_reports_conflicts() {
+    let rt = common::runtime();
+    let server = rt.block_on(common::start(1000));
+    let dir = tempfile::tempdir().expect("tmp");
+    let kubeconfig = dir.path().join("kubeconfig");
+    std::fs::write(&kubeconfig, skiff_control::api::kubeconfig(&server.url)).expect("kubeconfig");
+    let k = Kubectl { kubeconfig };
+    let manifest = dir.path().join("web.yaml");
+    let deployment = APP.split("---").next().expect("the Deployment");
+    std::fs::write(&manifest, deployment).expect("manifest");
+    let manifest = manifest.to_str().expect("utf-8 path");
+
+    let out = k.ok(&["apply", "--server-side", "-f", manifest]);
+    assert!(out.contains("serverside-applied"), "{out}");
+    k.ok(&["scale", "deployment", "web", "--replicas=5"]);
+
+    // The manifest still says 2 replicas; the scaler owns that field now.
+    let out = k.run(&["apply", "--server-side", "-f", manifest]);
+    assert!(!out.status.success(), "a conflicting apply succeeded");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("conflict") && err.contains(".spec.replicas"), "{err}");
+    let replicas = k.ok(&["get", "deployment", "web", "-o", "jsonpath={.spec.replicas}"]);
+    assert_eq!(replicas, "5", "a refused apply changed the object");
+
+    k.ok(&["apply", "--server-side", "--force-conflicts", "-f", manifest]);
+    let deploy: serde_json::Value =
+        serde_json::from_str(&k.ok(&["get", "deployment", "web", "-o", "json", "--show-managed-fields"]))
+            .expect("json");
+    assert_eq!(deploy["spec"]["replicas"], 2);
+    let managed = deploy["metadata"]["managedFields"].as_array().expect("managedFields");
+    let applier = managed.iter().find(|e| e["operation"] == "Apply").expect("an Apply entry");
+    assert_eq!(applier["manager"], "kubectl");
+    assert!(applier["fieldsV1"]["f:spec"]["f:replicas"].is_object(), "{applier}");
+    assert!(
+        managed
+            .iter()
+            .all(|e| e["fieldsV1"]["f:spec"].get("f:replicas").is_none() || e["operation"] == "Apply"),
+        "the scaler still owns replicas: {managed:?}"
+    );
+
+    // Dropping a label from the manifest removes it: nobody else owns it.
+    std::fs::write(
+        dir.path().join("web.yaml"),
+        deployment.replace("{name: web, labels: {app: web}}", "{name: web}"),
+    )
+    .expect("manifest");
+    k.ok(&["apply", "--server-side", "-f", manifest]);
+    let labels = k.ok(&["get", "deployment", "web", "-o", "jsonpath={.metadata.labels}"]);
+    assert!(!labels.contains("app"), "the dropped label is still there: {labels}");
+    drop(server);
+}

@@ -10,6 +10,7 @@ use serde_json::{Value, json};
 
 use super::{
     ApiServer, Params, Request, admission, deletion,
+    managed::{self, Writer},
     objects::{self, FieldValidation, allocate_cluster_ip, check_object, merge_update, prepare_create},
     patch::{PatchType, json_patch, merge, strategic},
     path::Target,
@@ -317,19 +318,42 @@ pub async fn create<S: Store>(
 ) -> Result<Response, ApiError> {
     let validation = FieldValidation::from_param(req.params.get("fieldValidation"))?;
     let value = parse_body(&req.body, &req.content_type)?;
-    create_value(server, target, value, validation).await
+    create_value(server, target, value, validation, Some(&writer(req, target)?)).await
 }
 
+/// Who is writing, for `managedFields`: the `fieldManager` parameter, or else the client's name
+/// from its User-Agent (as the API server does).
+fn writer(req: &Request, target: &Target) -> Result<Writer, ApiError> {
+    let manager = match req.params.get("fieldManager").filter(|m| !m.is_empty()) {
+        Some(m) => m.to_owned(),
+        None => req.user_agent.split('/').next().filter(|a| !a.is_empty()).unwrap_or("unknown").to_owned(),
+    };
+    if manager.len() > 128 || manager.chars().any(char::is_control) {
+        return Err(ApiError::bad_request("fieldManager must be at most 128 printable characters"));
+    }
+    Ok(Writer {
+        manager,
+        api_version: target.resource.api_version(),
+        subresource: target.subresource.clone(),
+    })
+}
+
+/// Creates `value`; `writer` (unless the caller recorded ownership already, as apply does) is
+/// recorded as owning every field.
 async fn create_value<S: Store>(
     server: &ApiServer<S>,
     target: &Target,
     mut value: Value,
     validation: FieldValidation,
+    writer: Option<&Writer>,
 ) -> Result<Response, ApiError> {
     let r = target.resource;
     let name = prepare_create(r, target.namespace.as_deref(), &mut value)?;
     let warnings = check_object(r, &value, validation)?;
     admission::default(r.kind, &mut value);
+    if let Some(w) = writer {
+        managed::record_update(None, &mut value, w);
+    }
     admission::validate(r.kind, &name, &value)?;
     namespace_exists(server, target).await?;
     let key = r.key(target.namespace.as_deref(), &name);
@@ -379,6 +403,7 @@ async fn write_existing<S: Store>(
     name: &str,
     expected: Option<u64>,
     validation: FieldValidation,
+    writer: Option<&Writer>,
     make: impl FnOnce(&Value) -> Result<Value, ApiError>,
 ) -> Result<(Object, Vec<String>), ApiError> {
     let r = target.resource;
@@ -392,6 +417,9 @@ async fn write_existing<S: Store>(
     }
     let warnings = check_object(r, &value, validation)?;
     admission::default(r.kind, &mut value);
+    if let Some(w) = writer {
+        managed::record_update(Some(&old), &mut value, w);
+    }
     admission::validate(r.kind, name, &value)?;
     admission::immutable(r.kind, name, &old, &value)?;
     // Node ports are global like ClusterIPs: allocate under the same lock as creates.
@@ -426,15 +454,17 @@ pub async fn update<S: Store>(
     let validation = FieldValidation::from_param(req.params.get("fieldValidation"))?;
     let value = parse_body(&req.body, &req.content_type)?;
     let expected = resource_version(&value)?;
+    let writer = writer(req, target)?;
     if target.subresource.as_deref() == Some("scale") {
-        let (stored, _) = write_existing(server, target, name, expected, FieldValidation::Ignore, |old| {
-            scale::apply(old, &value)
-        })
-        .await?;
+        let (stored, _) =
+            write_existing(server, target, name, expected, FieldValidation::Ignore, Some(&writer), |old| {
+                scale::apply(old, &value)
+            })
+            .await?;
         return Ok(json(StatusCode::OK, scale::view(&render(&stored)?)));
     }
     let (stored, warnings) =
-        write_existing(server, target, name, expected, validation, |_| Ok(value)).await?;
+        write_existing(server, target, name, expected, validation, Some(&writer), |_| Ok(value)).await?;
     Ok(with_warnings(json(StatusCode::OK, render(&stored)?), &warnings))
 }
 
@@ -458,41 +488,38 @@ pub async fn patch<S: Store>(
     if kind == PatchType::Apply && !patch.is_object() {
         return Err(ApiError::bad_request("an apply configuration must be an object"));
     }
-    let manager = params.get("fieldManager").filter(|m| !m.is_empty());
+    if kind == PatchType::Apply && params.get("fieldManager").is_none_or(str::is_empty) {
+        return Err(ApiError::bad_request("fieldManager is required for apply patch"));
+    }
+    let writer = writer(req, target)?;
+    let force = params.flag("force");
     if kind == PatchType::Apply {
-        let manager =
-            manager.ok_or_else(|| ApiError::bad_request("fieldManager is required for apply patch"))?;
         let key = target.resource.key(target.namespace.as_deref(), name);
         if server.store.get(&key).is_none() && target.subresource.is_none() {
-            let mut applied = patch.clone();
-            applied["metadata"]["name"] = Value::String(name.to_owned());
-            objects::record_manager(&mut applied, manager, "Apply", &target.resource.api_version());
-            return create_value(server, target, applied, validation).await;
+            let mut config = patch.clone();
+            config["metadata"]["name"] = Value::String(name.to_owned());
+            let applied = managed::apply(None, &config, &writer, force)?;
+            return create_value(server, target, applied, validation, None).await;
         }
     }
     let scale = target.subresource.as_deref() == Some("scale");
     for _ in 0..5 {
+        let recorded = if kind == PatchType::Apply { None } else { Some(&writer) };
         let result = write_existing(
             server,
             target,
             name,
             None,
             if scale { FieldValidation::Ignore } else { validation },
+            recorded,
             |old| {
                 let mut doc = if scale { scale::view(old) } else { old.clone() };
                 match kind {
                     PatchType::Merge => merge(&mut doc, &patch),
                     PatchType::Strategic => strategic(&mut doc, &patch),
                     PatchType::Json => json_patch(&mut doc, &patch)?,
-                    PatchType::Apply => {
-                        strategic(&mut doc, &patch);
-                        objects::record_manager(
-                            &mut doc,
-                            manager.unwrap_or(""),
-                            "Apply",
-                            &target.resource.api_version(),
-                        );
-                    }
+                    PatchType::Apply if !scale => return managed::apply(Some(old), &patch, &writer, force),
+                    PatchType::Apply => strategic(&mut doc, &patch),
                 }
                 if scale { scale::apply(old, &doc) } else { Ok(doc) }
             },
@@ -504,7 +531,8 @@ pub async fn patch<S: Store>(
                 let body = if scale { scale::view(&rendered) } else { rendered };
                 return Ok(with_warnings(json(StatusCode::OK, body), &warnings));
             }
-            Err(e) if e.reason == "Conflict" => continue,
+            // A lost race is retried; an apply's field conflicts are the client's to resolve.
+            Err(e) if e.reason == "Conflict" && !e.is_field_conflict() => continue,
             Err(e) => return Err(e),
         }
     }

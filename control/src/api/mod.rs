@@ -3,7 +3,9 @@
 mod admission;
 pub mod deletion;
 mod discovery;
+mod fields;
 mod handlers;
+mod managed;
 mod objects;
 mod openapi;
 mod patch;
@@ -56,6 +58,8 @@ pub struct Request {
     pub content_type: String,
     /// The `Accept` header.
     pub accept: String,
+    /// The `User-Agent` header (names the field manager when the request does not).
+    pub user_agent: String,
     /// The client asked for `as=Table` (kubectl get).
     pub table: bool,
 }
@@ -122,7 +126,14 @@ async fn dispatch<S: Store + Clone>(
     let text = |name| headers.get(name).and_then(|v| v.to_str().ok()).unwrap_or("").to_owned();
     let accept = text(header::ACCEPT);
     let table = accept.contains("as=Table");
-    let req = Request { params, body, content_type: text(header::CONTENT_TYPE), accept, table };
+    let req = Request {
+        params,
+        body,
+        content_type: text(header::CONTENT_TYPE),
+        accept,
+        user_agent: text(header::USER_AGENT),
+        table,
+    };
     match route(&server, &method, uri.path(), &req).await {
         Ok(response) => response,
         Err(err) => err.into_response(),

@@ -219,17 +219,6 @@ pub fn check_object(
     }
 }
 
-/// Notes in `metadata.managedFields` that `manager` wrote the object with `operation`.
-pub fn record_manager(object: &mut Value, manager: &str, operation: &str, api_version: &str) {
-    let entry = json!({"manager": manager, "operation": operation, "apiVersion": api_version, "time": now(), "fieldsType": "FieldsV1", "fieldsV1": {}});
-    let meta = &mut object["metadata"];
-    let list = meta.get("managedFields").and_then(Value::as_array).cloned().unwrap_or_default();
-    let mut list: Vec<Value> =
-        list.into_iter().filter(|e| e.get("manager").and_then(Value::as_str) != Some(manager)).collect();
-    list.push(entry);
-    meta["managedFields"] = Value::Array(list);
-}
-
 /// Picks a ClusterIP for a new Service (unless it asks for none, or for a free one of its own).
 pub fn allocate_cluster_ip(
     body: &mut Value,

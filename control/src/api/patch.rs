@@ -65,6 +65,11 @@ fn port_key(items: &[Value]) -> &'static str {
     if items.iter().any(|i| i.get("containerPort").is_some()) { "containerPort" } else { "port" }
 }
 
+/// The key the elements of list field `field` (holding `items`) merge by, if it is keyed.
+pub fn list_key(field: &str, items: &[Value]) -> Option<&'static str> {
+    if field == "ports" { Some(port_key(items)) } else { merge_key(field) }
+}
+
 /// Strategic merge: like [`merge`], but lists of known fields merge element-wise by their key,
 /// and `{"$patch": "delete"}` elements remove the element with that key. Directive keys the
 /// server does not need (`$setElementOrder/…`, `$retainKeys`) are dropped.
@@ -94,7 +99,7 @@ pub fn strategic(target: &mut Value, patch: &Value) {
                 t.remove(k);
             }
             Value::Array(items) => {
-                let key = if k == "ports" { Some(port_key(items)) } else { merge_key(k) };
+                let key = list_key(k, items);
                 match (key, t.get_mut(k)) {
                     (Some(key), Some(Value::Array(existing))) => merge_list(existing, items, key),
                     _ => {

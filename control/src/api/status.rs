@@ -120,6 +120,26 @@ impl ApiError {
             .with_details(json!({"name": name, "kind": kind, "causes": causes}))
     }
 
+    /// 409 for a server-side apply that would take fields other managers own: one cause per
+    /// (manager, field).
+    pub fn apply_conflicts(conflicts: &[(String, String)]) -> Self {
+        let plural = if conflicts.len() == 1 { "" } else { "s" };
+        let listed: Vec<String> =
+            conflicts.iter().map(|(m, f)| format!("conflict with \"{m}\": {f}")).collect();
+        let message =
+            format!("Apply failed with {} conflict{plural}: {}", conflicts.len(), listed.join("\n"));
+        let causes: Vec<Value> = conflicts
+            .iter()
+            .map(|(m, f)| json!({"reason": "FieldManagerConflict", "message": format!("conflict with \"{m}\""), "field": f}))
+            .collect();
+        Self::new(StatusCode::CONFLICT, "Conflict", message).with_details(json!({"causes": causes}))
+    }
+
+    /// An apply conflict (as opposed to a lost compare-and-swap race).
+    pub fn is_field_conflict(&self) -> bool {
+        self.details.as_ref().and_then(|d| d.get("causes")).is_some() && self.code == StatusCode::CONFLICT
+    }
+
     pub fn internal(message: impl Into<String>) -> Self {
         Self::new(StatusCode::INTERNAL_SERVER_ERROR, "InternalError", message)
     }
