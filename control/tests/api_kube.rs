@@ -392,18 +392,54 @@ fn lists_page_with_limit_and_continue_and_honour_resource_version_rules() {
         assert_eq!(names, ["c0", "c1", "c2", "c3", "c4"]);
         assert!(revisions.windows(2).all(|w| w[0] == w[1]), "pages from different revisions: {revisions:?}");
 
-        // A change under the list makes an old continue token expire (410), like etcd compaction.
+        // Later pages come from the first page's snapshot, whatever changes meanwhile.
         let first = cms.list(&ListParams::default().limit(2)).await.expect("page");
-        let stale = first.metadata.continue_.clone().expect("more pages");
+        let mut token = first.metadata.continue_.clone();
         cms.delete("c4", &DeleteParams::default()).await.expect("delete");
-        let (code, _) = api_error(cms.list(&ListParams::default().limit(2).continue_token(&stale)).await);
-        assert_eq!(code, 410);
+        let c5: ConfigMap = serde_json::from_value(json!({"metadata": {"name": "c5"}})).expect("cm");
+        cms.create(&PostParams::default(), &c5).await.expect("create");
+        let label = json!({"metadata": {"labels": {"changed": "yes"}}});
+        cms.patch("c2", &kube::api::PatchParams::default(), &kube::api::Patch::Merge(label))
+            .await
+            .expect("patch");
+        let mut rest = Vec::new();
+        while let Some(t) = token.filter(|t| !t.is_empty()) {
+            let page = cms.list(&ListParams::default().limit(2).continue_token(&t)).await.expect("page");
+            assert_eq!(page.metadata.resource_version, first.metadata.resource_version);
+            rest.extend(page.items);
+            token = page.metadata.continue_.clone();
+        }
+        let names: Vec<_> = rest.iter().filter_map(|c| c.metadata.name.clone()).collect();
+        assert_eq!(names, ["c2", "c3", "c4"], "not the snapshot of the first page");
+        assert!(rest[0].metadata.labels.is_none(), "c2 as changed after the snapshot");
 
+        // An exact resourceVersion of the past is served from the same history.
         let rv: u64 = first.metadata.resource_version.expect("rv").parse().expect("number");
+        let exact_old = ListParams::default().at(&rv.to_string()).matching(kube::api::VersionMatch::Exact);
+        let then = cms.list(&exact_old).await.expect("an exact past list");
+        assert_eq!(then.items.len(), 5);
+        assert!(then.items.iter().all(|c| c.metadata.name.as_deref() != Some("c5")));
         let future = ListParams::default().at(&(rv + 1000).to_string());
         assert_eq!(api_error(cms.list(&future).await).0, 504, "a resourceVersion from the future");
-        let exact_old = ListParams::default().at(&rv.to_string()).matching(kube::api::VersionMatch::Exact);
-        assert_eq!(api_error(cms.list(&exact_old).await).0, 410, "an exact, superseded resourceVersion");
+
+        // Once the history no longer reaches back, the token expires (410), like etcd compaction.
+        let small = common::start(4).await;
+        let cms: Api<ConfigMap> = Api::namespaced(small.client.clone(), "default");
+        for n in 0..6 {
+            let cm: ConfigMap =
+                serde_json::from_value(json!({"metadata": {"name": format!("s{n}")}})).expect("cm");
+            cms.create(&PostParams::default(), &cm).await.expect("create");
+        }
+        let first = cms.list(&ListParams::default().limit(1)).await.expect("page");
+        let stale = first.metadata.continue_.clone().expect("more pages");
+        for n in 0..6 {
+            cms.delete(&format!("s{n}"), &DeleteParams::default()).await.expect("delete");
+        }
+        let (code, _) = api_error(cms.list(&ListParams::default().limit(1).continue_token(&stale)).await);
+        assert_eq!(code, 410);
+        let rv = first.metadata.resource_version.expect("rv");
+        let exact_old = ListParams::default().at(&rv).matching(kube::api::VersionMatch::Exact);
+        assert_eq!(api_error(cms.list(&exact_old).await).0, 410, "an exact version beyond the history");
     });
 }
 

@@ -121,6 +121,32 @@ fn watches_replay_from_a_revision_then_follow_live_and_410_when_too_old() {
 }
 
 #[test]
+fn lists_at_a_past_revision_rewind_the_history() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let store = EmbeddedStore::open(&dir.path().join("db"), Options { history: 4 }).expect("open");
+    runtime().block_on(async {
+        store.create("/p/a", b"a1".to_vec()).await.expect("create");
+        let b = store.create("/p/b", b"b1".to_vec()).await.expect("create");
+        store.create("/q/x", b"x".to_vec()).await.expect("create");
+        let then = store.revision();
+        store.update("/p/a", b"a2".to_vec(), None).await.expect("update");
+        store.delete("/p/b", None).await.expect("delete");
+        store.create("/p/c", b"c1".to_vec()).await.expect("create");
+
+        let past = store.list_at("/p/", then).expect("within the history");
+        let seen: Vec<(&str, &[u8], u64)> =
+            past.iter().map(|o| (o.key.as_str(), o.value.as_slice(), o.mod_revision)).collect();
+        assert_eq!(seen, [("/p/a", &b"a1"[..], 1), ("/p/b", &b"b1"[..], b.mod_revision)]);
+        assert_eq!(store.list_at("/p/", store.revision()).expect("now"), store.list("/p/").0);
+
+        for n in 0..4 {
+            store.create(&format!("/r/{n}"), b"r".to_vec()).await.expect("create");
+        }
+        assert!(matches!(store.list_at("/p/", then), Err(StoreError::Compacted { .. })));
+    });
+}
+
+#[test]
 fn everything_survives_a_reopen_with_the_same_revisions() {
     let dir = tempfile::tempdir().expect("tmp");
     let path = dir.path().join("db");

@@ -119,13 +119,17 @@ fn list_object(r: &Resource, revision: Option<u64>, items: Vec<Value>) -> Value 
 }
 
 /// `limit`/`continue` paging. A continue token names the list's revision and the last key served;
-/// the next page is served only if nothing under the list's prefix changed since (otherwise it
-/// is 410 Expired and the client re-lists, as with etcd compaction).
+/// the next page comes from the same snapshot (the store rewinds its history), so pages add up
+/// to one consistent list however much changes meanwhile. Once the history no longer reaches
+/// back that far the token is 410 Expired and the client re-lists, as with etcd compaction.
 struct Paging {
     limit: usize,
     after_key: Option<String>,
+    /// The snapshot to serve (a continued list's, or an exact resourceVersion); else the latest.
     revision: Option<u64>,
 }
+
+const CONTINUE_EXPIRED: &str = "The provided continue parameter is too old to display a consistent list result. You can start a new list without the continue parameter.";
 
 fn encode_continue(revision: u64, key: &str) -> String {
     let raw = serde_json::to_vec(&json!({"rv": revision, "key": key})).unwrap_or_default();
@@ -156,11 +160,8 @@ fn paging<S: Store>(server: &ApiServer<S>, prefix: &str, params: &Params) -> Res
         }
         let (revision, key) =
             decode_continue(token).ok_or_else(|| ApiError::bad_request("invalid continue token"))?;
-        let unchanged = server.store.watch(prefix, revision).is_ok_and(|w| w.pending() == 0);
-        if !unchanged {
-            return Err(ApiError::gone(
-                "The provided continue parameter is too old to display a consistent list result. You can start a new list without the continue parameter.",
-            ));
+        if revision > current || !key.starts_with(prefix) {
+            return Err(ApiError::bad_request("invalid continue token"));
         }
         return Ok(Paging { limit, after_key: Some(key), revision: Some(revision) });
     }
@@ -170,8 +171,8 @@ fn paging<S: Store>(server: &ApiServer<S>, prefix: &str, params: &Params) -> Res
         if rv > current {
             return Err(ApiError::timeout(format!("Too large resource version: {rv}, current: {current}")));
         }
-        if params.get("resourceVersionMatch") == Some("Exact") && rv != current {
-            return Err(ApiError::gone(format!("too old resource version: {rv} ({current})")));
+        if params.get("resourceVersionMatch") == Some("Exact") {
+            return Ok(Paging { limit, after_key: None, revision: Some(rv) });
         }
     }
     Ok(Paging { limit, after_key: None, revision: None })
@@ -197,8 +198,20 @@ fn list_page<S: Store>(
     let prefix = scope_prefix(target);
     let paging = paging(server, &prefix, params)?;
     let (labels, fields) = selectors(params)?;
-    let (objects, current) = server.store.list(&prefix);
-    let revision = paging.revision.unwrap_or(current);
+    let (objects, revision) = match paging.revision {
+        Some(at) => match server.store.list_at(&prefix, at) {
+            Ok(objects) => (objects, at),
+            Err(StoreError::Compacted { oldest, .. }) => {
+                return Err(ApiError::gone(if paging.after_key.is_some() {
+                    CONTINUE_EXPIRED.to_owned()
+                } else {
+                    format!("too old resource version: {at} ({oldest})")
+                }));
+            }
+            Err(e) => return Err(ApiError::internal(e.to_string())),
+        },
+        None => server.store.list(&prefix),
+    };
     let filtering = !(labels.is_empty() && fields.is_empty());
     let mut chosen = Vec::new();
     let mut remaining = 0;

@@ -131,7 +131,7 @@ pub fn watch<S: Store + Clone>(
                             object.mod_revision = event.revision;
                             let Ok(value) = render(&object) else { continue };
                             let before: Option<Value> =
-                                event.previous.as_deref().and_then(|p| serde_json::from_slice(p).ok());
+                                event.previous.as_ref().and_then(|p| serde_json::from_slice(&p.value).ok());
                             let matches_now = labels.matches(&value) && fields.matches(&value);
                             let matched_before =
                                 before.as_ref().is_some_and(|b| labels.matches(b) && fields.matches(b));

@@ -205,7 +205,7 @@ fn stage(batch: Vec<Request>, state: &RwLock<State>) -> (Vec<Staged>, Revision) 
             continue;
         }
         revision += 1;
-        let previous = current.as_ref().map(|c| c.value.clone());
+        let previous = current.clone();
         let event = match op {
             Op::Delete { .. } => {
                 let last = current.unwrap_or_else(|| Object {
@@ -275,6 +275,18 @@ impl Store for EmbeddedStore {
             .map(|(_, o)| o.clone())
             .collect();
         (items, st.revision)
+    }
+
+    fn list_at(&self, prefix: &str, revision: Revision) -> Result<Vec<Object>> {
+        let st = self.read();
+        let mut items: BTreeMap<String, Object> = st
+            .objects
+            .range(prefix.to_owned()..)
+            .take_while(|(k, _)| k.starts_with(prefix))
+            .map(|(k, o)| (k.clone(), o.clone()))
+            .collect();
+        st.history.undo(prefix, revision, &mut items)?;
+        Ok(items.into_values().collect())
     }
 
     async fn create(&self, key: &str, value: Vec<u8>) -> Result<Object> {

@@ -36,6 +36,30 @@ impl History {
         let _ = self.live.send(event);
     }
 
+    /// Turns `objects` (everything under `prefix` now) back into what was there at `revision`,
+    /// undoing the later events newest first.
+    pub(crate) fn undo(
+        &self,
+        prefix: &str,
+        revision: Revision,
+        objects: &mut std::collections::BTreeMap<String, super::Object>,
+    ) -> Result<(), StoreError> {
+        if revision < self.horizon {
+            return Err(StoreError::Compacted { requested: revision, oldest: self.horizon });
+        }
+        for event in self.events.iter().rev().take_while(|e| e.revision > revision) {
+            let key = &event.object.key;
+            if !key.starts_with(prefix) {
+                continue;
+            }
+            match &event.previous {
+                Some(before) => objects.insert(key.clone(), before.clone()),
+                None => objects.remove(key),
+            };
+        }
+        Ok(())
+    }
+
     /// A stream of events under `prefix` after `after`; `after == 0` means "from now on". Must be
     /// called under the same lock that serialises `push`, so nothing falls between backlog and live.
     pub(crate) fn watch(

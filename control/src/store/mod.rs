@@ -40,8 +40,8 @@ pub struct Event {
     /// The write's revision. For a delete, `object.value` is the last value before it.
     pub revision: Revision,
     pub object: Object,
-    /// The value before this write, if there was one.
-    pub previous: Option<Vec<u8>>,
+    /// The object before this write, if there was one.
+    pub previous: Option<Object>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -71,6 +71,10 @@ pub trait Store: Send + Sync + 'static {
 
     /// Every object under `prefix`, in key order, and the revision of this snapshot.
     fn list(&self, prefix: &str) -> (Vec<Object>, Revision);
+
+    /// Every object under `prefix` as it was at `revision` (pages of a list are served from its
+    /// snapshot); `Compacted` when the history no longer reaches back that far.
+    fn list_at(&self, prefix: &str, revision: Revision) -> Result<Vec<Object>>;
 
     /// Creates `key`; fails with `AlreadyExists` if it is there.
     fn create(&self, key: &str, value: Vec<u8>) -> impl Future<Output = Result<Object>> + Send;
