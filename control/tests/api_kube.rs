@@ -176,7 +176,8 @@ fn bad_requests_get_the_right_status_and_change_nothing() {
             serde_json::to_vec(&json!({"metadata": {"name": "big"}, "data": {"x": "a".repeat(4 << 20)}}))
                 .expect("json");
         assert_eq!(send("POST", path, "application/json", huge).await.0, 413);
-        assert_eq!(send("POST", path, "application/vnd.kubernetes.protobuf", b"x".to_vec()).await.0, 415);
+        assert_eq!(send("POST", path, "application/vnd.kubernetes.protobuf", b"x".to_vec()).await.0, 400);
+        assert_eq!(send("POST", path, "application/cbor", b"x".to_vec()).await.0, 415);
         let ok = serde_json::to_vec(&json!({"metadata": {"name": "ok"}})).expect("json");
         assert_eq!(send("POST", "/api/v1/namespaces/nope/configmaps", "application/json", ok).await.0, 404);
         assert_eq!(send("GET", "/api/v1/widgets", "application/json", vec![]).await.0, 404);

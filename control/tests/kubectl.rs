@@ -11,6 +11,16 @@ struct Kubectl {
 }
 
 impl Kubectl {
+    /// An API server (on its own runtime, kept alive by the caller) and kubectl configured for it.
+    fn with_server() -> (tokio::runtime::Runtime, common::Server, tempfile::TempDir, Kubectl) {
+        let rt = common::runtime();
+        let server = rt.block_on(common::start(1000));
+        let dir = tempfile::tempdir().expect("tmp");
+        let kubeconfig = dir.path().join("kubeconfig");
+        std::fs::write(&kubeconfig, skiff_control::api::kubeconfig(&server.url)).expect("kubeconfig");
+        (rt, server, dir, Kubectl { kubeconfig })
+    }
+
     fn run(&self, args: &[&str]) -> Output {
         Command::new("kubectl")
             .arg("--kubeconfig")
@@ -49,14 +59,9 @@ spec:
 
 #[test]
 fn kubectl_manages_a_deployment_and_a_service() {
-    let rt = common::runtime();
-    let server = rt.block_on(common::start(1000));
-    let dir = tempfile::tempdir().expect("tmp");
-    let kubeconfig = dir.path().join("kubeconfig");
-    std::fs::write(&kubeconfig, skiff_control::api::kubeconfig(&server.url)).expect("kubeconfig");
+    let (_rt, server, dir, k) = Kubectl::with_server();
     let app = dir.path().join("app.yaml");
     std::fs::write(&app, APP).expect("manifest");
-    let k = Kubectl { kubeconfig };
     let app = app.to_str().expect("utf-8 path");
 
     let applied = k.ok(&["apply", "-f", app]);
@@ -129,12 +134,7 @@ fn kubectl_manages_a_deployment_and_a_service() {
 
 #[test]
 fn kubectl_server_side_apply_owns_fields_and_reports_conflicts() {
-    let rt = common::runtime();
-    let server = rt.block_on(common::start(1000));
-    let dir = tempfile::tempdir().expect("tmp");
-    let kubeconfig = dir.path().join("kubeconfig");
-    std::fs::write(&kubeconfig, skiff_control::api::kubeconfig(&server.url)).expect("kubeconfig");
-    let k = Kubectl { kubeconfig };
+    let (_rt, server, dir, k) = Kubectl::with_server();
     let manifest = dir.path().join("web.yaml");
     let deployment = APP.split("---").next().expect("the Deployment");
     std::fs::write(&manifest, deployment).expect("manifest");
@@ -177,5 +177,45 @@ fn kubectl_server_side_apply_owns_fields_and_reports_conflicts() {
     k.ok(&["apply", "--server-side", "-f", manifest]);
     let labels = k.ok(&["get", "deployment", "web", "-o", "jsonpath={.metadata.labels}"]);
     assert!(!labels.contains("app"), "the dropped label is still there: {labels}");
+    drop(server);
+}
+
+/// kubectl's typed `create` commands send protobuf bodies.
+#[test]
+fn kubectl_create_commands_send_protobuf_and_it_is_understood() {
+    let (_rt, server, _dir, k) = Kubectl::with_server();
+    let get = |args: &[&str]| -> serde_json::Value {
+        let mut all = vec!["get"];
+        all.extend_from_slice(args);
+        all.extend_from_slice(&["-o", "json"]);
+        serde_json::from_str(&k.ok(&all)).expect("json")
+    };
+
+    let out = k.run(&["create", "deployment", "web", "--image=web:1", "--replicas=0", "--port=8080", "-v=8"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let log = String::from_utf8_lossy(&out.stderr);
+    assert!(log.contains("application/vnd.kubernetes.protobuf"), "kubectl sent no protobuf: {log}");
+    let deploy = get(&["deployment", "web"]);
+    assert_eq!(deploy["spec"]["replicas"], 0, "an explicit zero was lost");
+    let container = &deploy["spec"]["template"]["spec"]["containers"][0];
+    assert_eq!(
+        (container["image"].as_str(), container["ports"][0]["containerPort"].as_i64()),
+        (Some("web:1"), Some(8080))
+    );
+    assert_eq!(deploy["spec"]["template"]["spec"]["restartPolicy"], "Always", "defaults applied");
+
+    k.ok(&["create", "configmap", "settings", "--from-literal=mode=fast"]);
+    assert_eq!(get(&["configmap", "settings"])["data"]["mode"], "fast");
+    k.ok(&["create", "secret", "generic", "creds", "--from-literal=password=hunter2"]);
+    assert_eq!(get(&["secret", "creds"])["data"]["password"], "aHVudGVyMg==");
+    k.ok(&["create", "service", "nodeport", "edge", "--tcp=80:8080"]);
+    let svc = get(&["service", "edge"]);
+    assert_eq!(svc["spec"]["ports"][0]["targetPort"], 8080);
+    let node_port = svc["spec"]["ports"][0]["nodePort"].as_i64().expect("a node port");
+    assert!((30000..=32767).contains(&node_port), "{node_port}");
+    k.ok(&["create", "namespace", "team-a"]);
+    assert_eq!(get(&["namespace", "team-a"])["status"]["phase"], "Active");
+    k.ok(&["create", "serviceaccount", "robot", "-n", "team-a"]);
+    assert_eq!(get(&["serviceaccount", "robot", "-n", "team-a"])["metadata"]["namespace"], "team-a");
     drop(server);
 }

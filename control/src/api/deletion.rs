@@ -55,13 +55,8 @@ pub struct Options {
 }
 
 impl Options {
-    pub fn parse(params: &Params, body: &[u8]) -> Result<Self, ApiError> {
-        let body: Value = if body.is_empty() {
-            Value::Null
-        } else {
-            serde_json::from_slice(body)
-                .map_err(|e| ApiError::bad_request(format!("DeleteOptions is not valid JSON: {e}")))?
-        };
+    /// From the query and a DeleteOptions body (`Null` if there is none).
+    pub fn parse(params: &Params, body: &Value) -> Result<Self, ApiError> {
         let grace = match params.get("gracePeriodSeconds") {
             Some(g) => Some(
                 g.parse::<i64>()
@@ -277,13 +272,14 @@ mod tests {
     fn options_parse_the_policy_from_query_or_body() {
         let params =
             |q: &[(&str, &str)]| Params(q.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect());
-        let opts = Options::parse(&params(&[("propagationPolicy", "Foreground")]), b"").expect("parse");
+        let none = Value::Null;
+        let opts = Options::parse(&params(&[("propagationPolicy", "Foreground")]), &none).expect("parse");
         assert_eq!(opts.propagation, Propagation::Foreground);
-        let body = br#"{"kind":"DeleteOptions","propagationPolicy":"Orphan"}"#;
-        assert_eq!(Options::parse(&params(&[]), body).expect("parse").propagation, Propagation::Orphan);
-        let legacy = br#"{"orphanDependents":true}"#;
-        assert_eq!(Options::parse(&params(&[]), legacy).expect("parse").propagation, Propagation::Orphan);
-        let bad = Options::parse(&params(&[("propagationPolicy", "Sideways")]), b"").expect_err("bad");
+        let body = json!({"kind": "DeleteOptions", "propagationPolicy": "Orphan"});
+        assert_eq!(Options::parse(&params(&[]), &body).expect("parse").propagation, Propagation::Orphan);
+        let legacy = json!({"orphanDependents": true});
+        assert_eq!(Options::parse(&params(&[]), &legacy).expect("parse").propagation, Propagation::Orphan);
+        let bad = Options::parse(&params(&[("propagationPolicy", "Sideways")]), &none).expect_err("bad");
         assert_eq!(bad.code, 400);
     }
 }

@@ -14,6 +14,7 @@ use super::{
     objects::{self, FieldValidation, allocate_cluster_ip, check_object, merge_update, prepare_create},
     patch::{PatchType, json_patch, merge, strategic},
     path::Target,
+    protobuf,
     registry::{self, Resource},
     scale,
     selector::selectors,
@@ -271,8 +272,12 @@ pub fn list<S: Store>(server: &ApiServer<S>, target: &Target, req: &Request) -> 
     Ok((StatusCode::OK, [(axum::http::header::CONTENT_TYPE, "application/json")], body).into_response())
 }
 
-fn parse_body(body: &[u8], content_type: &str) -> Result<Value, ApiError> {
+/// A request body as JSON: JSON as it is, protobuf decoded (kubectl's typed commands send it).
+pub fn parse_body(body: &[u8], content_type: &str) -> Result<Value, ApiError> {
     let media = content_type.split(';').next().unwrap_or("").trim();
+    if media == protobuf::MEDIA_TYPE {
+        return protobuf::decode(body);
+    }
     if !(media.is_empty() || media == "application/json" || media == "*/*") {
         return Err(ApiError::unsupported_media_type(media));
     }
@@ -568,10 +573,15 @@ pub async fn delete<S: Store>(
     name: &str,
     req: &Request,
 ) -> Result<Response, ApiError> {
-    let options = deletion::Options::parse(&req.params, &req.body)?;
+    let options = deletion::Options::parse(&req.params, &delete_options(req)?)?;
     let r = target.resource;
     let object = delete_object(server, r, &r.key(target.namespace.as_deref(), name), &options).await?;
     Ok(json(StatusCode::OK, render(&object)?))
+}
+
+/// The DeleteOptions body of a DELETE, if any (JSON or protobuf).
+fn delete_options(req: &Request) -> Result<Value, ApiError> {
+    if req.body.is_empty() { Ok(Value::Null) } else { parse_body(&req.body, &req.content_type) }
 }
 
 /// Deletes (or marks for deletion) the object at `key` as `options` say; returns its last state.
@@ -641,7 +651,7 @@ pub async fn delete_collection<S: Store>(
     target: &Target,
     req: &Request,
 ) -> Result<Response, ApiError> {
-    let options = deletion::Options::parse(&req.params, &req.body)?;
+    let options = deletion::Options::parse(&req.params, &delete_options(req)?)?;
     if options.precondition_uid.is_some() || options.precondition_rv.is_some() {
         return Err(ApiError::bad_request("preconditions do not apply to a collection"));
     }

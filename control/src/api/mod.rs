@@ -11,6 +11,7 @@ mod openapi;
 mod patch;
 mod path;
 mod pods;
+mod protobuf;
 pub mod registry;
 mod scale;
 mod selector;

@@ -7,7 +7,7 @@ use axum::{
 };
 use serde_json::{Value, json};
 
-use super::{ApiServer, Request, handlers, path::Target, status::ApiError};
+use super::{ApiServer, Request, deletion, handlers, path::Target, status::ApiError};
 use crate::store::{Store, StoreError};
 
 fn success(message: &str) -> Response {
@@ -22,8 +22,7 @@ pub async fn bind<S: Store>(
     name: &str,
     req: &Request,
 ) -> Result<Response, ApiError> {
-    let binding: Value = serde_json::from_slice(&req.body)
-        .map_err(|e| ApiError::bad_request(format!("the binding is not valid JSON: {e}")))?;
+    let binding = handlers::parse_body(&req.body, &req.content_type)?;
     let node = binding
         .pointer("/target/name")
         .and_then(Value::as_str)
@@ -50,13 +49,19 @@ pub async fn bind<S: Store>(
     }
 }
 
-/// POST pods/<name>/eviction: deletes the pod (disruption budgets arrive with their controller).
+/// POST pods/<name>/eviction: deletes the pod as the Eviction's `deleteOptions` say (disruption
+/// budgets arrive with their controller).
 pub async fn evict<S: Store>(
     server: &ApiServer<S>,
     target: &Target,
     name: &str,
     req: &Request,
 ) -> Result<Response, ApiError> {
-    handlers::delete(server, target, name, req).await?;
+    let eviction =
+        if req.body.is_empty() { Value::Null } else { handlers::parse_body(&req.body, &req.content_type)? };
+    let options = eviction.get("deleteOptions").cloned().unwrap_or(Value::Null);
+    let options = deletion::Options::parse(&req.params, &options)?;
+    let key = target.resource.key(target.namespace.as_deref(), name);
+    handlers::delete_object(server, target.resource, &key, &options).await?;
     Ok(success(""))
 }
