@@ -35,7 +35,7 @@ pub use error::DatapathError;
 pub use log_level::LogLevel;
 
 /// Where the agent pins its maps unless told otherwise.
-pub const DEFAULT_PIN_DIR: &str = "/sys/fs/bpf/skiff";
+pub const DEFAULT_PIN_DIR: &str = names::DEFAULT_PIN_DIR;
 
 /// How to load the datapath.
 #[derive(Debug, Clone)]
@@ -213,8 +213,19 @@ impl Datapath {
         // and backend ids while the service proxy re-lists.
         let maps = lb::LbMaps::take(&mut ebpf, maglev_entries, cap.config.maglev_m, cap.max_backends)?;
         let lb = LbDataplane::adopt(maps);
-        let links_dir = config.pin_dir.join("links");
+        let links_dir = config.pin_dir.join(names::PIN_LINKS_DIR);
         bpffs::ensure_dir(&links_dir)?;
+        // The CNI plugin attaches this program to each new pod veth, from its pin.
+        let progs_dir = config.pin_dir.join(names::PIN_PROGS_DIR);
+        bpffs::ensure_dir(&progs_dir)?;
+        let prog_pin = progs_dir.join(names::PROG_LB);
+        if prog_pin.exists() {
+            std::fs::remove_file(&prog_pin)
+                .map_err(|source| DatapathError::Bpffs { path: prog_pin.clone(), source })?;
+        }
+        program_mut::<SchedClassifier>(&mut ebpf, names::PROG_LB)?
+            .pin(&prog_pin)
+            .map_err(|source| DatapathError::Pin { path: prog_pin.clone(), source })?;
         Ok(Self { ebpf, attachments: Vec::new(), links_dir, lb })
     }
 
@@ -252,7 +263,7 @@ impl Datapath {
     /// without a load balancer on the interface, so established flows never see an untranslated
     /// packet across an agent restart or upgrade.
     pub fn attach_lb(&mut self, iface: &str) -> Result<(), DatapathError> {
-        let pin = self.links_dir.join(format!("lb-{iface}"));
+        let pin = self.links_dir.join(format!("{}{iface}", names::LINK_LB_PREFIX));
         let err = |source| DatapathError::Attach { program: names::PROG_LB, iface: iface.to_owned(), source };
         let link_err = |source| DatapathError::Link { iface: iface.to_owned(), source };
         let prog = program_mut::<SchedClassifier>(&mut self.ebpf, names::PROG_LB)?;

@@ -105,13 +105,22 @@ pub struct Writer {
 /// Records an ordinary write: `old` (none for a create) became `new`; the fields that changed
 /// are the writer's now. Ownership is carried over from `old`.
 pub fn record_update(old: Option<&Value>, new: &mut Value, writer: &Writer) {
-    let mut list = old.map(entries).unwrap_or_default();
-    let old_set = old.map(FieldSet::of).unwrap_or_default();
     let new_set = FieldSet::of(new);
+    let Some(old) = old else {
+        // A create: the writer set every field.
+        let mut mine =
+            Entry::new(&writer.manager, "Update", &writer.api_version, writer.subresource.as_deref());
+        mine.set = new_set;
+        mine.time = json!(now());
+        store(new, vec![mine]);
+        return;
+    };
+    let mut list = entries(old);
+    let old_set = FieldSet::of(old);
     let changed: Vec<Path> = new_set
         .leaves()
         .into_iter()
-        .filter(|p| old.and_then(|o| fields::value_at(o, p)) != fields::value_at(new, p))
+        .filter(|p| fields::value_at(old, p) != fields::value_at(new, p))
         .collect();
     let removed: Vec<Path> = old_set.leaves().into_iter().filter(|p| !new_set.contains(p)).collect();
     if changed.is_empty() && removed.is_empty() {

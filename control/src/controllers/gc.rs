@@ -46,32 +46,54 @@ struct OwnerRef {
     uid: String,
 }
 
-/// Who owns whom, by uid and storage key.
+/// Who owns whom. Only objects with owner references (or a deletion in progress) are parsed;
+/// everything else passes through on a byte scan, so the collector costs little per write.
 #[derive(Debug, Default)]
 pub struct Graph {
-    key_of: HashMap<String, String>,
-    owners: HashMap<String, Vec<String>>,
+    /// Dependent key → the (uid, key) of each owner it names.
+    owners: HashMap<String, Vec<(String, Option<String>)>>,
+    /// Owner uid → dependent keys.
     dependents: HashMap<String, BTreeSet<String>>,
+    /// Owner key → the owner uids dependents name at that key.
+    uids_at: HashMap<String, BTreeSet<String>>,
+}
+
+fn mentions(value: &[u8], needle: &[u8]) -> bool {
+    value.windows(needle.len()).any(|w| w == needle)
+}
+
+/// The storage key an owner reference points at, for a dependent stored at `key`.
+fn owner_key(key: &str, owner: &OwnerRef) -> Option<String> {
+    let r = registry::by_kind(&owner.api_version, &owner.kind)?;
+    let namespace = registry::by_key(key).and_then(|(_, ns, _)| ns);
+    Some(r.key(if r.namespaced { namespace } else { None }, &owner.name))
 }
 
 impl Graph {
     /// Records a created or updated object and queues what it may need.
     pub(super) fn put(&mut self, key: &str, value: &[u8], queue: &mut Queue) {
+        let owned = mentions(value, b"\"ownerReferences\"");
+        let deleting = mentions(value, b"\"deletionTimestamp\"");
+        if !owned && !deleting {
+            self.unlink(key);
+            return;
+        }
         let head: Head = serde_json::from_slice(value).unwrap_or_default();
         let meta = head.metadata;
         self.unlink(key);
-        let owners: Vec<String> = meta.owner_references.iter().map(|o| o.uid.clone()).collect();
-        for owner in &owners {
-            self.dependents.entry(owner.clone()).or_default().insert(key.to_owned());
+        let owners: Vec<(String, Option<String>)> =
+            meta.owner_references.iter().map(|o| (o.uid.clone(), owner_key(key, o))).collect();
+        for (uid, at) in &owners {
+            self.dependents.entry(uid.clone()).or_default().insert(key.to_owned());
+            if let Some(at) = at {
+                self.uids_at.entry(at.clone()).or_default().insert(uid.clone());
+            }
         }
         if !owners.is_empty() {
             self.owners.insert(key.to_owned(), owners);
         }
         let waiting = meta.finalizers.iter().any(|f| f == ORPHAN || f == FOREGROUND);
         let deleting = meta.deletion_timestamp.is_some();
-        if !meta.uid.is_empty() {
-            self.key_of.insert(meta.uid, key.to_owned());
-        }
         if !meta.owner_references.is_empty() || (deleting && waiting) || (deleting && is_namespace(key)) {
             queue.push(key.to_owned());
         }
@@ -79,20 +101,17 @@ impl Graph {
 
     /// Forgets a deleted object; queues its dependents (maybe orphaned now), its owners (maybe
     /// waiting in the foreground for it) and its namespace (maybe waiting to be empty).
-    pub(super) fn remove(&mut self, key: &str, last: &[u8], queue: &mut Queue) {
-        let head: Head = serde_json::from_slice(last).unwrap_or_default();
-        let uid = head.metadata.uid;
-        if self.key_of.get(&uid).is_some_and(|k| k == key) {
-            self.key_of.remove(&uid);
-        }
-        for owner in self.owners.get(key).into_iter().flatten() {
-            if let Some(owner_key) = self.key_of.get(owner) {
+    pub(super) fn remove(&mut self, key: &str, queue: &mut Queue) {
+        for (_, owner_key) in self.owners.get(key).into_iter().flatten() {
+            if let Some(owner_key) = owner_key {
                 queue.push(owner_key.clone());
             }
         }
         self.unlink(key);
-        for dependent in self.dependents.get(&uid).into_iter().flatten() {
-            queue.push(dependent.clone());
+        for uid in self.uids_at.get(key).into_iter().flatten() {
+            for dependent in self.dependents.get(uid).into_iter().flatten() {
+                queue.push(dependent.clone());
+            }
         }
         if let Some((_, Some(ns), _)) = registry::by_key(key)
             && let Some(namespaces) = registry::find("", "v1", "namespaces")
@@ -102,11 +121,19 @@ impl Graph {
     }
 
     fn unlink(&mut self, key: &str) {
-        for owner in self.owners.remove(key).unwrap_or_default() {
-            if let Some(set) = self.dependents.get_mut(&owner) {
+        for (uid, at) in self.owners.remove(key).unwrap_or_default() {
+            if let Some(set) = self.dependents.get_mut(&uid) {
                 set.remove(key);
                 if set.is_empty() {
-                    self.dependents.remove(&owner);
+                    self.dependents.remove(&uid);
+                    if let Some(at) = at
+                        && let Some(uids) = self.uids_at.get_mut(&at)
+                    {
+                        uids.remove(&uid);
+                        if uids.is_empty() {
+                            self.uids_at.remove(&at);
+                        }
+                    }
                 }
             }
         }

@@ -77,7 +77,7 @@ async fn run<S: Store + Clone>(server: &ApiServer<S>) -> Result<(), StoreError> 
                 Some(Err(e)) => return Err(e),
                 Some(Ok(event)) => match event.kind {
                     EventKind::Put => graph.put(&event.object.key, &event.object.value, &mut queue),
-                    EventKind::Deleted => graph.remove(&event.object.key, &event.object.value, &mut queue),
+                    EventKind::Deleted => graph.remove(&event.object.key, &mut queue),
                 },
             },
             _ = tick.tick(), if !retry.is_empty() => {

@@ -42,6 +42,16 @@ pub const GLOBAL_LB_CONFIG: &str = "SKIFF_LB_CONFIG";
 /// Global patched by user space before load to set the datapath's log level (aya-log's symbol).
 pub const GLOBAL_LOG_LEVEL: &str = "AYA_LOG_LEVEL";
 
+/// The bpffs directory the agent pins its maps, programs and links under (by default).
+pub const DEFAULT_PIN_DIR: &str = "/sys/fs/bpf/skiff";
+/// Under the pin directory: programs pinned by the agent for others to attach (the CNI plugin
+/// attaches `progs/skiff_lb` to each new pod veth).
+pub const PIN_PROGS_DIR: &str = "progs";
+/// Under the pin directory: one pinned tcx link per attachment.
+pub const PIN_LINKS_DIR: &str = "links";
+/// Prefix of the pinned link of [`PROG_LB`] on an interface: `links/lb-<iface>`.
+pub const LINK_LB_PREFIX: &str = "lb-";
+
 /// Every map name, for existence checks.
 pub const MAPS: &[&str] = &[
     MAP_COUNTERS,
