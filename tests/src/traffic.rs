@@ -62,19 +62,24 @@ pub struct UdpServer {
 impl UdpServer {
     /// Echoes every datagram back to its sender.
     pub fn echo(ns: &NetNs, addr: SocketAddrV4) -> Result<Self> {
-        Self::start(ns, addr, <[u8]>::to_vec)
+        Self::start(ns, addr, |payload, _| payload.to_vec())
     }
 
     /// Answers every datagram with `identity`.
     pub fn identity(ns: &NetNs, addr: SocketAddrV4, identity: &str) -> Result<Self> {
         let identity = identity.as_bytes().to_vec();
-        Self::start(ns, addr, move |_| identity.clone())
+        Self::start(ns, addr, move |_, _| identity.clone())
+    }
+
+    /// Answers every datagram with the address it came from (`ip:port`): what NAT did on the way.
+    pub fn peer(ns: &NetNs, addr: SocketAddrV4) -> Result<Self> {
+        Self::start(ns, addr, |_, from| from.to_string().into_bytes())
     }
 
     fn start(
         ns: &NetNs,
         addr: SocketAddrV4,
-        reply: impl Fn(&[u8]) -> Vec<u8> + Send + 'static,
+        reply: impl Fn(&[u8], SocketAddr) -> Vec<u8> + Send + 'static,
     ) -> Result<Self> {
         // A socket belongs to the namespace it was created in, whichever thread uses it later.
         let socket =
@@ -86,7 +91,7 @@ impl UdpServer {
             while !stop.load(Ordering::Relaxed) {
                 match socket.recv_from(&mut buf) {
                     Ok((n, from)) => {
-                        if socket.send_to(&reply(&buf[..n]), from).is_ok() {
+                        if socket.send_to(&reply(&buf[..n], from), from).is_ok() {
                             answered += 1;
                         }
                     }

@@ -12,6 +12,8 @@ pub enum Bench {
     Lb,
     /// The API server: durable creates/s, list latency, watch fan-out, memory.
     Api,
+    /// The CNI plugin: ADD/DEL latency over 200 pods, beside the reference ptp plugin.
+    Cni,
 }
 
 impl Bench {
@@ -19,6 +21,7 @@ impl Bench {
         match self {
             Bench::Lb => "lb",
             Bench::Api => "api",
+            Bench::Cni => "cni",
         }
     }
 
@@ -26,6 +29,7 @@ impl Bench {
         match self {
             Bench::Lb => "skiff-agent",
             Bench::Api => "skiff-control",
+            Bench::Cni => "skiff-cni",
         }
     }
 }

@@ -14,6 +14,11 @@ const APT_PACKAGES: &[(&str, &str, &str)] = &[
     ("bpftool", "/usr/sbin/bpftool", "inspecting loaded programs and maps by hand"),
     ("iptables", "/usr/sbin/iptables", "the iptables proxy mode, skiff's benchmark baseline"),
     ("protobuf-compiler", "/usr/bin/protoc", "containerd API bindings"),
+    (
+        "containernetworking-plugins",
+        "/usr/lib/cni/portmap",
+        "the reference CNI plugins (portmap, loopback) chained after skiff-cni",
+    ),
     // This machine kind ships a current kubectl at /usr/bin/kubectl; Debian's is the fallback.
     ("kubernetes-client", "/usr/bin/kubectl", "kubectl, a real client the API server is tested with"),
 ];

@@ -52,6 +52,12 @@ pub const PIN_LINKS_DIR: &str = "links";
 /// Prefix of the pinned link of [`PROG_LB`] on an interface: `links/lb-<iface>`.
 pub const LINK_LB_PREFIX: &str = "lb-";
 
+/// tc priority of [`PROG_LB`]'s filter on a pod veth attached by the CNI plugin (clsact ingress,
+/// direct action); with [`LB_TC_HANDLE`] it addresses the filter the agent replaces on upgrade.
+pub const LB_TC_PRIORITY: u16 = 1;
+/// tc handle (minor) of that filter.
+pub const LB_TC_HANDLE: u16 = 1;
+
 /// Every map name, for existence checks.
 pub const MAPS: &[&str] = &[
     MAP_COUNTERS,

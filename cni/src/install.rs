@@ -1,0 +1,102 @@
+//! `skiff-cni install`: puts the plugin where runtimes look for it and writes the node's network
+//! configuration — what the agent (or a DaemonSet's init container) runs on each node.
+//!
+//! Both files are replaced atomically (written beside their final name, then renamed), so a
+//! runtime never executes a half-copied binary or reads a half-written conflist.
+
+use std::path::{Path, PathBuf};
+
+use serde_json::json;
+
+use crate::spec::{LATEST, config::Cidr};
+
+/// Where and what to install.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Install {
+    pub bin_dir: PathBuf,
+    pub conf_dir: PathBuf,
+    pub subnet: Cidr,
+    pub mtu: u32,
+    pub pin_dir: PathBuf,
+}
+
+pub const CONFLIST: &str = "10-skiff.conflist";
+
+impl Install {
+    /// Parses `install`'s flags (everything after the word `install`).
+    pub fn parse(args: &[String]) -> Result<Self, String> {
+        let mut install = Install {
+            bin_dir: "/opt/cni/bin".into(),
+            conf_dir: "/etc/cni/net.d".into(),
+            subnet: Cidr { addr: std::net::Ipv4Addr::UNSPECIFIED, len: 0 },
+            mtu: crate::spec::config::DEFAULT_MTU,
+            pin_dir: skiff_common::names::DEFAULT_PIN_DIR.into(),
+        };
+        let mut subnet = None;
+        let mut it = args.iter();
+        while let Some(flag) = it.next() {
+            let mut value = || it.next().cloned().ok_or_else(|| format!("{flag} needs a value"));
+            match flag.as_str() {
+                "--bin-dir" => install.bin_dir = value()?.into(),
+                "--conf-dir" => install.conf_dir = value()?.into(),
+                "--pin-dir" => install.pin_dir = value()?.into(),
+                "--subnet" => {
+                    let v = value()?;
+                    subnet = Some(Cidr::parse(&v).ok_or_else(|| {
+                        format!("--subnet {v:?} is not an IPv4 network like 10.244.1.0/24")
+                    })?);
+                }
+                "--mtu" => {
+                    let v = value()?;
+                    install.mtu = v
+                        .parse()
+                        .ok()
+                        .filter(|m| (68..=65535).contains(m))
+                        .ok_or_else(|| format!("--mtu {v:?} is not 68..65535"))?;
+                }
+                other => {
+                    return Err(format!(
+                        "unknown flag {other:?} (install takes --subnet, --bin-dir, --conf-dir, --mtu, --pin-dir)"
+                    ));
+                }
+            }
+        }
+        install.subnet = subnet.ok_or("--subnet (the node's pod CIDR) is required")?;
+        Ok(install)
+    }
+
+    /// The node's conflist: skiff-cni, then the reference portmap plugin for hostPorts.
+    pub fn conflist(&self) -> serde_json::Value {
+        json!({
+            "cniVersion": LATEST,
+            "name": "skiff",
+            "plugins": [
+                {"type": "skiff-cni", "mtu": self.mtu, "bpfPinDir": self.pin_dir, "ipam": {"subnet": self.subnet.to_string()}},
+                {"type": "portmap", "capabilities": {"portMappings": true}, "snat": true},
+            ],
+        })
+    }
+
+    /// Copies `binary` to `<bin dir>/skiff-cni` and writes `<conf dir>/10-skiff.conflist`.
+    pub fn run(&self, binary: &Path) -> Result<(), String> {
+        let bin = self.bin_dir.join("skiff-cni");
+        let conf = self.conf_dir.join(CONFLIST);
+        let text = serde_json::to_string_pretty(&self.conflist()).map_err(|e| e.to_string())?;
+        replace(&bin, |tmp| std::fs::copy(binary, tmp).map(drop))?;
+        replace(&conf, |tmp| std::fs::write(tmp, format!("{text}\n")))
+    }
+}
+
+/// Writes `path` through `write` to a temporary file beside it, then renames it into place.
+fn replace(path: &Path, write: impl FnOnce(&Path) -> std::io::Result<()>) -> Result<(), String> {
+    let dir = path.parent().unwrap_or(Path::new("."));
+    std::fs::create_dir_all(dir).map_err(|e| format!("creating {}: {e}", dir.display()))?;
+    let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    let tmp = dir.join(format!(".{name}.{}", std::process::id()));
+    let result = write(&tmp).and_then(|()| std::fs::rename(&tmp, path));
+    if let Err(e) = result {
+        let _ = std::fs::remove_file(&tmp);
+        return Err(format!("writing {}: {e}", path.display()));
+    }
+    Ok(())
+}
