@@ -54,7 +54,8 @@ fn every_spec_version_adds_checks_deletes_and_carries_traffic() {
 
         // The same MAC on the same attachment: CHECK compares it, and a re-run must agree.
         let mac = result["interfaces"][1]["mac"].as_str().expect("mac").to_owned();
-        assert!(pod.ip(&["link", "show", "eth0"]).expect("link").contains(&mac));
+        let link = pod.ip(&["link", "show", "eth0"]).expect("link");
+        assert!(link.contains(&mac) && link.contains("mtu 1400"), "{link}");
 
         ok(node.cni("DEL", &id, Some(&pod.path()), "eth0", &with_prev(&conf, &result)), "DEL");
         ok(node.cni("DEL", &id, Some(&pod.path()), "eth0", &conf), "second DEL");
@@ -318,5 +319,18 @@ fn check_notices_a_pod_without_its_service_datapath() {
     assert_eq!(check.code(), 104, "{}", check.output);
     assert!(check.output["msg"].as_str().is_some_and(|m| m.contains("datapath")), "{}", check.output);
     ok(node.cni("DEL", "chk", Some(&pod.path()), "eth0", &conf), "DEL");
+    node.assert_clean();
+}
+
+#[test]
+fn del_succeeds_when_the_pod_namespace_is_already_gone() {
+    let node = Node::new("cni-gone", "10.244.11.0/24", Ipv4Addr::new(192, 168, 58, 1));
+    let conf = node.conf("1.1.0");
+    let pod = NetNs::new("cni-gonepod").expect("pod");
+    let path = pod.path();
+    ok(node.cni("ADD", "gone", Some(&path), "eth0", &conf), "ADD");
+    drop(pod); // the runtime removed the sandbox (and with it the pod side of the veth)
+    ok(node.cni("DEL", "gone", Some(&path), "eth0", &conf), "DEL with a vanished netns");
+    ok(node.cni("DEL", "gone", None, "eth0", &conf), "DEL without CNI_NETNS");
     node.assert_clean();
 }

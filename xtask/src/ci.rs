@@ -28,7 +28,7 @@ pub fn run() -> anyhow::Result<()> {
         Ok(())
     })?;
     step("privileged tests again (a second run must pass too)", || {
-        step::run(&mut nextest(&["--package", "skiff-tests"]))
+        step::run(&mut nextest(&["--package", "skiff-tests", "--package", "skiff-cni"]))
     })?;
     step("lab smoke run", || lab::run(&lab::LabArgs::default()))?;
     step("eBPF object built once", || {
