@@ -23,6 +23,8 @@ enum Command {
     /// Run the ClusterIP service proxy: watch Services and EndpointSlices on a Kubernetes API
     /// server and program the load balancer on the given pod interfaces.
     ServiceProxy(cmd::service_proxy::ServiceProxyArgs),
+    /// Images in the node's containerd: import archives, build the busybox test image.
+    Image(cmd::image::ImageArgs),
 }
 
 fn main() {
@@ -43,5 +45,6 @@ fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Datapath(args) => rt.block_on(cmd::datapath::run(args)),
         Command::ServiceProxy(args) => rt.block_on(cmd::service_proxy::run(args)),
+        Command::Image(args) => rt.block_on(cmd::image::run(args)),
     }
 }

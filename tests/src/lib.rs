@@ -5,6 +5,7 @@
 //! - [`PairTopology`]: two namespaces joined by a veth pair, quiet by construction (no IPv6, static
 //!   neighbours) so packet counts are exact.
 //! - [`PinDir`]: a private bpffs directory (bpffs mounted when missing).
+//! - [`Containerd`]: a private containerd daemon (own root, state and sockets).
 //! - [`traffic`]: UDP echo server and lock-step client.
 //! - [`poll_until`]: wait for a condition with a deadline instead of sleeping.
 //! - [`sweep_stale`]: removes what killed test runs left behind.
@@ -14,6 +15,7 @@
 
 mod bpffs;
 mod cmd;
+mod containerd;
 mod error;
 mod netns;
 pub mod packet;
@@ -23,6 +25,7 @@ mod topology;
 pub mod traffic;
 
 pub use bpffs::{PinDir, ensure_bpffs};
+pub use containerd::{CONTAINERD_ROOT, Containerd};
 pub use error::{Error, Result};
 pub use netns::NetNs;
 pub use poll::poll_until;

@@ -3,7 +3,7 @@
 
 use std::{fs, io, path::Path, sync::Once};
 
-use crate::{Error, Result, TEST_PREFIX, bpffs::PIN_ROOT, cmd};
+use crate::{Error, Result, TEST_PREFIX, bpffs::PIN_ROOT, cmd, containerd::CONTAINERD_ROOT};
 
 const NETNS_DIR: &str = "/run/netns";
 
@@ -34,6 +34,7 @@ fn stale_entries(dir: &str) -> Vec<String> {
 pub fn leftovers() -> Vec<String> {
     let mut all = stale_entries(NETNS_DIR);
     all.extend(stale_entries(PIN_ROOT));
+    all.extend(stale_entries(CONTAINERD_ROOT));
     all
 }
 
@@ -61,6 +62,10 @@ pub fn sweep_stale() -> Result<Vec<String>> {
                 first_err.get_or_insert(Error::Path { what: "removing stale pin dir", path, source });
             }
         }
+    }
+    for name in stale_entries(CONTAINERD_ROOT) {
+        crate::containerd::teardown(&Path::new(CONTAINERD_ROOT).join(&name));
+        removed.push(name);
     }
     first_err.map_or(Ok(removed), Err)
 }

@@ -15,6 +15,13 @@ const APT_PACKAGES: &[(&str, &str, &str)] = &[
     ("iptables", "/usr/sbin/iptables", "the iptables proxy mode, skiff's benchmark baseline"),
     ("protobuf-compiler", "/usr/bin/protoc", "containerd API bindings"),
     (
+        "containerd",
+        "/usr/bin/containerd",
+        "the container runtime the agent drives (tests start private daemons)",
+    ),
+    ("runc", "/usr/sbin/runc", "containerd's OCI runtime"),
+    ("busybox-static", "/bin/busybox", "the locally built test and lab image"),
+    (
         "containernetworking-plugins",
         "/usr/lib/cni/portmap",
         "the reference CNI plugins (portmap, loopback) chained after skiff-cni",

@@ -1,6 +1,7 @@
 //! The agent's subcommands.
 
 pub mod datapath;
+pub mod image;
 pub mod service_proxy;
 
 use anyhow::Context as _;
