@@ -1,3 +1,4 @@
 pub mod datapath;
+pub mod kubelet;
 pub mod proxy;
 pub mod runtime;

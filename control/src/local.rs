@@ -1,0 +1,45 @@
+//! An API server on a loopback port inside this process, over a fresh embedded store, with the
+//! control loops running: what tests, benchmarks and embedders start.
+
+use std::{net::Ipv4Addr, path::Path, sync::Arc};
+
+use crate::{
+    api::{self, ApiServer},
+    controllers,
+    store::embedded::{EmbeddedStore, Options},
+};
+
+/// A running local server; dropping it stops it.
+#[derive(Debug)]
+pub struct LocalServer {
+    /// `http://127.0.0.1:<port>`.
+    pub url: String,
+    /// A kubeconfig for it.
+    pub kubeconfig: String,
+    serve: tokio::task::JoinHandle<()>,
+    loops: tokio::task::JoinHandle<()>,
+}
+
+impl LocalServer {
+    /// Starts a server (on the current tokio runtime) storing under `dir`, keeping `history`
+    /// events for watch resume, with ClusterIPs from 10.96.0.0/12.
+    pub async fn start(dir: &Path, history: usize) -> anyhow::Result<Self> {
+        let store = EmbeddedStore::open(&dir.join("store.redb"), Options { history })?;
+        let server = Arc::new(ApiServer::new(store, (Ipv4Addr::new(10, 96, 0, 0), 12)));
+        server.bootstrap(None).await.map_err(|e| anyhow::anyhow!(e.message))?;
+        let loops = controllers::spawn(server.clone());
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+        let url = format!("http://{}", listener.local_addr()?);
+        let serve = tokio::spawn(async move {
+            let _ = axum::serve(listener, api::router(server)).await;
+        });
+        Ok(Self { kubeconfig: api::kubeconfig(&url), url, serve, loops })
+    }
+}
+
+impl Drop for LocalServer {
+    fn drop(&mut self) {
+        self.serve.abort();
+        self.loops.abort();
+    }
+}
