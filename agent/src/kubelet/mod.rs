@@ -1,8 +1,12 @@
 //! The kubelet half of the agent: the node's registration and heartbeat ([`node`]), the host's
-//! resources ([`host`]) and the routes to other nodes' pods ([`routes`]). Pods arrive next.
+//! resources ([`host`]), the routes to other nodes' pods ([`routes`]), and the pods themselves
+//! ([`pods`], with [`cni`] and [`netns`]).
 
+pub mod cni;
 pub mod host;
+pub mod netns;
 pub mod node;
+pub mod pods;
 pub mod routes;
 
 use futures::StreamExt as _;

@@ -1,0 +1,165 @@
+//! Pods bound to this node, run through containerd: a watch on `spec.nodeName=<node>` feeds one
+//! worker per pod ([`worker`]). At start (and after every relist) pods that vanished meanwhile
+//! are torn down, and CNI GC runs with the attachments still valid.
+
+pub mod spec;
+pub mod worker;
+
+use std::{
+    collections::{HashMap, HashSet},
+    net::Ipv4Addr,
+    path::PathBuf,
+    sync::Arc,
+    time::Duration,
+};
+
+use futures::StreamExt as _;
+use k8s_openapi::api::core::v1::Pod;
+use kube::{
+    Api, Client,
+    runtime::{WatchStreamExt as _, watcher},
+};
+use tokio::sync::watch;
+
+use super::cni::Cni;
+use crate::runtime::Runtime;
+
+/// How the node runs pods.
+#[derive(Debug, Clone)]
+pub struct PodConfig {
+    pub node_name: String,
+    pub node_ip: Ipv4Addr,
+    /// Per-pod data (logs, volumes): `<root>/pods/<uid>/`.
+    pub root_dir: PathBuf,
+    /// The image of each pod's sandbox (pause) container.
+    pub sandbox_image: String,
+    /// cgroup parent of every pod (`<root>/pod<uid>/<container>`).
+    pub cgroup_root: String,
+    /// Restart back-off: the first delay, doubling up to the maximum.
+    pub backoff_base: Duration,
+    pub backoff_max: Duration,
+}
+
+impl PodConfig {
+    pub fn new(node_name: &str, node_ip: Ipv4Addr) -> Self {
+        Self {
+            node_name: node_name.to_owned(),
+            node_ip,
+            root_dir: PathBuf::from("/var/lib/skiff"),
+            sandbox_image: crate::runtime::busybox::IMAGE.to_owned(),
+            cgroup_root: "/skiff".to_owned(),
+            backoff_base: Duration::from_secs(10),
+            backoff_max: Duration::from_secs(300),
+        }
+    }
+
+    pub fn pod_dir(&self, uid: &str) -> PathBuf {
+        self.root_dir.join("pods").join(uid)
+    }
+}
+
+/// What every worker shares.
+pub struct Ctx {
+    pub client: Client,
+    pub runtime: Runtime,
+    pub cni: Cni,
+    pub config: PodConfig,
+}
+
+impl std::fmt::Debug for Ctx {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Ctx").field("runtime", &self.runtime).field("config", &self.config).finish()
+    }
+}
+
+/// Runs the pods bound to this node until `shutdown` completes. Shutting down leaves the pods
+/// running: the next agent adopts them.
+pub async fn run(ctx: Arc<Ctx>, shutdown: impl std::future::Future<Output = ()>) {
+    let pods: Api<Pod> = Api::all(ctx.client.clone());
+    let config = watcher::Config::default().fields(&format!("spec.nodeName={}", ctx.config.node_name));
+    let stream = watcher(pods, config).default_backoff();
+    let mut workers: HashMap<String, (watch::Sender<Option<Pod>>, tokio::task::JoinHandle<()>)> =
+        HashMap::new();
+    let mut listing: Vec<Pod> = Vec::new();
+    tokio::pin!(stream, shutdown);
+    loop {
+        let event = tokio::select! {
+            _ = &mut shutdown => break,
+            event = stream.next() => event,
+        };
+        workers.retain(|_, (_, task)| !task.is_finished());
+        let pod_uid = |p: &Pod| p.metadata.uid.clone().unwrap_or_default();
+        match event {
+            None => break,
+            Some(Err(e)) => tracing::warn!("watching pods: {e}"),
+            Some(Ok(watcher::Event::Init)) => listing.clear(),
+            Some(Ok(watcher::Event::InitApply(pod))) => listing.push(pod),
+            Some(Ok(watcher::Event::InitDone)) => {
+                let live: HashSet<String> = listing.iter().map(pod_uid).collect();
+                // Pods that went away while nobody watched: tear down what containerd still runs.
+                for uid in orphans(&ctx, &live).await {
+                    if !workers.contains_key(&uid) {
+                        let (tx, rx) = watch::channel(None);
+                        workers.insert(uid.clone(), (tx, tokio::spawn(worker::run(ctx.clone(), uid, rx))));
+                    }
+                }
+                let valid: Vec<(String, String)> =
+                    live.iter().map(|u| (format!("skiff-pod-{u}"), "eth0".to_owned())).collect();
+                if let Err(e) = ctx.cni.gc(&valid).await {
+                    tracing::warn!("CNI GC: {e}");
+                }
+                for pod in listing.drain(..) {
+                    deliver(&ctx, &mut workers, pod_uid(&pod), Some(pod));
+                }
+                for (uid, (tx, _)) in &workers {
+                    if !live.contains(uid) {
+                        let _ = tx.send(None);
+                    }
+                }
+            }
+            Some(Ok(watcher::Event::Apply(pod))) => deliver(&ctx, &mut workers, pod_uid(&pod), Some(pod)),
+            Some(Ok(watcher::Event::Delete(pod))) => {
+                if let Some((tx, _)) = workers.get(&pod_uid(&pod)) {
+                    let _ = tx.send(None);
+                }
+            }
+        }
+    }
+    for (_, (_, task)) in workers {
+        task.abort();
+    }
+}
+
+fn deliver(
+    ctx: &Arc<Ctx>,
+    workers: &mut HashMap<String, (watch::Sender<Option<Pod>>, tokio::task::JoinHandle<()>)>,
+    uid: String,
+    pod: Option<Pod>,
+) {
+    if uid.is_empty() {
+        return;
+    }
+    match workers.get(&uid) {
+        Some((tx, _)) => {
+            let _ = tx.send(pod);
+        }
+        None => {
+            let (tx, rx) = watch::channel(pod);
+            let task = tokio::spawn(worker::run(ctx.clone(), uid.clone(), rx));
+            workers.insert(uid, (tx, task));
+        }
+    }
+}
+
+/// Pod uids containerd runs containers for that are not in `live`.
+async fn orphans(ctx: &Ctx, live: &HashSet<String>) -> Vec<String> {
+    let Ok(all) = ctx.runtime.containers(&[]).await else { return Vec::new() };
+    let mut uids: Vec<String> = all
+        .into_iter()
+        .filter_map(|c| c.labels.get(worker::LABEL_UID).cloned())
+        .filter(|u| !live.contains(u))
+        .collect();
+    uids.sort();
+    uids.dedup();
+    uids
+}

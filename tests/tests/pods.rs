@@ -1,0 +1,364 @@
+//! Pods end to end on one node: skiff-control in-process, a private containerd, a node network
+//! namespace with the datapath loaded and skiff-cni as the network, and the agent's pod manager
+//! in between. Needs the workspace's skiff-cni binary (built with the workspace, as CI does).
+
+use std::{
+    io::{Read as _, Write as _},
+    net::{Ipv4Addr, TcpStream},
+    path::PathBuf,
+    sync::Arc,
+    time::{Duration, Instant},
+};
+
+use k8s_openapi::api::core::v1::Pod;
+use kube::{
+    Api, Client,
+    api::{DeleteParams, PostParams},
+};
+use serde_json::json;
+use skiff_agent::{
+    datapath::{Datapath, DatapathConfig},
+    kubelet::{
+        cni::Cni,
+        pods::{self, Ctx, PodConfig},
+    },
+    runtime::{Runtime, busybox},
+};
+use skiff_control::local::LocalServer;
+use skiff_tests::{Containerd, NetNs, PinDir};
+
+const NODE: &str = "node-a";
+const NODE_IP: Ipv4Addr = Ipv4Addr::new(192, 168, 61, 1);
+
+/// The workspace's skiff-cni, next to this test's own target directory.
+fn cni_bin_dir() -> PathBuf {
+    let exe = std::env::current_exe().expect("test binary");
+    let dir = exe.parent().and_then(|d| d.parent()).expect("target dir").to_owned();
+    assert!(
+        dir.join("skiff-cni").exists(),
+        "{} has no skiff-cni: build the workspace (cargo build) first",
+        dir.display()
+    );
+    dir
+}
+
+struct Node {
+    ns: NetNs,
+    _pins: PinDir,
+    _dp: Datapath,
+    containerd: Containerd,
+    dir: tempfile::TempDir,
+    server: LocalServer,
+    client: Client,
+    ctx: Arc<Ctx>,
+    /// Pods this test created (other tests' pods share /run/netns).
+    uids: std::sync::Mutex<Vec<String>>,
+}
+
+impl Node {
+    async fn start(label: &str, subnet: &str) -> Node {
+        let ns = NetNs::new(label).expect("node namespace");
+        ns.ip(&["addr", "add", &format!("{NODE_IP}/32"), "dev", "lo"]).expect("node address");
+        ns.sysctl("net/ipv4/ip_forward", "1").expect("forwarding");
+        let pins = PinDir::new(label).expect("pins");
+        let dp =
+            Datapath::load(&DatapathConfig { pin_dir: pins.path().to_owned(), ..DatapathConfig::default() })
+                .expect("datapath");
+        let containerd = Containerd::start(label).expect("containerd");
+        let dir = tempfile::tempdir().expect("tmp");
+        let conf_dir = dir.path().join("net.d");
+        std::fs::create_dir_all(&conf_dir).expect("conf dir");
+        let list = json!({"cniVersion": "1.1.0", "name": "skiff", "plugins": [{
+            "type": "skiff-cni", "bpfPinDir": pins.path(),
+            "ipam": {"subnet": subnet, "dataDir": dir.path().join("ipam")},
+        }]});
+        std::fs::write(conf_dir.join("10-skiff.conflist"), list.to_string()).expect("conflist");
+        let cni = Cni::load(&conf_dir, vec![cni_bin_dir()], dir.path().join("cni-cache"))
+            .expect("cni")
+            .in_netns(ns.path());
+        let runtime = Runtime::connect(&containerd.socket(), "skiff").await.expect("containerd client");
+        let archive = dir.path().join("busybox.tar");
+        busybox::build_archive(std::path::Path::new(busybox::BUSYBOX), &archive).expect("image");
+        runtime.import(&archive, None).await.expect("import");
+        std::fs::create_dir_all(dir.path().join("control")).expect("control dir");
+        let server = LocalServer::start(&dir.path().join("control"), 10_000).await.expect("server");
+        let client = Client::try_from(kube::Config::new(server.url.parse().expect("url"))).expect("client");
+        let mut config = PodConfig::new(NODE, NODE_IP);
+        config.root_dir = dir.path().join("agent");
+        config.cgroup_root = format!("/skiff-test-{}-{label}", std::process::id());
+        config.backoff_base = Duration::from_millis(500);
+        let ctx = Arc::new(Ctx { client: client.clone(), runtime, cni, config });
+        Node { ns, _pins: pins, _dp: dp, containerd, dir, server, client, ctx, uids: Default::default() }
+    }
+
+    fn pods(&self) -> Api<Pod> {
+        Api::namespaced(self.client.clone(), "default")
+    }
+
+    /// Runs the pod manager until the returned sender is dropped or used.
+    fn run_agent(&self) -> (tokio::sync::oneshot::Sender<()>, tokio::task::JoinHandle<()>) {
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let task = tokio::spawn(pods::run(self.ctx.clone(), async {
+            let _ = stopped.await;
+        }));
+        (stop, task)
+    }
+
+    async fn create(&self, pod: serde_json::Value) -> Pod {
+        let mut pod = pod;
+        pod["spec"]["nodeName"] = json!(NODE);
+        let pod = self
+            .pods()
+            .create(&PostParams::default(), &serde_json::from_value(pod).expect("pod"))
+            .await
+            .expect("create pod");
+        self.uids.lock().expect("uids").push(pod.metadata.uid.clone().unwrap_or_default());
+        pod
+    }
+
+    /// What is left of this test's pods: containers, namespaces, addresses, veths.
+    async fn leftovers(&self) -> Vec<String> {
+        let mut left: Vec<String> = self
+            .ctx
+            .runtime
+            .containers(&[])
+            .await
+            .expect("containers")
+            .into_iter()
+            .map(|c| format!("container {}", c.id))
+            .collect();
+        for uid in self.uids.lock().expect("uids").iter() {
+            if std::path::Path::new("/run/netns").join(format!("skiff-{uid}")).exists() {
+                left.push(format!("netns of {uid}"));
+            }
+        }
+        if let Ok(dir) = std::fs::read_dir(self.dir.path().join("ipam/skiff")) {
+            left.extend(
+                dir.flatten()
+                    .map(|e| e.file_name().to_string_lossy().into_owned())
+                    .filter(|n| n.parse::<Ipv4Addr>().is_ok())
+                    .map(|n| format!("address {n}")),
+            );
+        }
+        let links = self.ns.ip(&["-o", "link"]).expect("links");
+        left.extend(links.lines().filter(|l| l.contains("skf")).map(|l| format!("veth {l}")));
+        left
+    }
+
+    /// Waits (the agent finishes tearing down after the API lets go) until nothing is left.
+    async fn assert_clean(&self) {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
+        loop {
+            let left = self.leftovers().await;
+            if left.is_empty() {
+                return;
+            }
+            assert!(tokio::time::Instant::now() < deadline, "left behind: {left:?}");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+}
+
+impl Drop for Node {
+    fn drop(&mut self) {
+        let _ = skiff_agent::runtime::cgroup::remove(&self.ctx.config.cgroup_root);
+        let _ = &self.containerd;
+        let _ = &self.server;
+    }
+}
+
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().expect("tokio")
+}
+
+async fn eventually<T, F: std::future::Future<Output = Option<T>>>(
+    what: &str,
+    limit: Duration,
+    mut check: impl FnMut() -> F,
+) -> T {
+    let deadline = tokio::time::Instant::now() + limit;
+    loop {
+        if let Some(v) = check().await {
+            return v;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+fn status(pod: &Pod) -> serde_json::Value {
+    serde_json::to_value(pod.status.clone().unwrap_or_default()).expect("status")
+}
+
+#[test]
+fn a_pod_runs_its_init_then_two_containers_sharing_localhost_and_deletes_cleanly() {
+    runtime().block_on(async {
+        let node = Node::start("pods-run", "10.244.21.0/24").await;
+        let (stop, agent) = node.run_agent();
+        let fetch = "while ! wget -q -O - http://127.0.0.1:8080/; do sleep 0.1; done; echo fetched; sleep 3600";
+        let pod = node
+            .create(json!({
+                "metadata": {"name": "web"},
+                "spec": {
+                    "terminationGracePeriodSeconds": 1,
+                    "initContainers": [{"name": "setup", "image": busybox::IMAGE, "command": ["sh", "-c", "echo set up"]}],
+                    "containers": [
+                        {"name": "httpd", "image": busybox::IMAGE, "command": ["httpd", "-f", "-p", "8080", "-h", "/var/www"]},
+                        {"name": "client", "image": busybox::IMAGE, "command": ["sh", "-c", fetch]},
+                    ],
+                },
+            }))
+            .await;
+        let uid = pod.metadata.uid.clone().expect("uid");
+        let pods = node.pods();
+        let running = eventually("the pod Ready", Duration::from_secs(30), || async {
+            let p = pods.get("web").await.ok()?;
+            let s = status(&p);
+            let ready = s["conditions"].as_array()?.iter().any(|c| c["type"] == "Ready" && c["status"] == "True");
+            (s["phase"] == "Running" && ready).then_some(s)
+        })
+        .await;
+        let ip: Ipv4Addr = running["podIP"].as_str().expect("podIP").parse().expect("ip");
+        assert!(ip.octets()[..3] == [10, 244, 21], "{ip}");
+        assert_eq!(running["hostIP"], NODE_IP.to_string());
+        let init = &running["initContainerStatuses"][0]["state"]["terminated"];
+        assert_eq!((init["exitCode"].as_i64(), init["reason"].as_str()), (Some(0), Some("Completed")), "{running}");
+        let first_app_start = running["containerStatuses"][0]["state"]["running"]["startedAt"].as_str().expect("started");
+        assert!(first_app_start >= init["finishedAt"].as_str().expect("finished"), "an app container started before init ended");
+
+        // The two containers share the pod's loopback; the node reaches the pod at its IP.
+        let log = node.ctx.config.pod_dir(&uid).join("logs/client-0.log");
+        eventually("the client's fetch", Duration::from_secs(10), || async {
+            std::fs::read_to_string(&log).ok().filter(|l| l.contains("skiff") && l.contains("fetched"))
+        })
+        .await;
+        let page = node
+            .ns
+            .run(move || -> std::io::Result<String> {
+                let mut s = TcpStream::connect((ip, 8080))?;
+                s.write_all(b"GET / HTTP/1.0\r\n\r\n")?;
+                let mut out = String::new();
+                s.read_to_string(&mut out)?;
+                Ok(out)
+            })
+            .expect("netns")
+            .expect("http from the node");
+        assert!(page.contains("skiff"), "{page}");
+
+        // Graceful delete: httpd and sleep ignore SIGTERM as PID 1, so the grace period runs out.
+        let deleting = Instant::now();
+        pods.delete("web", &DeleteParams::default()).await.expect("delete");
+        eventually("the pod gone", Duration::from_secs(30), || async { pods.get_opt("web").await.ok()?.is_none().then_some(()) }).await;
+        assert!(deleting.elapsed() >= Duration::from_secs(1), "the grace period was not waited out");
+        node.assert_clean().await;
+        let _ = stop.send(());
+        agent.await.expect("agent");
+    });
+}
+
+#[test]
+fn a_crashing_container_backs_off_longer_each_time_and_says_crash_loop_back_off() {
+    runtime().block_on(async {
+        let node = Node::start("pods-crash", "10.244.22.0/24").await;
+        let (stop, agent) = node.run_agent();
+        node.create(json!({
+            "metadata": {"name": "crasher"},
+            "spec": {"terminationGracePeriodSeconds": 0, "containers": [{"name": "c", "image": busybox::IMAGE, "command": ["sh", "-c", "exit 3"]}]},
+        }))
+        .await;
+        let pods = node.pods();
+        let mut seen = Vec::new();
+        for restarts in 1..=3 {
+            eventually(&format!("restart {restarts}"), Duration::from_secs(30), || async {
+                let s = status(&pods.get("crasher").await.ok()?);
+                (s["containerStatuses"][0]["restartCount"].as_u64()? >= restarts).then_some(())
+            })
+            .await;
+            seen.push(Instant::now());
+        }
+        // 0.5 s, 1 s, 2 s: each wait longer than the one before.
+        let (first, second) = (seen[1] - seen[0], seen[2] - seen[1]);
+        assert!(second > first, "back-off did not grow: {first:?} then {second:?}");
+        let s = eventually("CrashLoopBackOff", Duration::from_secs(10), || async {
+            let s = status(&pods.get("crasher").await.ok()?);
+            (s["containerStatuses"][0]["state"]["waiting"]["reason"] == "CrashLoopBackOff").then_some(s)
+        })
+        .await;
+        assert_eq!(s["containerStatuses"][0]["lastState"]["terminated"]["exitCode"], 3, "{s}");
+
+        // A missing image: ErrImagePull, while the node keeps serving the other pod.
+        node.create(json!({
+            "metadata": {"name": "ghost"},
+            "spec": {"containers": [{"name": "c", "image": "skiff.local/missing:1"}]},
+        }))
+        .await;
+        eventually("ErrImagePull", Duration::from_secs(10), || async {
+            let s = status(&pods.get("ghost").await.ok()?);
+            (s["containerStatuses"][0]["state"]["waiting"]["reason"] == "ErrImagePull").then_some(())
+        })
+        .await;
+        for name in ["crasher", "ghost"] {
+            pods.delete(name, &DeleteParams::default()).await.expect("delete");
+        }
+        eventually("both pods gone", Duration::from_secs(30), || async {
+            (pods.list(&Default::default()).await.ok()?.items.is_empty()).then_some(())
+        })
+        .await;
+        node.assert_clean().await;
+        let _ = stop.send(());
+        agent.await.expect("agent");
+    });
+}
+
+#[test]
+fn a_restarted_agent_adopts_running_pods_without_duplicates() {
+    runtime().block_on(async {
+        let node = Node::start("pods-adopt", "10.244.23.0/24").await;
+        let (stop, agent) = node.run_agent();
+        node.create(json!({
+            "metadata": {"name": "steady"},
+            "spec": {"terminationGracePeriodSeconds": 0, "containers": [{"name": "c", "image": busybox::IMAGE, "command": ["sleep", "3600"]}]},
+        }))
+        .await;
+        let pods = node.pods();
+        let ready = |pods: Api<Pod>| async move {
+            let s = status(&pods.get("steady").await.ok()?);
+            (s["phase"] == "Running").then_some(s)
+        };
+        let before = eventually("running", Duration::from_secs(30), || ready(pods.clone())).await;
+        let containers = |n: &Node| {
+            let rt = n.ctx.runtime.clone();
+            async move {
+                let mut ids: Vec<String> = rt.containers(&[]).await.expect("list").into_iter().map(|c| c.id).collect();
+                ids.sort();
+                ids
+            }
+        };
+        let ids = containers(&node).await;
+        let _ = stop.send(());
+        agent.await.expect("agent stopped");
+
+        // A new agent adopts the pod: when its container dies, it restarts that one container in
+        // the same sandbox, with the same address, and duplicates nothing.
+        let (stop, agent) = node.run_agent();
+        let app = ids.iter().find(|id| !id.starts_with("skiff-pod-")).expect("the app container").clone();
+        node.ctx.runtime.kill(&app, 9, true).await.expect("kill the container");
+        let after = eventually("the restart", Duration::from_secs(30), || async {
+            let s = status(&pods.get("steady").await.ok()?);
+            (s["containerStatuses"][0]["restartCount"] == 1 && s["phase"] == "Running"
+                && s["containerStatuses"][0]["state"]["running"].is_object())
+            .then_some(s)
+        })
+        .await;
+        assert_eq!(after["podIP"], before["podIP"]);
+        let now = containers(&node).await;
+        assert_eq!(now.len(), 2, "sandbox and one container, nothing duplicated: {now:?}");
+        assert!(now.contains(&ids.iter().find(|id| id.starts_with("skiff-pod-")).expect("sandbox").clone()), "a new sandbox: {now:?}");
+        assert!(!now.contains(&app), "the dead container was not replaced: {now:?}");
+        pods.delete("steady", &DeleteParams::default()).await.expect("delete");
+        eventually("gone", Duration::from_secs(30), || async { pods.get_opt("steady").await.ok()?.is_none().then_some(()) }).await;
+        node.assert_clean().await;
+        let _ = stop.send(());
+        agent.await.expect("agent");
+    });
+}
