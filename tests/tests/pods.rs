@@ -87,6 +87,7 @@ impl Node {
         config.root_dir = dir.path().join("agent");
         config.cgroup_root = format!("/skiff-test-{}-{label}", std::process::id());
         config.backoff_base = Duration::from_millis(500);
+        config.node_netns = Some(ns.path());
         let ctx = Arc::new(Ctx { client: client.clone(), runtime, cni, config });
         Node { ns, _pins: pins, _dp: dp, containerd, dir, server, client, ctx, uids: Default::default() }
     }
@@ -357,6 +358,65 @@ fn a_restarted_agent_adopts_running_pods_without_duplicates() {
         assert!(!now.contains(&app), "the dead container was not replaced: {now:?}");
         pods.delete("steady", &DeleteParams::default()).await.expect("delete");
         eventually("gone", Duration::from_secs(30), || async { pods.get_opt("steady").await.ok()?.is_none().then_some(()) }).await;
+        node.assert_clean().await;
+        let _ = stop.send(());
+        agent.await.expect("agent");
+    });
+}
+
+#[test]
+fn probes_flip_readiness_and_restart_a_container_that_fails_liveness() {
+    runtime().block_on(async {
+        let node = Node::start("pods-probe", "10.244.24.0/24").await;
+        let (stop, agent) = node.run_agent();
+        let script = "mkdir -p /www; echo ok > /www/index.html; httpd -p 8080 -h /www; sleep 1.5; touch /www/ready; sleep 3; rm /www/ready; sleep 3600";
+        let every_second = json!({"periodSeconds": 1, "failureThreshold": 1});
+        let mut http = every_second.clone();
+        http["httpGet"] = json!({"path": "/ready", "port": "web"});
+        let mut exec = every_second.clone();
+        exec["exec"] = json!({"command": ["test", "-e", "/bin/sh"]});
+        node.create(json!({
+            "metadata": {"name": "ready"},
+            "spec": {"terminationGracePeriodSeconds": 0, "containers": [
+                {"name": "web", "image": busybox::IMAGE, "command": ["sh", "-c", script], "ports": [{"name": "web", "containerPort": 8080}], "readinessProbe": http},
+                {"name": "exec", "image": busybox::IMAGE, "command": ["sleep", "3600"], "readinessProbe": exec},
+            ]},
+        }))
+        .await;
+        let mut tcp = every_second.clone();
+        tcp["tcpSocket"] = json!({"port": 9999});
+        tcp["failureThreshold"] = json!(2);
+        node.create(json!({
+            "metadata": {"name": "doomed"},
+            "spec": {"terminationGracePeriodSeconds": 0, "containers": [
+                {"name": "c", "image": busybox::IMAGE, "command": ["sleep", "3600"], "livenessProbe": tcp},
+            ]},
+        }))
+        .await;
+        let pods = node.pods();
+        let pod_ready = |s: &serde_json::Value| {
+            s["conditions"].as_array().is_some_and(|c| c.iter().any(|c| c["type"] == "Ready" && c["status"] == "True"))
+        };
+        let web_ready = |s: &serde_json::Value| s["containerStatuses"].as_array().and_then(|c| c.iter().find(|c| c["name"] == "web")).map(|c| c["ready"] == true);
+        // Not ready until /ready exists, ready while it does, not ready once it is gone.
+        for want in [true, false] {
+            let s = eventually(&format!("web ready={want}"), Duration::from_secs(20), || async {
+                let s = status(&pods.get("ready").await.ok()?);
+                (web_ready(&s) == Some(want) && pod_ready(&s) == want).then_some(s)
+            })
+            .await;
+            let exec_ready = s["containerStatuses"].as_array().and_then(|c| c.iter().find(|c| c["name"] == "exec")).map(|c| c["ready"].clone());
+            assert_eq!(exec_ready, Some(json!(true)), "the exec probe: {s}");
+        }
+        // Nothing listens on 9999: liveness fails twice and the container is restarted.
+        eventually("a liveness restart", Duration::from_secs(20), || async {
+            let s = status(&pods.get("doomed").await.ok()?);
+            (s["containerStatuses"][0]["restartCount"].as_u64()? >= 1).then_some(())
+        })
+        .await;
+        for name in ["ready", "doomed"] {
+            pods.delete(name, &DeleteParams::default()).await.expect("delete");
+        }
         node.assert_clean().await;
         let _ = stop.send(());
         agent.await.expect("agent");

@@ -5,8 +5,9 @@ use std::{collections::HashMap, path::Path, time::Duration};
 
 use containerd_client::{
     services::v1::{
-        Container, CreateContainerRequest, CreateTaskRequest, DeleteContainerRequest, DeleteTaskRequest,
-        GetRequest as GetTaskRequest, KillRequest, ListContainersRequest, StartRequest, WaitRequest,
+        Container, CreateContainerRequest, CreateTaskRequest, DeleteContainerRequest, DeleteProcessRequest,
+        DeleteTaskRequest, ExecProcessRequest, GetRequest as GetTaskRequest, KillRequest,
+        ListContainersRequest, StartRequest, WaitRequest,
         container::Runtime as ContainerRuntime,
         snapshots::{ListSnapshotsRequest, MountsRequest, PrepareSnapshotRequest},
     },
@@ -251,5 +252,47 @@ impl Runtime {
             keys.extend(page.map_err(call("Snapshots.List"))?.info.into_iter().map(|i| i.name));
         }
         Ok(keys)
+    }
+}
+
+impl Runtime {
+    /// Runs `command` inside container `id`'s running task (as a probe does) and returns its exit
+    /// code; its output is discarded.
+    pub async fn exec(&self, id: &str, command: &[String]) -> Result<u32> {
+        if command.is_empty() {
+            return Err(RuntimeError::Container { id: id.into(), reason: "an empty command".into() });
+        }
+        let exec_id = format!("exec-{}", jiff::Timestamp::now().as_nanosecond());
+        let process = serde_json::json!({
+            "terminal": false,
+            "user": {"uid": 0, "gid": 0},
+            "args": command,
+            "env": ["PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"],
+            "cwd": "/",
+        });
+        let spec = Any {
+            type_url: "types.containerd.io/opencontainers/runtime-spec/1/Process".into(),
+            value: serde_json::to_vec(&process)
+                .map_err(|e| RuntimeError::Container { id: id.into(), reason: e.to_string() })?,
+        };
+        let req = ExecProcessRequest {
+            container_id: id.into(),
+            exec_id: exec_id.clone(),
+            spec: Some(spec),
+            ..Default::default()
+        };
+        self.client().tasks().exec(self.request(req, None)).await.map_err(call("Tasks.Exec"))?;
+        let result = async {
+            let start = StartRequest { container_id: id.into(), exec_id: exec_id.clone() };
+            self.client().tasks().start(self.request(start, None)).await.map_err(call("Tasks.Start"))?;
+            let wait = WaitRequest { container_id: id.into(), exec_id: exec_id.clone() };
+            let exit =
+                self.client().tasks().wait(self.request(wait, None)).await.map_err(call("Tasks.Wait"))?;
+            Ok(exit.into_inner().exit_status)
+        }
+        .await;
+        let delete = DeleteProcessRequest { container_id: id.into(), exec_id };
+        let _ = self.client().tasks().delete_process(self.request(delete, None)).await;
+        result
     }
 }

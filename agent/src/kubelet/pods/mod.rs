@@ -2,6 +2,7 @@
 //! worker per pod ([`worker`]). At start (and after every relist) pods that vanished meanwhile
 //! are torn down, and CNI GC runs with the attachments still valid.
 
+pub mod probes;
 pub mod spec;
 pub mod worker;
 
@@ -38,6 +39,8 @@ pub struct PodConfig {
     /// Restart back-off: the first delay, doubling up to the maximum.
     pub backoff_base: Duration,
     pub backoff_max: Duration,
+    /// The node's network namespace when it is not this process's (probes connect from it).
+    pub node_netns: Option<PathBuf>,
 }
 
 impl PodConfig {
@@ -50,6 +53,7 @@ impl PodConfig {
             cgroup_root: "/skiff".to_owned(),
             backoff_base: Duration::from_secs(10),
             backoff_max: Duration::from_secs(300),
+            node_netns: None,
         }
     }
 

@@ -19,7 +19,7 @@ use kube::api::{Api, DeleteParams, Patch, PatchParams, Preconditions};
 use serde_json::{Value, json};
 use tokio::sync::watch;
 
-use super::{Ctx, spec};
+use super::{Ctx, probes, spec};
 use crate::{
     kubelet::{cni, netns},
     runtime::{
@@ -55,6 +55,16 @@ struct Instance {
 #[derive(Debug, Clone, Default)]
 struct Track {
     current: Option<Instance>,
+    /// Probes of the current instance.
+    startup: Option<probes::Prober>,
+    liveness: Option<probes::Prober>,
+    readiness: Option<probes::Prober>,
+    /// The startup probe passed (or there is none).
+    started: bool,
+    /// The readiness probe passes (or there is none and the container runs).
+    ready: bool,
+    /// Probers made for the current instance (an adopted instance gets them on its first pass).
+    probes_set: bool,
     last: Option<Instance>,
     restarts: u32,
     backoff: Duration,
@@ -131,6 +141,9 @@ impl PodState {
                     let track = map.entry(label(LABEL_CONTAINER)).or_default();
                     if track.current.as_ref().is_none_or(|i| i.attempt < attempt) {
                         track.current = Some(Instance { id: c.id.clone(), attempt, started_at, exit: None });
+                        // It was running under the previous agent: started and ready until a
+                        // probe says otherwise.
+                        (track.started, track.ready, track.probes_set) = (true, true, false);
                         track.restarts = attempt;
                         track.image = c.image.clone();
                     }
@@ -215,6 +228,7 @@ async fn reconcile(ctx: &Ctx, pod: &Pod, uid: &str, st: &mut PodState) {
         let mut track = st.app.remove(&c.name).unwrap_or_default();
         refresh(ctx, &mut track).await;
         step(ctx, Target { pod, uid, ip: st.ip, c, kind: KIND_APP }, &mut track, &policy).await;
+        probe(ctx, pod, c, st.ip, &mut track).await;
         st.app.insert(c.name.clone(), track);
     }
 }
@@ -275,6 +289,12 @@ async fn step(ctx: &Ctx, target: Target<'_>, t: &mut Track, policy: &str) {
     match start(ctx, target, attempt).await {
         Ok((instance, image_id)) => {
             t.current = Some(instance);
+            t.startup = c.startup_probe.as_ref().map(probes::Prober::new);
+            t.liveness = c.liveness_probe.as_ref().map(probes::Prober::new);
+            t.readiness = c.readiness_probe.as_ref().map(probes::Prober::new);
+            t.started = t.startup.is_none();
+            t.ready = t.readiness.is_none();
+            t.probes_set = true;
             t.waiting = None;
             t.image = c.image.clone().unwrap_or_default();
             t.image_id = image_id;
@@ -298,6 +318,62 @@ fn name(pod: &Pod) -> String {
         pod.metadata.namespace.as_deref().unwrap_or(""),
         pod.metadata.name.as_deref().unwrap_or("")
     )
+}
+
+/// Runs the container's due probes: a failed startup or liveness probe stops the container
+/// (its restart policy decides what follows), readiness sets whether it is ready.
+async fn probe(ctx: &Ctx, pod: &Pod, c: &Container, ip: Option<Ipv4Addr>, t: &mut Track) {
+    let Some(instance) = t.current.clone().filter(|i| i.exit.is_none()) else {
+        t.ready = false;
+        return;
+    };
+    if !t.probes_set {
+        t.startup = None;
+        t.liveness = c.liveness_probe.as_ref().map(probes::Prober::new);
+        t.readiness = c.readiness_probe.as_ref().map(probes::Prober::new);
+        t.probes_set = true;
+    }
+    let netns = ctx.config.node_netns.clone();
+    let mut kill = None;
+    if !t.started {
+        if let Some(p) = t.startup.as_mut().filter(|p| p.due()) {
+            let outcome = probes::run(p, c, ip, &instance.id, &ctx.runtime, netns.clone()).await;
+            match p.record(outcome) {
+                Some(true) => t.started = true,
+                Some(false) => {
+                    kill =
+                        Some(format!("startup probe failed: {}", p.last_failure.clone().unwrap_or_default()))
+                }
+                None => {}
+            }
+        }
+    } else {
+        if let Some(p) = t.liveness.as_mut().filter(|p| p.due())
+            && p.record(probes::run(p, c, ip, &instance.id, &ctx.runtime, netns.clone()).await) == Some(false)
+        {
+            kill = Some(format!("liveness probe failed: {}", p.last_failure.clone().unwrap_or_default()));
+        }
+        if let Some(p) = t.readiness.as_mut().filter(|p| p.due())
+            && let Some(verdict) = p.record(probes::run(p, c, ip, &instance.id, &ctx.runtime, netns).await)
+        {
+            t.ready = verdict;
+        }
+    }
+    if let Some(why) = kill {
+        tracing::info!(pod = %name(pod), container = %c.name, "{why}; restarting it");
+        let grace =
+            pod.spec.as_ref().and_then(|s| s.termination_grace_period_seconds).unwrap_or(30).max(0) as u64;
+        let signal = nix::sys::signal::Signal::SIGTERM as u32;
+        match ctx.runtime.stop(&instance.id, signal, Duration::from_secs(grace)).await {
+            Ok(exit) => {
+                if let Some(current) = t.current.as_mut() {
+                    current.exit = Some((exit.map_or(137, |e| e.code as i32), Timestamp::now()));
+                }
+                t.ready = false;
+            }
+            Err(e) => tracing::warn!(container = %instance.id, "stopping after a failed probe: {e}"),
+        }
+    }
 }
 
 /// Notices a container's exit.
@@ -496,7 +572,7 @@ async fn finish_deletion(ctx: &Ctx, pod: &Pod, uid: &str) {
     }
 }
 
-fn state_json(t: &Track, kind_ready: bool) -> (Value, Value, bool, bool) {
+fn state_json(t: &Track) -> (Value, Value, bool, bool) {
     let ts = |t: &Timestamp| t.to_string();
     let terminated = |i: &Instance| {
         let (code, at) = i.exit.unwrap_or((0, Timestamp::now()));
@@ -515,17 +591,17 @@ fn state_json(t: &Track, kind_ready: bool) -> (Value, Value, bool, bool) {
         (None, None) => (json!({"waiting": {"reason": "ContainerCreating"}}), false),
     };
     let last = t.last.as_ref().map_or_else(|| json!({}), terminated);
-    (state, last, running, running && kind_ready)
+    (state, last, running, running && t.started && t.ready)
 }
 
 fn container_status(name: &str, t: &Track, spec_image: &str) -> (Value, bool, bool) {
-    let (state, last, running, ready) = state_json(t, true);
+    let (state, last, running, ready) = state_json(t);
     let mut v = json!({
         "name": name,
         "state": state,
         "lastState": last,
         "ready": ready,
-        "started": running,
+        "started": running && t.started,
         "restartCount": t.restarts,
         "image": if t.image.is_empty() { spec_image } else { t.image.as_str() },
         "imageID": t.image_id,
