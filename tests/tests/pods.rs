@@ -132,6 +132,9 @@ impl Node {
             if std::path::Path::new("/run/netns").join(format!("skiff-{uid}")).exists() {
                 left.push(format!("netns of {uid}"));
             }
+            if self.ctx.config.pod_dir(uid).exists() {
+                left.push(format!("directory of {uid}"));
+            }
         }
         if let Ok(dir) = std::fs::read_dir(self.dir.path().join("ipam/skiff")) {
             left.extend(
@@ -418,6 +421,88 @@ fn probes_flip_readiness_and_restart_a_container_that_fails_liveness() {
             pods.delete(name, &DeleteParams::default()).await.expect("delete");
         }
         node.assert_clean().await;
+        let _ = stop.send(());
+        agent.await.expect("agent");
+    });
+}
+
+#[test]
+fn config_maps_secrets_and_an_empty_dir_reach_the_containers_as_files_and_env() {
+    use k8s_openapi::api::core::v1::{ConfigMap, Secret};
+    runtime().block_on(async {
+        let node = Node::start("pods-vol", "10.244.25.0/24").await;
+        let cms: Api<ConfigMap> = Api::namespaced(node.client.clone(), "default");
+        let cm: ConfigMap = serde_json::from_value(json!({"metadata": {"name": "cfg"}, "data": {"greeting": "hello"}})).expect("cm");
+        cms.create(&PostParams::default(), &cm).await.expect("configmap");
+        let secrets: Api<Secret> = Api::namespaced(node.client.clone(), "default");
+        let secret: Secret =
+            serde_json::from_value(json!({"metadata": {"name": "sec"}, "stringData": {"password": "hunter2"}})).expect("secret");
+        secrets.create(&PostParams::default(), &secret).await.expect("secret");
+        let (stop, agent) = node.run_agent();
+        let writer = "echo shared > /data/x; cat /cfg/greeting /sec/password; echo \"env $GREETING $PASSWORD $POD_NAME $MY_IP $FROM_greeting\"; sleep 3600";
+        let reader = "while [ ! -e /data/x ]; do sleep 0.1; done; echo \"read $(cat /data/x)\"; sleep 3600";
+        let pod = node
+            .create(json!({
+                "metadata": {"name": "vols"},
+                "spec": {
+                    "terminationGracePeriodSeconds": 0,
+                    "volumes": [
+                        {"name": "data", "emptyDir": {}},
+                        {"name": "cfg", "configMap": {"name": "cfg"}},
+                        {"name": "sec", "secret": {"secretName": "sec", "defaultMode": 0o400}},
+                    ],
+                    "containers": [
+                        {"name": "writer", "image": busybox::IMAGE, "command": ["sh", "-c", writer],
+                         "env": [
+                            {"name": "GREETING", "valueFrom": {"configMapKeyRef": {"name": "cfg", "key": "greeting"}}},
+                            {"name": "PASSWORD", "valueFrom": {"secretKeyRef": {"name": "sec", "key": "password"}}},
+                            {"name": "POD_NAME", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}},
+                            {"name": "MY_IP", "valueFrom": {"fieldRef": {"fieldPath": "status.podIP"}}},
+                         ],
+                         "envFrom": [{"prefix": "FROM_", "configMapRef": {"name": "cfg"}}],
+                         "volumeMounts": [
+                            {"name": "data", "mountPath": "/data"},
+                            {"name": "cfg", "mountPath": "/cfg"},
+                            {"name": "sec", "mountPath": "/sec", "readOnly": true},
+                         ]},
+                        {"name": "reader", "image": busybox::IMAGE, "command": ["sh", "-c", reader],
+                         "volumeMounts": [{"name": "data", "mountPath": "/data"}]},
+                    ],
+                },
+            }))
+            .await;
+        let uid = pod.metadata.uid.clone().expect("uid");
+        let pods = node.pods();
+        let running = eventually("running", Duration::from_secs(30), || async {
+            let s = status(&pods.get("vols").await.ok()?);
+            (s["phase"] == "Running").then_some(s)
+        })
+        .await;
+        let ip = running["podIP"].as_str().expect("ip").to_owned();
+        let logs = node.ctx.config.pod_dir(&uid).join("logs");
+        let writer_log = eventually("the writer's output", Duration::from_secs(10), || async {
+            std::fs::read_to_string(logs.join("writer-0.log")).ok().filter(|l| l.contains("env "))
+        })
+        .await;
+        assert!(writer_log.contains("hello") && writer_log.contains("hunter2"), "files: {writer_log}");
+        assert!(writer_log.contains(&format!("env hello hunter2 vols {ip} hello")), "env: {writer_log}");
+        eventually("the reader saw the shared file", Duration::from_secs(10), || async {
+            std::fs::read_to_string(logs.join("reader-0.log")).ok().filter(|l| l.contains("read shared"))
+        })
+        .await;
+        // The secret sits on a tmpfs with its mode, never on the node's disk.
+        let sec_dir = node.ctx.config.pod_dir(&uid).join("volumes/sec");
+        let mounts = std::fs::read_to_string("/proc/self/mountinfo").expect("mountinfo");
+        let line = mounts.lines().find(|l| l.split(' ').nth(4) == Some(&*sec_dir.display().to_string())).expect("the secret volume is a mount");
+        assert!(line.contains("tmpfs"), "{line}");
+        use std::os::unix::fs::PermissionsExt as _;
+        let mode = std::fs::metadata(sec_dir.join("password")).expect("secret file").permissions().mode() & 0o777;
+        assert_eq!(mode, 0o400);
+
+        pods.delete("vols", &DeleteParams::default()).await.expect("delete");
+        node.assert_clean().await;
+        let mounts = std::fs::read_to_string("/proc/self/mountinfo").expect("mountinfo");
+        assert!(!mounts.contains(&uid), "mounts of the pod left");
         let _ = stop.send(());
         agent.await.expect("agent");
     });

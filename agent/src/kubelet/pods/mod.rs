@@ -4,6 +4,7 @@
 
 pub mod probes;
 pub mod spec;
+pub mod volumes;
 pub mod worker;
 
 use std::{

@@ -22,9 +22,15 @@ pub fn argv(container: &Container, image: &ImageConfig) -> Vec<String> {
     [entrypoint, args].concat()
 }
 
-/// The image's environment, then the container's (later names win), with `$(VAR)` references
-/// to earlier variables expanded as Kubernetes does.
-pub fn env(container: &Container, image: &ImageConfig, extra: &BTreeMap<String, String>) -> Vec<String> {
+/// The image's environment, then `extra` (the node's and `envFrom`'s), then the container's
+/// (later names win; `valueFrom` entries take their value from `resolved`), with `$(VAR)`
+/// references to earlier variables expanded as Kubernetes does.
+pub fn env(
+    container: &Container,
+    image: &ImageConfig,
+    extra: &BTreeMap<String, String>,
+    resolved: &std::collections::HashMap<String, String>,
+) -> Vec<String> {
     let mut vars: Vec<(String, String)> = image
         .env
         .iter()
@@ -41,7 +47,11 @@ pub fn env(container: &Container, image: &ImageConfig, extra: &BTreeMap<String, 
         set(k.clone(), v.clone(), &mut vars);
     }
     for e in container.env.iter().flatten() {
-        let value = expand(e.value.as_deref().unwrap_or(""), &vars);
+        let value = match (&e.value_from, resolved.get(&e.name)) {
+            (Some(_), Some(v)) => v.clone(),
+            (Some(_), None) => continue,
+            (None, _) => expand(e.value.as_deref().unwrap_or(""), &vars),
+        };
         set(e.name.clone(), value, &mut vars);
     }
     vars.into_iter().map(|(k, v)| format!("{k}={v}")).collect()
@@ -154,7 +164,10 @@ mod tests {
         let c = container(
             json!({"name": "a", "env": [{"name": "A", "value": "pod"}, {"name": "B", "value": "$(A)-$(PATH)-$$(A)-$(NOPE)"}]}),
         );
-        assert_eq!(env(&c, &image, &BTreeMap::new()), ["PATH=/bin", "A=pod", "B=pod-/bin-$(A)-$(NOPE)"]);
+        assert_eq!(
+            env(&c, &image, &BTreeMap::new(), &Default::default()),
+            ["PATH=/bin", "A=pod", "B=pod-/bin-$(A)-$(NOPE)"]
+        );
     }
 
     #[test]

@@ -19,7 +19,7 @@ use kube::api::{Api, DeleteParams, Patch, PatchParams, Preconditions};
 use serde_json::{Value, json};
 use tokio::sync::watch;
 
-use super::{Ctx, probes, spec};
+use super::{Ctx, probes, spec, volumes};
 use crate::{
     kubelet::{cni, netns},
     runtime::{
@@ -84,6 +84,7 @@ pub struct PodState {
     init_done: bool,
     /// Why the pod has no sandbox yet (shown in its status).
     sandbox_error: Option<String>,
+    volumes: Option<volumes::Volumes>,
     posted: Option<Value>,
 }
 
@@ -201,7 +202,18 @@ async fn reconcile(ctx: &Ctx, pod: &Pod, uid: &str, st: &mut PodState) {
         st.sandbox_error = Some(e);
         return;
     }
+    if st.volumes.is_none() {
+        match volumes::prepare(ctx, pod, uid).await {
+            Ok(v) => st.volumes = Some(v),
+            Err(e) => {
+                tracing::warn!(pod = %name(pod), "volumes: {e}");
+                st.sandbox_error = Some(format!("volumes: {e}"));
+                return;
+            }
+        }
+    }
     st.sandbox_error = None;
+    let vols = st.volumes.clone().unwrap_or_default();
     let Some(spec) = pod.spec.as_ref() else { return };
     let policy = spec.restart_policy.clone().unwrap_or_else(|| "Always".into());
     if !st.init_done {
@@ -214,7 +226,7 @@ async fn reconcile(ctx: &Ctx, pod: &Pod, uid: &str, st: &mut PodState) {
                     && policy == "Never";
             if !done && !failed_for_good {
                 // Init containers restart on failure unless the pod never restarts.
-                let target = Target { pod, uid, ip: st.ip, c, kind: KIND_INIT };
+                let target = Target { pod, uid, ip: st.ip, c, kind: KIND_INIT, volumes: &vols };
                 step(ctx, target, &mut track, "OnFailure").await;
             }
             st.init.insert(c.name.clone(), track);
@@ -227,7 +239,8 @@ async fn reconcile(ctx: &Ctx, pod: &Pod, uid: &str, st: &mut PodState) {
     for c in &spec.containers {
         let mut track = st.app.remove(&c.name).unwrap_or_default();
         refresh(ctx, &mut track).await;
-        step(ctx, Target { pod, uid, ip: st.ip, c, kind: KIND_APP }, &mut track, &policy).await;
+        step(ctx, Target { pod, uid, ip: st.ip, c, kind: KIND_APP, volumes: &vols }, &mut track, &policy)
+            .await;
         probe(ctx, pod, c, st.ip, &mut track).await;
         st.app.insert(c.name.clone(), track);
     }
@@ -241,6 +254,7 @@ struct Target<'a> {
     ip: Option<Ipv4Addr>,
     c: &'a Container,
     kind: &'a str,
+    volumes: &'a volumes::Volumes,
 }
 
 /// Starts the container if it has never run, or restarts it after its back-off if it ended and
@@ -394,7 +408,7 @@ async fn refresh(ctx: &Ctx, t: &mut Track) {
 
 /// Creates and starts attempt `attempt` of the container; on failure a waiting reason.
 async fn start(ctx: &Ctx, target: Target<'_>, attempt: u32) -> Result<(Instance, String), (String, String)> {
-    let Target { pod, uid, ip, c, kind } = target;
+    let Target { pod, uid, ip, c, kind, volumes: vols } = target;
     let image_name = c.image.clone().unwrap_or_default();
     let image = match ctx.runtime.resolve(&image_name).await {
         Ok(Some(image)) => image,
@@ -408,15 +422,16 @@ async fn start(ctx: &Ctx, target: Target<'_>, attempt: u32) -> Result<(Instance,
     };
     let id = format!("{}-{}-{attempt}", &uid[..uid.len().min(8)], c.name);
     let pod_name = pod.metadata.name.clone().unwrap_or_default();
+    let config_error = |e: String| ("CreateContainerConfigError".to_owned(), e);
+    let (from, resolved) = volumes::env_sources(ctx, pod, c, ip).await.map_err(config_error)?;
+    let mounts = volumes::mounts(c, vols).map_err(config_error)?;
     let mut extra = BTreeMap::new();
     extra.insert("HOSTNAME".to_owned(), pod_name.clone());
-    if let Some(ip) = ip {
-        extra.insert("POD_IP".to_owned(), ip.to_string());
-    }
+    extra.extend(from);
     let netns_path = netns::path(&netns_name(uid));
     let spec = oci::spec(&SpecInput {
         args: spec::argv(c, &image.config),
-        env: spec::env(c, &image.config, &extra),
+        env: spec::env(c, &image.config, &extra, &resolved),
         cwd: c
             .working_dir
             .clone()
@@ -427,7 +442,7 @@ async fn start(ctx: &Ctx, target: Target<'_>, attempt: u32) -> Result<(Instance,
         hostname: &pod_name,
         netns: &netns_path,
         cgroups_path: format!("{}/pod{uid}/{id}", ctx.config.cgroup_root),
-        mounts: vec![],
+        mounts,
         limits: spec::limits(c),
     });
     let created = Timestamp::now();
@@ -552,6 +567,7 @@ async fn teardown(ctx: &Ctx, uid: &str, pod: Option<&Pod>, st: &mut PodState, gr
         tracing::warn!(pod = %uid, "removing the network namespace: {e}");
     }
     let _ = crate::runtime::cgroup::remove(&format!("{}/pod{uid}", ctx.config.cgroup_root));
+    volumes::release(ctx, uid);
     let _ = std::fs::remove_dir_all(ctx.config.pod_dir(uid));
     *st = PodState::default();
 }
