@@ -6,6 +6,7 @@
 //!   neighbours) so packet counts are exact.
 //! - [`PinDir`]: a private bpffs directory (bpffs mounted when missing).
 //! - [`Containerd`]: a private containerd daemon (own root, state and sockets).
+//! - [`Registry`]: a private OCI registry on loopback, and pushing to it with skopeo.
 //! - [`traffic`]: UDP echo server and lock-step client.
 //! - [`poll_until`]: wait for a condition with a deadline instead of sleeping.
 //! - [`sweep_stale`]: removes what killed test runs left behind.
@@ -20,6 +21,7 @@ mod error;
 mod netns;
 pub mod packet;
 mod poll;
+mod registry;
 mod stale;
 mod topology;
 pub mod traffic;
@@ -29,6 +31,7 @@ pub use containerd::{CONTAINERD_ROOT, Containerd};
 pub use error::{Error, Result};
 pub use netns::NetNs;
 pub use poll::poll_until;
+pub use registry::Registry;
 pub use stale::{leftovers, sweep_stale};
 pub use topology::{PairTopology, Pod, StarTopology};
 

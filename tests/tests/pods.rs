@@ -25,7 +25,7 @@ use skiff_agent::{
     runtime::{Runtime, busybox},
 };
 use skiff_control::local::LocalServer;
-use skiff_tests::{Containerd, NetNs, PinDir};
+use skiff_tests::{Containerd, NetNs, PinDir, Registry};
 
 const NODE: &str = "node-a";
 const NODE_IP: Ipv4Addr = Ipv4Addr::new(192, 168, 61, 1);
@@ -57,6 +57,11 @@ struct Node {
 
 impl Node {
     async fn start(label: &str, subnet: &str) -> Node {
+        Node::start_with(label, subnet, &[]).await
+    }
+
+    /// A node that may pull over plain HTTP from `insecure` registries.
+    async fn start_with(label: &str, subnet: &str, insecure: &[String]) -> Node {
         let ns = NetNs::new(label).expect("node namespace");
         ns.ip(&["addr", "add", &format!("{NODE_IP}/32"), "dev", "lo"]).expect("node address");
         ns.sysctl("net/ipv4/ip_forward", "1").expect("forwarding");
@@ -88,6 +93,7 @@ impl Node {
         config.cgroup_root = format!("/skiff-test-{}-{label}", std::process::id());
         config.backoff_base = Duration::from_millis(500);
         config.node_netns = Some(ns.path());
+        config.pull.insecure_registries = insecure.to_vec();
         let ctx = Arc::new(Ctx { client: client.clone(), runtime, cni, config });
         Node { ns, _pins: pins, _dp: dp, containerd, dir, server, client, ctx, uids: Default::default() }
     }
@@ -503,6 +509,55 @@ fn config_maps_secrets_and_an_empty_dir_reach_the_containers_as_files_and_env() 
         node.assert_clean().await;
         let mounts = std::fs::read_to_string("/proc/self/mountinfo").expect("mountinfo");
         assert!(!mounts.contains(&uid), "mounts of the pod left");
+        let _ = stop.send(());
+        agent.await.expect("agent");
+    });
+}
+
+#[test]
+fn images_are_pulled_from_a_registry_and_a_missing_one_backs_off() {
+    let registry = Registry::start("pull-registry").expect("registry");
+    let work = tempfile::tempdir().expect("tmp");
+    let archive = work.path().join("busybox.tar");
+    busybox::build_archive(std::path::Path::new(busybox::BUSYBOX), &archive).expect("image");
+    registry.push(&archive, "test/busybox:v1").expect("push");
+    runtime().block_on(async {
+        let node = Node::start_with("pods-pull", "10.244.26.0/24", &[registry.host()]).await;
+        let (stop, agent) = node.run_agent();
+        let image = format!("{}/test/busybox:v1", registry.host());
+        node.create(json!({
+            "metadata": {"name": "pulled"},
+            "spec": {"terminationGracePeriodSeconds": 0, "containers": [
+                {"name": "c", "image": image, "imagePullPolicy": "Always", "command": ["sleep", "3600"]},
+            ]},
+        }))
+        .await;
+        node.create(json!({
+            "metadata": {"name": "missing"},
+            "spec": {"terminationGracePeriodSeconds": 0, "containers": [
+                {"name": "c", "image": format!("{}/test/busybox:nope", registry.host()), "command": ["sleep", "3600"]},
+            ]},
+        }))
+        .await;
+        let pods = node.pods();
+        let s = eventually("the pulled pod running", Duration::from_secs(30), || async {
+            let s = status(&pods.get("pulled").await.ok()?);
+            (s["phase"] == "Running").then_some(s)
+        })
+        .await;
+        assert!(s["containerStatuses"][0]["imageID"].as_str().is_some_and(|i| i.starts_with("sha256:")), "{s}");
+        assert!(node.ctx.runtime.resolve(&image).await.expect("resolve").is_some(), "the image is not in containerd");
+        for reason in ["ErrImagePull", "ImagePullBackOff"] {
+            eventually(reason, Duration::from_secs(20), || async {
+                let s = status(&pods.get("missing").await.ok()?);
+                (s["containerStatuses"][0]["state"]["waiting"]["reason"] == reason).then_some(())
+            })
+            .await;
+        }
+        for name in ["pulled", "missing"] {
+            pods.delete(name, &DeleteParams::default()).await.expect("delete");
+        }
+        node.assert_clean().await;
         let _ = stop.send(());
         agent.await.expect("agent");
     });

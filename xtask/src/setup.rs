@@ -21,6 +21,8 @@ const APT_PACKAGES: &[(&str, &str, &str)] = &[
     ),
     ("runc", "/usr/sbin/runc", "containerd's OCI runtime"),
     ("busybox-static", "/bin/busybox", "the locally built test and lab image"),
+    ("docker-registry", "/usr/bin/docker-registry", "a private registry the image pull tests push to"),
+    ("skopeo", "/usr/bin/skopeo", "pushing test images to that registry"),
     (
         "containernetworking-plugins",
         "/usr/lib/cni/portmap",

@@ -9,8 +9,9 @@ use serde_json::json;
 
 use super::image::{MEDIA_OCI_CONFIG, MEDIA_OCI_LAYER, MEDIA_OCI_MANIFEST, digest};
 
-/// The image's name.
-pub const IMAGE: &str = "skiff.local/busybox:latest";
+/// The image's name (not `latest`: Kubernetes would default its pull policy to Always, and
+/// this image lives on nodes, not in a registry).
+pub const IMAGE: &str = "skiff.local/busybox:local";
 
 /// Where Debian's busybox-static puts the binary.
 pub const BUSYBOX: &str = "/bin/busybox";
@@ -98,7 +99,7 @@ pub fn build_archive(busybox: &Path, out: &Path) -> std::io::Result<()> {
         "schemaVersion": 2,
         "manifests": [{
             "mediaType": MEDIA_OCI_MANIFEST, "digest": digest(&manifest), "size": manifest.len(),
-            "annotations": {"io.containerd.image.name": IMAGE, "org.opencontainers.image.ref.name": "latest"},
+            "annotations": {"io.containerd.image.name": IMAGE, "org.opencontainers.image.ref.name": "local"},
         }],
     }))?;
     let tmp = out.with_extension("partial");

@@ -310,6 +310,52 @@ impl Runtime {
         Ok(names)
     }
 
+    /// Stores an image fetched from a registry (its blobs checked against their digests) and
+    /// unpacks it.
+    pub(super) async fn store_pulled(
+        &self,
+        name: &str,
+        manifest_media: &str,
+        manifest: &[u8],
+        config_media: Option<&str>,
+        config: &[u8],
+        layers: &[(serde_json::Value, Vec<u8>)],
+    ) -> Result<()> {
+        let desc = |media: &str, data: &[u8]| Desc {
+            media_type: media.to_owned(),
+            digest: digest(data),
+            size: data.len() as i64,
+            annotations: HashMap::new(),
+            platform: None,
+        };
+        let parsed: ConfigFile =
+            serde_json::from_slice(config).map_err(|e| bad(name, format!("config: {e}")))?;
+        let mut archived_layers = Vec::new();
+        for (descriptor, data) in layers {
+            let d: Desc =
+                serde_json::from_value(descriptor.clone()).map_err(|e| bad(name, format!("layer: {e}")))?;
+            if digest(data) != d.digest {
+                return Err(bad(name, format!("layer {} arrived corrupt", d.digest)));
+            }
+            archived_layers.push((d, data.clone()));
+        }
+        if archived_layers.len() != parsed.rootfs.diff_ids.len() {
+            return Err(bad(name, "the manifest and the config disagree on the layers"));
+        }
+        let image = Archived {
+            name: name.to_owned(),
+            manifest: (desc(manifest_media, manifest), manifest.to_vec()),
+            config: (desc(config_media.unwrap_or(MEDIA_OCI_CONFIG), config), config.to_vec()),
+            layers: archived_layers,
+            diff_ids: parsed.rootfs.diff_ids,
+        };
+        let lease = self.lease("pull", Duration::from_secs(3600)).await?;
+        let result = self.import_all(std::slice::from_ref(&image), &lease).await;
+        let released = self.release(&lease).await;
+        result?;
+        released
+    }
+
     async fn import_all(&self, images: &[Archived], lease: &str) -> Result<Vec<String>> {
         let mut names = Vec::new();
         for image in images {

@@ -12,6 +12,7 @@ pub mod cgroup;
 pub mod container;
 pub mod image;
 pub mod oci;
+pub mod pull;
 
 use std::{path::Path, time::Duration};
 

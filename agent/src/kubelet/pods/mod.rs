@@ -42,6 +42,8 @@ pub struct PodConfig {
     pub backoff_max: Duration,
     /// The node's network namespace when it is not this process's (probes connect from it).
     pub node_netns: Option<PathBuf>,
+    /// Registries reachable over plain HTTP.
+    pub pull: crate::runtime::pull::PullOptions,
 }
 
 impl PodConfig {
@@ -55,6 +57,7 @@ impl PodConfig {
             backoff_base: Duration::from_secs(10),
             backoff_max: Duration::from_secs(300),
             node_netns: None,
+            pull: Default::default(),
         }
     }
 

@@ -262,6 +262,14 @@ struct Target<'a> {
 async fn step(ctx: &Ctx, target: Target<'_>, t: &mut Track, policy: &str) {
     let Target { pod, c, .. } = target;
     let attempt = match &t.current {
+        None if t.not_before.is_some_and(|at| Instant::now() < at) => {
+            if let Some((reason, message)) = t.waiting.as_mut().filter(|(r, _)| r == "ErrImagePull") {
+                *reason = "ImagePullBackOff".into();
+                *message =
+                    format!("Back-off pulling image {:?}: {message}", c.image.as_deref().unwrap_or(""));
+            }
+            return;
+        }
         None => 0,
         Some(Instance { exit: None, .. }) => return,
         Some(Instance { exit: Some((code, _)), .. }) => {
@@ -409,17 +417,7 @@ async fn refresh(ctx: &Ctx, t: &mut Track) {
 /// Creates and starts attempt `attempt` of the container; on failure a waiting reason.
 async fn start(ctx: &Ctx, target: Target<'_>, attempt: u32) -> Result<(Instance, String), (String, String)> {
     let Target { pod, uid, ip, c, kind, volumes: vols } = target;
-    let image_name = c.image.clone().unwrap_or_default();
-    let image = match ctx.runtime.resolve(&image_name).await {
-        Ok(Some(image)) => image,
-        Ok(None) => {
-            return Err((
-                "ErrImagePull".into(),
-                format!("image {image_name} is not on this node (import it with skiff-agent image import)"),
-            ));
-        }
-        Err(e) => return Err(("ErrImagePull".into(), e.to_string())),
-    };
+    let image = image_for(ctx, c).await?;
     let id = format!("{}-{}-{attempt}", &uid[..uid.len().min(8)], c.name);
     let pod_name = pod.metadata.name.clone().unwrap_or_default();
     let config_error = |e: String| ("CreateContainerConfigError".to_owned(), e);
@@ -474,6 +472,30 @@ async fn start(ctx: &Ctx, target: Target<'_>, attempt: u32) -> Result<(Instance,
         return Err((reason.into(), e.to_string()));
     }
     Ok((Instance { id, attempt, started_at: created, exit: None }, image.id))
+}
+
+/// The container's image, pulled as its `imagePullPolicy` says (Always: every start;
+/// IfNotPresent: when missing; Never: never).
+async fn image_for(ctx: &Ctx, c: &Container) -> Result<crate::runtime::image::LocalImage, (String, String)> {
+    let name = c.image.clone().unwrap_or_default();
+    let pull_error = |e: String| ("ErrImagePull".to_owned(), e);
+    let policy = c.image_pull_policy.as_deref().unwrap_or("IfNotPresent");
+    let local = ctx.runtime.resolve(&name).await.map_err(|e| pull_error(e.to_string()))?;
+    match (policy, local) {
+        ("Never", None) => Err((
+            "ErrImageNeverPull".into(),
+            format!("image {name} is not on this node and its pull policy is Never"),
+        )),
+        ("Always", _) | (_, None) => {
+            ctx.runtime.pull(&name, &ctx.config.pull).await.map_err(|e| pull_error(e.to_string()))?;
+            ctx.runtime
+                .resolve(&name)
+                .await
+                .map_err(|e| pull_error(e.to_string()))?
+                .ok_or_else(|| pull_error(format!("{name} vanished after its pull")))
+        }
+        (_, Some(image)) => Ok(image),
+    }
 }
 
 /// Network namespace, CNI ADD and the pause container, unless already there.
