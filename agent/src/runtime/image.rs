@@ -104,6 +104,19 @@ struct Desc {
     platform: Option<Platform>,
 }
 
+impl Desc {
+    /// The descriptor of `data` as a blob of `media` type.
+    fn of(media: &str, data: &[u8]) -> Desc {
+        Desc {
+            media_type: media.to_owned(),
+            digest: digest(data),
+            size: data.len() as i64,
+            annotations: HashMap::new(),
+            platform: None,
+        }
+    }
+}
+
 #[derive(Debug, Clone, Deserialize)]
 struct Platform {
     architecture: String,
@@ -248,13 +261,7 @@ fn read_archive(path: &Path, name: Option<&str>) -> Result<Vec<Archived>> {
             let config_bytes = get(&s.config)?;
             let config: ConfigFile = serde_json::from_value(parse(&config_bytes, "config")?)
                 .map_err(|e| bad(&what, e.to_string()))?;
-            let desc = |media: &str, data: &[u8]| Desc {
-                media_type: media.to_owned(),
-                digest: digest(data),
-                size: data.len() as i64,
-                annotations: HashMap::new(),
-                platform: None,
-            };
+            let desc = Desc::of;
             let layers: Vec<(Desc, Vec<u8>)> = s
                 .layers
                 .iter()
@@ -321,13 +328,7 @@ impl Runtime {
         config: &[u8],
         layers: &[(serde_json::Value, Vec<u8>)],
     ) -> Result<()> {
-        let desc = |media: &str, data: &[u8]| Desc {
-            media_type: media.to_owned(),
-            digest: digest(data),
-            size: data.len() as i64,
-            annotations: HashMap::new(),
-            platform: None,
-        };
+        let desc = Desc::of;
         let parsed: ConfigFile =
             serde_json::from_slice(config).map_err(|e| bad(name, format!("config: {e}")))?;
         let mut archived_layers = Vec::new();

@@ -92,7 +92,7 @@ fn failed(image: &str, why: impl std::fmt::Display) -> RuntimeError {
 
 impl Registry {
     fn new(reference: &Reference, options: &PullOptions, image: &str) -> Result<Self> {
-        let insecure = options.insecure_registries.iter().any(|r| *r == reference.registry);
+        let insecure = options.insecure_registries.contains(&reference.registry);
         let connector = hyper_rustls::HttpsConnectorBuilder::new()
             .with_native_roots()
             .map_err(|e| failed(image, format!("loading the system's root certificates: {e}")))?
