@@ -25,6 +25,9 @@ enum Command {
     ServiceProxy(cmd::service_proxy::ServiceProxyArgs),
     /// Images in the node's containerd: import archives, build the busybox test image.
     Image(cmd::image::ImageArgs),
+    /// Run the node agent: datapath, service proxy, node registration and heartbeat, routes to
+    /// other nodes' pods, and this node's pods, until SIGTERM.
+    Run(Box<cmd::run::RunArgs>),
 }
 
 fn main() {
@@ -46,5 +49,10 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Datapath(args) => rt.block_on(cmd::datapath::run(args)),
         Command::ServiceProxy(args) => rt.block_on(cmd::service_proxy::run(args)),
         Command::Image(args) => rt.block_on(cmd::image::run(args)),
+        Command::Run(args) => {
+            // The kubelet half wants threads: pods, probes and watches run side by side.
+            let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().context("starting tokio")?;
+            rt.block_on(cmd::run::run(*args))
+        }
     }
 }

@@ -14,6 +14,8 @@ pub enum Bench {
     Api,
     /// The CNI plugin: ADD/DEL latency over 200 pods, beside the reference ptp plugin.
     Cni,
+    /// Pods: startup latency through the real agent and containerd, agent memory.
+    Pods,
 }
 
 impl Bench {
@@ -22,6 +24,7 @@ impl Bench {
             Bench::Lb => "lb",
             Bench::Api => "api",
             Bench::Cni => "cni",
+            Bench::Pods => "pods",
         }
     }
 
@@ -30,15 +33,22 @@ impl Bench {
             Bench::Lb => "skiff-agent",
             Bench::Api => "skiff-control",
             Bench::Cni => "skiff-cni",
+            Bench::Pods => "skiff-tests",
         }
     }
 }
 
 pub fn run(which: Bench) -> anyhow::Result<()> {
     crate::setup::run()?;
+    if matches!(which, Bench::Pods) {
+        step("build skiff-agent and skiff-cni (release)", || {
+            step::run(cargo().args(["build", "--locked", "--release", "-p", "skiff-agent", "-p", "skiff-cni"]))
+        })?;
+    }
     let table = step(&format!("benchmark {} (release build, then measuring)", which.name()), || {
         let out = cargo()
             .args(["bench", "--locked", "--package", which.package(), "--bench", which.name()])
+            .env("SKIFF_BIN_DIR", step::target_dir().join("release"))
             .stderr(Stdio::inherit())
             .output()
             .context("running cargo bench")?;

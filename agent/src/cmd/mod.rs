@@ -2,6 +2,7 @@
 
 pub mod datapath;
 pub mod image;
+pub mod run;
 pub mod service_proxy;
 
 use anyhow::Context as _;

@@ -55,17 +55,7 @@ pub async fn run(args: ServiceProxyArgs) -> anyhow::Result<()> {
         Some(name) => name,
         None => nix::unistd::gethostname().context("host name")?.to_string_lossy().into_owned(),
     };
-    let kube_config = match &args.kubeconfig {
-        Some(path) => {
-            let raw = kube::config::Kubeconfig::read_from(path)
-                .with_context(|| format!("reading {}", path.display()))?;
-            kube::Config::from_custom_kubeconfig(raw, &kube::config::KubeConfigOptions::default())
-                .await
-                .with_context(|| format!("using {}", path.display()))?
-        }
-        None => kube::Config::infer().await.context("finding a kubeconfig")?,
-    };
-    let client = kube::Client::try_from(kube_config).context("building the API client")?;
+    let client = client(args.kubeconfig.as_deref()).await?;
 
     let lb = LbCapacity {
         config: LbConfig { maglev_m: args.maglev_size, ..LbConfig::DEFAULT },
@@ -88,4 +78,19 @@ pub async fn run(args: ServiceProxyArgs) -> anyhow::Result<()> {
         () = shutdown => tracing::info!("shutting down; the load balancer stays attached (pinned links)"),
     }
     Ok(())
+}
+
+/// An API client from `kubeconfig`, or the usual places ($KUBECONFIG, ~/.kube/config, in-cluster).
+pub async fn client(kubeconfig: Option<&std::path::Path>) -> anyhow::Result<kube::Client> {
+    let kube_config = match kubeconfig {
+        Some(path) => {
+            let raw =
+                kube::config::Kubeconfig::read_from(path).with_context(|| format!("reading {}", path.display()))?;
+            kube::Config::from_custom_kubeconfig(raw, &kube::config::KubeConfigOptions::default())
+                .await
+                .with_context(|| format!("using {}", path.display()))?
+        }
+        None => kube::Config::infer().await.context("finding a kubeconfig")?,
+    };
+    kube::Client::try_from(kube_config).context("building the API client")
 }

@@ -1,0 +1,149 @@
+//! `skiff-agent run`: the node agent — datapath, service proxy, node registration and heartbeat,
+//! routes to other nodes' pods, and the pods bound to this node — until SIGTERM. Pods keep
+//! running when the agent stops; the next one adopts them.
+
+use std::{net::Ipv4Addr, path::PathBuf, sync::Arc, time::Duration};
+
+use anyhow::Context as _;
+use skiff_agent::{
+    datapath::{self, Datapath, DatapathConfig},
+    kubelet::{
+        self,
+        cni::Cni,
+        node::{NodeAgent, NodeConfig},
+        pods::{self, Ctx, PodConfig},
+    },
+    proxy::{ProxyContext, ServiceProxy, watch},
+    runtime::{Runtime, busybox},
+};
+
+use super::{image::DEFAULT_NAMESPACE, image::DEFAULT_SOCKET, wait_for_shutdown};
+
+#[derive(Debug, clap::Args)]
+pub struct RunArgs {
+    /// kubeconfig to reach the API server (default: $KUBECONFIG, ~/.kube/config, or in-cluster).
+    #[arg(long)]
+    pub kubeconfig: Option<PathBuf>,
+    /// This node's name (default: the host name).
+    #[arg(long)]
+    pub node_name: Option<String>,
+    /// This node's address, as other nodes and the control plane reach it.
+    #[arg(long)]
+    pub node_ip: Ipv4Addr,
+    /// This node's pod CIDR (default: the one the control plane assigns).
+    #[arg(long)]
+    pub pod_cidr: Option<String>,
+    /// containerd's socket.
+    #[arg(long, default_value = DEFAULT_SOCKET)]
+    pub containerd: PathBuf,
+    /// containerd namespace for this node's pods.
+    #[arg(long, default_value = DEFAULT_NAMESPACE)]
+    pub containerd_namespace: String,
+    /// Pod data (logs, volumes).
+    #[arg(long, default_value = "/var/lib/skiff")]
+    pub root_dir: PathBuf,
+    /// Where the CNI network configuration list is.
+    #[arg(long, default_value = "/etc/cni/net.d")]
+    pub cni_conf_dir: PathBuf,
+    /// Where CNI plugins are (repeatable).
+    #[arg(long = "cni-bin-dir", default_values = ["/opt/cni/bin", "/usr/lib/cni"])]
+    pub cni_bin_dirs: Vec<PathBuf>,
+    /// The node's network namespace, when the agent runs outside it (CNI and probes run inside).
+    #[arg(long)]
+    pub node_netns: Option<PathBuf>,
+    /// bpffs directory of the datapath's pins.
+    #[arg(long, default_value = datapath::DEFAULT_PIN_DIR)]
+    pub pin_dir: PathBuf,
+    /// The image of each pod's sandbox container.
+    #[arg(long, default_value = busybox::IMAGE)]
+    pub sandbox_image: String,
+    /// A registry reachable over plain HTTP (repeatable).
+    #[arg(long = "insecure-registry")]
+    pub insecure_registries: Vec<String>,
+    /// cgroup parent of the pods.
+    #[arg(long, default_value = "/skiff")]
+    pub cgroup_root: String,
+    /// Seconds between heartbeats (lease renewal and node status).
+    #[arg(long, default_value_t = 10)]
+    pub heartbeat_seconds: u64,
+}
+
+pub async fn run(args: RunArgs) -> anyhow::Result<()> {
+    let node_name = match &args.node_name {
+        Some(name) => name.clone(),
+        None => nix::unistd::gethostname().context("host name")?.to_string_lossy().into_owned(),
+    };
+    let client = super::service_proxy::client(args.kubeconfig.as_deref()).await?;
+    let runtime = Runtime::connect(&args.containerd, &args.containerd_namespace).await?;
+    let mut cni = Cni::load(&args.cni_conf_dir, args.cni_bin_dirs.clone(), args.root_dir.join("cni"))?;
+    if let Some(ns) = &args.node_netns {
+        cni = cni.in_netns(ns.clone());
+    }
+    let mut dp = Datapath::load(&DatapathConfig { pin_dir: args.pin_dir.clone(), ..DatapathConfig::default() })?;
+
+    let mut node = NodeConfig::new(&node_name, args.node_ip);
+    node.pod_cidr = args.pod_cidr.clone();
+    node.data_dir = args.root_dir.clone();
+    node.heartbeat = Duration::from_secs(args.heartbeat_seconds.max(1));
+    node.runtime_version = "containerd://1.6".into();
+    std::fs::create_dir_all(&args.root_dir).with_context(|| format!("creating {}", args.root_dir.display()))?;
+    let node_agent = NodeAgent::new(client.clone(), node);
+    node_agent.register(true).await.context("registering the node")?;
+
+    let mut config = PodConfig::new(&node_name, args.node_ip);
+    config.root_dir = args.root_dir.clone();
+    config.sandbox_image = args.sandbox_image.clone();
+    config.cgroup_root = args.cgroup_root.clone();
+    config.node_netns = args.node_netns.clone();
+    config.pull.insecure_registries = args.insecure_registries.clone();
+    let ctx = Arc::new(Ctx { client: client.clone(), runtime, cni, config });
+
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    let until_stopped = move || {
+        let mut rx = stopped.clone();
+        async move {
+            let _ = rx.wait_for(|s| *s).await;
+        }
+    };
+    let netlink = route_handle(args.node_netns.clone())?;
+    let tasks = vec![
+        tokio::spawn({
+            let agent = node_agent.clone();
+            let stop = until_stopped();
+            async move { agent.run(|| true, stop).await }
+        }),
+        tokio::spawn(kubelet::run_routes(client.clone(), netlink, node_name.clone(), until_stopped())),
+        tokio::spawn(pods::run(ctx, until_stopped())),
+    ];
+    tracing::info!(node = %node_name, "skiff-agent running");
+    let shutdown = wait_for_shutdown()?;
+    let proxy = ProxyContext { node_name, proxy_name: None };
+    let mut feeder = watch::Feeder::new(ServiceProxy::new(proxy, dp.dataplane()));
+    tokio::select! {
+        result = watch::run(client, &mut feeder) => result?,
+        () = shutdown => tracing::info!("shutting down; pods keep running"),
+    }
+    let _ = stop.send(true);
+    for task in tasks {
+        let _ = task.await;
+    }
+    Ok(())
+}
+
+/// A netlink handle in the node's namespace (this process's when `netns` is `None`).
+fn route_handle(netns: Option<PathBuf>) -> anyhow::Result<rtnetlink::Handle> {
+    let rt = tokio::runtime::Handle::current();
+    let made = std::thread::spawn(move || -> anyhow::Result<_> {
+        if let Some(ns) = netns {
+            let file = std::fs::File::open(&ns).with_context(|| format!("opening {}", ns.display()))?;
+            nix::sched::setns(&file, nix::sched::CloneFlags::CLONE_NEWNET).context("entering the node namespace")?;
+        }
+        let _in = rt.enter();
+        rtnetlink::new_connection().context("opening a netlink socket")
+    })
+    .join()
+    .map_err(|_| anyhow::anyhow!("the netlink thread panicked"))??;
+    let (connection, handle, _) = made;
+    tokio::spawn(connection);
+    Ok(handle)
+}
