@@ -51,7 +51,8 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Image(args) => rt.block_on(cmd::image::run(args)),
         Command::Run(args) => {
             // The kubelet half wants threads: pods, probes and watches run side by side.
-            let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().context("starting tokio")?;
+            let rt =
+                tokio::runtime::Builder::new_multi_thread().enable_all().build().context("starting tokio")?;
             rt.block_on(cmd::run::run(*args))
         }
     }

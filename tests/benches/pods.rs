@@ -40,12 +40,16 @@ fn pod(name: &str) -> Pod {
 fn rss_kib(pid: u32) -> u64 {
     std::fs::read_to_string(format!("/proc/{pid}/status"))
         .ok()
-        .and_then(|s| s.lines().find_map(|l| l.strip_prefix("VmRSS:")?.trim().strip_suffix("kB")?.trim().parse().ok()))
+        .and_then(|s| {
+            s.lines().find_map(|l| l.strip_prefix("VmRSS:")?.trim().strip_suffix("kB")?.trim().parse().ok())
+        })
         .unwrap_or(0)
 }
 
 fn main() {
-    let bins = PathBuf::from(std::env::var("SKIFF_BIN_DIR").expect("SKIFF_BIN_DIR (cargo xtask bench pods sets it)"));
+    let bins = PathBuf::from(
+        std::env::var("SKIFF_BIN_DIR").expect("SKIFF_BIN_DIR (cargo xtask bench pods sets it)"),
+    );
     let ns = NetNs::new("bench-node").expect("node namespace");
     ns.ip(&["addr", "add", &format!("{NODE_IP}/32"), "dev", "lo"]).expect("node address");
     ns.sysctl("net/ipv4/ip_forward", "1").expect("forwarding");
@@ -59,7 +63,8 @@ fn main() {
         "ipam": {"subnet": "10.244.40.0/24", "dataDir": dir.path().join("ipam")},
     }]});
     std::fs::write(conf_dir.join("10-skiff.conflist"), list.to_string()).expect("conflist");
-    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().expect("tokio");
+    let rt =
+        tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().expect("tokio");
     rt.block_on(async {
         let runtime = Runtime::connect(&containerd.socket(), "skiff").await.expect("containerd");
         let archive = dir.path().join("busybox.tar");
@@ -76,8 +81,18 @@ fn main() {
             .args(["--node-ip", &NODE_IP.to_string(), "--pod-cidr", "10.244.40.0/24"])
             .args(["--containerd", &containerd.socket().display().to_string()])
             .args(["--root-dir", &dir.path().join("agent").display().to_string()])
-            .args(["--cni-conf-dir", &conf_dir.display().to_string(), "--cni-bin-dir", &bins.display().to_string()])
-            .args(["--node-netns", &ns.path().display().to_string(), "--pin-dir", &pins.path().display().to_string()])
+            .args([
+                "--cni-conf-dir",
+                &conf_dir.display().to_string(),
+                "--cni-bin-dir",
+                &bins.display().to_string(),
+            ])
+            .args([
+                "--node-netns",
+                &ns.path().display().to_string(),
+                "--pin-dir",
+                &pins.path().display().to_string(),
+            ])
             .args(["--cgroup-root", &cgroup_root])
             .stdout(std::process::Stdio::null())
             .stderr(std::process::Stdio::null())
@@ -91,12 +106,15 @@ fn main() {
         let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<(String, Duration)>();
         let seen = created.clone();
         let watch = tokio::spawn(async move {
-            let mut stream = watcher(Api::<Pod>::namespaced(client, "default"), watcher::Config::default()).applied_objects().boxed();
+            let mut stream = watcher(Api::<Pod>::namespaced(client, "default"), watcher::Config::default())
+                .applied_objects()
+                .boxed();
             let mut done = std::collections::HashSet::new();
             while let Some(Ok(p)) = stream.next().await {
                 let name = p.metadata.name.clone().unwrap_or_default();
                 let running = p.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Running");
-                if running && done.insert(name.clone())
+                if running
+                    && done.insert(name.clone())
                     && let Some(at) = seen.lock().expect("lock").get(&name)
                 {
                     let _ = tx.send((name, at.elapsed()));
@@ -112,7 +130,10 @@ fn main() {
             pods.create(&PostParams::default(), &pod(&name)).await.expect("create");
         }
         while latencies.len() < 50 {
-            let (_, took) = tokio::time::timeout(Duration::from_secs(120), rx.recv()).await.expect("pods running in time").expect("watch");
+            let (_, took) = tokio::time::timeout(Duration::from_secs(120), rx.recv())
+                .await
+                .expect("pods running in time")
+                .expect("watch");
             latencies.push(took);
         }
         latencies.sort();
@@ -123,7 +144,10 @@ fn main() {
             pods.create(&PostParams::default(), &pod(&name)).await.expect("create");
         }
         for _ in 50..100 {
-            tokio::time::timeout(Duration::from_secs(300), rx.recv()).await.expect("100 pods running in time").expect("watch");
+            tokio::time::timeout(Duration::from_secs(300), rx.recv())
+                .await
+                .expect("100 pods running in time")
+                .expect("watch");
         }
         let rss = rss_kib(agent.id());
         watch.abort();
@@ -134,14 +158,20 @@ fn main() {
             assert!(Instant::now() < deadline, "pods not torn down in time");
             tokio::time::sleep(Duration::from_millis(200)).await;
         }
-        let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(agent.id() as i32), nix::sys::signal::Signal::SIGTERM);
+        let _ = nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(agent.id() as i32),
+            nix::sys::signal::Signal::SIGTERM,
+        );
         let _ = agent.wait();
         let _ = skiff_agent::runtime::cgroup::remove(&cgroup_root);
 
         let ms = |d: Duration| format!("{:.0} ms", d.as_secs_f64() * 1e3);
         println!("| measurement | value | goal |");
         println!("| --- | --- | --- |");
-        println!("| pod startup, create → Running, 50 pods at 5/s: p50 | {} | — |", ms(percentile(&latencies, 0.5)));
+        println!(
+            "| pod startup, create → Running, 50 pods at 5/s: p50 | {} | — |",
+            ms(percentile(&latencies, 0.5))
+        );
         println!("| … p99 | {} | ≤ 1 s |", ms(percentile(&latencies, 0.99)));
         println!("| skiff-agent RSS with 100 pods running | {} MiB | — |", rss / 1024);
         drop(server);

@@ -91,7 +91,7 @@ impl Node {
         let mut config = PodConfig::new(NODE, NODE_IP);
         config.root_dir = dir.path().join("agent");
         config.cgroup_root = format!("/skiff-test-{}-{label}", std::process::id());
-        config.backoff_base = Duration::from_millis(500);
+        config.backoff_base = Duration::from_secs(1);
         config.node_netns = Some(ns.path());
         config.pull.insecure_registries = insecure.to_vec();
         let ctx = Arc::new(Ctx { client: client.clone(), runtime, cni, config });
@@ -286,7 +286,7 @@ fn a_crashing_container_backs_off_longer_each_time_and_says_crash_loop_back_off(
             .await;
             seen.push(Instant::now());
         }
-        // 0.5 s, 1 s, 2 s: each wait longer than the one before.
+        // 1 s, 2 s, 4 s: each wait longer than the one before.
         let (first, second) = (seen[1] - seen[0], seen[2] - seen[1]);
         assert!(second > first, "back-off did not grow: {first:?} then {second:?}");
         let s = eventually("CrashLoopBackOff", Duration::from_secs(10), || async {
@@ -302,9 +302,10 @@ fn a_crashing_container_backs_off_longer_each_time_and_says_crash_loop_back_off(
             "spec": {"containers": [{"name": "c", "image": "skiff.local/missing:1"}]},
         }))
         .await;
-        eventually("ErrImagePull", Duration::from_secs(10), || async {
+        eventually("ErrImagePull or ImagePullBackOff", Duration::from_secs(10), || async {
             let s = status(&pods.get("ghost").await.ok()?);
-            (s["containerStatuses"][0]["state"]["waiting"]["reason"] == "ErrImagePull").then_some(())
+            let reason = s["containerStatuses"][0]["state"]["waiting"]["reason"].as_str()?.to_owned();
+            ["ErrImagePull", "ImagePullBackOff"].contains(&reason.as_str()).then_some(())
         })
         .await;
         for name in ["crasher", "ghost"] {
@@ -532,13 +533,6 @@ fn images_are_pulled_from_a_registry_and_a_missing_one_backs_off() {
             ]},
         }))
         .await;
-        node.create(json!({
-            "metadata": {"name": "missing"},
-            "spec": {"terminationGracePeriodSeconds": 0, "containers": [
-                {"name": "c", "image": format!("{}/test/busybox:nope", registry.host()), "command": ["sleep", "3600"]},
-            ]},
-        }))
-        .await;
         let pods = node.pods();
         let s = eventually("the pulled pod running", Duration::from_secs(30), || async {
             let s = status(&pods.get("pulled").await.ok()?);
@@ -547,16 +541,79 @@ fn images_are_pulled_from_a_registry_and_a_missing_one_backs_off() {
         .await;
         assert!(s["containerStatuses"][0]["imageID"].as_str().is_some_and(|i| i.starts_with("sha256:")), "{s}");
         assert!(node.ctx.runtime.resolve(&image).await.expect("resolve").is_some(), "the image is not in containerd");
-        for reason in ["ErrImagePull", "ImagePullBackOff"] {
-            eventually(reason, Duration::from_secs(20), || async {
-                let s = status(&pods.get("missing").await.ok()?);
-                (s["containerStatuses"][0]["state"]["waiting"]["reason"] == reason).then_some(())
-            })
-            .await;
+        // Every status the agent posts is a watch event: ErrImagePull, then ImagePullBackOff. The
+        // watch is established (its initial list done) before the pod exists.
+        use futures::StreamExt as _;
+        use kube::runtime::watcher;
+        let config = watcher::Config::default().fields("metadata.name=missing");
+        let mut events = watcher(pods.clone(), config).boxed();
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+        loop {
+            let next = tokio::time::timeout_at(deadline, events.next()).await.expect("the watch starts");
+            if matches!(next, Some(Ok(watcher::Event::InitDone))) {
+                break;
+            }
         }
+        node.create(json!({
+            "metadata": {"name": "missing"},
+            "spec": {"terminationGracePeriodSeconds": 0, "containers": [
+                {"name": "c", "image": format!("{}/test/busybox:nope", registry.host()), "command": ["sleep", "3600"]},
+            ]},
+        }))
+        .await;
+        let mut reasons: Vec<String> = Vec::new();
+        while !reasons.iter().any(|r| r == "ImagePullBackOff") {
+            let next = tokio::time::timeout_at(deadline, events.next()).await.expect("pull reasons in time");
+            let Some(Ok(watcher::Event::Apply(pod))) = next else { continue };
+            if let Some(r) = status(&pod)["containerStatuses"][0]["state"]["waiting"]["reason"].as_str()
+                && reasons.last().map(String::as_str) != Some(r)
+            {
+                reasons.push(r.to_owned());
+            }
+        }
+        let first = reasons.iter().position(|r| r == "ErrImagePull").unwrap_or_else(|| panic!("no ErrImagePull: {reasons:?}"));
+        assert!(reasons[first..].iter().any(|r| r == "ImagePullBackOff"), "{reasons:?}");
         for name in ["pulled", "missing"] {
             pods.delete(name, &DeleteParams::default()).await.expect("delete");
         }
+        node.assert_clean().await;
+        let _ = stop.send(());
+        agent.await.expect("agent");
+    });
+}
+
+#[test]
+fn a_pre_stop_hook_runs_before_the_container_is_stopped() {
+    runtime().block_on(async {
+        let node = Node::start("pods-prestop", "10.244.27.0/24").await;
+        let (stop, agent) = node.run_agent();
+        let out = node.dir.path().join("hook-out");
+        std::fs::create_dir_all(&out).expect("hook dir");
+        node.create(json!({
+            "metadata": {"name": "hooked"},
+            "spec": {
+                "terminationGracePeriodSeconds": 5,
+                "volumes": [{"name": "out", "hostPath": {"path": out, "type": "Directory"}}],
+                "containers": [{
+                    "name": "c", "image": busybox::IMAGE,
+                    "command": ["sh", "-c", "trap 'echo term >> /out/log; exit 0' TERM; while :; do sleep 0.1; done"],
+                    "volumeMounts": [{"name": "out", "mountPath": "/out"}],
+                    "lifecycle": {"preStop": {"exec": {"command": ["sh", "-c", "echo prestop >> /out/log"]}}},
+                }],
+            },
+        }))
+        .await;
+        let pods = node.pods();
+        eventually("running", Duration::from_secs(30), || async {
+            (status(&pods.get("hooked").await.ok()?)["phase"] == "Running").then_some(())
+        })
+        .await;
+        let deleting = Instant::now();
+        pods.delete("hooked", &DeleteParams::default()).await.expect("delete");
+        eventually("gone", Duration::from_secs(30), || async { pods.get_opt("hooked").await.ok()?.is_none().then_some(()) }).await;
+        // The hook, then SIGTERM (which the shell handles): well within the grace period.
+        assert_eq!(std::fs::read_to_string(out.join("log")).expect("log"), "prestop\nterm\n");
+        assert!(deleting.elapsed() < Duration::from_secs(5), "waited out the grace period although the container exited");
         node.assert_clean().await;
         let _ = stop.send(());
         agent.await.expect("agent");

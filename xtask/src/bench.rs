@@ -42,7 +42,15 @@ pub fn run(which: Bench) -> anyhow::Result<()> {
     crate::setup::run()?;
     if matches!(which, Bench::Pods) {
         step("build skiff-agent and skiff-cni (release)", || {
-            step::run(cargo().args(["build", "--locked", "--release", "-p", "skiff-agent", "-p", "skiff-cni"]))
+            step::run(cargo().args([
+                "build",
+                "--locked",
+                "--release",
+                "-p",
+                "skiff-agent",
+                "-p",
+                "skiff-cni",
+            ]))
         })?;
     }
     let table = step(&format!("benchmark {} (release build, then measuring)", which.name()), || {

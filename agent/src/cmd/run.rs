@@ -79,14 +79,16 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     if let Some(ns) = &args.node_netns {
         cni = cni.in_netns(ns.clone());
     }
-    let mut dp = Datapath::load(&DatapathConfig { pin_dir: args.pin_dir.clone(), ..DatapathConfig::default() })?;
+    let mut dp =
+        Datapath::load(&DatapathConfig { pin_dir: args.pin_dir.clone(), ..DatapathConfig::default() })?;
 
     let mut node = NodeConfig::new(&node_name, args.node_ip);
     node.pod_cidr = args.pod_cidr.clone();
     node.data_dir = args.root_dir.clone();
     node.heartbeat = Duration::from_secs(args.heartbeat_seconds.max(1));
     node.runtime_version = "containerd://1.6".into();
-    std::fs::create_dir_all(&args.root_dir).with_context(|| format!("creating {}", args.root_dir.display()))?;
+    std::fs::create_dir_all(&args.root_dir)
+        .with_context(|| format!("creating {}", args.root_dir.display()))?;
     let node_agent = NodeAgent::new(client.clone(), node);
     node_agent.register(true).await.context("registering the node")?;
 
@@ -136,7 +138,8 @@ fn route_handle(netns: Option<PathBuf>) -> anyhow::Result<rtnetlink::Handle> {
     let made = std::thread::spawn(move || -> anyhow::Result<_> {
         if let Some(ns) = netns {
             let file = std::fs::File::open(&ns).with_context(|| format!("opening {}", ns.display()))?;
-            nix::sched::setns(&file, nix::sched::CloneFlags::CLONE_NEWNET).context("entering the node namespace")?;
+            nix::sched::setns(&file, nix::sched::CloneFlags::CLONE_NEWNET)
+                .context("entering the node namespace")?;
         }
         let _in = rt.enter();
         rtnetlink::new_connection().context("opening a netlink socket")

@@ -84,8 +84,8 @@ pub async fn run(args: ServiceProxyArgs) -> anyhow::Result<()> {
 pub async fn client(kubeconfig: Option<&std::path::Path>) -> anyhow::Result<kube::Client> {
     let kube_config = match kubeconfig {
         Some(path) => {
-            let raw =
-                kube::config::Kubeconfig::read_from(path).with_context(|| format!("reading {}", path.display()))?;
+            let raw = kube::config::Kubeconfig::read_from(path)
+                .with_context(|| format!("reading {}", path.display()))?;
             kube::Config::from_custom_kubeconfig(raw, &kube::config::KubeConfigOptions::default())
                 .await
                 .with_context(|| format!("using {}", path.display()))?

@@ -557,24 +557,30 @@ async fn ensure_sandbox(ctx: &Ctx, pod: &Pod, uid: &str, st: &mut PodState) -> R
 /// then releases containers, the sandbox, the CNI attachment, the namespace, the cgroups and the
 /// pod's directory. Each step tolerates what is already gone.
 async fn teardown(ctx: &Ctx, uid: &str, pod: Option<&Pod>, st: &mut PodState, grace: Duration) {
-    let mut ids: Vec<String> = Vec::new();
-    for t in st.app.values().chain(st.init.values()) {
-        ids.extend(t.current.iter().chain(t.last.iter()).map(|i| i.id.clone()));
-    }
-    // Whatever containerd has for this pod, in case the state missed something.
-    if let Ok(found) = ctx.runtime.containers(&[(LABEL_UID, uid)]).await {
-        for c in found {
-            if !ids.contains(&c.id) && c.labels.get(LABEL_KIND).map(String::as_str) != Some(KIND_SANDBOX) {
-                ids.push(c.id);
+    // Every container containerd has for this pod (its labels say which spec entry it runs).
+    let mut found: Vec<(String, String, String)> = Vec::new();
+    if let Ok(all) = ctx.runtime.containers(&[(LABEL_UID, uid)]).await {
+        for c in all {
+            if c.labels.get(LABEL_KIND).map(String::as_str) != Some(KIND_SANDBOX) {
+                found.push((
+                    c.id.clone(),
+                    c.labels.get(LABEL_CONTAINER).cloned().unwrap_or_default(),
+                    c.image.clone(),
+                ));
             }
         }
     }
-    let stops = ids.iter().map(|id| ctx.runtime.stop(id, nix::sys::signal::Signal::SIGTERM as u32, grace));
-    for (id, stopped) in ids.iter().zip(futures::future::join_all(stops).await) {
-        if let Err(e) = stopped {
-            tracing::warn!(container = %id, "stopping: {e}");
+    for t in st.app.values().chain(st.init.values()) {
+        for i in t.current.iter().chain(t.last.iter()) {
+            if !found.iter().any(|(id, _, _)| *id == i.id) {
+                found.push((i.id.clone(), String::new(), String::new()));
+            }
         }
     }
+    let ip = st.ip;
+    let stops = found.iter().map(|(id, name, image)| stop_gracefully(ctx, pod, ip, id, name, image, grace));
+    futures::future::join_all(stops).await;
+    let ids: Vec<String> = found.into_iter().map(|(id, _, _)| id).collect();
     for id in ids.iter().chain(std::iter::once(&sandbox_id(uid))) {
         if let Err(e) = ctx.runtime.remove(id).await {
             tracing::warn!(container = %id, "removing: {e}");
@@ -592,6 +598,62 @@ async fn teardown(ctx: &Ctx, uid: &str, pod: Option<&Pod>, st: &mut PodState, gr
     volumes::release(ctx, uid);
     let _ = std::fs::remove_dir_all(ctx.config.pod_dir(uid));
     *st = PodState::default();
+}
+
+/// Stops one container within `grace`: its preStop hook first, then its image's stop signal
+/// (SIGTERM by default), then SIGKILL when the grace period runs out.
+async fn stop_gracefully(
+    ctx: &Ctx,
+    pod: Option<&Pod>,
+    ip: Option<Ipv4Addr>,
+    id: &str,
+    name: &str,
+    image: &str,
+    grace: Duration,
+) {
+    let deadline = Instant::now() + grace;
+    let spec = pod
+        .and_then(|p| p.spec.as_ref())
+        .and_then(|s| s.containers.iter().chain(s.init_containers.iter().flatten()).find(|c| c.name == name));
+    let hook = spec.and_then(|c| c.lifecycle.as_ref()).and_then(|l| l.pre_stop.as_ref());
+    if let (Some(hook), Some(c), false) = (hook, spec, grace.is_zero()) {
+        if let Some(sleep) = &hook.sleep {
+            tokio::time::sleep(Duration::from_secs(sleep.seconds.max(0) as u64).min(grace)).await;
+        } else {
+            let probe = k8s_openapi::api::core::v1::Probe {
+                exec: hook.exec.clone(),
+                http_get: hook.http_get.clone(),
+                tcp_socket: hook.tcp_socket.clone(),
+                timeout_seconds: Some(grace.as_secs().max(1) as i32),
+                ..Default::default()
+            };
+            let prober = probes::Prober::new(&probe);
+            let run = probes::run(&prober, c, ip, id, &ctx.runtime, ctx.config.node_netns.clone());
+            if let Ok(probes::Outcome::Failure(why)) = tokio::time::timeout(grace, run).await {
+                tracing::info!(container = %id, "preStop hook failed: {why}");
+            }
+        }
+    }
+    let signal = match ctx.runtime.resolve(image).await {
+        Ok(Some(i)) if !i.config.stop_signal.is_empty() => parse_signal(&i.config.stop_signal),
+        _ => None,
+    }
+    .unwrap_or(nix::sys::signal::Signal::SIGTERM);
+    let left = deadline.saturating_duration_since(Instant::now());
+    if let Err(e) = ctx.runtime.stop(id, signal as u32, left).await {
+        tracing::warn!(container = %id, "stopping: {e}");
+    }
+}
+
+/// A signal as images name it: `SIGQUIT`, `QUIT` or `3`.
+fn parse_signal(text: &str) -> Option<nix::sys::signal::Signal> {
+    use std::str::FromStr as _;
+    let text = text.trim().to_uppercase();
+    if let Ok(n) = text.parse::<i32>() {
+        return nix::sys::signal::Signal::try_from(n).ok();
+    }
+    let name = if text.starts_with("SIG") { text } else { format!("SIG{text}") };
+    nix::sys::signal::Signal::from_str(&name).ok()
 }
 
 /// The last step of a graceful deletion: the node says the pod is gone (grace 0).
@@ -751,5 +813,20 @@ async fn post_status(ctx: &Ctx, pod: &Pod, st: &mut PodState) {
     match api.patch_status(name, &PatchParams::default(), &Patch::Merge(&json!({"status": status}))).await {
         Ok(_) => st.posted = Some(status),
         Err(e) => tracing::debug!(pod = %name, "posting status: {e}"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use nix::sys::signal::Signal;
+
+    use super::parse_signal;
+
+    #[test]
+    fn stop_signals_parse_as_images_write_them() {
+        assert_eq!(parse_signal("SIGQUIT"), Some(Signal::SIGQUIT));
+        assert_eq!(parse_signal("quit"), Some(Signal::SIGQUIT));
+        assert_eq!(parse_signal("3"), Some(Signal::SIGQUIT));
+        assert_eq!(parse_signal("SIGNOPE"), None);
     }
 }
