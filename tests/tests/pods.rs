@@ -619,3 +619,79 @@ fn a_pre_stop_hook_runs_before_the_container_is_stopped() {
         agent.await.expect("agent");
     });
 }
+
+#[test]
+fn container_logs_reach_kubectl_through_the_api_server() {
+    use futures::{AsyncBufReadExt as _, StreamExt as _};
+    use kube::api::LogParams;
+    runtime().block_on(async {
+        let node = Node::start("pods-logs", "10.244.28.0/24").await;
+        let (stop, agent) = node.run_agent();
+        // The agent's log endpoint, and the Node saying where it is.
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let port = listener.local_addr().expect("addr").port();
+        let (stop_logs, logs_stopped) = tokio::sync::oneshot::channel::<()>();
+        let logs = tokio::spawn(skiff_agent::kubelet::logs::serve(node.ctx.clone(), listener, async {
+            let _ = logs_stopped.await;
+        }));
+        let nodes: Api<k8s_openapi::api::core::v1::Node> = Api::all(node.client.clone());
+        let n: k8s_openapi::api::core::v1::Node = serde_json::from_value(json!({"metadata": {"name": NODE}})).expect("node");
+        nodes.create(&PostParams::default(), &n).await.expect("node");
+        let status_patch = json!({"status": {"addresses": [{"type": "InternalIP", "address": "127.0.0.1"}], "daemonEndpoints": {"kubeletEndpoint": {"Port": port}}}});
+        nodes.patch_status(NODE, &kube::api::PatchParams::default(), &kube::api::Patch::Merge(&status_patch)).await.expect("node status");
+
+        let counter = "echo one; echo two; i=0; while :; do echo tick $i; i=$((i+1)); sleep 0.2; done";
+        node.create(json!({
+            "metadata": {"name": "talker"},
+            "spec": {"terminationGracePeriodSeconds": 0, "containers": [
+                {"name": "c", "image": busybox::IMAGE, "command": ["sh", "-c", counter]},
+                {"name": "quiet", "image": busybox::IMAGE, "command": ["sleep", "3600"]},
+            ]},
+        }))
+        .await;
+        let pods = node.pods();
+        eventually("running", Duration::from_secs(30), || async {
+            (status(&pods.get("talker").await.ok()?)["phase"] == "Running").then_some(())
+        })
+        .await;
+        let params = LogParams { container: Some("c".into()), ..LogParams::default() };
+        let all = eventually("some ticks", Duration::from_secs(10), || async {
+            pods.logs("talker", &params).await.ok().filter(|l| l.contains("tick 2"))
+        })
+        .await;
+        assert!(all.starts_with("one\ntwo\ntick 0\n"), "{all}");
+        let tail = pods.logs("talker", &LogParams { tail_lines: Some(1), ..params.clone() }).await.expect("tail");
+        assert_eq!(tail.lines().count(), 1, "{tail}");
+        // Following: new lines keep arriving on the open stream.
+        let mut lines = pods.log_stream("talker", &LogParams { follow: true, tail_lines: Some(1), ..params.clone() }).await.expect("follow").lines();
+        let mut seen = Vec::new();
+        while seen.len() < 4 {
+            let line = tokio::time::timeout(Duration::from_secs(5), lines.next()).await.expect("a line in time");
+            seen.push(line.expect("stream").expect("line"));
+        }
+        assert!(seen.iter().all(|l| l.starts_with("tick")), "{seen:?}");
+        // Two containers: kubectl must be told which (the API server says so).
+        match pods.logs("talker", &LogParams::default()).await {
+            Err(kube::Error::Api(s)) => assert!(s.code == 400 && s.message.contains("choose one of: [c quiet]"), "{s:?}"),
+            other => panic!("logs without a container: {other:?}"),
+        }
+        // And kubectl itself.
+        let kubeconfig = node.dir.path().join("kubeconfig");
+        std::fs::write(&kubeconfig, &node.server.kubeconfig).expect("kubeconfig");
+        let out = std::process::Command::new("kubectl")
+            .arg("--kubeconfig")
+            .arg(&kubeconfig)
+            .args(["logs", "talker", "-c", "c", "--tail=2"])
+            .output()
+            .expect("kubectl");
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        assert_eq!(String::from_utf8_lossy(&out.stdout).lines().count(), 2);
+
+        pods.delete("talker", &DeleteParams::default()).await.expect("delete");
+        node.assert_clean().await;
+        let _ = stop_logs.send(());
+        logs.await.expect("log endpoint");
+        let _ = stop.send(());
+        agent.await.expect("agent");
+    });
+}

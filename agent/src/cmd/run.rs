@@ -63,6 +63,9 @@ pub struct RunArgs {
     /// cgroup parent of the pods.
     #[arg(long, default_value = "/skiff")]
     pub cgroup_root: String,
+    /// Port of the log endpoint the API server proxies `kubectl logs` to (on --node-ip).
+    #[arg(long, default_value_t = 10250)]
+    pub kubelet_port: u16,
     /// Seconds between heartbeats (lease renewal and node status).
     #[arg(long, default_value_t = 10)]
     pub heartbeat_seconds: u64,
@@ -87,6 +90,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     node.data_dir = args.root_dir.clone();
     node.heartbeat = Duration::from_secs(args.heartbeat_seconds.max(1));
     node.runtime_version = "containerd://1.6".into();
+    node.kubelet_port = args.kubelet_port;
     std::fs::create_dir_all(&args.root_dir)
         .with_context(|| format!("creating {}", args.root_dir.display()))?;
     let node_agent = NodeAgent::new(client.clone(), node);
@@ -108,6 +112,9 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         }
     };
     let netlink = route_handle(args.node_netns.clone())?;
+    let logs = tokio::net::TcpListener::bind((args.node_ip, args.kubelet_port))
+        .await
+        .with_context(|| format!("listening on {}:{}", args.node_ip, args.kubelet_port))?;
     let tasks = vec![
         tokio::spawn({
             let agent = node_agent.clone();
@@ -115,6 +122,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
             async move { agent.run(|| true, stop).await }
         }),
         tokio::spawn(kubelet::run_routes(client.clone(), netlink, node_name.clone(), until_stopped())),
+        tokio::spawn(kubelet::logs::serve(ctx.clone(), logs, until_stopped())),
         tokio::spawn(pods::run(ctx, until_stopped())),
     ];
     tracing::info!(node = %node_name, "skiff-agent running");

@@ -4,6 +4,7 @@
 
 pub mod cni;
 pub mod host;
+pub mod logs;
 pub mod netns;
 pub mod node;
 pub mod pods;

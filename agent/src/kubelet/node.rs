@@ -36,6 +36,8 @@ pub struct NodeConfig {
     /// How often the lease is renewed and the status refreshed (10 s in Kubernetes).
     pub heartbeat: Duration,
     pub runtime_version: String,
+    /// The port of the agent's log endpoint (the kubelet's 10250).
+    pub kubelet_port: u16,
 }
 
 impl NodeConfig {
@@ -49,6 +51,7 @@ impl NodeConfig {
             lease_duration: Duration::from_secs(40),
             heartbeat: Duration::from_secs(10),
             runtime_version: "containerd://unknown".into(),
+            kubelet_port: 10250,
         }
     }
 }
@@ -136,6 +139,7 @@ pub fn status(config: &NodeConfig, host: &Host, ready: bool, current: Option<&No
             {"type": "Hostname", "address": config.name},
         ],
         "conditions": conditions,
+        "daemonEndpoints": {"kubeletEndpoint": {"Port": config.kubelet_port}},
         "nodeInfo": {
             "machineID": std::fs::read_to_string("/etc/machine-id").unwrap_or_default().trim(),
             "systemUUID": "",

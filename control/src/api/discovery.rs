@@ -43,6 +43,7 @@ fn subresource(r: &Resource, sub: &str) -> (&'static str, &'static [&'static str
         "binding" => ("Binding", &["create"]),
         "eviction" => ("Eviction", &["create"]),
         "scale" => ("Scale", &["get", "patch", "update"]),
+        "log" => (r.kind, &["get"]),
         _ => (r.kind, &["get", "patch", "update"]),
     }
 }

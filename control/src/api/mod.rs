@@ -5,6 +5,7 @@ pub mod deletion;
 mod discovery;
 mod fields;
 mod handlers;
+mod logs;
 mod managed;
 mod objects;
 mod openapi;
@@ -235,6 +236,12 @@ async fn route<S: Store + Clone>(
     }
     match (method, target.name.as_deref()) {
         (&Method::GET, _) if watching => watch::watch(server, &target, req),
+        (&Method::GET, Some(name)) if target.subresource.as_deref() == Some("log") => {
+            logs::logs(server, &target, name, req).await
+        }
+        (_, _) if target.subresource.as_deref() == Some("log") => {
+            Err(ApiError::method_not_allowed(format!("{method} is not supported on {path}")))
+        }
         (&Method::GET, Some(name)) if target.subresource.as_deref() == Some("scale") => {
             handlers::get_scale(server, &target, name)
         }

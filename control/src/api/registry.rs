@@ -128,7 +128,7 @@ pub static RESOURCES: &[Resource] = &[
         true,
         &["po"],
         &["all"],
-        &["status", "binding", "eviction"]
+        &["status", "binding", "eviction", "log"]
     ),
     resource!("", "v1", Service, core::Service, "services", "service", true, &["svc"], &["all"], &["status"]),
     resource!("", "v1", ConfigMap, core::ConfigMap, "configmaps", "configmap", true, &["cm"], &[], &[]),
