@@ -94,7 +94,8 @@ impl Node {
         config.backoff_base = Duration::from_secs(1);
         config.node_netns = Some(ns.path());
         config.pull.insecure_registries = insecure.to_vec();
-        let ctx = Arc::new(Ctx { client: client.clone(), runtime, cni, config });
+        let events = skiff_agent::kubelet::events::Recorder::new(client.clone(), NODE);
+        let ctx = Arc::new(Ctx { client: client.clone(), events, runtime, cni, config });
         Node { ns, _pins: pins, _dp: dp, containerd, dir, server, client, ctx, uids: Default::default() }
     }
 
@@ -254,6 +255,16 @@ fn a_pod_runs_its_init_then_two_containers_sharing_localhost_and_deletes_cleanly
             .expect("netns")
             .expect("http from the node");
         assert!(page.contains("skiff"), "{page}");
+
+        // The story is in the events, as `kubectl describe pod` shows them.
+        let events: Api<k8s_openapi::api::core::v1::Event> = Api::namespaced(node.client.clone(), "default");
+        let reasons = eventually("the pod's events", Duration::from_secs(10), || async {
+            let list = events.list(&kube::api::ListParams::default().fields("involvedObject.name=web")).await.ok()?;
+            let reasons: Vec<String> = list.items.iter().filter_map(|e| e.reason.clone()).collect();
+            (reasons.iter().filter(|r| *r == "Started").count() >= 3).then_some(reasons)
+        })
+        .await;
+        assert!(reasons.contains(&"Created".to_owned()) && reasons.contains(&"Pulled".to_owned()), "{reasons:?}");
 
         // Graceful delete: httpd and sleep ignore SIGTERM as PID 1, so the grace period runs out.
         let deleting = Instant::now();

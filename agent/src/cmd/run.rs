@@ -102,7 +102,8 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     config.cgroup_root = args.cgroup_root.clone();
     config.node_netns = args.node_netns.clone();
     config.pull.insecure_registries = args.insecure_registries.clone();
-    let ctx = Arc::new(Ctx { client: client.clone(), runtime, cni, config });
+    let events = kubelet::events::Recorder::new(client.clone(), &node_name);
+    let ctx = Arc::new(Ctx { client: client.clone(), events, runtime, cni, config });
 
     let (stop, stopped) = tokio::sync::watch::channel(false);
     let until_stopped = move || {

@@ -3,6 +3,7 @@
 //! ([`pods`], with [`cni`] and [`netns`]).
 
 pub mod cni;
+pub mod events;
 pub mod host;
 pub mod logs;
 pub mod netns;

@@ -69,6 +69,8 @@ impl PodConfig {
 /// What every worker shares.
 pub struct Ctx {
     pub client: Client,
+    /// Where the pods' events go.
+    pub events: super::events::Recorder,
     pub runtime: Runtime,
     pub cni: Cni,
     pub config: PodConfig,

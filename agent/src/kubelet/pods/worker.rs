@@ -199,6 +199,7 @@ async fn reconcile(ctx: &Ctx, pod: &Pod, uid: &str, st: &mut PodState) {
     st.start_time.get_or_insert_with(Timestamp::now);
     if let Err(e) = ensure_sandbox(ctx, pod, uid, st).await {
         tracing::warn!(pod = %name(pod), "sandbox: {e}");
+        ctx.events.warning(pod, "FailedCreatePodSandBox", format!("Failed to create pod sandbox: {e}"));
         st.sandbox_error = Some(e);
         return;
     }
@@ -293,6 +294,11 @@ async fn step(ctx: &Ctx, target: Target<'_>, t: &mut Track, policy: &str) {
                     "CrashLoopBackOff".into(),
                     format!("back-off {:?} restarting failed container {}", t.backoff, c.name),
                 ));
+                ctx.events.warning(
+                    pod,
+                    "BackOff",
+                    format!("Back-off restarting failed container {}", c.name),
+                );
             }
             if t.not_before.is_some_and(|at| Instant::now() < at) {
                 return;
@@ -323,6 +329,7 @@ async fn step(ctx: &Ctx, target: Target<'_>, t: &mut Track, policy: &str) {
         }
         Err((reason, message)) => {
             tracing::warn!(pod = %name(pod), container = %c.name, "{reason}: {message}");
+            ctx.events.warning(pod, "Failed", format!("Error: {reason}: {message}"));
             t.backoff = if t.backoff.is_zero() {
                 ctx.config.backoff_base
             } else {
@@ -379,10 +386,16 @@ async fn probe(ctx: &Ctx, pod: &Pod, c: &Container, ip: Option<Ipv4Addr>, t: &mu
             && let Some(verdict) = p.record(probes::run(p, c, ip, &instance.id, &ctx.runtime, netns).await)
         {
             t.ready = verdict;
+            if !verdict {
+                let why = p.last_failure.clone().unwrap_or_default();
+                ctx.events.warning(pod, "Unhealthy", format!("Readiness probe failed: {why}"));
+            }
         }
     }
     if let Some(why) = kill {
         tracing::info!(pod = %name(pod), container = %c.name, "{why}; restarting it");
+        ctx.events.warning(pod, "Unhealthy", why.clone());
+        ctx.events.normal(pod, "Killing", format!("Container {} failed a probe, will be restarted", c.name));
         let grace =
             pod.spec.as_ref().and_then(|s| s.termination_grace_period_seconds).unwrap_or(30).max(0) as u64;
         let signal = nix::sys::signal::Signal::SIGTERM as u32;
@@ -417,7 +430,7 @@ async fn refresh(ctx: &Ctx, t: &mut Track) {
 /// Creates and starts attempt `attempt` of the container; on failure a waiting reason.
 async fn start(ctx: &Ctx, target: Target<'_>, attempt: u32) -> Result<(Instance, String), (String, String)> {
     let Target { pod, uid, ip, c, kind, volumes: vols } = target;
-    let image = image_for(ctx, c).await?;
+    let image = image_for(ctx, pod, c).await?;
     let id = format!("{}-{}-{attempt}", &uid[..uid.len().min(8)], c.name);
     let pod_name = pod.metadata.name.clone().unwrap_or_default();
     let config_error = |e: String| ("CreateContainerConfigError".to_owned(), e);
@@ -464,7 +477,10 @@ async fn start(ctx: &Ctx, target: Target<'_>, attempt: u32) -> Result<(Instance,
             .create_container(&id, &image, &spec, labels)
             .await
             .map_err(|e| ("CreateContainerError", e))?;
-        ctx.runtime.start(&id, &log).await.map_err(|e| ("RunContainerError", e))
+        ctx.events.normal(pod, "Created", format!("Created container {}", c.name));
+        let pid = ctx.runtime.start(&id, &log).await.map_err(|e| ("RunContainerError", e))?;
+        ctx.events.normal(pod, "Started", format!("Started container {}", c.name));
+        Ok(pid)
     }
     .await;
     if let Err((reason, e)) = result {
@@ -476,7 +492,11 @@ async fn start(ctx: &Ctx, target: Target<'_>, attempt: u32) -> Result<(Instance,
 
 /// The container's image, pulled as its `imagePullPolicy` says (Always: every start;
 /// IfNotPresent: when missing; Never: never).
-async fn image_for(ctx: &Ctx, c: &Container) -> Result<crate::runtime::image::LocalImage, (String, String)> {
+async fn image_for(
+    ctx: &Ctx,
+    pod: &Pod,
+    c: &Container,
+) -> Result<crate::runtime::image::LocalImage, (String, String)> {
     let name = c.image.clone().unwrap_or_default();
     let pull_error = |e: String| ("ErrImagePull".to_owned(), e);
     let policy = c.image_pull_policy.as_deref().unwrap_or("IfNotPresent");
@@ -487,14 +507,24 @@ async fn image_for(ctx: &Ctx, c: &Container) -> Result<crate::runtime::image::Lo
             format!("image {name} is not on this node and its pull policy is Never"),
         )),
         ("Always", _) | (_, None) => {
+            ctx.events.normal(pod, "Pulling", format!("Pulling image {name:?}"));
+            let started = std::time::Instant::now();
             ctx.runtime.pull(&name, &ctx.config.pull).await.map_err(|e| pull_error(e.to_string()))?;
+            ctx.events.normal(
+                pod,
+                "Pulled",
+                format!("Successfully pulled image {name:?} in {:?}", started.elapsed()),
+            );
             ctx.runtime
                 .resolve(&name)
                 .await
                 .map_err(|e| pull_error(e.to_string()))?
                 .ok_or_else(|| pull_error(format!("{name} vanished after its pull")))
         }
-        (_, Some(image)) => Ok(image),
+        (_, Some(image)) => {
+            ctx.events.normal(pod, "Pulled", format!("Container image {name:?} already present on machine"));
+            Ok(image)
+        }
     }
 }
 
@@ -612,6 +642,9 @@ async fn stop_gracefully(
     grace: Duration,
 ) {
     let deadline = Instant::now() + grace;
+    if let Some(p) = pod.filter(|_| !name.is_empty()) {
+        ctx.events.normal(p, "Killing", format!("Stopping container {name}"));
+    }
     let spec = pod
         .and_then(|p| p.spec.as_ref())
         .and_then(|s| s.containers.iter().chain(s.init_containers.iter().flatten()).find(|c| c.name == name));
