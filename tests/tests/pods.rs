@@ -706,3 +706,64 @@ fn container_logs_reach_kubectl_through_the_api_server() {
         agent.await.expect("agent");
     });
 }
+
+#[test]
+fn static_pods_from_a_manifest_directory_are_mirrored_and_run() {
+    runtime().block_on(async {
+        let node = Node::start("pods-static", "10.244.29.0/24").await;
+        let nodes: Api<k8s_openapi::api::core::v1::Node> = Api::all(node.client.clone());
+        let n: k8s_openapi::api::core::v1::Node = serde_json::from_value(json!({"metadata": {"name": NODE}})).expect("node");
+        nodes.create(&PostParams::default(), &n).await.expect("node");
+        let (stop, agent) = node.run_agent();
+        let manifests = node.dir.path().join("manifests");
+        std::fs::create_dir_all(&manifests).expect("manifest dir");
+        let manifest = |arg: &str| {
+            format!(
+                "apiVersion: v1\nkind: Pod\nmetadata:\n  name: control\n  namespace: kube-system\nspec:\n  terminationGracePeriodSeconds: 0\n  containers:\n  - name: c\n    image: {}\n    command: [sleep, \"{arg}\"]\n",
+                busybox::IMAGE
+            )
+        };
+        std::fs::write(manifests.join("control.yaml"), manifest("3600")).expect("manifest");
+        let (stop_static, static_stopped) = tokio::sync::oneshot::channel::<()>();
+        let mirror = tokio::spawn(skiff_agent::kubelet::static_pods::run(
+            node.client.clone(),
+            manifests.clone(),
+            NODE.into(),
+            Duration::from_millis(200),
+            async { let _ = static_stopped.await; },
+        ));
+        let system: Api<Pod> = Api::namespaced(node.client.clone(), "kube-system");
+        let running = |want: &'static str| {
+            let system = system.clone();
+            async move {
+                let p = system.get_opt(&format!("control-{NODE}")).await.ok()??;
+                let s = status(&p);
+                let cmd = p.spec.as_ref()?.containers[0].command.clone()?;
+                (s["phase"] == "Running" && cmd.last().map(String::as_str) == Some(want)).then_some(p)
+            }
+        };
+        let first = eventually("the mirror pod running", Duration::from_secs(30), || running("3600")).await;
+        let annotations = first.metadata.annotations.clone().expect("annotations");
+        assert!(annotations.contains_key("kubernetes.io/config.mirror"), "{annotations:?}");
+        assert_eq!(first.metadata.owner_references.as_ref().map(|o| o[0].kind.as_str()), Some("Node"));
+        node.uids.lock().expect("uids").push(first.metadata.uid.clone().expect("uid"));
+
+        // A changed manifest replaces the pod.
+        std::fs::write(manifests.join("control.yaml"), manifest("3601")).expect("manifest");
+        let second = eventually("the new version running", Duration::from_secs(30), || running("3601")).await;
+        assert_ne!(second.metadata.uid, first.metadata.uid);
+        node.uids.lock().expect("uids").push(second.metadata.uid.clone().expect("uid"));
+
+        // A removed manifest removes it.
+        std::fs::remove_file(manifests.join("control.yaml")).expect("remove manifest");
+        eventually("the mirror pod gone", Duration::from_secs(30), || async {
+            system.get_opt(&format!("control-{NODE}")).await.ok()?.is_none().then_some(())
+        })
+        .await;
+        node.assert_clean().await;
+        let _ = stop_static.send(());
+        mirror.await.expect("mirror loop");
+        let _ = stop.send(());
+        agent.await.expect("agent");
+    });
+}

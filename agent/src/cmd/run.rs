@@ -66,6 +66,9 @@ pub struct RunArgs {
     /// Port of the log endpoint the API server proxies `kubectl logs` to (on --node-ip).
     #[arg(long, default_value_t = 10250)]
     pub kubelet_port: u16,
+    /// Directory of static pod manifests, mirrored to the API and run here.
+    #[arg(long, default_value = "/etc/kubernetes/manifests")]
+    pub pod_manifest_path: PathBuf,
     /// Seconds between heartbeats (lease renewal and node status).
     #[arg(long, default_value_t = 10)]
     pub heartbeat_seconds: u64,
@@ -124,6 +127,13 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         }),
         tokio::spawn(kubelet::run_routes(client.clone(), netlink, node_name.clone(), until_stopped())),
         tokio::spawn(kubelet::logs::serve(ctx.clone(), logs, until_stopped())),
+        tokio::spawn(kubelet::static_pods::run(
+            client.clone(),
+            args.pod_manifest_path.clone(),
+            node_name.clone(),
+            Duration::from_secs(5),
+            until_stopped(),
+        )),
         tokio::spawn(pods::run(ctx, until_stopped())),
     ];
     tracing::info!(node = %node_name, "skiff-agent running");

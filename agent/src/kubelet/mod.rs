@@ -10,6 +10,7 @@ pub mod netns;
 pub mod node;
 pub mod pods;
 pub mod routes;
+pub mod static_pods;
 
 use futures::StreamExt as _;
 use k8s_openapi::api::core::v1::Node;
