@@ -767,3 +767,83 @@ fn static_pods_from_a_manifest_directory_are_mirrored_and_run() {
         agent.await.expect("agent");
     });
 }
+
+/// `skiff-agent run` as a process, next to the test's node.
+fn spawn_agent(node: &Node) -> std::process::Child {
+    let bins = cni_bin_dir();
+    let kubeconfig = node.dir.path().join("kubeconfig");
+    std::fs::write(&kubeconfig, &node.server.kubeconfig).expect("kubeconfig");
+    let cni_conf = node.dir.path().join("net.d");
+    std::process::Command::new(bins.join("skiff-agent"))
+        .arg("run")
+        .args([
+            "--kubeconfig",
+            &kubeconfig.display().to_string(),
+            "--node-name",
+            NODE,
+            "--node-ip",
+            "127.0.0.1",
+        ])
+        .args(["--kubelet-port", "0", "--heartbeat-seconds", "1"])
+        .args(["--containerd", &node.containerd.socket().display().to_string()])
+        .args(["--root-dir", &node.ctx.config.root_dir.display().to_string()])
+        .args([
+            "--cni-conf-dir",
+            &cni_conf.display().to_string(),
+            "--cni-bin-dir",
+            &bins.display().to_string(),
+        ])
+        .args(["--node-netns", &node.ns.path().display().to_string()])
+        .args(["--pin-dir", &node._pins.path().display().to_string()])
+        .args(["--cgroup-root", &node.ctx.config.cgroup_root])
+        .args(["--pod-manifest-path", &node.dir.path().join("no-manifests").display().to_string()])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("skiff-agent (built with the workspace)")
+}
+
+#[test]
+fn a_sigkilled_agent_process_is_replaced_and_the_new_one_carries_on() {
+    runtime().block_on(async {
+        let node = Node::start("pods-kill9", "10.244.30.0/24").await;
+        let mut agent = spawn_agent(&node);
+        node.create(json!({
+            "metadata": {"name": "survivor"},
+            "spec": {"terminationGracePeriodSeconds": 0, "containers": [{"name": "c", "image": busybox::IMAGE, "command": ["sleep", "3600"]}]},
+        }))
+        .await;
+        let pods = node.pods();
+        let before = eventually("running", Duration::from_secs(30), || async {
+            let s = status(&pods.get("survivor").await.ok()?);
+            (s["phase"] == "Running").then_some(s)
+        })
+        .await;
+        let ids = |rt: Runtime| async move {
+            let mut ids: Vec<String> = rt.containers(&[]).await.expect("list").into_iter().map(|c| c.id).collect();
+            ids.sort();
+            ids
+        };
+        let running = ids(node.ctx.runtime.clone()).await;
+        agent.kill().expect("SIGKILL the agent");
+        let _ = agent.wait();
+        // The pod kept running without an agent.
+        assert_eq!(ids(node.ctx.runtime.clone()).await, running);
+
+        let mut agent = spawn_agent(&node);
+        let app = running.iter().find(|id| !id.starts_with("skiff-pod-")).expect("app container").clone();
+        node.ctx.runtime.kill(&app, 9, true).await.expect("kill the container");
+        let after = eventually("the new agent restarts it", Duration::from_secs(30), || async {
+            let s = status(&pods.get("survivor").await.ok()?);
+            (s["containerStatuses"][0]["restartCount"] == 1 && s["containerStatuses"][0]["state"]["running"].is_object()).then_some(s)
+        })
+        .await;
+        assert_eq!(after["podIP"], before["podIP"]);
+        let now = ids(node.ctx.runtime.clone()).await;
+        assert_eq!(now.len(), 2, "sandbox and one container: {now:?}");
+        pods.delete("survivor", &DeleteParams::default()).await.expect("delete");
+        node.assert_clean().await;
+        let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(agent.id() as i32), nix::sys::signal::Signal::SIGTERM);
+        let _ = agent.wait();
+    });
+}
