@@ -847,3 +847,52 @@ fn a_sigkilled_agent_process_is_replaced_and_the_new_one_carries_on() {
         let _ = agent.wait();
     });
 }
+
+#[test]
+fn resource_limits_become_cgroup_limits() {
+    runtime().block_on(async {
+        let node = Node::start("pods-limits", "10.244.31.0/24").await;
+        let (stop, agent) = node.run_agent();
+        let pod = node
+            .create(json!({
+                "metadata": {"name": "limited"},
+                "spec": {"terminationGracePeriodSeconds": 0, "containers": [{
+                    "name": "c", "image": busybox::IMAGE, "command": ["sleep", "3600"],
+                    "resources": {"requests": {"cpu": "250m"}, "limits": {"cpu": "500m", "memory": "64Mi"}},
+                }]},
+            }))
+            .await;
+        let uid = pod.metadata.uid.clone().expect("uid");
+        let pods = node.pods();
+        let s = eventually("running", Duration::from_secs(30), || async {
+            let s = status(&pods.get("limited").await.ok()?);
+            (s["phase"] == "Running").then_some(s)
+        })
+        .await;
+        let id = s["containerStatuses"][0]["containerID"]
+            .as_str()
+            .expect("id")
+            .trim_start_matches("containerd://")
+            .to_owned();
+        let cgroup = format!("{}/pod{uid}/{id}", node.ctx.config.cgroup_root);
+        let read = |path: String| {
+            std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{path}: {e}")).trim().to_owned()
+        };
+        if std::path::Path::new("/sys/fs/cgroup/memory").is_dir() {
+            // cgroup v1: one tree per controller.
+            assert_eq!(
+                read(format!("/sys/fs/cgroup/memory{cgroup}/memory.limit_in_bytes")),
+                (64u64 << 20).to_string()
+            );
+            assert_eq!(read(format!("/sys/fs/cgroup/cpu{cgroup}/cpu.shares")), "256");
+            assert_eq!(read(format!("/sys/fs/cgroup/cpu{cgroup}/cpu.cfs_quota_us")), "50000");
+        } else {
+            assert_eq!(read(format!("/sys/fs/cgroup{cgroup}/memory.max")), (64u64 << 20).to_string());
+            assert!(read(format!("/sys/fs/cgroup{cgroup}/cpu.max")).starts_with("50000 "));
+        }
+        pods.delete("limited", &DeleteParams::default()).await.expect("delete");
+        node.assert_clean().await;
+        let _ = stop.send(());
+        agent.await.expect("agent");
+    });
+}
