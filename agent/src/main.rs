@@ -23,8 +23,6 @@ enum Command {
     /// Run the ClusterIP service proxy: watch Services and EndpointSlices on a Kubernetes API
     /// server and program the load balancer on the given pod interfaces.
     ServiceProxy(cmd::service_proxy::ServiceProxyArgs),
-    /// Images in the node's containerd: import archives, build the busybox test image.
-    Image(cmd::image::ImageArgs),
     /// Run the node agent: datapath, service proxy, node registration and heartbeat, routes to
     /// other nodes' pods, and this node's pods, until SIGTERM.
     Run(Box<cmd::run::RunArgs>),
@@ -48,7 +46,6 @@ fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Datapath(args) => rt.block_on(cmd::datapath::run(args)),
         Command::ServiceProxy(args) => rt.block_on(cmd::service_proxy::run(args)),
-        Command::Image(args) => rt.block_on(cmd::image::run(args)),
         Command::Run(args) => {
             // The kubelet half wants threads: pods, probes and watches run side by side.
             let rt =

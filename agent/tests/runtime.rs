@@ -138,3 +138,42 @@ fn containers_run_in_a_shared_pod_namespace_and_leave_nothing_behind() {
     });
     drop(daemon);
 }
+
+#[test]
+fn skiff_image_import_puts_an_archive_into_containerd() {
+    let daemon = Containerd::start("rt-cli").expect("containerd");
+    let work = tempfile::tempdir().expect("tmp");
+    let archive = work.path().join("busybox.tar");
+    let skiff = env!("CARGO_BIN_EXE_skiff");
+    let built = std::process::Command::new(skiff)
+        .args(["image", "build-busybox"])
+        .arg(&archive)
+        .output()
+        .expect("skiff");
+    assert!(built.status.success(), "{}", String::from_utf8_lossy(&built.stderr));
+    let import = |path: &Path| {
+        std::process::Command::new(skiff)
+            .args(["image", "import"])
+            .arg(path)
+            .arg("--containerd")
+            .arg(daemon.socket())
+            .args(["--namespace", "cli-test"])
+            .output()
+            .expect("skiff")
+    };
+    let out = import(&archive);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), format!("imported {}", busybox::IMAGE));
+    runtime().block_on(async {
+        let rt = Runtime::connect(&daemon.socket(), "cli-test").await.expect("connect");
+        assert!(rt.resolve(busybox::IMAGE).await.expect("resolve").is_some());
+    });
+    // Not an archive: one line, a non-zero exit.
+    let junk = work.path().join("junk.tar");
+    std::fs::write(&junk, b"not a tar").expect("junk");
+    let out = import(&junk);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(err.trim_end().lines().count(), 1, "{err}");
+    assert!(err.starts_with("skiff: "), "{err}");
+}

@@ -24,11 +24,16 @@ impl LocalServer {
     /// Starts a server (on the current tokio runtime) storing under `dir`, keeping `history`
     /// events for watch resume, with ClusterIPs from 10.96.0.0/12.
     pub async fn start(dir: &Path, history: usize) -> anyhow::Result<Self> {
+        Self::start_at(dir, history, "127.0.0.1:0".parse()?).await
+    }
+
+    /// Like [`LocalServer::start`], on `addr` (a restarted server keeps its address).
+    pub async fn start_at(dir: &Path, history: usize, addr: std::net::SocketAddr) -> anyhow::Result<Self> {
         let store = EmbeddedStore::open(&dir.join("store.redb"), Options { history })?;
         let server = Arc::new(ApiServer::new(store, (Ipv4Addr::new(10, 96, 0, 0), 12)));
         server.bootstrap(None).await.map_err(|e| anyhow::anyhow!(e.message))?;
         let loops = controllers::spawn(server.clone());
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+        let listener = tokio::net::TcpListener::bind(addr).await?;
         let url = format!("http://{}", listener.local_addr()?);
         let serve = tokio::spawn(async move {
             let _ = axum::serve(listener, api::router(server)).await;

@@ -48,7 +48,8 @@ struct Node {
     _dp: Datapath,
     containerd: Containerd,
     dir: tempfile::TempDir,
-    server: LocalServer,
+    /// `None` only while restarting.
+    server: Option<LocalServer>,
     client: Client,
     ctx: Arc<Ctx>,
     /// Pods this test created (other tests' pods share /run/netns).
@@ -96,7 +97,21 @@ impl Node {
         config.pull.insecure_registries = insecure.to_vec();
         let events = skiff_agent::kubelet::events::Recorder::new(client.clone(), NODE);
         let ctx = Arc::new(Ctx { client: client.clone(), events, runtime, cni, config });
-        Node { ns, _pins: pins, _dp: dp, containerd, dir, server, client, ctx, uids: Default::default() }
+        Node {
+            ns,
+            _pins: pins,
+            _dp: dp,
+            containerd,
+            dir,
+            server: Some(server),
+            client,
+            ctx,
+            uids: Default::default(),
+        }
+    }
+
+    fn kubeconfig(&self) -> String {
+        self.server.as_ref().map(|s| s.kubeconfig.clone()).unwrap_or_default()
     }
 
     fn pods(&self) -> Api<Pod> {
@@ -688,7 +703,7 @@ fn container_logs_reach_kubectl_through_the_api_server() {
         }
         // And kubectl itself.
         let kubeconfig = node.dir.path().join("kubeconfig");
-        std::fs::write(&kubeconfig, &node.server.kubeconfig).expect("kubeconfig");
+        std::fs::write(&kubeconfig, node.kubeconfig()).expect("kubeconfig");
         let out = std::process::Command::new("kubectl")
             .arg("--kubeconfig")
             .arg(&kubeconfig)
@@ -772,7 +787,7 @@ fn static_pods_from_a_manifest_directory_are_mirrored_and_run() {
 fn spawn_agent(node: &Node) -> std::process::Child {
     let bins = cni_bin_dir();
     let kubeconfig = node.dir.path().join("kubeconfig");
-    std::fs::write(&kubeconfig, &node.server.kubeconfig).expect("kubeconfig");
+    std::fs::write(&kubeconfig, node.kubeconfig()).expect("kubeconfig");
     let cni_conf = node.dir.path().join("net.d");
     std::process::Command::new(bins.join("skiff-agent"))
         .arg("run")
@@ -894,5 +909,73 @@ fn resource_limits_become_cgroup_limits() {
         node.assert_clean().await;
         let _ = stop.send(());
         agent.await.expect("agent");
+    });
+}
+
+/// `skiff-control serve` as a process (built with the workspace), on `addr` with its store in `dir`.
+fn spawn_control(dir: &std::path::Path, addr: std::net::SocketAddr) -> std::process::Child {
+    std::process::Command::new(cni_bin_dir().join("skiff-control"))
+        .args(["serve", "--data-dir", &dir.display().to_string(), "--bind-address", &addr.to_string()])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("skiff-control (built with the workspace)")
+}
+
+#[test]
+fn the_agent_carries_on_when_the_api_server_is_killed_and_restarted() {
+    runtime().block_on(async {
+        let node = Node::start("pods-apirestart", "10.244.32.0/24").await;
+        // A real API server process this time, so that it can die.
+        let addr = std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).expect("a free port");
+        let data = node.dir.path().join("control-process");
+        let mut control = spawn_control(&data, addr);
+        let mut config = kube::Config::new(format!("http://{addr}").parse().expect("url"));
+        config.default_retry = false;
+        let client = Client::try_from(config).expect("client");
+        let ctx = Arc::new(Ctx {
+            client: client.clone(),
+            events: skiff_agent::kubelet::events::Recorder::new(client.clone(), NODE),
+            runtime: node.ctx.runtime.clone(),
+            cni: node.ctx.cni.clone(),
+            config: node.ctx.config.clone(),
+        });
+        let pods: Api<Pod> = Api::namespaced(client.clone(), "default");
+        eventually("the API server up", Duration::from_secs(20), || async { pods.list(&Default::default()).await.ok().map(drop) }).await;
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let agent = tokio::spawn(pods::run(ctx, async { let _ = stopped.await; }));
+        let sleeper = |name: &str| -> Pod {
+            serde_json::from_value(json!({
+                "metadata": {"name": name},
+                "spec": {"nodeName": NODE, "terminationGracePeriodSeconds": 0,
+                         "containers": [{"name": "c", "image": busybox::IMAGE, "command": ["sleep", "3600"]}]},
+            }))
+            .expect("pod")
+        };
+        let running = |name: &'static str| {
+            let pods = pods.clone();
+            async move { (status(&pods.get(name).await.ok()?)["phase"] == "Running").then_some(()) }
+        };
+        pods.create(&PostParams::default(), &sleeper("before")).await.expect("create");
+        eventually("before running", Duration::from_secs(30), || running("before")).await;
+
+        control.kill().expect("SIGKILL skiff-control");
+        let _ = control.wait();
+        let mut control = spawn_control(&data, addr);
+        eventually("the API server back", Duration::from_secs(20), || async { pods.list(&Default::default()).await.ok().map(drop) }).await;
+        // The agent's watch re-lists and picks up what is new.
+        pods.create(&PostParams::default(), &sleeper("after")).await.expect("create after the restart");
+        eventually("after running", Duration::from_secs(60), || running("after")).await;
+        eventually("before still running", Duration::from_secs(10), || running("before")).await;
+        for name in ["before", "after"] {
+            let uid = pods.get(name).await.expect("pod").metadata.uid.unwrap_or_default();
+            node.uids.lock().expect("uids").push(uid);
+            pods.delete(name, &DeleteParams::default()).await.expect("delete");
+        }
+        node.assert_clean().await;
+        let _ = stop.send(());
+        agent.await.expect("agent");
+        let _ = control.kill();
+        let _ = control.wait();
     });
 }

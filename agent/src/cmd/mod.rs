@@ -1,7 +1,6 @@
 //! The agent's subcommands.
 
 pub mod datapath;
-pub mod image;
 pub mod run;
 pub mod service_proxy;
 

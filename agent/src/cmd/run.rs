@@ -14,10 +14,10 @@ use skiff_agent::{
         pods::{self, Ctx, PodConfig},
     },
     proxy::{ProxyContext, ServiceProxy, watch},
-    runtime::{Runtime, busybox},
+    runtime::{DEFAULT_NAMESPACE, DEFAULT_SOCKET, Runtime, busybox},
 };
 
-use super::{image::DEFAULT_NAMESPACE, image::DEFAULT_SOCKET, wait_for_shutdown};
+use super::wait_for_shutdown;
 
 #[derive(Debug, clap::Args)]
 pub struct RunArgs {

@@ -1,6 +1,6 @@
 //! The test and lab image, built here from Debian's busybox-static: one uncompressed layer with
 //! `/bin/busybox`, its applets as symlinks and a minimal `/etc`, written as an OCI image layout
-//! archive that [`super::Runtime::import`] (and `skiff-agent image import`) takes. Built
+//! archive that [`super::Runtime::import`] (and `skiff image import`) takes. Built
 //! deterministically (fixed times and owners), so its digest only changes with busybox.
 
 use std::{io::Write as _, path::Path};

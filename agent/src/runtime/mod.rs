@@ -21,6 +21,11 @@ use containerd_client::{
     tonic::{self, Code, Request, metadata::MetadataValue},
 };
 
+/// containerd's usual socket.
+pub const DEFAULT_SOCKET: &str = "/run/containerd/containerd.sock";
+/// The containerd namespace skiff's pods and images live in.
+pub const DEFAULT_NAMESPACE: &str = "skiff";
+
 /// The snapshotter every image is unpacked to and every container runs on.
 pub const SNAPSHOTTER: &str = "overlayfs";
 
