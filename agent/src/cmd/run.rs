@@ -105,6 +105,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     config.cgroup_root = args.cgroup_root.clone();
     config.node_netns = args.node_netns.clone();
     config.pull.insecure_registries = args.insecure_registries.clone();
+    config.static_dir = Some(args.pod_manifest_path.clone());
     let events = kubelet::events::Recorder::new(client.clone(), &node_name);
     let ctx = Arc::new(Ctx { client: client.clone(), events, runtime, cni, config });
 

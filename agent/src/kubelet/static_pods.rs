@@ -1,8 +1,9 @@
 //! Static pods: manifests in a directory on the node (the seeds' way of running control-plane
-//! components), each mirrored to the API as a pod bound to this node, named `<name>-<node>`,
-//! annotated `kubernetes.io/config.mirror` with the manifest's hash and owned by the Node. The
-//! pod manager runs mirror pods like any other. A changed manifest replaces its pod; a removed
-//! manifest deletes it; a mirror pod deleted through the API is recreated.
+//! components). The pod manager runs them from the files themselves, with or without an API
+//! server (uid `static-<hash>`); this module mirrors each to the API as a pod bound to this node,
+//! named `<name>-<node>`, annotated `kubernetes.io/config.mirror` with the manifest's hash and
+//! owned by the Node, where the agent reports its status. A changed manifest replaces its pod; a
+//! removed manifest deletes it; a mirror deleted through the API is recreated.
 
 use std::{
     collections::{BTreeMap, HashSet},

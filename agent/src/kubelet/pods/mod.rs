@@ -44,6 +44,8 @@ pub struct PodConfig {
     pub node_netns: Option<PathBuf>,
     /// Registries reachable over plain HTTP.
     pub pull: crate::runtime::pull::PullOptions,
+    /// Static pod manifests, run from the files themselves (API or not).
+    pub static_dir: Option<PathBuf>,
 }
 
 impl PodConfig {
@@ -58,6 +60,7 @@ impl PodConfig {
             backoff_max: Duration::from_secs(300),
             node_netns: None,
             pull: Default::default(),
+            static_dir: None,
         }
     }
 
@@ -82,8 +85,35 @@ impl std::fmt::Debug for Ctx {
     }
 }
 
-/// Runs the pods bound to this node until `shutdown` completes. Shutting down leaves the pods
-/// running: the next agent adopts them.
+/// The static pods of the manifest directory, as the pods to run (uid `static-<hash>`).
+fn static_pods(ctx: &Ctx) -> HashMap<String, Pod> {
+    let Some(dir) = &ctx.config.static_dir else { return HashMap::new() };
+    let node = &ctx.config.node_name;
+    super::static_pods::read_manifests(dir, node)
+        .into_iter()
+        .filter_map(|(name, (manifest, hash))| {
+            let mut pod = manifest;
+            let uid = format!("static-{hash}");
+            pod["metadata"]["name"] = serde_json::json!(name);
+            if pod["metadata"]["namespace"].as_str().is_none() {
+                pod["metadata"]["namespace"] = serde_json::json!("default");
+            }
+            pod["metadata"]["uid"] = serde_json::json!(uid);
+            pod["metadata"]["annotations"][super::static_pods::MIRROR] = serde_json::json!(hash);
+            pod["spec"]["nodeName"] = serde_json::json!(node);
+            let pod: Pod = serde_json::from_value(pod).ok()?;
+            Some((uid, pod))
+        })
+        .collect()
+}
+
+fn is_mirror(pod: &Pod) -> bool {
+    pod.metadata.annotations.as_ref().is_some_and(|a| a.contains_key(super::static_pods::MIRROR))
+}
+
+/// Runs the pods bound to this node until `shutdown` completes: those the API binds here, and
+/// the static pods of the manifest directory (run from their files; their mirrors in the API are
+/// only reports). Shutting down leaves the pods running: the next agent adopts them.
 pub async fn run(ctx: Arc<Ctx>, shutdown: impl std::future::Future<Output = ()>) {
     let pods: Api<Pod> = Api::all(ctx.client.clone());
     let config = watcher::Config::default().fields(&format!("spec.nodeName={}", ctx.config.node_name));
@@ -91,21 +121,51 @@ pub async fn run(ctx: Arc<Ctx>, shutdown: impl std::future::Future<Output = ()>)
     let mut workers: HashMap<String, (watch::Sender<Option<Pod>>, tokio::task::JoinHandle<()>)> =
         HashMap::new();
     let mut listing: Vec<Pod> = Vec::new();
+    // Static pods start at once, API or not.
+    let mut statics = static_pods(&ctx);
+    for (uid, pod) in &statics {
+        deliver(&ctx, &mut workers, uid.clone(), Some(pod.clone()));
+    }
+    let mut tick = tokio::time::interval(Duration::from_secs(2));
     tokio::pin!(stream, shutdown);
     loop {
         let event = tokio::select! {
             _ = &mut shutdown => break,
+            _ = tick.tick(), if ctx.config.static_dir.is_some() => {
+                let now = static_pods(&ctx);
+                for uid in statics.keys().filter(|u| !now.contains_key(*u)) {
+                    if let Some((tx, _)) = workers.get(uid) {
+                        let _ = tx.send(None);
+                    }
+                }
+                for (uid, pod) in &now {
+                    if !statics.contains_key(uid) || !workers.contains_key(uid) {
+                        deliver(&ctx, &mut workers, uid.clone(), Some(pod.clone()));
+                    }
+                }
+                statics = now;
+                continue;
+            }
             event = stream.next() => event,
         };
         workers.retain(|_, (_, task)| !task.is_finished());
         let pod_uid = |p: &Pod| p.metadata.uid.clone().unwrap_or_default();
+        // Mirror pods report static pods; the files are what runs.
+        let event =
+            match event {
+                Some(Ok(
+                    watcher::Event::Apply(p) | watcher::Event::InitApply(p) | watcher::Event::Delete(p),
+                )) if is_mirror(&p) => continue,
+                other => other,
+            };
         match event {
             None => break,
             Some(Err(e)) => tracing::warn!("watching pods: {e}"),
             Some(Ok(watcher::Event::Init)) => listing.clear(),
             Some(Ok(watcher::Event::InitApply(pod))) => listing.push(pod),
             Some(Ok(watcher::Event::InitDone)) => {
-                let live: HashSet<String> = listing.iter().map(pod_uid).collect();
+                let mut live: HashSet<String> = listing.iter().map(pod_uid).collect();
+                live.extend(statics.keys().cloned());
                 // Pods that went away while nobody watched: tear down what containerd still runs.
                 for uid in orphans(&ctx, &live).await {
                     if !workers.contains_key(&uid) {
