@@ -983,3 +983,37 @@ fn the_agent_carries_on_when_the_api_server_is_killed_and_restarted() {
         let _ = control.wait();
     });
 }
+
+#[test]
+fn images_are_pulled_over_https_trusting_the_registry_ca() {
+    let registry = Registry::start_tls("pull-tls").expect("registry");
+    let work = tempfile::tempdir().expect("tmp");
+    let archive = work.path().join("busybox.tar");
+    busybox::build_archive(std::path::Path::new(busybox::BUSYBOX), &archive).expect("image");
+    registry.push(&archive, "secure/busybox:v1").expect("push");
+    // The system's roots, as rustls-native-certs reads them, are this test's CA (this process
+    // only: nextest runs each test in a process of its own).
+    // SAFETY: set before any thread of this test reads the environment.
+    unsafe { std::env::set_var("SSL_CERT_FILE", registry.ca().expect("a CA")) };
+    runtime().block_on(async {
+        let node = Node::start("pods-tls", "10.244.33.0/24").await;
+        let (stop, agent) = node.run_agent();
+        let image = format!("{}/secure/busybox:v1", registry.host());
+        node.create(json!({
+            "metadata": {"name": "secure"},
+            "spec": {"terminationGracePeriodSeconds": 0, "containers": [
+                {"name": "c", "image": image, "imagePullPolicy": "Always", "command": ["sleep", "3600"]},
+            ]},
+        }))
+        .await;
+        let pods = node.pods();
+        eventually("pulled over HTTPS and running", Duration::from_secs(30), || async {
+            (status(&pods.get("secure").await.ok()?)["phase"] == "Running").then_some(())
+        })
+        .await;
+        pods.delete("secure", &DeleteParams::default()).await.expect("delete");
+        node.assert_clean().await;
+        let _ = stop.send(());
+        agent.await.expect("agent");
+    });
+}
