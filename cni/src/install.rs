@@ -80,9 +80,14 @@ impl Install {
     /// Copies `binary` to `<bin dir>/skiff-cni` and writes `<conf dir>/10-skiff.conflist`.
     pub fn run(&self, binary: &Path) -> Result<(), String> {
         let bin = self.bin_dir.join("skiff-cni");
+        replace(&bin, |tmp| std::fs::copy(binary, tmp).map(drop))?;
+        self.write_conflist()
+    }
+
+    /// Writes `<conf dir>/10-skiff.conflist` (what the agent does from its Node's pod CIDR).
+    pub fn write_conflist(&self) -> Result<(), String> {
         let conf = self.conf_dir.join(CONFLIST);
         let text = serde_json::to_string_pretty(&self.conflist()).map_err(|e| e.to_string())?;
-        replace(&bin, |tmp| std::fs::copy(binary, tmp).map(drop))?;
         replace(&conf, |tmp| std::fs::write(tmp, format!("{text}\n")))
     }
 }

@@ -93,7 +93,7 @@ fn main() {
                 "--pin-dir",
                 &pins.path().display().to_string(),
             ])
-            .args(["--cgroup-root", &cgroup_root])
+            .args(["--cgroup-root", &cgroup_root, "--write-cni-config", "false"])
             .stdout(std::process::Stdio::null())
             .stderr(std::process::Stdio::null())
             .spawn()

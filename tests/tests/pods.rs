@@ -788,7 +788,7 @@ fn static_pods_run_from_their_files_and_are_mirrored_to_the_api() {
 }
 
 /// `skiff-agent run` as a process, next to the test's node.
-fn spawn_agent(node: &Node) -> std::process::Child {
+fn spawn_agent(node: &Node, extra: &[&str]) -> std::process::Child {
     let bins = cni_bin_dir();
     let kubeconfig = node.dir.path().join("kubeconfig");
     std::fs::write(&kubeconfig, node.kubeconfig()).expect("kubeconfig");
@@ -806,18 +806,23 @@ fn spawn_agent(node: &Node) -> std::process::Child {
         .args(["--kubelet-port", "0", "--heartbeat-seconds", "1"])
         .args(["--containerd", &node.containerd.socket().display().to_string()])
         .args(["--root-dir", &node.ctx.config.root_dir.display().to_string()])
-        .args([
-            "--cni-conf-dir",
-            &cni_conf.display().to_string(),
-            "--cni-bin-dir",
-            &bins.display().to_string(),
-        ])
+        .args(["--cni-bin-dir", &bins.display().to_string()])
+        .args(if extra.contains(&"--cni-conf-dir") {
+            vec![]
+        } else {
+            vec!["--cni-conf-dir".to_owned(), cni_conf.display().to_string()]
+        })
         .args(["--node-netns", &node.ns.path().display().to_string()])
         .args(["--pin-dir", &node._pins.path().display().to_string()])
         .args(["--cgroup-root", &node.ctx.config.cgroup_root])
         .args(["--pod-manifest-path", &node.dir.path().join("no-manifests").display().to_string()])
+        .args(extra)
         .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
+        .stderr(
+            std::fs::File::create(node.dir.path().join("agent.log"))
+                .map(std::process::Stdio::from)
+                .unwrap_or_else(|_| std::process::Stdio::null()),
+        )
         .spawn()
         .expect("skiff-agent (built with the workspace)")
 }
@@ -826,7 +831,7 @@ fn spawn_agent(node: &Node) -> std::process::Child {
 fn a_sigkilled_agent_process_is_replaced_and_the_new_one_carries_on() {
     runtime().block_on(async {
         let node = Node::start("pods-kill9", "10.244.30.0/24").await;
-        let mut agent = spawn_agent(&node);
+        let mut agent = spawn_agent(&node, &["--write-cni-config", "false"]);
         node.create(json!({
             "metadata": {"name": "survivor"},
             "spec": {"terminationGracePeriodSeconds": 0, "containers": [{"name": "c", "image": busybox::IMAGE, "command": ["sleep", "3600"]}]},
@@ -849,7 +854,7 @@ fn a_sigkilled_agent_process_is_replaced_and_the_new_one_carries_on() {
         // The pod kept running without an agent.
         assert_eq!(ids(node.ctx.runtime.clone()).await, running);
 
-        let mut agent = spawn_agent(&node);
+        let mut agent = spawn_agent(&node, &["--write-cni-config", "false"]);
         let app = running.iter().find(|id| !id.starts_with("skiff-pod-")).expect("app container").clone();
         node.ctx.runtime.kill(&app, 9, true).await.expect("kill the container");
         let after = eventually("the new agent restarts it", Duration::from_secs(30), || async {
@@ -1015,5 +1020,47 @@ fn images_are_pulled_over_https_trusting_the_registry_ca() {
         node.assert_clean().await;
         let _ = stop.send(());
         agent.await.expect("agent");
+    });
+}
+
+fn agent_exited(log: &std::path::Path) -> bool {
+    std::fs::read_to_string(log).is_ok_and(|l| l.contains("skiff-agent: ") || l.starts_with("error:"))
+}
+
+#[test]
+fn the_agent_writes_the_cni_configuration_for_its_pod_cidr() {
+    runtime().block_on(async {
+        let node = Node::start("pods-conflist", "10.244.34.0/24").await;
+        let conf = node.dir.path().join("agent-net.d");
+        let conf_arg = conf.display().to_string();
+        let mut agent = spawn_agent(
+            &node,
+            &["--pod-cidr", "10.244.35.0/24", "--cni-conf-dir", &conf_arg, "--mtu", "1450"],
+        );
+        let log = node.dir.path().join("agent.log");
+        let list = eventually(
+            &format!("the conflist (agent log: {})", log.display()),
+            Duration::from_secs(30),
+            || async {
+                if agent_exited(&log) {
+                    panic!("the agent exited: {}", std::fs::read_to_string(&log).unwrap_or_default());
+                }
+                let text = std::fs::read_to_string(conf.join("10-skiff.conflist")).ok()?;
+                serde_json::from_str::<serde_json::Value>(&text).ok()
+            },
+        )
+        .await;
+        assert_eq!(list["plugins"][0]["type"], "skiff-cni");
+        assert_eq!(list["plugins"][0]["ipam"]["subnet"], "10.244.35.0/24");
+        assert_eq!(list["plugins"][0]["mtu"], 1450);
+        assert_eq!(list["plugins"][0]["bpfPinDir"], node._pins.path().display().to_string());
+        let nodes: Api<k8s_openapi::api::core::v1::Node> = Api::all(node.client.clone());
+        let registered = nodes.get(NODE).await.expect("the agent registered its node");
+        assert_eq!(registered.spec.and_then(|s| s.pod_cidr).as_deref(), Some("10.244.35.0/24"));
+        let _ = nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(agent.id() as i32),
+            nix::sys::signal::Signal::SIGTERM,
+        );
+        let _ = agent.wait();
     });
 }

@@ -69,6 +69,12 @@ pub struct RunArgs {
     /// Directory of static pod manifests, mirrored to the API and run here.
     #[arg(long, default_value = "/etc/kubernetes/manifests")]
     pub pod_manifest_path: PathBuf,
+    /// Write the CNI configuration list for this node's pod CIDR into --cni-conf-dir.
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
+    pub write_cni_config: bool,
+    /// Pod interface MTU (in the CNI configuration the agent writes).
+    #[arg(long, default_value_t = 1500)]
+    pub mtu: u32,
     /// Seconds between heartbeats (lease renewal and node status).
     #[arg(long, default_value_t = 10)]
     pub heartbeat_seconds: u64,
@@ -81,10 +87,6 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     };
     let client = super::service_proxy::client(args.kubeconfig.as_deref()).await?;
     let runtime = Runtime::connect(&args.containerd, &args.containerd_namespace).await?;
-    let mut cni = Cni::load(&args.cni_conf_dir, args.cni_bin_dirs.clone(), args.root_dir.join("cni"))?;
-    if let Some(ns) = &args.node_netns {
-        cni = cni.in_netns(ns.clone());
-    }
     let mut dp =
         Datapath::load(&DatapathConfig { pin_dir: args.pin_dir.clone(), ..DatapathConfig::default() })?;
 
@@ -97,7 +99,28 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     std::fs::create_dir_all(&args.root_dir)
         .with_context(|| format!("creating {}", args.root_dir.display()))?;
     let node_agent = NodeAgent::new(client.clone(), node);
-    node_agent.register(true).await.context("registering the node")?;
+    let registered = node_agent.register(true).await.context("registering the node")?;
+    // The network: this node's pod CIDR (given, or assigned by the control plane) in the conflist.
+    if args.write_cni_config {
+        let cidr = match registered.spec.as_ref().and_then(|s| s.pod_cidr.clone()) {
+            Some(cidr) => cidr,
+            None => wait_for_pod_cidr(&client, &node_name).await?,
+        };
+        let subnet = skiff_cni::spec::config::Cidr::parse(&cidr)
+            .ok_or_else(|| anyhow::anyhow!("the node's pod CIDR {cidr:?} is not an IPv4 network"))?;
+        let install = skiff_cni::install::Install {
+            bin_dir: PathBuf::new(),
+            conf_dir: args.cni_conf_dir.clone(),
+            subnet,
+            mtu: args.mtu,
+            pin_dir: args.pin_dir.clone(),
+        };
+        install.write_conflist().map_err(|e| anyhow::anyhow!(e)).context("writing the CNI configuration")?;
+    }
+    let mut cni = Cni::load(&args.cni_conf_dir, args.cni_bin_dirs.clone(), args.root_dir.join("cni"))?;
+    if let Some(ns) = &args.node_netns {
+        cni = cni.in_netns(ns.clone());
+    }
 
     let mut config = PodConfig::new(&node_name, args.node_ip);
     config.root_dir = args.root_dir.clone();
@@ -150,6 +173,22 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         let _ = task.await;
     }
     Ok(())
+}
+
+/// Waits until the control plane assigns the node a pod CIDR.
+async fn wait_for_pod_cidr(client: &kube::Client, node: &str) -> anyhow::Result<String> {
+    let nodes: kube::Api<k8s_openapi::api::core::v1::Node> = kube::Api::all(client.clone());
+    let mut logged = false;
+    loop {
+        if let Some(cidr) = nodes.get(node).await?.spec.and_then(|s| s.pod_cidr) {
+            return Ok(cidr);
+        }
+        if !logged {
+            tracing::info!(node, "waiting for the control plane to assign a pod CIDR (or give --pod-cidr)");
+            logged = true;
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
 }
 
 /// A netlink handle in the node's namespace (this process's when `netns` is `None`).
