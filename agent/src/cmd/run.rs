@@ -194,17 +194,12 @@ async fn wait_for_pod_cidr(client: &kube::Client, node: &str) -> anyhow::Result<
 /// A netlink handle in the node's namespace (this process's when `netns` is `None`).
 fn route_handle(netns: Option<PathBuf>) -> anyhow::Result<rtnetlink::Handle> {
     let rt = tokio::runtime::Handle::current();
-    let made = std::thread::spawn(move || -> anyhow::Result<_> {
-        if let Some(ns) = netns {
-            let file = std::fs::File::open(&ns).with_context(|| format!("opening {}", ns.display()))?;
-            nix::sched::setns(&file, nix::sched::CloneFlags::CLONE_NEWNET)
-                .context("entering the node namespace")?;
-        }
+    let made = kubelet::netns::on_thread(netns, move || {
         let _in = rt.enter();
-        rtnetlink::new_connection().context("opening a netlink socket")
+        rtnetlink::new_connection()
     })
-    .join()
-    .map_err(|_| anyhow::anyhow!("the netlink thread panicked"))??;
+    .context("entering the node namespace")?
+    .context("opening a netlink socket")?;
     let (connection, handle, _) = made;
     tokio::spawn(connection);
     Ok(handle)

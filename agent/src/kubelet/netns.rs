@@ -19,7 +19,7 @@ pub fn path(name: &str) -> PathBuf {
 /// Creates network namespace `name` (an existing one of that name is kept).
 pub fn create(name: &str) -> std::io::Result<PathBuf> {
     let target = path(name);
-    if is_mounted(&target) {
+    if is_mount_point(&target) {
         return Ok(target);
     }
     std::fs::create_dir_all(NETNS_DIR)?;
@@ -38,9 +38,7 @@ pub fn create(name: &str) -> std::io::Result<PathBuf> {
         return Err(e);
     }
     // Loopback up, as every runtime does.
-    let file = std::fs::File::open(&target)?;
-    let up = std::thread::spawn(move || -> std::io::Result<()> {
-        nix::sched::setns(&file, CloneFlags::CLONE_NEWNET)?;
+    let up = on_thread(Some(target.clone()), || -> std::io::Result<()> {
         let rt = tokio::runtime::Builder::new_current_thread().enable_io().build()?;
         rt.block_on(async {
             use futures::TryStreamExt as _;
@@ -61,8 +59,7 @@ pub fn create(name: &str) -> std::io::Result<PathBuf> {
             result
         })
     })
-    .join()
-    .unwrap_or_else(|_| Err(std::io::Error::other("the netns thread panicked")));
+    .and_then(|r| r);
     if let Err(e) = up {
         let _ = delete(name);
         return Err(e);
@@ -70,16 +67,36 @@ pub fn create(name: &str) -> std::io::Result<PathBuf> {
     Ok(target)
 }
 
-fn is_mounted(target: &Path) -> bool {
+/// Runs `f` on a fresh OS thread that first enters the network namespace at `netns` (stays in
+/// this process's with `None`). The thread ends with `f`, so no pooled thread is ever left in
+/// another namespace.
+pub fn on_thread<T: Send + 'static>(
+    netns: Option<PathBuf>,
+    f: impl FnOnce() -> T + Send + 'static,
+) -> std::io::Result<T> {
+    std::thread::spawn(move || -> std::io::Result<T> {
+        if let Some(ns) = netns {
+            let file = std::fs::File::open(&ns)
+                .map_err(|e| std::io::Error::new(e.kind(), format!("opening {}: {e}", ns.display())))?;
+            nix::sched::setns(&file, CloneFlags::CLONE_NEWNET)?;
+        }
+        Ok(f())
+    })
+    .join()
+    .unwrap_or_else(|_| Err(std::io::Error::other("the namespace thread panicked")))
+}
+
+/// Whether `path` is a mount point (in this process's mount namespace).
+pub fn is_mount_point(path: &Path) -> bool {
     let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
-    let t = target.display().to_string();
-    mounts.lines().any(|l| l.split(' ').nth(4) == Some(t.as_str()))
+    let p = path.display().to_string();
+    mounts.lines().any(|l| l.split(' ').nth(4) == Some(p.as_str()))
 }
 
 /// Deletes network namespace `name` (nothing to do if it is gone).
 pub fn delete(name: &str) -> std::io::Result<()> {
     let target = path(name);
-    if is_mounted(&target) {
+    if is_mount_point(&target) {
         umount2(&target, MntFlags::MNT_DETACH)?;
     }
     match std::fs::remove_file(&target) {

@@ -107,15 +107,7 @@ fn port(value: &IntOrString, container: &Container) -> Result<u16, String> {
 /// Connects from the node (inside `node_netns` if given) with a deadline; runs on a thread of
 /// its own, since entering a namespace must not leak into a shared pool thread.
 fn connect(node_netns: Option<PathBuf>, addr: SocketAddr, timeout: Duration) -> std::io::Result<TcpStream> {
-    std::thread::spawn(move || {
-        if let Some(ns) = node_netns {
-            let file = std::fs::File::open(ns)?;
-            nix::sched::setns(&file, nix::sched::CloneFlags::CLONE_NEWNET)?;
-        }
-        TcpStream::connect_timeout(&addr, timeout)
-    })
-    .join()
-    .unwrap_or_else(|_| Err(std::io::Error::other("the probe thread panicked")))
+    crate::kubelet::netns::on_thread(node_netns, move || TcpStream::connect_timeout(&addr, timeout))?
 }
 
 /// Runs the probe once against `container` of the pod at `ip` (container id `id`).

@@ -15,6 +15,7 @@ use kube::Api;
 use nix::mount::{MntFlags, MsFlags, mount, umount2};
 
 use super::Ctx;
+use crate::kubelet::netns::is_mount_point;
 use crate::runtime::oci::Mount;
 
 /// Where each volume of a pod lives on the node.
@@ -32,14 +33,8 @@ fn io(what: &str, path: &Path) -> impl FnOnce(std::io::Error) -> String {
     move |e| format!("{what}: {e}")
 }
 
-fn is_mount(path: &Path) -> bool {
-    let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
-    let p = path.display().to_string();
-    mounts.lines().any(|l| l.split(' ').nth(4) == Some(p.as_str()))
-}
-
 fn tmpfs(path: &Path, size: Option<&str>) -> Result<(), String> {
-    if is_mount(path) {
+    if is_mount_point(path) {
         return Ok(());
     }
     let options = size.map(|s| format!("mode=0755,size={s}")).unwrap_or_else(|| "mode=0755".into());
@@ -212,7 +207,7 @@ pub fn release(ctx: &Ctx, uid: &str) {
     let base = volumes_dir(ctx, uid);
     let Ok(entries) = std::fs::read_dir(&base) else { return };
     for e in entries.flatten() {
-        if is_mount(&e.path()) {
+        if is_mount_point(&e.path()) {
             let _ = umount2(&e.path(), MntFlags::MNT_DETACH);
         }
     }
