@@ -1,6 +1,6 @@
 //! get, list, create, update, delete and deletecollection on any served resource.
 
-use std::net::Ipv4Addr;
+use std::{collections::HashSet, net::Ipv4Addr};
 
 use axum::{
     http::StatusCode,
@@ -29,6 +29,11 @@ pub fn render(object: &Object) -> Result<Value, ApiError> {
         .map_err(|e| ApiError::internal(format!("stored object {} is corrupt: {e}", object.key)))?;
     value["metadata"]["resourceVersion"] = json!(object.mod_revision.to_string());
     Ok(value)
+}
+
+/// The stored JSON as it is (no resourceVersion), to edit and write back.
+pub fn decode(object: &Object) -> Result<Value, ApiError> {
+    serde_json::from_slice(&object.value).map_err(|e| ApiError::internal(e.to_string()))
 }
 
 fn store_error(e: StoreError, plural: &str, name: &str) -> ApiError {
@@ -114,9 +119,8 @@ fn selected<S: Store>(
     Ok((out, revision))
 }
 
-fn list_object(r: &Resource, revision: Option<u64>, items: Vec<Value>) -> Value {
-    let metadata = revision.map_or_else(|| json!({}), |rv| json!({"resourceVersion": rv.to_string()}));
-    json!({"kind": format!("{}List", r.kind), "apiVersion": r.api_version(), "metadata": metadata, "items": items})
+fn list_object(r: &Resource, items: Vec<Value>) -> Value {
+    json!({"kind": format!("{}List", r.kind), "apiVersion": r.api_version(), "metadata": {}, "items": items})
 }
 
 /// `limit`/`continue` paging. A continue token names the list's revision and the last key served;
@@ -287,15 +291,12 @@ pub fn parse_body(body: &[u8], content_type: &str) -> Result<Value, ApiError> {
 
 async fn namespace_exists<S: Store>(server: &ApiServer<S>, target: &Target) -> Result<(), ApiError> {
     let Some(ns) = target.namespace.as_deref().filter(|_| target.resource.namespaced) else { return Ok(()) };
-    let namespaces = registry::find("", "v1", "namespaces")
-        .ok_or_else(|| ApiError::internal("namespaces not registered"))?;
+    let namespaces = registry::builtin("namespaces", "")?;
     let Some(namespace) = server.store.get(&namespaces.key(None, ns)) else {
         return Err(ApiError::not_found("namespaces", ns));
     };
     // NamespaceLifecycle: nothing new in a namespace being emptied for deletion.
-    let value: Value =
-        serde_json::from_slice(&namespace.value).map_err(|e| ApiError::internal(e.to_string()))?;
-    if value.pointer("/metadata/deletionTimestamp").is_some() {
+    if decode(&namespace)?.pointer("/metadata/deletionTimestamp").is_some() {
         return Err(ApiError::forbidden(format!(
             "unable to create new content in namespace {ns} because it is being terminated"
         )));
@@ -308,21 +309,21 @@ fn used_addresses<S: Store>(
     server: &ApiServer<S>,
     services: &Resource,
     except: Option<&str>,
-) -> (Vec<Ipv4Addr>, Vec<u16>) {
+) -> (HashSet<Ipv4Addr>, HashSet<u16>) {
     let (objects, _) = server.store.list(&services.prefix());
-    let mut ips = Vec::new();
-    let mut ports = Vec::new();
+    let mut ips = HashSet::new();
+    let mut ports = HashSet::new();
     for v in objects
         .iter()
         .filter(|o| Some(o.key.as_str()) != except)
         .filter_map(|o| serde_json::from_slice::<Value>(&o.value).ok())
     {
         if let Some(ip) = v.pointer("/spec/clusterIP").and_then(Value::as_str).and_then(|s| s.parse().ok()) {
-            ips.push(ip);
+            ips.insert(ip);
         }
         for p in v.pointer("/spec/ports").and_then(Value::as_array).into_iter().flatten() {
             if let Some(n) = p.get("nodePort").and_then(Value::as_u64).and_then(|n| u16::try_from(n).ok()) {
-                ports.push(n);
+                ports.insert(n);
             }
         }
     }
@@ -427,7 +428,7 @@ async fn write_existing<S: Store>(
     let r = target.resource;
     let key = r.key(target.namespace.as_deref(), name);
     let current = server.store.get(&key).ok_or_else(|| ApiError::not_found(r.plural, name))?;
-    let old: Value = serde_json::from_slice(&current.value).map_err(|e| ApiError::internal(e.to_string()))?;
+    let old = decode(&current)?;
     let mut value = make(&old)?;
     merge_update(r, &old, &mut value, target.subresource.as_deref() == Some("status"))?;
     if r.kind == "Service" {
@@ -440,12 +441,16 @@ async fn write_existing<S: Store>(
     }
     admission::validate(r.kind, name, &value)?;
     admission::immutable(r.kind, name, &old, &value)?;
-    // Node ports are global like ClusterIPs: allocate under the same lock as creates.
-    let _guard = if r.kind == "Service" { Some(server.allocations.lock().await) } else { None };
-    if r.kind == "Service" {
+    // Node ports are global like ClusterIPs: allocate under the same lock as creates, held until
+    // the write is done.
+    let _guard = if r.kind == "Service" {
+        let guard = server.allocations.lock().await;
         let (_, node_ports) = used_addresses(server, r, Some(&key));
         objects::allocate_node_ports(&mut value, &node_ports)?;
-    }
+        Some(guard)
+    } else {
+        None
+    };
     if let Some(o) = value.get_mut("metadata").and_then(Value::as_object_mut) {
         o.remove("resourceVersion");
     }
@@ -573,14 +578,15 @@ pub async fn delete<S: Store>(
     name: &str,
     req: &Request,
 ) -> Result<Response, ApiError> {
-    let options = deletion::Options::parse(&req.params, &delete_options(req)?)?;
+    let options = deletion::Options::parse(&req.params, &optional_body(req)?)?;
     let r = target.resource;
     let object = delete_object(server, r, &r.key(target.namespace.as_deref(), name), &options).await?;
     Ok(json(StatusCode::OK, render(&object)?))
 }
 
-/// The DeleteOptions body of a DELETE, if any (JSON or protobuf).
-fn delete_options(req: &Request) -> Result<Value, ApiError> {
+/// A body the client may leave out (a DELETE's DeleteOptions, an Eviction): null when empty, else
+/// as [`parse_body`] reads it (JSON or protobuf).
+pub(super) fn optional_body(req: &Request) -> Result<Value, ApiError> {
     if req.body.is_empty() { Ok(Value::Null) } else { parse_body(&req.body, &req.content_type) }
 }
 
@@ -594,8 +600,7 @@ pub async fn delete_object<S: Store>(
     let name = key.rsplit('/').next().unwrap_or(key);
     for _ in 0..5 {
         let current = server.store.get(key).ok_or_else(|| ApiError::not_found(r.plural, name))?;
-        let mut object: Value =
-            serde_json::from_slice(&current.value).map_err(|e| ApiError::internal(e.to_string()))?;
+        let mut object = decode(&current)?;
         options.check_preconditions(&object, current.mod_revision, r.plural, name)?;
         let result = match deletion::plan(r.kind, &mut object, options) {
             deletion::Plan::Now => server.store.delete(key, Some(current.mod_revision)).await,
@@ -625,8 +630,7 @@ pub async fn edit_metadata<S: Store>(
     let name = key.rsplit('/').next().unwrap_or(key);
     for _ in 0..5 {
         let Some(current) = server.store.get(key) else { return Ok(false) };
-        let mut object: Value =
-            serde_json::from_slice(&current.value).map_err(|e| ApiError::internal(e.to_string()))?;
+        let mut object = decode(&current)?;
         if !edit(&mut object) {
             return Ok(false);
         }
@@ -651,7 +655,7 @@ pub async fn delete_collection<S: Store>(
     target: &Target,
     req: &Request,
 ) -> Result<Response, ApiError> {
-    let options = deletion::Options::parse(&req.params, &delete_options(req)?)?;
+    let options = deletion::Options::parse(&req.params, &optional_body(req)?)?;
     if options.precondition_uid.is_some() || options.precondition_rv.is_some() {
         return Err(ApiError::bad_request("preconditions do not apply to a collection"));
     }
@@ -665,10 +669,9 @@ pub async fn delete_collection<S: Store>(
             Err(e) => return Err(e),
         }
     }
-    Ok(json(StatusCode::OK, list_object(target.resource, None, items)))
+    Ok(json(StatusCode::OK, list_object(target.resource, items)))
 }
 
-/// Creates the namespaces every cluster has, if missing.
 /// Creates `value` at `key` unless something is there already (bootstrap objects).
 async fn create_if_missing<S: Store>(
     server: &ApiServer<S>,
@@ -684,25 +687,19 @@ async fn create_if_missing<S: Store>(
     }
 }
 
-fn builtin(plural: &str, group: &str) -> Result<&'static Resource, ApiError> {
-    let version = "v1";
-    registry::find(group, version, plural)
-        .ok_or_else(|| ApiError::internal(format!("{plural} not registered")))
-}
-
 /// What every cluster starts with: the built-in namespaces, and the `kubernetes` Service in
 /// `default` on the first ClusterIP (its EndpointSlice names `advertise` when known).
 pub async fn bootstrap<S: Store>(
     server: &ApiServer<S>,
     advertise: Option<std::net::SocketAddr>,
 ) -> Result<(), ApiError> {
-    let namespaces = builtin("namespaces", "")?;
+    let namespaces = registry::builtin("namespaces", "")?;
     for name in ["default", "kube-system", "kube-public", "kube-node-lease"] {
         let mut ns = json!({"metadata": {"name": name}, "spec": {"finalizers": ["kubernetes"]}, "status": {"phase": "Active"}});
         prepare_create(namespaces, None, &mut ns)?;
         create_if_missing(server, &namespaces.key(None, name), &ns).await?;
     }
-    let services = builtin("services", "")?;
+    let services = registry::builtin("services", "")?;
     let first = Ipv4Addr::from(u32::from(server.service_cidr.0) + 1);
     let port = advertise.map_or(6443, |a| a.port());
     let mut svc = json!({
@@ -713,7 +710,7 @@ pub async fn bootstrap<S: Store>(
     prepare_create(services, Some("default"), &mut svc)?;
     create_if_missing(server, &services.key(Some("default"), "kubernetes"), &svc).await?;
     if let Some(std::net::SocketAddr::V4(addr)) = advertise {
-        let slices = builtin("endpointslices", "discovery.k8s.io")?;
+        let slices = registry::builtin("endpointslices", "discovery.k8s.io")?;
         let mut slice = json!({
             "metadata": {"name": "kubernetes", "labels": {"kubernetes.io/service-name": "kubernetes", "endpointslice.kubernetes.io/managed-by": "skiff-control"}},
             "addressType": "IPv4",

@@ -3,7 +3,7 @@
 //! `status.daemonEndpoints.kubeletEndpoint`), streaming the answer back — `kubectl logs`,
 //! `-f` included.
 
-use std::time::Duration;
+use std::{sync::LazyLock, time::Duration};
 
 use axum::{
     body::Body,
@@ -11,7 +11,10 @@ use axum::{
     response::{IntoResponse, Response},
 };
 use http_body_util::{BodyExt as _, Empty};
-use hyper_util::{client::legacy::Client, rt::TokioExecutor};
+use hyper_util::{
+    client::legacy::{Client, connect::HttpConnector},
+    rt::TokioExecutor,
+};
 use serde_json::Value;
 
 use super::{ApiServer, Request, handlers::render, path::Target, registry, status::ApiError};
@@ -19,6 +22,11 @@ use crate::store::Store;
 
 /// Query parameters passed on to the node.
 const PASSED: &[&str] = &["follow", "previous", "tailLines", "limitBytes", "sinceSeconds", "timestamps"];
+
+/// The client for the nodes' log endpoints. It keeps no idle connections: each request has its
+/// own, closed when the answer ends (and none outlives the runtime that opened it).
+static CLIENT: LazyLock<Client<HttpConnector, Empty<axum::body::Bytes>>> =
+    LazyLock::new(|| Client::builder(TokioExecutor::new()).pool_max_idle_per_host(0).build_http());
 
 pub async fn logs<S: Store>(
     server: &ApiServer<S>,
@@ -50,8 +58,7 @@ pub async fn logs<S: Store>(
     let node = pod.pointer("/spec/nodeName").and_then(Value::as_str).filter(|n| !n.is_empty());
     let node =
         node.ok_or_else(|| ApiError::bad_request(format!("pod {name} does not have a host assigned")))?;
-    let nodes =
-        registry::find("", "v1", "nodes").ok_or_else(|| ApiError::internal("nodes not registered"))?;
+    let nodes = registry::builtin("nodes", "")?;
     let node_obj =
         server.store.get(&nodes.key(None, node)).ok_or_else(|| ApiError::not_found("nodes", node))?;
     let node_obj = render(&node_obj)?;
@@ -69,10 +76,9 @@ pub async fn logs<S: Store>(
     let query: Vec<String> =
         PASSED.iter().filter_map(|k| req.params.get(k).map(|v| format!("{k}={v}"))).collect();
     let url = format!("http://{ip}:{port}/containerLogs/{ns}/{name}/{container}?{}", query.join("&"));
-    let client: Client<_, Empty<axum::body::Bytes>> = Client::builder(TokioExecutor::new()).build_http();
     let request =
         hyper::Request::get(&url).body(Empty::new()).map_err(|e| ApiError::internal(e.to_string()))?;
-    let response = tokio::time::timeout(Duration::from_secs(30), client.request(request))
+    let response = tokio::time::timeout(Duration::from_secs(30), CLIENT.request(request))
         .await
         .map_err(|_| ApiError::timeout(format!("the node {node} did not answer for the logs")))?
         .map_err(|e| ApiError::internal(format!("reaching node {node} for the logs: {e}")))?;

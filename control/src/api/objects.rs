@@ -1,7 +1,7 @@
 //! Object bookkeeping the server owns: identity and metadata on create, what survives an update,
 //! name validation, and ClusterIP allocation.
 
-use std::net::Ipv4Addr;
+use std::{collections::HashSet, net::Ipv4Addr};
 
 use serde_json::{Value, json};
 
@@ -223,7 +223,7 @@ pub fn check_object(
 pub fn allocate_cluster_ip(
     body: &mut Value,
     cidr: (Ipv4Addr, u8),
-    used: &[Ipv4Addr],
+    used: &HashSet<Ipv4Addr>,
 ) -> Result<(), ApiError> {
     let name = body.pointer("/metadata/name").and_then(Value::as_str).unwrap_or("").to_owned();
     let Some(spec) = body.get_mut("spec").and_then(Value::as_object_mut) else { return Ok(()) };
@@ -314,12 +314,12 @@ pub const NODE_PORTS: std::ops::RangeInclusive<u16> = 30000..=32767;
 
 /// Gives every port of a NodePort or LoadBalancer Service a node port (checking requested ones
 /// against the range and against `used`), and takes them away from other types.
-pub fn allocate_node_ports(body: &mut Value, used: &[u16]) -> Result<(), ApiError> {
+pub fn allocate_node_ports(body: &mut Value, used: &HashSet<u16>) -> Result<(), ApiError> {
     let name = body.pointer("/metadata/name").and_then(Value::as_str).unwrap_or("").to_owned();
     let wants =
         matches!(body.pointer("/spec/type").and_then(Value::as_str), Some("NodePort" | "LoadBalancer"));
     let Some(ports) = body.pointer_mut("/spec/ports").and_then(Value::as_array_mut) else { return Ok(()) };
-    let mut taken: Vec<u16> = used.to_vec();
+    let mut taken = used.clone();
     let mut causes = Vec::new();
     for (i, p) in ports.iter_mut().enumerate() {
         let Some(port) = p.as_object_mut() else { continue };
@@ -338,13 +338,13 @@ pub fn allocate_node_ports(body: &mut Value, used: &[u16]) -> Result<(), ApiErro
                         format!("Invalid value: {n}: provided port is already allocated"),
                     ));
                 } else {
-                    taken.push(n);
+                    taken.insert(n);
                 }
             }
             None => match NODE_PORTS.clone().find(|n| !taken.contains(n)) {
                 Some(n) => {
                     port.insert("nodePort".into(), json!(n));
-                    taken.push(n);
+                    taken.insert(n);
                 }
                 None => return Err(ApiError::internal("the node port range is exhausted")),
             },
@@ -360,14 +360,17 @@ mod tests {
     #[test]
     fn node_ports_are_allocated_checked_and_dropped() {
         let mut svc = json!({"metadata": {"name": "a"}, "spec": {"type": "NodePort", "ports": [{"port": 80}, {"port": 81, "nodePort": 30005}]}});
-        allocate_node_ports(&mut svc, &[30000]).expect("allocate");
+        allocate_node_ports(&mut svc, &HashSet::from([30000])).expect("allocate");
         assert_eq!(svc["spec"]["ports"][0]["nodePort"], 30001);
         let mut clash = json!({"metadata": {"name": "b"}, "spec": {"type": "NodePort", "ports": [{"port": 80, "nodePort": 30000}]}});
-        assert_eq!(allocate_node_ports(&mut clash, &[30000]).expect_err("taken").code.as_u16(), 422);
+        assert_eq!(
+            allocate_node_ports(&mut clash, &HashSet::from([30000])).expect_err("taken").code.as_u16(),
+            422
+        );
         let mut out_of_range = json!({"metadata": {"name": "c"}, "spec": {"type": "NodePort", "ports": [{"port": 80, "nodePort": 80}]}});
-        assert!(allocate_node_ports(&mut out_of_range, &[]).is_err());
+        assert!(allocate_node_ports(&mut out_of_range, &HashSet::new()).is_err());
         let mut cluster_ip = json!({"metadata": {"name": "d"}, "spec": {"type": "ClusterIP", "ports": [{"port": 80, "nodePort": 30009}]}});
-        allocate_node_ports(&mut cluster_ip, &[]).expect("ok");
+        allocate_node_ports(&mut cluster_ip, &HashSet::new()).expect("ok");
         assert!(cluster_ip["spec"]["ports"][0].get("nodePort").is_none());
     }
 
@@ -385,14 +388,14 @@ mod tests {
     fn cluster_ips_are_allocated_free_and_conflicts_refused() {
         let cidr = (Ipv4Addr::new(10, 96, 0, 0), 24);
         let mut svc = json!({"metadata": {"name": "a"}, "spec": {}});
-        allocate_cluster_ip(&mut svc, cidr, &[Ipv4Addr::new(10, 96, 0, 1)]).expect("allocate");
+        allocate_cluster_ip(&mut svc, cidr, &HashSet::from([Ipv4Addr::new(10, 96, 0, 1)])).expect("allocate");
         assert_eq!(svc["spec"]["clusterIP"], "10.96.0.2");
         let mut taken = json!({"metadata": {"name": "b"}, "spec": {"clusterIP": "10.96.0.1"}});
-        let err =
-            allocate_cluster_ip(&mut taken, cidr, &[Ipv4Addr::new(10, 96, 0, 1)]).expect_err("conflict");
+        let err = allocate_cluster_ip(&mut taken, cidr, &HashSet::from([Ipv4Addr::new(10, 96, 0, 1)]))
+            .expect_err("conflict");
         assert_eq!(err.code.as_u16(), 422);
         let mut headless = json!({"metadata": {"name": "c"}, "spec": {"clusterIP": "None"}});
-        allocate_cluster_ip(&mut headless, cidr, &[]).expect("headless");
+        allocate_cluster_ip(&mut headless, cidr, &HashSet::new()).expect("headless");
         assert_eq!(headless["spec"]["clusterIPs"], json!(["None"]));
     }
 }

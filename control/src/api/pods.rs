@@ -33,8 +33,7 @@ pub async fn bind<S: Store>(
         .to_owned();
     let key = target.resource.key(target.namespace.as_deref(), name);
     let current = server.store.get(&key).ok_or_else(|| ApiError::not_found("pods", name))?;
-    let mut pod: Value =
-        serde_json::from_slice(&current.value).map_err(|e| ApiError::internal(e.to_string()))?;
+    let mut pod = handlers::decode(&current)?;
     if let Some(bound) = pod.pointer("/spec/nodeName").and_then(Value::as_str).filter(|n| !n.is_empty()) {
         return Err(ApiError::conflict_message(format!(
             "pod {name} is already assigned to node \"{bound}\""
@@ -57,8 +56,7 @@ pub async fn evict<S: Store>(
     name: &str,
     req: &Request,
 ) -> Result<Response, ApiError> {
-    let eviction =
-        if req.body.is_empty() { Value::Null } else { handlers::parse_body(&req.body, &req.content_type)? };
+    let eviction = handlers::optional_body(req)?;
     let options = eviction.get("deleteOptions").cloned().unwrap_or(Value::Null);
     let options = deletion::Options::parse(&req.params, &options)?;
     let key = target.resource.key(target.namespace.as_deref(), name);

@@ -2,6 +2,8 @@
 
 use serde_json::Value;
 
+use super::status::ApiError;
+
 /// One resource type (e.g. `pods` in core/v1).
 #[derive(Debug)]
 pub struct Resource {
@@ -51,7 +53,7 @@ impl Resource {
 }
 
 fn check<T: serde::de::DeserializeOwned + serde::Serialize>(value: &Value) -> Result<Value, String> {
-    let typed = serde_json::from_value::<T>(value.clone()).map_err(|e| e.to_string())?;
+    let typed = T::deserialize(value).map_err(|e| e.to_string())?;
     serde_json::to_value(typed).map_err(|e| e.to_string())
 }
 
@@ -212,6 +214,11 @@ pub static RESOURCES: &[Resource] = &[
 /// The resource `plural` in `group`/`version`.
 pub fn find(group: &str, version: &str, plural: &str) -> Option<&'static Resource> {
     RESOURCES.iter().find(|r| r.group == group && r.version == version && r.plural == plural)
+}
+
+/// A resource every cluster serves (`plural` in `group`/v1); its absence is a server bug.
+pub fn builtin(plural: &str, group: &str) -> Result<&'static Resource, ApiError> {
+    find(group, "v1", plural).ok_or_else(|| ApiError::internal(format!("{plural} not registered")))
 }
 
 /// The API groups (other than core) with their versions, in a stable order.

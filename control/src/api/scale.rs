@@ -2,18 +2,7 @@
 
 use serde_json::{Value, json};
 
-use super::status::ApiError;
-
-/// `matchLabels` as a label-selector string.
-fn selector(object: &Value) -> String {
-    object
-        .pointer("/spec/selector/matchLabels")
-        .and_then(Value::as_object)
-        .map(|m| {
-            m.iter().map(|(k, v)| format!("{k}={}", v.as_str().unwrap_or(""))).collect::<Vec<_>>().join(",")
-        })
-        .unwrap_or_default()
-}
+use super::{selector::format_labels, status::ApiError};
 
 /// The Scale view of a workload.
 pub fn view(object: &Value) -> Value {
@@ -31,7 +20,8 @@ pub fn view(object: &Value) -> Value {
         "spec": {"replicas": object.pointer("/spec/replicas").cloned().unwrap_or(json!(1))},
         "status": {
             "replicas": object.pointer("/status/replicas").cloned().unwrap_or(json!(0)),
-            "selector": selector(object),
+            // `matchLabels` as a label-selector string.
+            "selector": format_labels(object.pointer("/spec/selector/matchLabels")),
         },
     })
 }

@@ -90,7 +90,8 @@ impl LabelSelector {
 }
 
 /// A field selector: `field=value` / `field==value` / `field!=value` on the fields Kubernetes
-/// supports for selection.
+/// supports for selection. Each requirement holds the field as a JSON pointer (`/spec/nodeName`),
+/// whether it must equal the value or differ from it, and the value.
 #[derive(Debug, Clone, Default)]
 pub struct FieldSelector(Vec<(String, bool, String)>);
 
@@ -111,15 +112,14 @@ impl FieldSelector {
             if !SUPPORTED_FIELDS.contains(&field) && !field.starts_with("involvedObject.") {
                 return Err(ApiError::bad_request(format!("field label not supported: {field}")));
             }
-            reqs.push((field.to_owned(), equal, value.trim().to_owned()));
+            reqs.push((format!("/{}", field.replace('.', "/")), equal, value.trim().to_owned()));
         }
         Ok(Self(reqs))
     }
 
     pub fn matches(&self, object: &Value) -> bool {
-        self.0.iter().all(|(field, equal, value)| {
-            let pointer = format!("/{}", field.replace('.', "/"));
-            let actual = object.pointer(&pointer).and_then(Value::as_str).unwrap_or("");
+        self.0.iter().all(|(pointer, equal, value)| {
+            let actual = object.pointer(pointer).and_then(Value::as_str).unwrap_or("");
             (actual == value) == *equal
         })
     }
@@ -131,10 +131,20 @@ impl FieldSelector {
     /// The name of a single-object selection (`metadata.name=X`), if that is what this is.
     pub fn single_name(&self) -> Option<&str> {
         match self.0.as_slice() {
-            [(f, true, v)] if f == "metadata.name" => Some(v),
+            [(f, true, v)] if f == "/metadata/name" => Some(v),
             _ => None,
         }
     }
+}
+
+/// A label map (`matchLabels`, a `nodeSelector`) as `k=v,k=v`; empty when there is none.
+pub fn format_labels(labels: Option<&Value>) -> String {
+    labels
+        .and_then(Value::as_object)
+        .map(|m| {
+            m.iter().map(|(k, v)| format!("{k}={}", v.as_str().unwrap_or(""))).collect::<Vec<_>>().join(",")
+        })
+        .unwrap_or_default()
 }
 
 /// The label and field selectors of a request's query.

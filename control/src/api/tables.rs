@@ -3,7 +3,7 @@
 
 use serde_json::{Value, json};
 
-use super::registry::Resource;
+use super::{registry::Resource, selector::format_labels};
 
 /// (name, type, priority, description)
 type Column = (&'static str, &'static str, u8, &'static str);
@@ -130,20 +130,7 @@ fn join(items: &[Value], field: &str) -> String {
 }
 
 fn selector(o: &Value) -> String {
-    let labels = o
-        .pointer("/spec/selector/matchLabels")
-        .or_else(|| o.pointer("/spec/selector"))
-        .and_then(Value::as_object);
-    or_none(
-        labels
-            .map(|m| {
-                m.iter()
-                    .map(|(k, v)| format!("{k}={}", v.as_str().unwrap_or("")))
-                    .collect::<Vec<_>>()
-                    .join(",")
-            })
-            .unwrap_or_default(),
-    )
+    or_none(format_labels(o.pointer("/spec/selector/matchLabels").or_else(|| o.pointer("/spec/selector"))))
 }
 
 fn or(text: String, default: &str) -> String {
@@ -209,16 +196,7 @@ fn cells(kind: &str, o: &Value) -> Vec<Value> {
             json!(n(o, "/status/numberReady")),
             json!(n(o, "/status/updatedNumberScheduled")),
             json!(n(o, "/status/numberAvailable")),
-            json!(or_none(
-                o.pointer("/spec/template/spec/nodeSelector")
-                    .and_then(Value::as_object)
-                    .map(|m| m
-                        .iter()
-                        .map(|(k, v)| format!("{k}={}", v.as_str().unwrap_or("")))
-                        .collect::<Vec<_>>()
-                        .join(","))
-                    .unwrap_or_default()
-            )),
+            json!(or_none(format_labels(o.pointer("/spec/template/spec/nodeSelector")))),
             json!(age(o)),
         ]),
         "Service" => {

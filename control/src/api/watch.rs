@@ -106,55 +106,52 @@ pub fn watch<S: Store + Clone>(
     let kind = target.resource.kind;
     let api_version = target.resource.api_version();
 
-    // The state's flag ends the stream after an ERROR event.
+    // Everything the event loop needs travels in its state, so nothing is copied per event; the
+    // flag ends the stream after an ERROR event.
     let events = futures::stream::unfold(
-        (stream, tokio::time::interval(BOOKMARK_EVERY), false),
-        move |(mut stream, mut tick, ended)| {
-            let (labels, fields, api_version, shape) =
-                (labels.clone(), fields.clone(), api_version.clone(), shape.clone());
-            async move {
-                if ended {
-                    return None;
-                }
-                loop {
-                    let next = tokio::select! {
-                        event = stream.next() => event,
-                        _ = tick.tick(), if bookmarks => {
-                            let rv = stream.last_revision().to_string();
-                            let bookmark = json!({"kind": kind, "apiVersion": api_version, "metadata": {"resourceVersion": rv}});
-                            return Some((line("BOOKMARK", &bookmark), (stream, tick, false)));
-                        }
-                    };
-                    match next? {
-                        Ok(event) => {
-                            let mut object = event.object.clone();
-                            object.mod_revision = event.revision;
-                            let Ok(value) = render(&object) else { continue };
-                            let before: Option<Value> =
-                                event.previous.as_ref().and_then(|p| serde_json::from_slice(&p.value).ok());
-                            let matches_now = labels.matches(&value) && fields.matches(&value);
-                            let matched_before =
-                                before.as_ref().is_some_and(|b| labels.matches(b) && fields.matches(b));
-                            // Objects moving out of a selector look deleted to its watchers, moving in look added.
-                            let kind = match (&event.kind, matched_before, matches_now) {
-                                (EventKind::Deleted, true, _) | (EventKind::Deleted, _, true) => "DELETED",
-                                (EventKind::Deleted, false, false) => continue,
-                                (EventKind::Put, _, true) if event.previous.is_none() || !matched_before => {
-                                    "ADDED"
-                                }
-                                (EventKind::Put, true, true) => "MODIFIED",
-                                (EventKind::Put, true, false) => "DELETED",
-                                (EventKind::Put, ..) => continue,
-                            };
-                            return Some((line(kind, &shape(value)), (stream, tick, false)));
-                        }
-                        Err(StoreError::Compacted { requested, .. }) => {
-                            let status =
-                                ApiError::gone(format!("too old resource version: {requested}")).status();
-                            return Some((line("ERROR", &status), (stream, tick, true)));
-                        }
-                        Err(_) => return None,
+        (stream, tokio::time::interval(BOOKMARK_EVERY), (labels, fields, api_version, shape), false),
+        move |(mut stream, mut tick, filter, ended)| async move {
+            if ended {
+                return None;
+            }
+            let (labels, fields, api_version, shape) = &filter;
+            loop {
+                let next = tokio::select! {
+                    event = stream.next() => event,
+                    _ = tick.tick(), if bookmarks => {
+                        let rv = stream.last_revision().to_string();
+                        let bookmark = json!({"kind": kind, "apiVersion": api_version, "metadata": {"resourceVersion": rv}});
+                        return Some((line("BOOKMARK", &bookmark), (stream, tick, filter, false)));
                     }
+                };
+                match next? {
+                    Ok(event) => {
+                        // The store gives an event's object the event's revision as its mod revision.
+                        let Ok(value) = render(&event.object) else { continue };
+                        let before: Option<Value> =
+                            event.previous.as_ref().and_then(|p| serde_json::from_slice(&p.value).ok());
+                        let matches_now = labels.matches(&value) && fields.matches(&value);
+                        let matched_before =
+                            before.as_ref().is_some_and(|b| labels.matches(b) && fields.matches(b));
+                        // Objects moving out of a selector look deleted to its watchers, moving in look added.
+                        let kind = match (&event.kind, matched_before, matches_now) {
+                            (EventKind::Deleted, true, _) | (EventKind::Deleted, _, true) => "DELETED",
+                            (EventKind::Deleted, false, false) => continue,
+                            (EventKind::Put, _, true) if event.previous.is_none() || !matched_before => {
+                                "ADDED"
+                            }
+                            (EventKind::Put, true, true) => "MODIFIED",
+                            (EventKind::Put, true, false) => "DELETED",
+                            (EventKind::Put, ..) => continue,
+                        };
+                        return Some((line(kind, &shape(value)), (stream, tick, filter, false)));
+                    }
+                    Err(StoreError::Compacted { requested, .. }) => {
+                        let status =
+                            ApiError::gone(format!("too old resource version: {requested}")).status();
+                        return Some((line("ERROR", &status), (stream, tick, filter, true)));
+                    }
+                    Err(_) => return None,
                 }
             }
         },

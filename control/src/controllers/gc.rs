@@ -62,11 +62,16 @@ fn mentions(value: &[u8], needle: &[u8]) -> bool {
     value.windows(needle.len()).any(|w| w == needle)
 }
 
-/// The storage key an owner reference points at, for a dependent stored at `key`.
-fn owner_key(key: &str, owner: &OwnerRef) -> Option<String> {
+/// The namespace of the object stored at `key` (none for a cluster-scoped one).
+fn namespace_of(key: &str) -> Option<&str> {
+    registry::by_key(key).and_then(|(_, ns, _)| ns)
+}
+
+/// The storage key an owner reference of a dependent in `namespace` points at; `None` for a kind
+/// this server does not serve. A cluster-scoped owner's key ignores the namespace.
+fn owner_key(namespace: Option<&str>, owner: &OwnerRef) -> Option<String> {
     let r = registry::by_kind(&owner.api_version, &owner.kind)?;
-    let namespace = registry::by_key(key).and_then(|(_, ns, _)| ns);
-    Some(r.key(if r.namespaced { namespace } else { None }, &owner.name))
+    Some(r.key(namespace, &owner.name))
 }
 
 impl Graph {
@@ -81,8 +86,9 @@ impl Graph {
         let head: Head = serde_json::from_slice(value).unwrap_or_default();
         let meta = head.metadata;
         self.unlink(key);
+        let namespace = namespace_of(key);
         let owners: Vec<(String, Option<String>)> =
-            meta.owner_references.iter().map(|o| (o.uid.clone(), owner_key(key, o))).collect();
+            meta.owner_references.iter().map(|o| (o.uid.clone(), owner_key(namespace, o))).collect();
         for (uid, at) in &owners {
             self.dependents.entry(uid.clone()).or_default().insert(key.to_owned());
             if let Some(at) = at {
@@ -113,8 +119,8 @@ impl Graph {
                 queue.push(dependent.clone());
             }
         }
-        if let Some((_, Some(ns), _)) = registry::by_key(key)
-            && let Some(namespaces) = registry::find("", "v1", "namespaces")
+        if let Some(ns) = namespace_of(key)
+            && let Ok(namespaces) = registry::builtin("namespaces", "")
         {
             queue.push(namespaces.key(None, ns));
         }
@@ -162,8 +168,7 @@ enum OwnerState {
 
 fn owner_state<S: Store>(server: &ApiServer<S>, namespace: Option<&str>, owner: &OwnerRef) -> OwnerState {
     // An owner of a kind this server does not serve cannot be checked: keep the dependent.
-    let Some(r) = registry::by_kind(&owner.api_version, &owner.kind) else { return OwnerState::Solid };
-    let key = r.key(if r.namespaced { namespace } else { None }, &owner.name);
+    let Some(key) = owner_key(namespace, owner) else { return OwnerState::Solid };
     let Some(found) = server.store.get(&key) else { return OwnerState::Dangling };
     let head: Head = serde_json::from_slice(&found.value).unwrap_or_default();
     if head.metadata.uid != owner.uid {
@@ -183,7 +188,7 @@ pub(super) async fn examine<S: Store + Clone>(
     key: &str,
     object: &Value,
 ) -> Result<(), ApiError> {
-    let head: Head = serde_json::from_value(object.clone()).unwrap_or_default();
+    let head = Head::deserialize(object).unwrap_or_default();
     let meta = &head.metadata;
     let deleting = meta.deletion_timestamp.is_some();
     if deleting && meta.finalizers.iter().any(|f| f == ORPHAN) {
@@ -213,7 +218,7 @@ pub(super) async fn examine<S: Store + Clone>(
     if meta.owner_references.is_empty() || deleting {
         return Ok(());
     }
-    let namespace = registry::by_key(key).and_then(|(_, ns, _)| ns);
+    let namespace = namespace_of(key);
     let states: Vec<(&OwnerRef, OwnerState)> =
         meta.owner_references.iter().map(|o| (o, owner_state(server, namespace, o))).collect();
     let any = |s: OwnerState| states.iter().any(|(_, state)| *state == s);
@@ -243,7 +248,7 @@ fn remove_owner(object: &mut Value, gone: impl Fn(&OwnerRef) -> bool) -> bool {
         return false;
     };
     let before = refs.len();
-    refs.retain(|r| serde_json::from_value::<OwnerRef>(r.clone()).map(|r| !gone(&r)).unwrap_or(true));
+    refs.retain(|r| OwnerRef::deserialize(r).map(|r| !gone(&r)).unwrap_or(true));
     let changed = refs.len() != before;
     if refs.is_empty()
         && let Some(meta) = object.get_mut("metadata").and_then(Value::as_object_mut)

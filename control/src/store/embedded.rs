@@ -190,46 +190,38 @@ fn stage(batch: Vec<Request>, state: &RwLock<State>) -> (Vec<Staged>, Revision) 
             Some(entry) => entry.clone(),
             None => st.objects.get(&key).cloned(),
         };
-        let checked = match (&op, &current) {
-            (Op::Create, Some(_)) => Err(StoreError::AlreadyExists { key: key.clone() }),
-            (Op::Update { .. } | Op::Delete { .. }, None) => Err(StoreError::NotFound { key: key.clone() }),
+        let event = match (op, current) {
+            (Op::Create, Some(_)) => Err(StoreError::AlreadyExists { key }),
+            (Op::Update { .. } | Op::Delete { .. }, None) => Err(StoreError::NotFound { key }),
             (Op::Update { expected: Some(e) } | Op::Delete { expected: Some(e) }, Some(cur))
-                if *e != cur.mod_revision =>
+                if e != cur.mod_revision =>
             {
-                Err(StoreError::Conflict { key: key.clone(), expected: *e, actual: cur.mod_revision })
+                Err(StoreError::Conflict { key, expected: e, actual: cur.mod_revision })
             }
-            _ => Ok(()),
-        };
-        if let Err(err) = checked {
-            let _ = reply.send(Err(err));
-            continue;
-        }
-        revision += 1;
-        let previous = current.clone();
-        let event = match op {
-            Op::Delete { .. } => {
-                let last = current.unwrap_or_else(|| Object {
-                    key: key.clone(),
-                    value: Vec::new(),
-                    create_revision: 0,
-                    mod_revision: 0,
-                });
-                overlay.insert(key.clone(), None);
-                Event {
+            (Op::Delete { .. }, Some(last)) => {
+                revision += 1;
+                overlay.insert(key, None);
+                Ok(Event {
                     kind: EventKind::Deleted,
                     revision,
-                    object: Object { mod_revision: revision, ..last },
-                    previous,
-                }
+                    object: Object { mod_revision: revision, ..last.clone() },
+                    previous: Some(last),
+                })
             }
-            Op::Create | Op::Update { .. } => {
-                let create_revision = current.as_ref().map_or(revision, |c| c.create_revision);
+            (Op::Create | Op::Update { .. }, previous) => {
+                revision += 1;
+                let create_revision = previous.as_ref().map_or(revision, |p| p.create_revision);
                 let object = Object { key: key.clone(), value, create_revision, mod_revision: revision };
-                overlay.insert(key.clone(), Some(object.clone()));
-                Event { kind: EventKind::Put, revision, object, previous }
+                overlay.insert(key, Some(object.clone()));
+                Ok(Event { kind: EventKind::Put, revision, object, previous })
             }
         };
-        staged.push(Staged { reply, event });
+        match event {
+            Ok(event) => staged.push(Staged { reply, event }),
+            Err(err) => {
+                let _ = reply.send(Err(err));
+            }
+        }
     }
     (staged, revision)
 }

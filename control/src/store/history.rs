@@ -119,11 +119,6 @@ impl WatchStream {
         }
     }
 
-    /// Events already known to have happened after the start point (not yet delivered).
-    pub fn pending(&self) -> usize {
-        self.backlog.len()
-    }
-
     /// The revision of the last event delivered (or the start point).
     pub fn last_revision(&self) -> Revision {
         self.last

@@ -37,7 +37,8 @@ pub enum EventKind {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Event {
     pub kind: EventKind,
-    /// The write's revision. For a delete, `object.value` is the last value before it.
+    /// The write's revision, which is also `object.mod_revision` (a delete's too). For a delete,
+    /// `object.value` is the last value before it.
     pub revision: Revision,
     pub object: Object,
     /// The object before this write, if there was one.
