@@ -36,19 +36,36 @@ pub fn run<T>(f: impl AsyncFnOnce(&Handle) -> Result<T>) -> Result<T> {
     })
 }
 
+/// Runs `f` on a fresh thread of its own (scoped: `f` may borrow) that first enters the network
+/// namespace `netns`; with `None` it stays in this process's, still on a fresh thread. The thread
+/// ends with `f`, so no pooled thread is ever left in another namespace, and whatever `f` does to
+/// its own thread (an unshare) ends with it. Fails if entering fails (an OS error) or the thread
+/// panicked.
+pub fn on_thread<T: Send>(netns: Option<&File>, f: impl FnOnce() -> T + Send) -> std::io::Result<T> {
+    std::thread::scope(|s| {
+        s.spawn(|| {
+            if let Some(ns) = netns {
+                nix::sched::setns(ns, nix::sched::CloneFlags::CLONE_NEWNET)?;
+            }
+            Ok(f())
+        })
+        .join()
+        .unwrap_or_else(|_| Err(std::io::Error::other("the namespace thread panicked")))
+    })
+}
+
 /// Runs `f` in the network namespace at `netns` (on a thread of its own, which enters it).
 pub fn in_netns<T: Send>(netns: &Path, f: impl FnOnce() -> Result<T> + Send) -> Result<T> {
     let file = open_netns(netns)?;
-    std::thread::scope(|s| {
-        s.spawn(|| {
-            nix::sched::setns(&file, nix::sched::CloneFlags::CLONE_NEWNET).map_err(|e| {
+    on_thread(Some(&file), f).unwrap_or_else(|e| {
+        // Only entering the namespace fails with an OS error; otherwise the thread panicked.
+        Err(match e.raw_os_error() {
+            Some(errno) => {
                 CniError::new(code::IO, format!("entering the network namespace {}", netns.display()))
-                    .details(e)
-            })?;
-            f()
+                    .details(nix::errno::Errno::from_raw(errno))
+            }
+            None => CniError::new(code::IO, "the namespace thread panicked"),
         })
-        .join()
-        .unwrap_or_else(|_| Err(CniError::new(code::IO, "the namespace thread panicked")))
     })
 }
 

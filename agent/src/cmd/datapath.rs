@@ -30,10 +30,7 @@ pub async fn run(args: DatapathArgs) -> anyhow::Result<()> {
         anyhow::bail!("nothing to attach: give --xdp, --tc-ingress or --tc-egress");
     }
     // Unknown interfaces are refused before anything is loaded or pinned.
-    for iface in args.xdp.iter().chain(&args.tc_ingress).chain(&args.tc_egress) {
-        nix::net::if_::if_nametoindex(iface.as_str())
-            .map_err(|_| anyhow::anyhow!("no interface named {iface:?} in this network namespace"))?;
-    }
+    super::require_interfaces(args.xdp.iter().chain(&args.tc_ingress).chain(&args.tc_egress))?;
     let config =
         DatapathConfig { pin_dir: args.pin_dir, log_level: args.datapath_log_level, ..Default::default() };
     let mut dp = Datapath::load(&config)?;

@@ -19,3 +19,20 @@ pub fn wait_for_shutdown() -> anyhow::Result<impl Future<Output = ()>> {
         }
     })
 }
+
+/// This node's name: `given`, or the host name.
+pub fn node_name(given: Option<String>) -> anyhow::Result<String> {
+    match given {
+        Some(name) => Ok(name),
+        None => Ok(nix::unistd::gethostname().context("host name")?.to_string_lossy().into_owned()),
+    }
+}
+
+/// Refuses any of `interfaces` that this network namespace does not have.
+pub fn require_interfaces<'a>(interfaces: impl IntoIterator<Item = &'a String>) -> anyhow::Result<()> {
+    for iface in interfaces {
+        nix::net::if_::if_nametoindex(iface.as_str())
+            .map_err(|_| anyhow::anyhow!("no interface named {iface:?} in this network namespace"))?;
+    }
+    Ok(())
+}

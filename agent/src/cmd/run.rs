@@ -81,10 +81,7 @@ pub struct RunArgs {
 }
 
 pub async fn run(args: RunArgs) -> anyhow::Result<()> {
-    let node_name = match &args.node_name {
-        Some(name) => name.clone(),
-        None => nix::unistd::gethostname().context("host name")?.to_string_lossy().into_owned(),
-    };
+    let node_name = super::node_name(args.node_name)?;
     let client = super::service_proxy::client(args.kubeconfig.as_deref()).await?;
     let runtime = Runtime::connect(&args.containerd, &args.containerd_namespace).await?;
     let mut dp =
@@ -194,7 +191,7 @@ async fn wait_for_pod_cidr(client: &kube::Client, node: &str) -> anyhow::Result<
 /// A netlink handle in the node's namespace (this process's when `netns` is `None`).
 fn route_handle(netns: Option<PathBuf>) -> anyhow::Result<rtnetlink::Handle> {
     let rt = tokio::runtime::Handle::current();
-    let made = kubelet::netns::on_thread(netns, move || {
+    let made = kubelet::netns::on_thread(netns.as_deref(), move || {
         let _in = rt.enter();
         rtnetlink::new_connection()
     })

@@ -47,14 +47,8 @@ pub struct ServiceProxyArgs {
 }
 
 pub async fn run(args: ServiceProxyArgs) -> anyhow::Result<()> {
-    for iface in &args.lb_ifaces {
-        nix::net::if_::if_nametoindex(iface.as_str())
-            .map_err(|_| anyhow::anyhow!("no interface named {iface:?} in this network namespace"))?;
-    }
-    let node_name = match args.node_name {
-        Some(name) => name,
-        None => nix::unistd::gethostname().context("host name")?.to_string_lossy().into_owned(),
-    };
+    super::require_interfaces(&args.lb_ifaces)?;
+    let node_name = super::node_name(args.node_name)?;
     let client = client(args.kubeconfig.as_deref()).await?;
 
     let lb = LbCapacity {

@@ -4,6 +4,7 @@
 //! result, in reverse for DEL — and the result cached per attachment, since CHECK and DEL need it.
 
 use std::{
+    collections::HashSet,
     net::Ipv4Addr,
     path::{Path, PathBuf},
     process::Stdio,
@@ -114,8 +115,13 @@ impl Cni {
         conf
     }
 
+    /// The name of the cached result of attachment (`container_id`, `ifname`).
+    fn cache_name(&self, container_id: &str, ifname: &str) -> String {
+        format!("{}-{container_id}-{ifname}.json", self.network())
+    }
+
     fn cache_file(&self, att: &Attachment) -> PathBuf {
-        self.cache_dir.join(format!("{}-{}-{}.json", self.network(), att.container_id, att.ifname))
+        self.cache_dir.join(self.cache_name(&att.container_id, &att.ifname))
     }
 
     /// ADD through the chain; on failure every plugin gets DEL (the spec's rule) before the
@@ -145,9 +151,7 @@ impl Cni {
 
     /// DEL through the chain in reverse, with the cached result; idempotent.
     pub async fn del(&self, att: &Attachment) -> Result<()> {
-        let cache = self.cache_file(att);
-        let previous: Option<Value> =
-            std::fs::read(&cache).ok().and_then(|b| serde_json::from_slice(&b).ok());
+        let previous = self.cached(att);
         let mut first_error = None;
         for plugin in self.plugins().iter().rev() {
             let conf = self.plugin_config(plugin, previous.as_ref(), Some(att));
@@ -158,6 +162,7 @@ impl Cni {
         if let Some(e) = first_error {
             return Err(e);
         }
+        let cache = self.cache_file(att);
         match std::fs::remove_file(&cache) {
             Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
                 Err(CniError::Io { what: format!("removing {}", cache.display()), source: e })
@@ -168,10 +173,11 @@ impl Cni {
 
     /// GC: each plugin releases what belongs to attachments not in `valid`.
     pub async fn gc(&self, valid: &[(String, String)]) -> Result<()> {
-        let valid: Vec<Value> = valid.iter().map(|(c, i)| json!({"containerID": c, "ifname": i})).collect();
+        let attachments: Vec<Value> =
+            valid.iter().map(|(c, i)| json!({"containerID": c, "ifname": i})).collect();
         for plugin in self.plugins() {
             let mut conf = self.plugin_config(&plugin, None, None);
-            conf["cni.dev/valid-attachments"] = json!(valid);
+            conf["cni.dev/valid-attachments"] = json!(attachments);
             // Plugins older than 1.1 do not know GC; their own cleanup is DEL's.
             match self.exec(&plugin, "GC", None, &conf).await {
                 Err(CniError::Plugin { code: 1 | 2 | 4, .. }) => {}
@@ -182,17 +188,11 @@ impl Cni {
         }
         // Results of attachments that are gone.
         if let Ok(entries) = std::fs::read_dir(&self.cache_dir) {
+            let keep: HashSet<String> = valid.iter().map(|(c, i)| self.cache_name(c, i)).collect();
+            let ours = format!("{}-", self.network());
             for e in entries.flatten() {
                 let name = e.file_name().to_string_lossy().into_owned();
-                let keep = valid.iter().any(|v| {
-                    name == format!(
-                        "{}-{}-{}.json",
-                        self.network(),
-                        v["containerID"].as_str().unwrap_or(""),
-                        v["ifname"].as_str().unwrap_or("")
-                    )
-                });
-                if !keep && name.starts_with(&format!("{}-", self.network())) {
+                if !keep.contains(&name) && name.starts_with(&ours) {
                     let _ = std::fs::remove_file(e.path());
                 }
             }

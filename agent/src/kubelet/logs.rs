@@ -12,6 +12,7 @@ use axum::{
     response::{IntoResponse, Response},
     routing::get,
 };
+use tokio::io::AsyncReadExt as _;
 
 use super::pods::{
     Ctx,
@@ -59,7 +60,7 @@ async fn find(
     } else {
         attempt
     };
-    Ok((ctx.config.pod_dir(&uid).join("logs").join(format!("{container}-{attempt}.log")), c.id.clone()))
+    Ok((ctx.config.log_path(&uid, container, attempt), c.id.clone()))
 }
 
 /// The last `n` lines of `data`.
@@ -87,11 +88,18 @@ async fn container_logs(
         Ok(found) => found,
         Err(response) => return response,
     };
-    let data = match tokio::fs::read(&path).await {
-        Ok(d) => d,
+    // The file stays open: following reads on from where this read ends.
+    let read = async {
+        let mut file = tokio::fs::File::open(&path).await?;
+        let mut data = Vec::new();
+        file.read_to_end(&mut data).await?;
+        Ok::<_, std::io::Error>((file, data))
+    };
+    let (file, data) = match read.await {
+        Ok(read) => read,
         Err(e) => return error(StatusCode::NOT_FOUND, format!("{}: {e}", path.display())),
     };
-    let mut start = match query.get("tailLines").and_then(|t| t.parse::<usize>().ok()) {
+    let start = match query.get("tailLines").and_then(|t| t.parse::<usize>().ok()) {
         Some(n) => data.len() - tail(&data, n).len(),
         None => 0,
     };
@@ -104,20 +112,18 @@ async fn container_logs(
     }
     // Follow: what is there, then whatever is appended until the container stops.
     let first = data[start..].to_vec();
-    start = data.len();
-    let stream = futures::stream::unfold((Some(first), start, false), move |(first, offset, ended)| {
-        let (ctx, path, id) = (ctx.clone(), path.clone(), id.clone());
+    let stream = futures::stream::unfold((Some(first), file), move |(first, mut file)| {
+        let (ctx, id) = (ctx.clone(), id.clone());
         async move {
             if let Some(first) = first {
-                return Some((Ok::<_, std::io::Error>(first), (None, offset, false)));
-            }
-            if ended {
-                return None;
+                return Some((Ok::<_, std::io::Error>(first), (None, file)));
             }
             loop {
-                let data = tokio::fs::read(&path).await.unwrap_or_default();
-                if data.len() > offset {
-                    return Some((Ok(data[offset..].to_vec()), (None, data.len(), false)));
+                // A failed read counts as nothing new (what it did read is sent all the same).
+                let mut more = Vec::new();
+                let _ = file.read_to_end(&mut more).await;
+                if !more.is_empty() {
+                    return Some((Ok(more), (None, file)));
                 }
                 let running = matches!(
                     ctx.runtime.task(&id).await,

@@ -8,6 +8,10 @@ use nix::{
     mount::{MntFlags, MsFlags, mount, umount2},
     sched::{CloneFlags, unshare},
 };
+use skiff_cni::{
+    netlink,
+    spec::error::{CniError, code},
+};
 
 pub const NETNS_DIR: &str = "/run/netns";
 
@@ -24,66 +28,40 @@ pub fn create(name: &str) -> std::io::Result<PathBuf> {
     }
     std::fs::create_dir_all(NETNS_DIR)?;
     std::fs::OpenOptions::new().create(true).truncate(false).write(true).open(&target)?;
-    let bind = target.clone();
-    let made = std::thread::spawn(move || -> std::io::Result<()> {
+    // A fresh thread unshares (its namespace ends with it unless pinned), pins the namespace
+    // onto the file and brings the loopback up, as every runtime does.
+    let made = on_thread(None, || -> std::io::Result<()> {
         unshare(CloneFlags::CLONE_NEWNET)?;
         let own = format!("/proc/self/task/{}/ns/net", nix::unistd::gettid());
-        mount(Some(own.as_str()), &bind, None::<&str>, MsFlags::MS_BIND, None::<&str>)?;
-        Ok(())
-    })
-    .join()
-    .unwrap_or_else(|_| Err(std::io::Error::other("the netns thread panicked")));
-    if let Err(e) = made {
-        let _ = std::fs::remove_file(&target);
-        return Err(e);
-    }
-    // Loopback up, as every runtime does.
-    let up = on_thread(Some(target.clone()), || -> std::io::Result<()> {
-        let rt = tokio::runtime::Builder::new_current_thread().enable_io().build()?;
-        rt.block_on(async {
-            use futures::TryStreamExt as _;
-            let (connection, handle, _) = rtnetlink::new_connection()?;
-            let task = tokio::spawn(connection);
-            let lo = handle.link().get().match_name("lo").execute().try_next().await;
-            let result = match lo {
-                Ok(Some(link)) => handle
-                    .link()
-                    .set(rtnetlink::LinkUnspec::new_with_index(link.header.index).up().build())
-                    .execute()
-                    .await
-                    .map_err(std::io::Error::other),
-                Ok(None) => Err(std::io::Error::other("no loopback in the new namespace")),
-                Err(e) => Err(std::io::Error::other(e)),
-            };
-            task.abort();
-            result
+        mount(Some(own.as_str()), &target, None::<&str>, MsFlags::MS_BIND, None::<&str>)?;
+        netlink::run(async |handle| {
+            let lo = netlink::link_index(handle, "lo")
+                .await?
+                .ok_or_else(|| CniError::new(code::IO, "no loopback in the new namespace"))?;
+            netlink::set_up(handle, lo).await
         })
+        .map_err(std::io::Error::other)
     })
     .and_then(|r| r);
-    if let Err(e) = up {
+    if let Err(e) = made {
         let _ = delete(name);
         return Err(e);
     }
     Ok(target)
 }
 
-/// Runs `f` on a fresh OS thread that first enters the network namespace at `netns` (stays in
-/// this process's with `None`). The thread ends with `f`, so no pooled thread is ever left in
-/// another namespace.
-pub fn on_thread<T: Send + 'static>(
-    netns: Option<PathBuf>,
-    f: impl FnOnce() -> T + Send + 'static,
-) -> std::io::Result<T> {
-    std::thread::spawn(move || -> std::io::Result<T> {
-        if let Some(ns) = netns {
-            let file = std::fs::File::open(&ns)
-                .map_err(|e| std::io::Error::new(e.kind(), format!("opening {}: {e}", ns.display())))?;
-            nix::sched::setns(&file, CloneFlags::CLONE_NEWNET)?;
-        }
-        Ok(f())
-    })
-    .join()
-    .unwrap_or_else(|_| Err(std::io::Error::other("the namespace thread panicked")))
+/// Runs `f` on a fresh OS thread that first enters the network namespace at `netns`. With
+/// `None` it stays in this process's namespace but still gets a fresh thread ([`create`] relies
+/// on that: its unshare must end with the thread). The thread ends with `f`, so no pooled thread
+/// is ever left in another namespace.
+pub fn on_thread<T: Send>(netns: Option<&Path>, f: impl FnOnce() -> T + Send) -> std::io::Result<T> {
+    let file = netns
+        .map(|ns| {
+            std::fs::File::open(ns)
+                .map_err(|e| std::io::Error::new(e.kind(), format!("opening {}: {e}", ns.display())))
+        })
+        .transpose()?;
+    netlink::on_thread(file.as_ref(), f)
 }
 
 /// Whether `path` is a mount point (in this process's mount namespace).

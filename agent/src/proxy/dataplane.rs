@@ -284,10 +284,17 @@ impl<S: MapStore> LbDataplane<S> {
         slot.get_mut().refs -= 1;
         if slot.get().refs == 0 {
             let id = slot.remove().id;
-            self.store.remove_backend(id)?;
-            self.store.purge_backend(id)?;
-            self.free_ids.push_back(id);
+            self.free_backend(id)?;
         }
+        Ok(())
+    }
+
+    /// Takes backend `id` (already out of `backends`) out of the maps, ends its flows and frees
+    /// the id.
+    fn free_backend(&mut self, id: u32) -> Result<(), DataplaneError> {
+        self.store.remove_backend(id)?;
+        self.store.purge_backend(id)?;
+        self.free_ids.push_back(id);
         Ok(())
     }
 
@@ -435,9 +442,7 @@ impl<S: MapStore> Dataplane for LbDataplane<S> {
             self.backends.iter().filter(|(_, s)| s.refs == 0).map(|(a, s)| (*a, s.id)).collect();
         for (addr, id) in unclaimed {
             self.backends.remove(&addr);
-            self.store.remove_backend(id)?;
-            self.store.purge_backend(id)?;
-            self.free_ids.push_back(id);
+            self.free_backend(id)?;
         }
         Ok(())
     }

@@ -118,7 +118,7 @@ impl Desc {
 }
 
 #[derive(Debug, Clone, Deserialize)]
-struct Platform {
+pub(super) struct Platform {
     architecture: String,
     os: String,
 }
@@ -158,7 +158,8 @@ fn bad(image: &str, reason: impl Into<String>) -> RuntimeError {
     RuntimeError::Image { image: image.to_owned(), reason: reason.into() }
 }
 
-fn this_platform(p: &Option<Platform>) -> bool {
+/// Whether an index entry is for linux/amd64 (one that names no platform is).
+pub(super) fn this_platform(p: &Option<Platform>) -> bool {
     p.as_ref().is_none_or(|p| p.os == "linux" && p.architecture == "amd64")
 }
 
@@ -326,19 +327,18 @@ impl Runtime {
         manifest: &[u8],
         config_media: Option<&str>,
         config: &[u8],
-        layers: &[(serde_json::Value, Vec<u8>)],
+        layers: Vec<(serde_json::Value, Vec<u8>)>,
     ) -> Result<()> {
         let desc = Desc::of;
         let parsed: ConfigFile =
             serde_json::from_slice(config).map_err(|e| bad(name, format!("config: {e}")))?;
         let mut archived_layers = Vec::new();
         for (descriptor, data) in layers {
-            let d: Desc =
-                serde_json::from_value(descriptor.clone()).map_err(|e| bad(name, format!("layer: {e}")))?;
-            if digest(data) != d.digest {
+            let d: Desc = serde_json::from_value(descriptor).map_err(|e| bad(name, format!("layer: {e}")))?;
+            if digest(&data) != d.digest {
                 return Err(bad(name, format!("layer {} arrived corrupt", d.digest)));
             }
-            archived_layers.push((d, data.clone()));
+            archived_layers.push((d, data));
         }
         if archived_layers.len() != parsed.rootfs.diff_ids.len() {
             return Err(bad(name, "the manifest and the config disagree on the layers"));

@@ -51,21 +51,17 @@ impl Reference {
     }
 }
 
+/// A descriptor as registries send it (laxer than an archive's: no media type or size needed).
 #[derive(Debug, Deserialize)]
 #[serde(rename_all = "camelCase")]
 struct Descriptor {
     media_type: Option<String>,
     digest: String,
     #[serde(default)]
-    platform: Option<Platform>,
+    platform: Option<image::Platform>,
 }
 
-#[derive(Debug, Deserialize)]
-struct Platform {
-    architecture: String,
-    os: String,
-}
-
+/// A manifest or an index, as registries send it.
 #[derive(Debug, Deserialize)]
 #[serde(rename_all = "camelCase")]
 struct Manifest {
@@ -74,6 +70,9 @@ struct Manifest {
     manifests: Vec<Descriptor>,
     #[serde(default)]
     config: Option<Descriptor>,
+    /// Kept as JSON: each descriptor is checked when the image is stored.
+    #[serde(default)]
+    layers: serde_json::Value,
 }
 
 type HttpClient =
@@ -216,7 +215,7 @@ impl Runtime {
             let chosen = manifest
                 .manifests
                 .iter()
-                .find(|m| m.platform.as_ref().is_none_or(|p| p.os == "linux" && p.architecture == "amd64"))
+                .find(|m| image::this_platform(&m.platform))
                 .ok_or_else(|| failed(&full, "no linux/amd64 image in the index"))?;
             let digest = chosen.digest.clone();
             media = chosen.media_type.clone().unwrap_or_else(|| MEDIA_OCI_MANIFEST.into());
@@ -228,17 +227,17 @@ impl Runtime {
         }
         let config = manifest.config.ok_or_else(|| failed(&full, "the manifest has no config"))?;
         let config_bytes = registry.get(&format!("{repo}/blobs/{}", config.digest), "*/*").await?.0;
-        let layers: Vec<serde_json::Value> = serde_json::from_slice::<serde_json::Value>(&body)
-            .ok()
-            .and_then(|m| m["layers"].as_array().cloned())
-            .unwrap_or_default();
+        let layers = match manifest.layers {
+            serde_json::Value::Array(layers) => layers,
+            _ => Vec::new(),
+        };
         let mut blobs = Vec::new();
-        for layer in &layers {
+        for layer in layers {
             let digest = layer["digest"].as_str().ok_or_else(|| failed(&full, "a layer without a digest"))?;
             let data = registry.get(&format!("{repo}/blobs/{digest}"), "*/*").await?.0;
-            blobs.push((layer.clone(), data.to_vec()));
+            blobs.push((layer, Vec::from(data)));
         }
-        self.store_pulled(&full, &media, &body, config.media_type.as_deref(), &config_bytes, &blobs).await?;
+        self.store_pulled(&full, &media, &body, config.media_type.as_deref(), &config_bytes, blobs).await?;
         Ok(full)
     }
 }

@@ -67,6 +67,16 @@ impl PodConfig {
     pub fn pod_dir(&self, uid: &str) -> PathBuf {
         self.root_dir.join("pods").join(uid)
     }
+
+    /// The log file of attempt `attempt` of the pod's container `container`.
+    pub fn log_path(&self, uid: &str, container: &str, attempt: u32) -> PathBuf {
+        self.pod_dir(uid).join("logs").join(format!("{container}-{attempt}.log"))
+    }
+
+    /// The pod's cgroup (its containers' are below it).
+    pub fn pod_cgroup(&self, uid: &str) -> String {
+        format!("{}/pod{uid}", self.cgroup_root)
+    }
 }
 
 /// What every worker shares.
@@ -118,8 +128,7 @@ pub async fn run(ctx: Arc<Ctx>, shutdown: impl std::future::Future<Output = ()>)
     let pods: Api<Pod> = Api::all(ctx.client.clone());
     let config = watcher::Config::default().fields(&format!("spec.nodeName={}", ctx.config.node_name));
     let stream = watcher(pods, config).default_backoff();
-    let mut workers: HashMap<String, (watch::Sender<Option<Pod>>, tokio::task::JoinHandle<()>)> =
-        HashMap::new();
+    let mut workers = Workers::new();
     let mut listing: Vec<Pod> = Vec::new();
     // Static pods start at once, API or not.
     let mut statics = static_pods(&ctx);
@@ -134,9 +143,7 @@ pub async fn run(ctx: Arc<Ctx>, shutdown: impl std::future::Future<Output = ()>)
             _ = tick.tick(), if ctx.config.static_dir.is_some() => {
                 let now = static_pods(&ctx);
                 for uid in statics.keys().filter(|u| !now.contains_key(*u)) {
-                    if let Some((tx, _)) = workers.get(uid) {
-                        let _ = tx.send(None);
-                    }
+                    gone(&workers, uid);
                 }
                 for (uid, pod) in &now {
                     if !statics.contains_key(uid) || !workers.contains_key(uid) {
@@ -173,8 +180,7 @@ pub async fn run(ctx: Arc<Ctx>, shutdown: impl std::future::Future<Output = ()>)
                         workers.insert(uid.clone(), (tx, tokio::spawn(worker::run(ctx.clone(), uid, rx))));
                     }
                 }
-                let valid: Vec<(String, String)> =
-                    live.iter().map(|u| (format!("skiff-pod-{u}"), "eth0".to_owned())).collect();
+                let valid: Vec<(String, String)> = live.iter().map(|u| worker::attachment_id(u)).collect();
                 if let Err(e) = ctx.cni.gc(&valid).await {
                     tracing::warn!("CNI GC: {e}");
                 }
@@ -188,11 +194,7 @@ pub async fn run(ctx: Arc<Ctx>, shutdown: impl std::future::Future<Output = ()>)
                 }
             }
             Some(Ok(watcher::Event::Apply(pod))) => deliver(&ctx, &mut workers, pod_uid(&pod), Some(pod)),
-            Some(Ok(watcher::Event::Delete(pod))) => {
-                if let Some((tx, _)) = workers.get(&pod_uid(&pod)) {
-                    let _ = tx.send(None);
-                }
-            }
+            Some(Ok(watcher::Event::Delete(pod))) => gone(&workers, &pod_uid(&pod)),
         }
     }
     for (_, (_, task)) in workers {
@@ -200,12 +202,11 @@ pub async fn run(ctx: Arc<Ctx>, shutdown: impl std::future::Future<Output = ()>)
     }
 }
 
-fn deliver(
-    ctx: &Arc<Ctx>,
-    workers: &mut HashMap<String, (watch::Sender<Option<Pod>>, tokio::task::JoinHandle<()>)>,
-    uid: String,
-    pod: Option<Pod>,
-) {
+/// Each pod's worker: what feeds it the pod, and its task.
+type Workers = HashMap<String, (watch::Sender<Option<Pod>>, tokio::task::JoinHandle<()>)>;
+
+/// Gives pod `uid` to its worker, starting one if there is none.
+fn deliver(ctx: &Arc<Ctx>, workers: &mut Workers, uid: String, pod: Option<Pod>) {
     if uid.is_empty() {
         return;
     }
@@ -218,6 +219,13 @@ fn deliver(
             let task = tokio::spawn(worker::run(ctx.clone(), uid.clone(), rx));
             workers.insert(uid, (tx, task));
         }
+    }
+}
+
+/// Tells pod `uid`'s worker, if there is one, that the pod is gone.
+fn gone(workers: &Workers, uid: &str) {
+    if let Some((tx, _)) = workers.get(uid) {
+        let _ = tx.send(None);
     }
 }
 

@@ -107,7 +107,9 @@ fn port(value: &IntOrString, container: &Container) -> Result<u16, String> {
 /// Connects from the node (inside `node_netns` if given) with a deadline; runs on a thread of
 /// its own, since entering a namespace must not leak into a shared pool thread.
 fn connect(node_netns: Option<PathBuf>, addr: SocketAddr, timeout: Duration) -> std::io::Result<TcpStream> {
-    crate::kubelet::netns::on_thread(node_netns, move || TcpStream::connect_timeout(&addr, timeout))?
+    crate::kubelet::netns::on_thread(node_netns.as_deref(), move || {
+        TcpStream::connect_timeout(&addr, timeout)
+    })?
 }
 
 /// Runs the probe once against `container` of the pod at `ip` (container id `id`).

@@ -74,6 +74,28 @@ struct Track {
     image_id: String,
 }
 
+impl Track {
+    /// Waits before the next start: the base delay at first (or after a `reset`), then twice the
+    /// last one, up to the maximum.
+    fn back_off(&mut self, config: &super::PodConfig, reset: bool) {
+        self.backoff = if reset || self.backoff.is_zero() {
+            config.backoff_base
+        } else {
+            (self.backoff * 2).min(config.backoff_max)
+        };
+        self.not_before = Some(Instant::now() + self.backoff);
+    }
+
+    /// The probers of the current instance of `c`; an adopted one (`startup: false`) already
+    /// started, so it gets no startup probe.
+    fn set_probes(&mut self, c: &Container, startup: bool) {
+        self.startup = c.startup_probe.as_ref().filter(|_| startup).map(probes::Prober::new);
+        self.liveness = c.liveness_probe.as_ref().map(probes::Prober::new);
+        self.readiness = c.readiness_probe.as_ref().map(probes::Prober::new);
+        self.probes_set = true;
+    }
+}
+
 #[derive(Debug, Default)]
 pub struct PodState {
     sandbox: Option<String>,
@@ -96,12 +118,18 @@ fn netns_name(uid: &str) -> String {
     format!("skiff-{uid}")
 }
 
+/// The pod's CNI attachment as GC names the valid ones: (container id, interface).
+pub(super) fn attachment_id(uid: &str) -> (String, String) {
+    (sandbox_id(uid), "eth0".to_owned())
+}
+
 fn attachment(uid: &str, pod: Option<&Pod>) -> cni::Attachment {
     let meta = pod.map(|p| p.metadata.clone()).unwrap_or_default();
+    let (container_id, ifname) = attachment_id(uid);
     cni::Attachment {
-        container_id: sandbox_id(uid),
+        container_id,
         netns: netns::path(&netns_name(uid)),
-        ifname: "eth0".into(),
+        ifname,
         args: vec![
             ("IgnoreUnknown".into(), "1".into()),
             ("K8S_POD_NAMESPACE".into(), meta.namespace.unwrap_or_default()),
@@ -203,18 +231,18 @@ async fn reconcile(ctx: &Ctx, pod: &Pod, uid: &str, st: &mut PodState) {
         st.sandbox_error = Some(e);
         return;
     }
-    if st.volumes.is_none() {
-        match volumes::prepare(ctx, pod, uid).await {
-            Ok(v) => st.volumes = Some(v),
+    let vols: &volumes::Volumes = match &mut st.volumes {
+        Some(v) => v,
+        unprepared @ None => match volumes::prepare(ctx, pod, uid).await {
+            Ok(v) => unprepared.insert(v),
             Err(e) => {
                 tracing::warn!(pod = %name(pod), "volumes: {e}");
                 st.sandbox_error = Some(format!("volumes: {e}"));
                 return;
             }
-        }
-    }
+        },
+    };
     st.sandbox_error = None;
-    let vols = st.volumes.clone().unwrap_or_default();
     let Some(spec) = pod.spec.as_ref() else { return };
     let policy = spec.restart_policy.clone().unwrap_or_else(|| "Always".into());
     if !st.init_done {
@@ -227,7 +255,7 @@ async fn reconcile(ctx: &Ctx, pod: &Pod, uid: &str, st: &mut PodState) {
                     && policy == "Never";
             if !done && !failed_for_good {
                 // Init containers restart on failure unless the pod never restarts.
-                let target = Target { pod, uid, ip: st.ip, c, kind: KIND_INIT, volumes: &vols };
+                let target = Target { pod, uid, ip: st.ip, c, kind: KIND_INIT, volumes: vols };
                 step(ctx, target, &mut track, "OnFailure").await;
             }
             st.init.insert(c.name.clone(), track);
@@ -240,7 +268,7 @@ async fn reconcile(ctx: &Ctx, pod: &Pod, uid: &str, st: &mut PodState) {
     for c in &spec.containers {
         let mut track = st.app.remove(&c.name).unwrap_or_default();
         refresh(ctx, &mut track).await;
-        step(ctx, Target { pod, uid, ip: st.ip, c, kind: KIND_APP, volumes: &vols }, &mut track, &policy)
+        step(ctx, Target { pod, uid, ip: st.ip, c, kind: KIND_APP, volumes: vols }, &mut track, &policy)
             .await;
         probe(ctx, pod, c, st.ip, &mut track).await;
         st.app.insert(c.name.clone(), track);
@@ -273,23 +301,17 @@ async fn step(ctx: &Ctx, target: Target<'_>, t: &mut Track, policy: &str) {
         }
         None => 0,
         Some(Instance { exit: None, .. }) => return,
-        Some(Instance { exit: Some((code, _)), .. }) => {
+        Some(previous @ Instance { exit: Some((code, _)), .. }) => {
             let restart = policy == "Always" || (policy == "OnFailure" && *code != 0);
             if !restart {
                 return;
             }
-            let previous = t.current.clone();
-            let Some(previous) = previous else { return };
+            let previous = previous.clone();
             if t.not_before.is_none() {
                 // Back-off: 10 s doubling to 5 min, reset after 10 minutes of running.
                 let ran =
                     previous.exit.map(|(_, at)| at.duration_since(previous.started_at)).unwrap_or_default();
-                t.backoff = if t.backoff.is_zero() || ran.unsigned_abs() >= BACKOFF_RESET {
-                    ctx.config.backoff_base
-                } else {
-                    (t.backoff * 2).min(ctx.config.backoff_max)
-                };
-                t.not_before = Some(Instant::now() + t.backoff);
+                t.back_off(&ctx.config, ran.unsigned_abs() >= BACKOFF_RESET);
                 t.waiting = Some((
                     "CrashLoopBackOff".into(),
                     format!("back-off {:?} restarting failed container {}", t.backoff, c.name),
@@ -317,12 +339,9 @@ async fn step(ctx: &Ctx, target: Target<'_>, t: &mut Track, policy: &str) {
     match start(ctx, target, attempt).await {
         Ok((instance, image_id)) => {
             t.current = Some(instance);
-            t.startup = c.startup_probe.as_ref().map(probes::Prober::new);
-            t.liveness = c.liveness_probe.as_ref().map(probes::Prober::new);
-            t.readiness = c.readiness_probe.as_ref().map(probes::Prober::new);
+            t.set_probes(c, true);
             t.started = t.startup.is_none();
             t.ready = t.readiness.is_none();
-            t.probes_set = true;
             t.waiting = None;
             t.image = c.image.clone().unwrap_or_default();
             t.image_id = image_id;
@@ -330,12 +349,7 @@ async fn step(ctx: &Ctx, target: Target<'_>, t: &mut Track, policy: &str) {
         Err((reason, message)) => {
             tracing::warn!(pod = %name(pod), container = %c.name, "{reason}: {message}");
             ctx.events.warning(pod, "Failed", format!("Error: {reason}: {message}"));
-            t.backoff = if t.backoff.is_zero() {
-                ctx.config.backoff_base
-            } else {
-                (t.backoff * 2).min(ctx.config.backoff_max)
-            };
-            t.not_before = Some(Instant::now() + t.backoff);
+            t.back_off(&ctx.config, false);
             t.waiting = Some((reason, message));
         }
     }
@@ -357,10 +371,7 @@ async fn probe(ctx: &Ctx, pod: &Pod, c: &Container, ip: Option<Ipv4Addr>, t: &mu
         return;
     };
     if !t.probes_set {
-        t.startup = None;
-        t.liveness = c.liveness_probe.as_ref().map(probes::Prober::new);
-        t.readiness = c.readiness_probe.as_ref().map(probes::Prober::new);
-        t.probes_set = true;
+        t.set_probes(c, false);
     }
     let netns = ctx.config.node_netns.clone();
     let mut kill = None;
@@ -452,26 +463,24 @@ async fn start(ctx: &Ctx, target: Target<'_>, attempt: u32) -> Result<(Instance,
         gid: 0,
         hostname: &pod_name,
         netns: &netns_path,
-        cgroups_path: format!("{}/pod{uid}/{id}", ctx.config.cgroup_root),
+        cgroups_path: format!("{}/{id}", ctx.config.pod_cgroup(uid)),
         mounts,
         limits: spec::limits(c),
     });
     let created = Timestamp::now();
-    let labels: HashMap<String, String> = [
-        (LABEL_UID, uid.to_owned()),
-        (LABEL_NAME, pod_name),
-        (LABEL_NAMESPACE, pod.metadata.namespace.clone().unwrap_or_default()),
-        (LABEL_CONTAINER, c.name.clone()),
-        (LABEL_KIND, kind.to_owned()),
-        (LABEL_ATTEMPT, attempt.to_string()),
-        (LABEL_CREATED, created.to_string()),
-    ]
-    .into_iter()
-    .map(|(k, v)| (k.to_owned(), v))
-    .collect();
+    let labels = labels(
+        pod,
+        uid,
+        kind,
+        [
+            (LABEL_CONTAINER, c.name.clone()),
+            (LABEL_ATTEMPT, attempt.to_string()),
+            (LABEL_CREATED, created.to_string()),
+        ],
+    );
     // A leftover of the same attempt (an agent killed between create and start) goes first.
     let _ = ctx.runtime.remove(&id).await;
-    let log = ctx.config.pod_dir(uid).join("logs").join(format!("{}-{attempt}.log", c.name));
+    let log = ctx.config.log_path(uid, &c.name, attempt);
     let result = async {
         ctx.runtime
             .create_container(&id, &image, &spec, labels)
@@ -488,6 +497,25 @@ async fn start(ctx: &Ctx, target: Target<'_>, attempt: u32) -> Result<(Instance,
         return Err((reason.into(), e.to_string()));
     }
     Ok((Instance { id, attempt, started_at: created, exit: None }, image.id))
+}
+
+/// The labels of a `kind` container of pod `uid`: the pod's identity, the kind, and `more`.
+fn labels(
+    pod: &Pod,
+    uid: &str,
+    kind: &str,
+    more: impl IntoIterator<Item = (&'static str, String)>,
+) -> HashMap<String, String> {
+    [
+        (LABEL_UID, uid.to_owned()),
+        (LABEL_NAME, pod.metadata.name.clone().unwrap_or_default()),
+        (LABEL_NAMESPACE, pod.metadata.namespace.clone().unwrap_or_default()),
+        (LABEL_KIND, kind.to_owned()),
+    ]
+    .into_iter()
+    .chain(more)
+    .map(|(k, v)| (k.to_owned(), v))
+    .collect()
 }
 
 /// The container's image, pulled as its `imagePullPolicy` says (Always: every start;
@@ -558,19 +586,11 @@ async fn ensure_sandbox(ctx: &Ctx, pod: &Pod, uid: &str, st: &mut PodState) -> R
             gid: 0,
             hostname: pod.metadata.name.as_deref().unwrap_or("pod"),
             netns: &ns_path,
-            cgroups_path: format!("{}/pod{uid}/{id}", ctx.config.cgroup_root),
+            cgroups_path: format!("{}/{id}", ctx.config.pod_cgroup(uid)),
             mounts: vec![],
             limits: oci::Limits::default(),
         });
-        let labels: HashMap<String, String> = [
-            (LABEL_UID, uid.to_owned()),
-            (LABEL_NAME, pod.metadata.name.clone().unwrap_or_default()),
-            (LABEL_NAMESPACE, pod.metadata.namespace.clone().unwrap_or_default()),
-            (LABEL_KIND, KIND_SANDBOX.to_owned()),
-        ]
-        .into_iter()
-        .map(|(k, v)| (k.to_owned(), v))
-        .collect();
+        let labels = labels(pod, uid, KIND_SANDBOX, []);
         let _ = ctx.runtime.remove(&id).await;
         ctx.runtime.create_container(&id, &image, &spec, labels).await.map_err(|e| e.to_string())?;
         let log = ctx.config.pod_dir(uid).join("sandbox.log");
@@ -624,7 +644,7 @@ async fn teardown(ctx: &Ctx, uid: &str, pod: Option<&Pod>, st: &mut PodState, gr
     if let Err(e) = tokio::task::spawn_blocking(move || netns::delete(&ns)).await.unwrap_or(Ok(())) {
         tracing::warn!(pod = %uid, "removing the network namespace: {e}");
     }
-    let _ = crate::runtime::cgroup::remove(&format!("{}/pod{uid}", ctx.config.cgroup_root));
+    let _ = crate::runtime::cgroup::remove(&ctx.config.pod_cgroup(uid));
     volumes::release(ctx, uid);
     let _ = std::fs::remove_dir_all(ctx.config.pod_dir(uid));
     *st = PodState::default();
@@ -749,16 +769,17 @@ fn container_status(name: &str, t: &Track, spec_image: &str) -> (Value, bool, bo
 async fn post_status(ctx: &Ctx, pod: &Pod, st: &mut PodState) {
     let Some(spec) = pod.spec.as_ref() else { return };
     let now = Timestamp::now().to_string();
+    let never_ran = Track::default();
     let mut init_statuses = Vec::new();
     for c in spec.init_containers.iter().flatten() {
-        let t = st.init.get(&c.name).cloned().unwrap_or_default();
-        init_statuses.push(container_status(&c.name, &t, c.image.as_deref().unwrap_or("")).0);
+        let t = st.init.get(&c.name).unwrap_or(&never_ran);
+        init_statuses.push(container_status(&c.name, t, c.image.as_deref().unwrap_or("")).0);
     }
     let mut statuses = Vec::new();
     let (mut all_ready, mut any_running, mut all_done, mut any_failed) = (true, false, true, false);
     for c in &spec.containers {
-        let t = st.app.get(&c.name).cloned().unwrap_or_default();
-        let (status, running, ready) = container_status(&c.name, &t, c.image.as_deref().unwrap_or(""));
+        let t = st.app.get(&c.name).unwrap_or(&never_ran);
+        let (status, running, ready) = container_status(&c.name, t, c.image.as_deref().unwrap_or(""));
         all_ready &= ready;
         any_running |= running;
         let exit = t.current.as_ref().and_then(|i| i.exit);
