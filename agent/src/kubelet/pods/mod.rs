@@ -175,10 +175,7 @@ pub async fn run(ctx: Arc<Ctx>, shutdown: impl std::future::Future<Output = ()>)
                 live.extend(statics.keys().cloned());
                 // Pods that went away while nobody watched: tear down what containerd still runs.
                 for uid in orphans(&ctx, &live).await {
-                    if !workers.contains_key(&uid) {
-                        let (tx, rx) = watch::channel(None);
-                        workers.insert(uid.clone(), (tx, tokio::spawn(worker::run(ctx.clone(), uid, rx))));
-                    }
+                    deliver(&ctx, &mut workers, uid, None);
                 }
                 let valid: Vec<(String, String)> = live.iter().map(|u| worker::attachment_id(u)).collect();
                 if let Err(e) = ctx.cni.gc(&valid).await {
@@ -232,12 +229,26 @@ fn gone(workers: &Workers, uid: &str) {
 /// Pod uids containerd runs containers for that are not in `live`.
 async fn orphans(ctx: &Ctx, live: &HashSet<String>) -> Vec<String> {
     let Ok(all) = ctx.runtime.containers(&[]).await else { return Vec::new() };
-    let mut uids: Vec<String> = all
-        .into_iter()
-        .filter_map(|c| c.labels.get(worker::LABEL_UID).cloned())
-        .filter(|u| !live.contains(u))
-        .collect();
+    unlisted(all.iter().filter_map(|c| c.labels.get(worker::LABEL_UID)), live)
+}
+
+/// The distinct pod uids among `labelled` that are not in `live`, sorted. An empty uid is no
+/// pod's: tearing "its" pod down would remove the directory every pod lives under.
+fn unlisted<'a>(labelled: impl Iterator<Item = &'a String>, live: &HashSet<String>) -> Vec<String> {
+    let mut uids: Vec<String> = labelled.filter(|u| !u.is_empty() && !live.contains(*u)).cloned().collect();
     uids.sort();
     uids.dedup();
     uids
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn orphans_are_distinct_unlisted_and_never_the_empty_uid() {
+        let labelled: Vec<String> = ["b", "", "a", "live", "b"].map(String::from).into();
+        let live = HashSet::from(["live".to_owned()]);
+        assert_eq!(unlisted(labelled.iter(), &live), ["a", "b"]);
+    }
 }
