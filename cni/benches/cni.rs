@@ -10,7 +10,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use common::{Node, run_plugin};
+use common::{Node, run_attachment};
 use serde_json::{Value, json};
 use skiff_tests::NetNs;
 
@@ -34,12 +34,9 @@ fn measure(
             .iter()
             .enumerate()
             .map(|(i, pod)| {
-                let id = format!("{tag}{i}");
-                let netns = pod.path().display().to_string();
-                let env =
-                    [("CNI_CONTAINERID", id.as_str()), ("CNI_IFNAME", "eth0"), ("CNI_NETNS", netns.as_str())];
+                let (id, netns) = (format!("{tag}{i}"), pod.path());
                 let start = Instant::now();
-                let call = run_plugin(&node.ns.path(), plugin, command, &env, conf);
+                let call = run_attachment(&node.ns.path(), plugin, command, &id, Some(&netns), "eth0", conf);
                 let took = start.elapsed();
                 assert!(call.success, "{plugin} {command} failed: {}", call.output);
                 took

@@ -8,7 +8,10 @@ use std::path::{Path, PathBuf};
 
 use serde_json::json;
 
-use crate::spec::{LATEST, config::Cidr};
+use crate::spec::{
+    LATEST,
+    config::{Cidr, DEFAULT_MTU, MTUS},
+};
 
 /// Where and what to install.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -29,7 +32,7 @@ impl Install {
             bin_dir: "/opt/cni/bin".into(),
             conf_dir: "/etc/cni/net.d".into(),
             subnet: Cidr { addr: std::net::Ipv4Addr::UNSPECIFIED, len: 0 },
-            mtu: crate::spec::config::DEFAULT_MTU,
+            mtu: DEFAULT_MTU,
             pin_dir: skiff_common::names::DEFAULT_PIN_DIR.into(),
         };
         let mut subnet = None;
@@ -51,8 +54,8 @@ impl Install {
                     install.mtu = v
                         .parse()
                         .ok()
-                        .filter(|m| (68..=65535).contains(m))
-                        .ok_or_else(|| format!("--mtu {v:?} is not 68..65535"))?;
+                        .filter(|m| MTUS.contains(m))
+                        .ok_or_else(|| format!("--mtu {v:?} is not {}..{}", MTUS.start(), MTUS.end()))?;
                 }
                 other => {
                     return Err(format!(

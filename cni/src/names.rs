@@ -23,6 +23,12 @@ pub fn host_veth(a: &Attachment) -> String {
     format!("{HOST_PREFIX}{:011x}", fnv1a(&[&a.container_id, &a.ifname]) & 0xfff_ffff_ffff)
 }
 
+/// Whether `name` has the form of a [`host_veth`] name (what GC may take for this plugin's own).
+pub fn is_host_veth(name: &str) -> bool {
+    name.strip_prefix(HOST_PREFIX)
+        .is_some_and(|rest| rest.len() == 11 && rest.bytes().all(|b| b.is_ascii_hexdigit()))
+}
+
 /// A locally administered unicast MAC for `side` ("pod" or "host") of the attachment.
 pub fn mac(a: &Attachment, side: &str) -> [u8; 6] {
     let h = fnv1a(&[side, &a.container_id, &a.ifname]).to_be_bytes();
@@ -47,5 +53,17 @@ mod tests {
         assert_ne!(mac(&a, "pod"), mac(&a, "host"));
         assert_eq!(mac(&a, "pod")[0] & 0x03, 0x02, "locally administered unicast");
         assert_eq!(format_mac(&[2, 0, 0xab, 1, 2, 3]), "02:00:ab:01:02:03");
+    }
+
+    #[test]
+    fn host_veth_names_are_recognised_as_such() {
+        for i in 0..1000 {
+            let name = host_veth(&Attachment { container_id: format!("c{i}"), ifname: "eth0".into() });
+            assert!(is_host_veth(&name), "{name}");
+        }
+        let others = ["eth0", "skf", "skf0123456789", "skf0123456789ab", "skf0123456789g", "xskf0123456789a"];
+        for other in others {
+            assert!(!is_host_veth(other), "{other}");
+        }
     }
 }

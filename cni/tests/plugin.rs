@@ -74,27 +74,16 @@ fn fifty_concurrent_adds_get_distinct_reachable_addresses_and_fifty_dels_empty_t
     let pods: Vec<NetNs> = (0..50).map(|_| NetNs::new("cni-p").expect("pod namespace")).collect();
     let conf = node.conf("1.1.0");
     let ns_path = node.ns.path();
+    // Pod i's attachment (a copy of this closure runs on each pod's thread).
+    let call = |command: &str, i: usize, pod: &NetNs| {
+        let id = format!("c{i}");
+        common::run_attachment(&ns_path, common::PLUGIN, command, &id, Some(&pod.path()), "eth0", &conf)
+    };
     let results: Vec<Value> = std::thread::scope(|s| {
         let handles: Vec<_> = pods
             .iter()
             .enumerate()
-            .map(|(i, pod)| {
-                let (conf, ns_path) = (&conf, &ns_path);
-                s.spawn(move || {
-                    let call = common::run_plugin(
-                        ns_path,
-                        common::PLUGIN,
-                        "ADD",
-                        &[
-                            ("CNI_CONTAINERID", &format!("c{i}")),
-                            ("CNI_IFNAME", "eth0"),
-                            ("CNI_NETNS", &pod.path().display().to_string()),
-                        ],
-                        conf,
-                    );
-                    ok(call, "concurrent ADD")
-                })
-            })
+            .map(|(i, pod)| s.spawn(move || ok(call("ADD", i, pod), "concurrent ADD")))
             .collect();
         handles.into_iter().map(|h| h.join().expect("thread")).collect()
     });
@@ -108,15 +97,8 @@ fn fifty_concurrent_adds_get_distinct_reachable_addresses_and_fifty_dels_empty_t
     }
     std::thread::scope(|s| {
         for (i, pod) in pods.iter().enumerate() {
-            let (conf, ns_path) = (&conf, &ns_path);
             s.spawn(move || {
-                let env = [
-                    ("CNI_CONTAINERID", format!("c{i}")),
-                    ("CNI_IFNAME", "eth0".into()),
-                    ("CNI_NETNS", pod.path().display().to_string()),
-                ];
-                let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
-                ok(common::run_plugin(ns_path, common::PLUGIN, "DEL", &env, conf), "concurrent DEL");
+                ok(call("DEL", i, pod), "concurrent DEL");
             });
         }
     });
@@ -159,11 +141,11 @@ fn chained_with_the_reference_portmap_and_loopback_plugins_a_host_port_reaches_t
     let conf = node.conf("1.0.0");
     // The reference loopback plugin alongside, as runtimes configure lo.
     let loopback = json!({"cniVersion": "1.0.0", "name": "lo", "type": "loopback"});
-    let lo_env = [("CNI_CONTAINERID", "srv"), ("CNI_IFNAME", "lo")];
-    let srv_ns = server.path().display().to_string();
-    let mut lo_env: Vec<(&str, &str)> = lo_env.to_vec();
-    lo_env.push(("CNI_NETNS", &srv_ns));
-    ok(node.exec("/usr/lib/cni/loopback", "ADD", &lo_env, &loopback), "loopback ADD");
+    // The server pod's attachments, through the reference plugin `plugin`.
+    let srv = |plugin: &str, command: &str, ifname: &str, stdin: &Value| {
+        common::run_attachment(&node.ns.path(), plugin, command, "srv", Some(&server.path()), ifname, stdin)
+    };
+    ok(srv("/usr/lib/cni/loopback", "ADD", "lo", &loopback), "loopback ADD");
     let rs = ok(node.cni("ADD", "srv", Some(&server.path()), "eth0", &conf), "ADD server");
     let rc = ok(node.cni("ADD", "cli", Some(&client.path()), "eth0", &conf), "ADD client");
     let mappings = json!({"portMappings": [{"hostPort": 8080, "containerPort": 80, "protocol": "tcp"}]});
@@ -171,11 +153,7 @@ fn chained_with_the_reference_portmap_and_loopback_plugins_a_host_port_reaches_t
         "cniVersion": "1.0.0", "name": "skiff", "type": "portmap", "snat": true,
         "capabilities": {"portMappings": true}, "runtimeConfig": mappings, "prevResult": rs,
     });
-    let env = [("CNI_CONTAINERID", "srv"), ("CNI_IFNAME", "eth0")];
-    let netns = server.path().display().to_string();
-    let mut env: Vec<(&str, &str)> = env.to_vec();
-    env.push(("CNI_NETNS", &netns));
-    let chained = ok(node.exec("/usr/lib/cni/portmap", "ADD", &env, &portmap), "portmap ADD");
+    let chained = ok(srv("/usr/lib/cni/portmap", "ADD", "eth0", &portmap), "portmap ADD");
     assert_eq!(chained["ips"], rs["ips"], "portmap passes skiff's result through");
 
     let ip = Node::pod_ip(&rs);
@@ -188,8 +166,8 @@ fn chained_with_the_reference_portmap_and_loopback_plugins_a_host_port_reaches_t
     .expect("host port");
     assert_eq!(greeting, "server-pod");
 
-    ok(node.exec("/usr/lib/cni/portmap", "DEL", &env, &with_prev(&portmap, &rs)), "portmap DEL");
-    ok(node.exec("/usr/lib/cni/loopback", "DEL", &lo_env, &loopback), "loopback DEL");
+    ok(srv("/usr/lib/cni/portmap", "DEL", "eth0", &with_prev(&portmap, &rs)), "portmap DEL");
+    ok(srv("/usr/lib/cni/loopback", "DEL", "lo", &loopback), "loopback DEL");
     ok(node.cni("DEL", "srv", Some(&server.path()), "eth0", &conf), "DEL server");
     ok(node.cni("DEL", "cli", Some(&client.path()), "eth0", &conf), "DEL client");
     node.assert_clean();

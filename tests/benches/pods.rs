@@ -3,6 +3,9 @@
 //! at 5 per second, each timed from create to Running (local image); then 100 pods running and
 //! the agent's RSS. `cargo xtask bench pods` builds the binaries and runs this.
 
+#[path = "../tests/common/mod.rs"]
+mod common;
+
 use std::{
     collections::HashMap,
     net::Ipv4Addr,
@@ -10,6 +13,7 @@ use std::{
     time::{Duration, Instant},
 };
 
+use common::NodeParts;
 use futures::StreamExt as _;
 use k8s_openapi::api::core::v1::Pod;
 use kube::{
@@ -18,9 +22,7 @@ use kube::{
     runtime::{WatchStreamExt as _, watcher},
 };
 use serde_json::json;
-use skiff_agent::runtime::{Runtime, busybox};
-use skiff_control::local::LocalServer;
-use skiff_tests::{Containerd, NetNs, PinDir};
+use skiff_agent::runtime::busybox;
 
 const NODE_IP: Ipv4Addr = Ipv4Addr::new(192, 168, 62, 1);
 
@@ -50,28 +52,12 @@ fn main() {
     let bins = PathBuf::from(
         std::env::var("SKIFF_BIN_DIR").expect("SKIFF_BIN_DIR (cargo xtask bench pods sets it)"),
     );
-    let ns = NetNs::new("bench-node").expect("node namespace");
-    ns.ip(&["addr", "add", &format!("{NODE_IP}/32"), "dev", "lo"]).expect("node address");
-    ns.sysctl("net/ipv4/ip_forward", "1").expect("forwarding");
-    let pins = PinDir::new("bench-pods").expect("pins");
-    let containerd = Containerd::start("bench-pods").expect("containerd");
-    let dir = tempfile::tempdir().expect("tmp");
-    let conf_dir = dir.path().join("net.d");
-    std::fs::create_dir_all(&conf_dir).expect("conf dir");
-    let list = json!({"cniVersion": "1.1.0", "name": "skiff", "plugins": [{
-        "type": "skiff-cni", "bpfPinDir": pins.path(),
-        "ipam": {"subnet": "10.244.40.0/24", "dataDir": dir.path().join("ipam")},
-    }]});
-    std::fs::write(conf_dir.join("10-skiff.conflist"), list.to_string()).expect("conflist");
     let rt =
         tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().expect("tokio");
     rt.block_on(async {
-        let runtime = Runtime::connect(&containerd.socket(), "skiff").await.expect("containerd");
-        let archive = dir.path().join("busybox.tar");
-        busybox::build_archive(std::path::Path::new(busybox::BUSYBOX), &archive).expect("image");
-        runtime.import(&archive, None).await.expect("import");
-        std::fs::create_dir_all(dir.path().join("control")).expect("control dir");
-        let server = LocalServer::start(&dir.path().join("control"), 100_000).await.expect("server");
+        let NodeParts { ns, pins, containerd, dir, runtime, server } =
+            NodeParts::start("bench-pods", NODE_IP, "10.244.40.0/24", 100_000).await;
+        let conf_dir = dir.path().join("net.d");
         let kubeconfig = dir.path().join("kubeconfig");
         std::fs::write(&kubeconfig, &server.kubeconfig).expect("kubeconfig");
         let cgroup_root = format!("/skiff-bench-{}", std::process::id());
@@ -153,11 +139,11 @@ fn main() {
         watch.abort();
 
         pods.delete_collection(&DeleteParams::default(), &Default::default()).await.expect("delete");
-        let deadline = Instant::now() + Duration::from_secs(300);
-        while !runtime.containers(&[]).await.expect("containers").is_empty() {
-            assert!(Instant::now() < deadline, "pods not torn down in time");
-            tokio::time::sleep(Duration::from_millis(200)).await;
-        }
+        let torn_down = common::poll(Duration::from_secs(300), Duration::from_millis(200), || async {
+            runtime.containers(&[]).await.expect("containers").is_empty().then_some(())
+        })
+        .await;
+        assert!(torn_down.is_some(), "pods not torn down in time");
         let _ = nix::sys::signal::kill(
             nix::unistd::Pid::from_raw(agent.id() as i32),
             nix::sys::signal::Signal::SIGTERM,

@@ -1,4 +1,4 @@
-//! Running helper programs (iproute2, mount) with errors that say what failed.
+//! Running helper programs (iproute2, mount, openssl, skopeo) with errors that say what failed.
 
 use std::process::Command;
 

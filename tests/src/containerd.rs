@@ -100,7 +100,7 @@ impl Drop for Containerd {
     }
 }
 
-/// Kills every process whose command line mentions `dir` (the daemon's shims), unmounts
+/// Kills every process whose command line mentions `dir` (a daemon, its shims), unmounts
 /// everything under it (deepest first) and removes it.
 pub(crate) fn teardown(dir: &Path) {
     let needle = dir.display().to_string();

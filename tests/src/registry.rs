@@ -1,35 +1,29 @@
 //! A private OCI registry for a test: Debian's docker-registry on a loopback port with its own
-//! storage, stopped and removed on drop; images are pushed into it with skopeo.
+//! storage under `/run/skiff-test/skt-<pid>-<n>-<label>/`, stopped and removed on drop (and swept
+//! like a containerd's directory after a killed run); images are pushed into it with skopeo.
 
 use std::{
     io::{Read as _, Write as _},
     net::{SocketAddr, TcpListener, TcpStream},
-    path::Path,
+    path::{Path, PathBuf},
     process::{Child, Command, Stdio},
     time::Duration,
 };
 
-use crate::{Error, Result, poll_until};
+use crate::{
+    Error, Result, cmd,
+    containerd::{CONTAINERD_ROOT, teardown},
+    poll_until, require_root, unique_name,
+};
 
 #[derive(Debug)]
 pub struct Registry {
-    child: Child,
-    dir: tempfile_dir::Dir,
+    /// `None` only while starting.
+    child: Option<Child>,
+    dir: PathBuf,
     addr: SocketAddr,
     /// The CA that signed the registry's certificate, when it serves HTTPS.
-    ca: Option<std::path::PathBuf>,
-}
-
-mod tempfile_dir {
-    /// A directory removed on drop.
-    #[derive(Debug)]
-    pub struct Dir(pub std::path::PathBuf);
-
-    impl Drop for Dir {
-        fn drop(&mut self) {
-            let _ = std::fs::remove_dir_all(&self.0);
-        }
-    }
+    ca: Option<PathBuf>,
 }
 
 fn answers(addr: SocketAddr) -> bool {
@@ -60,30 +54,32 @@ impl Registry {
     }
 
     fn start_with(label: &str, tls: bool) -> Result<Self> {
-        let dir = tempfile_dir::Dir(std::env::temp_dir().join(crate::unique_name(label)));
-        std::fs::create_dir_all(&dir.0).map_err(|e| Error::io("registry dir", e))?;
+        require_root()?;
+        crate::stale::sweep_once();
         let addr = TcpListener::bind("127.0.0.1:0")
             .and_then(|l| l.local_addr())
             .map_err(|e| Error::io("a free port", e))?;
-        let config = dir.0.join("config.yml");
+        let dir = Path::new(CONTAINERD_ROOT).join(unique_name(label));
+        std::fs::create_dir_all(&dir).map_err(|e| Error::io("registry dir", e))?;
+        // Dropped on any error below, which removes the directory.
+        let mut registry = Registry { child: None, dir, addr, ca: None };
+        let dir = &registry.dir;
+        let config = dir.join("config.yml");
         let mut text = format!(
             "version: 0.1\nlog:\n  level: warn\nstorage:\n  filesystem:\n    rootdirectory: {}\nhttp:\n  addr: {addr}\n",
-            dir.0.join("data").display()
+            dir.join("data").display()
         );
-        let ca = if tls {
-            let ca = make_certificates(&dir.0)?;
+        if tls {
+            registry.ca = Some(make_certificates(dir)?);
             text.push_str(&format!(
                 "  tls:\n    certificate: {}\n    key: {}\n",
-                dir.0.join("cert.pem").display(),
-                dir.0.join("key.pem").display()
+                dir.join("cert.pem").display(),
+                dir.join("key.pem").display()
             ));
-            Some(ca)
-        } else {
-            None
-        };
+        }
         std::fs::write(&config, text).map_err(|e| Error::io("registry config", e))?;
         let log =
-            std::fs::File::create(dir.0.join("registry.log")).map_err(|e| Error::io("registry log", e))?;
+            std::fs::File::create(dir.join("registry.log")).map_err(|e| Error::io("registry log", e))?;
         let child = Command::new("docker-registry")
             .arg("serve")
             .arg(&config)
@@ -92,7 +88,7 @@ impl Registry {
             .stderr(Stdio::from(log))
             .spawn()
             .map_err(|e| Error::io("starting docker-registry (cargo xtask setup installs it)", e))?;
-        let registry = Registry { child, dir, addr, ca };
+        registry.child = Some(child);
         let ready = |a| {
             if tls { TcpStream::connect_timeout(&a, Duration::from_millis(200)).is_ok() } else { answers(a) }
         };
@@ -107,95 +103,74 @@ impl Registry {
 
     /// Pushes the OCI archive at `archive` as `<host>/<name>` with skopeo.
     pub fn push(&self, archive: &Path, name: &str) -> Result<()> {
-        let out = Command::new("skopeo")
-            .args(["copy", "--quiet", "--dest-tls-verify=false"])
-            .arg(format!("oci-archive:{}", archive.display()))
-            .arg(format!("docker://{}/{name}", self.host()))
-            .output()
-            .map_err(|e| Error::io("running skopeo (cargo xtask setup installs it)", e))?;
-        if !out.status.success() {
-            return Err(Error::io(
-                "skopeo copy",
-                std::io::Error::other(String::from_utf8_lossy(&out.stderr).into_owned()),
-            ));
-        }
-        Ok(())
+        let (from, to) =
+            (format!("oci-archive:{}", archive.display()), format!("docker://{}/{name}", self.host()));
+        cmd::run("skopeo", &["copy", "--quiet", "--dest-tls-verify=false", &from, &to]).map(drop)
     }
 }
 
 /// A CA and a server certificate for 127.0.0.1 signed by it, with openssl; returns the CA's path.
-fn make_certificates(dir: &Path) -> Result<std::path::PathBuf> {
-    let run = |args: &[&str]| -> Result<()> {
-        let out = Command::new("openssl")
-            .args(args)
-            .current_dir(dir)
-            .output()
-            .map_err(|e| Error::io("running openssl", e))?;
-        if out.status.success() {
-            Ok(())
-        } else {
-            Err(Error::io(
-                "openssl",
-                std::io::Error::other(String::from_utf8_lossy(&out.stderr).into_owned()),
-            ))
-        }
-    };
+fn make_certificates(dir: &Path) -> Result<PathBuf> {
+    let path = |name: &str| dir.join(name).display().to_string();
+    let (ca_key, ca, key, csr, cert, ext) =
+        (path("ca.key"), path("ca.pem"), path("key.pem"), path("req.csr"), path("cert.pem"), path("ext.cnf"));
     std::fs::write(
-        dir.join("ext.cnf"),
+        &ext,
         "subjectAltName=IP:127.0.0.1\nbasicConstraints=CA:FALSE\nextendedKeyUsage=serverAuth\n",
     )
     .map_err(|e| Error::io("ext.cnf", e))?;
-    run(&[
-        "req",
-        "-x509",
-        "-newkey",
-        "rsa:2048",
-        "-nodes",
-        "-keyout",
-        "ca.key",
-        "-out",
-        "ca.pem",
-        "-days",
-        "1",
-        "-subj",
-        "/CN=skiff-test-ca",
-    ])?;
-    run(&[
-        "req",
-        "-newkey",
-        "rsa:2048",
-        "-nodes",
-        "-keyout",
-        "key.pem",
-        "-out",
-        "req.csr",
-        "-subj",
-        "/CN=127.0.0.1",
-    ])?;
-    run(&[
-        "x509",
-        "-req",
-        "-in",
-        "req.csr",
-        "-CA",
-        "ca.pem",
-        "-CAkey",
-        "ca.key",
-        "-CAcreateserial",
-        "-out",
-        "cert.pem",
-        "-days",
-        "1",
-        "-extfile",
-        "ext.cnf",
-    ])?;
-    Ok(dir.join("ca.pem"))
+    cmd::run(
+        "openssl",
+        &[
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-keyout",
+            &ca_key,
+            "-out",
+            &ca,
+            "-days",
+            "1",
+            "-subj",
+            "/CN=skiff-test-ca",
+        ],
+    )?;
+    cmd::run(
+        "openssl",
+        &["req", "-newkey", "rsa:2048", "-nodes", "-keyout", &key, "-out", &csr, "-subj", "/CN=127.0.0.1"],
+    )?;
+    // -CAcreateserial writes ca.srl next to ca.pem.
+    cmd::run(
+        "openssl",
+        &[
+            "x509",
+            "-req",
+            "-in",
+            &csr,
+            "-CA",
+            &ca,
+            "-CAkey",
+            &ca_key,
+            "-CAcreateserial",
+            "-out",
+            &cert,
+            "-days",
+            "1",
+            "-extfile",
+            &ext,
+        ],
+    )?;
+    Ok(ca.into())
 }
 
 impl Drop for Registry {
     fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        let _ = &self.dir;
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        teardown(&self.dir);
     }
 }

@@ -2,6 +2,8 @@
 //! and conditions, the lease heartbeat, and routes to other nodes' pod CIDRs following the Node
 //! objects inside a node namespace.
 
+mod common;
+
 use std::{net::Ipv4Addr, time::Duration};
 
 use k8s_openapi::api::{coordination::v1::Lease, core::v1::Node};
@@ -25,19 +27,10 @@ fn client(server: &LocalServer) -> Client {
     Client::try_from(kube::Config::new(server.url.parse().expect("url"))).expect("client")
 }
 
-/// Polls `check` every 20 ms for up to 10 s.
-async fn eventually<T, F: std::future::Future<Output = Option<T>>>(
-    what: &str,
-    mut check: impl FnMut() -> F,
-) -> T {
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-    loop {
-        if let Some(v) = check().await {
-            return v;
-        }
-        assert!(tokio::time::Instant::now() < deadline, "timed out waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+/// Polls `check` every 20 ms for up to 10 s; panics naming `what` after that.
+async fn eventually<T, F: Future<Output = Option<T>>>(what: &str, check: impl FnMut() -> F) -> T {
+    let found = common::poll(Duration::from_secs(10), Duration::from_millis(20), check).await;
+    found.unwrap_or_else(|| panic!("timed out waiting for {what}"))
 }
 
 fn condition(node: &Node, kind: &str) -> (String, String, String) {

@@ -2,6 +2,8 @@
 //! namespace with the datapath loaded and skiff-cni as the network, and the agent's pod manager
 //! in between. Needs the workspace's skiff-cni binary (built with the workspace, as CI does).
 
+mod common;
+
 use std::{
     io::{Read as _, Write as _},
     net::{Ipv4Addr, TcpStream},
@@ -10,6 +12,7 @@ use std::{
     time::{Duration, Instant},
 };
 
+use common::{NodeParts, eventually, poll};
 use k8s_openapi::api::core::v1::Pod;
 use kube::{
     Api, Client,
@@ -44,7 +47,7 @@ fn cni_bin_dir() -> PathBuf {
 
 struct Node {
     ns: NetNs,
-    _pins: PinDir,
+    pins: PinDir,
     _dp: Datapath,
     containerd: Containerd,
     dir: tempfile::TempDir,
@@ -63,31 +66,14 @@ impl Node {
 
     /// A node that may pull over plain HTTP from `insecure` registries.
     async fn start_with(label: &str, subnet: &str, insecure: &[String]) -> Node {
-        let ns = NetNs::new(label).expect("node namespace");
-        ns.ip(&["addr", "add", &format!("{NODE_IP}/32"), "dev", "lo"]).expect("node address");
-        ns.sysctl("net/ipv4/ip_forward", "1").expect("forwarding");
-        let pins = PinDir::new(label).expect("pins");
+        let NodeParts { ns, pins, containerd, dir, runtime, server } =
+            NodeParts::start(label, NODE_IP, subnet, 10_000).await;
         let dp =
             Datapath::load(&DatapathConfig { pin_dir: pins.path().to_owned(), ..DatapathConfig::default() })
                 .expect("datapath");
-        let containerd = Containerd::start(label).expect("containerd");
-        let dir = tempfile::tempdir().expect("tmp");
-        let conf_dir = dir.path().join("net.d");
-        std::fs::create_dir_all(&conf_dir).expect("conf dir");
-        let list = json!({"cniVersion": "1.1.0", "name": "skiff", "plugins": [{
-            "type": "skiff-cni", "bpfPinDir": pins.path(),
-            "ipam": {"subnet": subnet, "dataDir": dir.path().join("ipam")},
-        }]});
-        std::fs::write(conf_dir.join("10-skiff.conflist"), list.to_string()).expect("conflist");
-        let cni = Cni::load(&conf_dir, vec![cni_bin_dir()], dir.path().join("cni-cache"))
+        let cni = Cni::load(&dir.path().join("net.d"), vec![cni_bin_dir()], dir.path().join("cni-cache"))
             .expect("cni")
             .in_netns(ns.path());
-        let runtime = Runtime::connect(&containerd.socket(), "skiff").await.expect("containerd client");
-        let archive = dir.path().join("busybox.tar");
-        busybox::build_archive(std::path::Path::new(busybox::BUSYBOX), &archive).expect("image");
-        runtime.import(&archive, None).await.expect("import");
-        std::fs::create_dir_all(dir.path().join("control")).expect("control dir");
-        let server = LocalServer::start(&dir.path().join("control"), 10_000).await.expect("server");
         let client = Client::try_from(kube::Config::new(server.url.parse().expect("url"))).expect("client");
         let mut config = PodConfig::new(NODE, NODE_IP);
         config.root_dir = dir.path().join("agent");
@@ -100,7 +86,7 @@ impl Node {
         let ctx = Arc::new(Ctx { client: client.clone(), events, runtime, cni, config });
         Node {
             ns,
-            _pins: pins,
+            pins,
             _dp: dp,
             containerd,
             dir,
@@ -140,17 +126,37 @@ impl Node {
         pod
     }
 
+    /// The ids of the containers in this node's containerd, sorted.
+    async fn container_ids(&self) -> Vec<String> {
+        let containers = self.ctx.runtime.containers(&[]).await.expect("containers");
+        let mut ids: Vec<String> = containers.into_iter().map(|c| c.id).collect();
+        ids.sort();
+        ids
+    }
+
+    /// Waits (up to 30 s) until pod `name` is Running; returns its status.
+    async fn running(&self, name: &str) -> serde_json::Value {
+        let pods = self.pods();
+        eventually(&format!("{name} running"), Duration::from_secs(30), || async {
+            let s = status(&pods.get(name).await.ok()?);
+            (s["phase"] == "Running").then_some(s)
+        })
+        .await
+    }
+
+    /// Waits (up to 30 s) until pod `name` is gone from the API.
+    async fn gone(&self, name: &str) {
+        let pods = self.pods();
+        eventually(&format!("{name} gone"), Duration::from_secs(30), || async {
+            pods.get_opt(name).await.ok()?.is_none().then_some(())
+        })
+        .await;
+    }
+
     /// What is left of this test's pods: containers, namespaces, addresses, veths.
     async fn leftovers(&self) -> Vec<String> {
-        let mut left: Vec<String> = self
-            .ctx
-            .runtime
-            .containers(&[])
-            .await
-            .expect("containers")
-            .into_iter()
-            .map(|c| format!("container {}", c.id))
-            .collect();
+        let mut left: Vec<String> =
+            self.container_ids().await.into_iter().map(|id| format!("container {id}")).collect();
         for uid in self.uids.lock().expect("uids").iter() {
             if std::path::Path::new("/run/netns").join(format!("skiff-{uid}")).exists() {
                 left.push(format!("netns of {uid}"));
@@ -174,14 +180,12 @@ impl Node {
 
     /// Waits (the agent finishes tearing down after the API lets go) until nothing is left.
     async fn assert_clean(&self) {
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
-        loop {
-            let left = self.leftovers().await;
-            if left.is_empty() {
-                return;
-            }
-            assert!(tokio::time::Instant::now() < deadline, "left behind: {left:?}");
-            tokio::time::sleep(Duration::from_millis(50)).await;
+        let clean = poll(Duration::from_secs(15), Duration::from_millis(50), || async {
+            self.leftovers().await.is_empty().then_some(())
+        })
+        .await;
+        if clean.is_none() {
+            panic!("left behind: {:?}", self.leftovers().await);
         }
     }
 }
@@ -189,28 +193,11 @@ impl Node {
 impl Drop for Node {
     fn drop(&mut self) {
         let _ = skiff_agent::runtime::cgroup::remove(&self.ctx.config.cgroup_root);
-        let _ = &self.containerd;
-        let _ = &self.server;
     }
 }
 
 fn runtime() -> tokio::runtime::Runtime {
     tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().expect("tokio")
-}
-
-async fn eventually<T, F: std::future::Future<Output = Option<T>>>(
-    what: &str,
-    limit: Duration,
-    mut check: impl FnMut() -> F,
-) -> T {
-    let deadline = tokio::time::Instant::now() + limit;
-    loop {
-        if let Some(v) = check().await {
-            return v;
-        }
-        assert!(tokio::time::Instant::now() < deadline, "timed out waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
 }
 
 fn status(pod: &Pod) -> serde_json::Value {
@@ -285,7 +272,7 @@ fn a_pod_runs_its_init_then_two_containers_sharing_localhost_and_deletes_cleanly
         // Graceful delete: httpd and sleep ignore SIGTERM as PID 1, so the grace period runs out.
         let deleting = Instant::now();
         pods.delete("web", &DeleteParams::default()).await.expect("delete");
-        eventually("the pod gone", Duration::from_secs(30), || async { pods.get_opt("web").await.ok()?.is_none().then_some(()) }).await;
+        node.gone("web").await;
         assert!(deleting.elapsed() >= Duration::from_secs(1), "the grace period was not waited out");
         node.assert_clean().await;
         let _ = stop.send(());
@@ -359,20 +346,8 @@ fn a_restarted_agent_adopts_running_pods_without_duplicates() {
         }))
         .await;
         let pods = node.pods();
-        let ready = |pods: Api<Pod>| async move {
-            let s = status(&pods.get("steady").await.ok()?);
-            (s["phase"] == "Running").then_some(s)
-        };
-        let before = eventually("running", Duration::from_secs(30), || ready(pods.clone())).await;
-        let containers = |n: &Node| {
-            let rt = n.ctx.runtime.clone();
-            async move {
-                let mut ids: Vec<String> = rt.containers(&[]).await.expect("list").into_iter().map(|c| c.id).collect();
-                ids.sort();
-                ids
-            }
-        };
-        let ids = containers(&node).await;
+        let before = node.running("steady").await;
+        let ids = node.container_ids().await;
         let _ = stop.send(());
         agent.await.expect("agent stopped");
 
@@ -389,12 +364,12 @@ fn a_restarted_agent_adopts_running_pods_without_duplicates() {
         })
         .await;
         assert_eq!(after["podIP"], before["podIP"]);
-        let now = containers(&node).await;
+        let now = node.container_ids().await;
         assert_eq!(now.len(), 2, "sandbox and one container, nothing duplicated: {now:?}");
         assert!(now.contains(&ids.iter().find(|id| id.starts_with("skiff-pod-")).expect("sandbox").clone()), "a new sandbox: {now:?}");
         assert!(!now.contains(&app), "the dead container was not replaced: {now:?}");
         pods.delete("steady", &DeleteParams::default()).await.expect("delete");
-        eventually("gone", Duration::from_secs(30), || async { pods.get_opt("steady").await.ok()?.is_none().then_some(()) }).await;
+        node.gone("steady").await;
         node.assert_clean().await;
         let _ = stop.send(());
         agent.await.expect("agent");
@@ -507,11 +482,7 @@ fn config_maps_secrets_and_an_empty_dir_reach_the_containers_as_files_and_env() 
             .await;
         let uid = pod.metadata.uid.clone().expect("uid");
         let pods = node.pods();
-        let running = eventually("running", Duration::from_secs(30), || async {
-            let s = status(&pods.get("vols").await.ok()?);
-            (s["phase"] == "Running").then_some(s)
-        })
-        .await;
+        let running = node.running("vols").await;
         let ip = running["podIP"].as_str().expect("ip").to_owned();
         let logs = node.ctx.config.pod_dir(&uid).join("logs");
         let writer_log = eventually("the writer's output", Duration::from_secs(10), || async {
@@ -561,11 +532,7 @@ fn images_are_pulled_from_a_registry_and_a_missing_one_backs_off() {
         }))
         .await;
         let pods = node.pods();
-        let s = eventually("the pulled pod running", Duration::from_secs(30), || async {
-            let s = status(&pods.get("pulled").await.ok()?);
-            (s["phase"] == "Running").then_some(s)
-        })
-        .await;
+        let s = node.running("pulled").await;
         assert!(s["containerStatuses"][0]["imageID"].as_str().is_some_and(|i| i.starts_with("sha256:")), "{s}");
         assert!(node.ctx.runtime.resolve(&image).await.expect("resolve").is_some(), "the image is not in containerd");
         // Every status the agent posts is a watch event: ErrImagePull, then ImagePullBackOff. The
@@ -631,13 +598,10 @@ fn a_pre_stop_hook_runs_before_the_container_is_stopped() {
         }))
         .await;
         let pods = node.pods();
-        eventually("running", Duration::from_secs(30), || async {
-            (status(&pods.get("hooked").await.ok()?)["phase"] == "Running").then_some(())
-        })
-        .await;
+        node.running("hooked").await;
         let deleting = Instant::now();
         pods.delete("hooked", &DeleteParams::default()).await.expect("delete");
-        eventually("gone", Duration::from_secs(30), || async { pods.get_opt("hooked").await.ok()?.is_none().then_some(()) }).await;
+        node.gone("hooked").await;
         // The hook, then SIGTERM (which the shell handles): well within the grace period.
         assert_eq!(std::fs::read_to_string(out.join("log")).expect("log"), "prestop\nterm\n");
         assert!(deleting.elapsed() < Duration::from_secs(5), "waited out the grace period although the container exited");
@@ -677,10 +641,7 @@ fn container_logs_reach_kubectl_through_the_api_server() {
         }))
         .await;
         let pods = node.pods();
-        eventually("running", Duration::from_secs(30), || async {
-            (status(&pods.get("talker").await.ok()?)["phase"] == "Running").then_some(())
-        })
-        .await;
+        node.running("talker").await;
         let params = LogParams { container: Some("c".into()), ..LogParams::default() };
         let all = eventually("some ticks", Duration::from_secs(10), || async {
             pods.logs("talker", &params).await.ok().filter(|l| l.contains("tick 2"))
@@ -813,7 +774,7 @@ fn spawn_agent(node: &Node, extra: &[&str]) -> std::process::Child {
             vec!["--cni-conf-dir".to_owned(), cni_conf.display().to_string()]
         })
         .args(["--node-netns", &node.ns.path().display().to_string()])
-        .args(["--pin-dir", &node._pins.path().display().to_string()])
+        .args(["--pin-dir", &node.pins.path().display().to_string()])
         .args(["--cgroup-root", &node.ctx.config.cgroup_root])
         .args(["--pod-manifest-path", &node.dir.path().join("no-manifests").display().to_string()])
         .args(extra)
@@ -838,21 +799,12 @@ fn a_sigkilled_agent_process_is_replaced_and_the_new_one_carries_on() {
         }))
         .await;
         let pods = node.pods();
-        let before = eventually("running", Duration::from_secs(30), || async {
-            let s = status(&pods.get("survivor").await.ok()?);
-            (s["phase"] == "Running").then_some(s)
-        })
-        .await;
-        let ids = |rt: Runtime| async move {
-            let mut ids: Vec<String> = rt.containers(&[]).await.expect("list").into_iter().map(|c| c.id).collect();
-            ids.sort();
-            ids
-        };
-        let running = ids(node.ctx.runtime.clone()).await;
+        let before = node.running("survivor").await;
+        let running = node.container_ids().await;
         agent.kill().expect("SIGKILL the agent");
         let _ = agent.wait();
         // The pod kept running without an agent.
-        assert_eq!(ids(node.ctx.runtime.clone()).await, running);
+        assert_eq!(node.container_ids().await, running);
 
         let mut agent = spawn_agent(&node, &["--write-cni-config", "false"]);
         let app = running.iter().find(|id| !id.starts_with("skiff-pod-")).expect("app container").clone();
@@ -863,7 +815,7 @@ fn a_sigkilled_agent_process_is_replaced_and_the_new_one_carries_on() {
         })
         .await;
         assert_eq!(after["podIP"], before["podIP"]);
-        let now = ids(node.ctx.runtime.clone()).await;
+        let now = node.container_ids().await;
         assert_eq!(now.len(), 2, "sandbox and one container: {now:?}");
         pods.delete("survivor", &DeleteParams::default()).await.expect("delete");
         node.assert_clean().await;
@@ -888,11 +840,7 @@ fn resource_limits_become_cgroup_limits() {
             .await;
         let uid = pod.metadata.uid.clone().expect("uid");
         let pods = node.pods();
-        let s = eventually("running", Duration::from_secs(30), || async {
-            let s = status(&pods.get("limited").await.ok()?);
-            (s["phase"] == "Running").then_some(s)
-        })
-        .await;
+        let s = node.running("limited").await;
         let id = s["containerStatuses"][0]["containerID"]
             .as_str()
             .expect("id")
@@ -1012,10 +960,7 @@ fn images_are_pulled_over_https_trusting_the_registry_ca() {
         }))
         .await;
         let pods = node.pods();
-        eventually("pulled over HTTPS and running", Duration::from_secs(30), || async {
-            (status(&pods.get("secure").await.ok()?)["phase"] == "Running").then_some(())
-        })
-        .await;
+        node.running("secure").await;
         pods.delete("secure", &DeleteParams::default()).await.expect("delete");
         node.assert_clean().await;
         let _ = stop.send(());
@@ -1053,7 +998,7 @@ fn the_agent_writes_the_cni_configuration_for_its_pod_cidr() {
         assert_eq!(list["plugins"][0]["type"], "skiff-cni");
         assert_eq!(list["plugins"][0]["ipam"]["subnet"], "10.244.35.0/24");
         assert_eq!(list["plugins"][0]["mtu"], 1450);
-        assert_eq!(list["plugins"][0]["bpfPinDir"], node._pins.path().display().to_string());
+        assert_eq!(list["plugins"][0]["bpfPinDir"], node.pins.path().display().to_string());
         let nodes: Api<k8s_openapi::api::core::v1::Node> = Api::all(node.client.clone());
         let registered = nodes.get(NODE).await.expect("the agent registered its node");
         assert_eq!(registered.spec.and_then(|s| s.pod_cidr).as_deref(), Some("10.244.35.0/24"));

@@ -3,7 +3,7 @@
 //! gateway with a permanent neighbour entry, the default route). Anything done before a failure
 //! is undone before the error is returned.
 
-use std::net::Ipv4Addr;
+use std::{fs::File, net::Ipv4Addr, path::Path};
 
 use super::{GATEWAY, attachment};
 use crate::{
@@ -11,7 +11,7 @@ use crate::{
     ipam::Pool,
     names, netlink,
     spec::{
-        config::NetConf,
+        config::{Attachment, NetConf},
         env::Env,
         error::{CniError, Result, code},
         result::{CniResult, Interface, IpConfig, Route},
@@ -21,10 +21,10 @@ use crate::{
 pub fn add(env: &Env, conf: &NetConf) -> Result<CniResult> {
     datapath::available(&conf.bpf_pin_dir)?;
     let ipam = conf.ipam()?;
-    let netns_path =
-        env.netns.as_deref().ok_or_else(|| CniError::new(code::BAD_ENV, "CNI_NETNS is required"))?;
+    let netns_path = env.netns()?;
     let netns = netlink::open_netns(netns_path)?;
     let att = attachment(env);
+    let host = names::host_veth(&att);
     let exists = netlink::in_netns(netns_path, || {
         netlink::run(async |h| Ok(netlink::link_index(h, &env.ifname).await?.is_some()))
     })?;
@@ -36,11 +36,10 @@ pub fn add(env: &Env, conf: &NetConf) -> Result<CniResult> {
     }
     let ip = Pool::lock(ipam, &conf.name)?.allocate(&att)?;
     pause_at("allocated");
-    match wire(env, conf, &netns, ip) {
+    match wire(env, conf, &att, &host, &netns, netns_path, ip) {
         Ok(result) => Ok(merge_previous(conf, result)),
         Err(err) => {
             // Leave nothing half-done: the veth (and with it routes and filter), the address.
-            let host = names::host_veth(&att);
             let _ = netlink::run(async |h| netlink::delete_link(h, &host).await);
             let _ = Pool::lock(ipam, &conf.name).and_then(|p| p.release(&att));
             Err(err)
@@ -48,38 +47,39 @@ pub fn add(env: &Env, conf: &NetConf) -> Result<CniResult> {
     }
 }
 
-fn wire(env: &Env, conf: &NetConf, netns: &std::fs::File, ip: Ipv4Addr) -> Result<CniResult> {
-    let att = attachment(env);
-    let host = names::host_veth(&att);
-    let (host_mac, pod_mac) = (names::mac(&att, "host"), names::mac(&att, "pod"));
+/// Creates the attachment's veth (host side `host`, the other in the pod's namespace `netns` at
+/// `netns_path`) and configures both sides for the pod's address `ip`.
+fn wire(
+    env: &Env,
+    conf: &NetConf,
+    att: &Attachment,
+    host: &str,
+    netns: &File,
+    netns_path: &Path,
+    ip: Ipv4Addr,
+) -> Result<CniResult> {
+    let (host_mac, pod_mac) = (names::mac(att, "host"), names::mac(att, "pod"));
     netlink::run(async |h| {
         // A veth of this attachment left by an ADD killed half-way goes first.
-        netlink::delete_link(h, &host).await?;
-        let spec = netlink::VethSpec {
-            host: &host,
-            host_mac,
-            peer: &env.ifname,
-            peer_mac: pod_mac,
-            mtu: conf.mtu,
-            netns,
-        };
+        netlink::delete_link(h, host).await?;
+        let spec =
+            netlink::VethSpec { host, host_mac, peer: &env.ifname, peer_mac: pod_mac, mtu: conf.mtu, netns };
         netlink::create_veth(h, &spec).await?;
-        let index = netlink::link_index(h, &host)
+        let index = netlink::link_index(h, host)
             .await?
             .ok_or_else(|| CniError::new(code::NETLINK, format!("{host} vanished after its creation")))?;
         // Routed: the node forwards the pod's packets; replies of translated flows and hairpin
         // traffic arrive with sources strict reverse-path filtering would drop.
-        netlink::sysctl(&host, "forwarding", "1")?;
-        netlink::sysctl(&host, "rp_filter", "0")?;
+        netlink::sysctl(host, "forwarding", "1")?;
+        netlink::sysctl(host, "rp_filter", "0")?;
         netlink::set_up(h, index).await?;
         netlink::route_to_host(h, ip, index).await
     })?;
     pause_at("veth");
     // The load balancer is on the veth before the pod side is configured: no packet the pod can
     // send escapes it (attaching takes well under a millisecond: see datapath.rs).
-    datapath::attach(&conf.bpf_pin_dir, &host)?;
+    datapath::attach(&conf.bpf_pin_dir, host)?;
     pause_at("attached");
-    let netns_path = env.netns.as_deref().unwrap_or(std::path::Path::new(""));
     netlink::in_netns(netns_path, || {
         netlink::run(async |h| {
             let index = netlink::link_index(h, &env.ifname).await?.ok_or_else(|| {
@@ -95,7 +95,7 @@ fn wire(env: &Env, conf: &NetConf, netns: &std::fs::File, ip: Ipv4Addr) -> Resul
     Ok(CniResult {
         interfaces: vec![
             Interface {
-                name: host,
+                name: host.to_owned(),
                 mac: names::format_mac(&host_mac),
                 mtu: Some(conf.mtu),
                 sandbox: String::new(),

@@ -60,7 +60,7 @@ pub fn check(env: &Env, conf: &NetConf) -> Result<()> {
         Ok(())
     })?;
     let expected_mac = names::format_mac(&names::mac(&att, "pod"));
-    let netns = env.netns.as_deref().ok_or_else(|| CniError::new(code::BAD_ENV, "CNI_NETNS is required"))?;
+    let netns = env.netns()?;
     netlink::in_netns(netns, || {
         netlink::run(async |h| {
             let link = netlink::link(h, &env.ifname)

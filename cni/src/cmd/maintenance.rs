@@ -9,7 +9,7 @@ use crate::{
     ipam::Pool,
     names, netlink,
     spec::{
-        LATEST, SUPPORTED_VERSIONS,
+        SUPPORTED_VERSIONS,
         config::NetConf,
         error::{CniError, Result, code},
     },
@@ -35,13 +35,9 @@ pub fn gc(conf: &NetConf) -> Result<()> {
         .ok_or_else(|| CniError::new(code::INVALID_CONFIG, "GC needs cni.dev/valid-attachments"))?;
     Pool::lock(conf.ipam()?, &conf.name)?.gc(valid)?;
     let keep: BTreeSet<String> = valid.iter().map(names::host_veth).collect();
-    let ours = |name: &str| {
-        name.strip_prefix(names::HOST_PREFIX)
-            .is_some_and(|rest| rest.len() == 11 && rest.bytes().all(|b| b.is_ascii_hexdigit()))
-    };
     netlink::run(async |h| {
         for name in netlink::link_names(h).await? {
-            if ours(&name) && !keep.contains(&name) {
+            if names::is_host_veth(&name) && !keep.contains(&name) {
                 netlink::delete_link(h, &name).await?;
             }
         }
@@ -49,12 +45,7 @@ pub fn gc(conf: &NetConf) -> Result<()> {
     })
 }
 
-/// VERSION: the versions this plugin speaks, in the format of the version asked about.
-pub fn version(stdin: &[u8]) -> Value {
-    let asked = serde_json::from_slice::<Value>(stdin)
-        .ok()
-        .and_then(|v| v.get("cniVersion")?.as_str().map(str::to_owned))
-        .filter(|v| SUPPORTED_VERSIONS.contains(&v.as_str()))
-        .unwrap_or_else(|| LATEST.to_owned());
+/// VERSION: the versions this plugin speaks, in the format of the version `asked` about.
+pub fn version(asked: &str) -> Value {
     json!({"cniVersion": asked, "supportedVersions": SUPPORTED_VERSIONS})
 }

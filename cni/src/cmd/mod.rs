@@ -10,7 +10,7 @@ use std::net::Ipv4Addr;
 use serde_json::Value;
 
 use crate::spec::{
-    LATEST,
+    LATEST, SUPPORTED_VERSIONS,
     config::{Attachment, NetConf},
     env::{Command, Env},
     error::{CniError, code},
@@ -31,37 +31,54 @@ pub struct Outcome {
     pub success: bool,
 }
 
-/// Runs the command the environment names, with the configuration on stdin.
-pub fn run(env: impl Fn(&str) -> Option<String>, stdin: &[u8]) -> Outcome {
-    let version = serde_json::from_slice::<Value>(stdin)
+/// The cniVersion the configuration on stdin asks for when this plugin speaks it, else [`LATEST`]:
+/// what errors and VERSION answer in.
+fn asked_version(stdin: &[u8]) -> String {
+    serde_json::from_slice::<Value>(stdin)
         .ok()
         .and_then(|v| v.get("cniVersion")?.as_str().map(str::to_owned))
-        .filter(|v| crate::spec::SUPPORTED_VERSIONS.contains(&v.as_str()))
-        .unwrap_or_else(|| LATEST.to_owned());
-    match dispatch(env, stdin) {
+        .filter(|v| SUPPORTED_VERSIONS.contains(&v.as_str()))
+        .unwrap_or_else(|| LATEST.to_owned())
+}
+
+/// Runs the command the environment names, with the configuration on stdin.
+pub fn run(env: impl Fn(&str) -> Option<String>, stdin: &[u8]) -> Outcome {
+    let version = asked_version(stdin);
+    match dispatch(env, stdin, &version) {
         Ok(stdout) => Outcome { stdout, success: true },
         Err(err) => Outcome { stdout: Some(err.to_json(&version)), success: false },
     }
 }
 
-fn dispatch(env: impl Fn(&str) -> Option<String>, stdin: &[u8]) -> Result<Option<Value>, CniError> {
+fn dispatch(
+    env: impl Fn(&str) -> Option<String>,
+    stdin: &[u8],
+    version: &str,
+) -> Result<Option<Value>, CniError> {
     let env = Env::from_lookup(env)?;
-    if env.command == Command::Version {
-        return Ok(Some(maintenance::version(stdin)));
-    }
-    let conf = NetConf::parse(stdin)?;
-    if matches!(env.command, Command::Status | Command::Gc) && conf.cni_version != "1.1.0" {
-        return Err(CniError::new(
-            code::INCOMPATIBLE_VERSION,
-            format!("{:?} needs cniVersion 1.1.0, the configuration says {}", env.command, conf.cni_version),
-        ));
-    }
+    // Every command but VERSION takes a network configuration; STATUS and GC only from 1.1.0 on.
+    let conf = || {
+        let conf = NetConf::parse(stdin)?;
+        if matches!(env.command, Command::Status | Command::Gc) && conf.cni_version != "1.1.0" {
+            return Err(CniError::new(
+                code::INCOMPATIBLE_VERSION,
+                format!(
+                    "{:?} needs cniVersion 1.1.0, the configuration says {}",
+                    env.command, conf.cni_version
+                ),
+            ));
+        }
+        Ok(conf)
+    };
     match env.command {
-        Command::Add => add::add(&env, &conf).map(|r| Some(r.to_json(&conf.cni_version))),
-        Command::Del => del::del(&env, &conf).map(|()| None),
-        Command::Check => check::check(&env, &conf).map(|()| None),
-        Command::Status => maintenance::status(&conf).map(|()| None),
-        Command::Gc => maintenance::gc(&conf).map(|()| None),
-        Command::Version => Ok(Some(maintenance::version(stdin))),
+        Command::Add => {
+            let conf = conf()?;
+            add::add(&env, &conf).map(|r| Some(r.to_json(&conf.cni_version)))
+        }
+        Command::Del => del::del(&env, &conf()?).map(|()| None),
+        Command::Check => check::check(&env, &conf()?).map(|()| None),
+        Command::Status => maintenance::status(&conf()?).map(|()| None),
+        Command::Gc => maintenance::gc(&conf()?).map(|()| None),
+        Command::Version => Ok(Some(maintenance::version(version))),
     }
 }

@@ -8,7 +8,7 @@
 //!  "dns": {"nameservers": ["10.96.0.10"], "search": ["default.svc.cluster.local"]}}
 //! ```
 
-use std::{net::Ipv4Addr, path::PathBuf};
+use std::{net::Ipv4Addr, ops::RangeInclusive, path::PathBuf};
 
 use serde::Deserialize;
 use serde_json::Value;
@@ -131,6 +131,8 @@ pub struct NetConf {
 }
 
 pub const DEFAULT_MTU: u32 = 1500;
+/// The MTUs a pod's veth may have: from IPv4's minimum to the largest an IPv4 packet can be.
+pub const MTUS: RangeInclusive<u32> = 68..=65535;
 pub const DEFAULT_DATA_DIR: &str = "/var/lib/cni/networks";
 
 fn invalid(msg: impl Into<String>) -> CniError {
@@ -161,8 +163,8 @@ impl NetConf {
             return Err(invalid("type is required"));
         }
         let mtu = raw.mtu.unwrap_or(DEFAULT_MTU);
-        if !(68..=65535).contains(&mtu) {
-            return Err(invalid(format!("mtu {mtu} is outside 68..65535")));
+        if !MTUS.contains(&mtu) {
+            return Err(invalid(format!("mtu {mtu} is outside {}..{}", MTUS.start(), MTUS.end())));
         }
         let ipam = raw.ipam.map(Ipam::check).transpose()?;
         Ok(Self {

@@ -1,6 +1,6 @@
 //! The `CNI_*` environment a runtime calls the plugin with.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use super::error::{CniError, Result, code};
 
@@ -102,6 +102,11 @@ impl Env {
         let path = var("CNI_PATH").map(|p| std::env::split_paths(&p).collect()).unwrap_or_default();
         Ok(Self { command, container_id, netns, ifname, args, path })
     }
+
+    /// `CNI_NETNS`, which ADD and CHECK need (and [`Env::from_lookup`] insists on for them).
+    pub fn netns(&self) -> Result<&Path> {
+        self.netns.as_deref().ok_or_else(|| missing("CNI_NETNS"))
+    }
 }
 
 fn missing(name: &str) -> CniError {
@@ -133,8 +138,12 @@ mod tests {
         assert_eq!(add.args[0], ("K8S_POD_NAME".into(), "web".into()));
         let no_netns = env(&[("CNI_COMMAND", "ADD"), ("CNI_CONTAINERID", "c1"), ("CNI_IFNAME", "eth0")]);
         assert_eq!(no_netns.expect_err("netns").code, code::BAD_ENV);
+        assert_eq!(add.netns().expect("netns"), Path::new("/run/netns/x"));
         let del = env(&[("CNI_COMMAND", "DEL"), ("CNI_CONTAINERID", "c1"), ("CNI_IFNAME", "eth0")]);
-        assert!(del.is_ok(), "DEL without a netns is allowed");
+        assert_eq!(
+            del.expect("DEL without a netns is allowed").netns().expect_err("no netns").code,
+            code::BAD_ENV
+        );
         assert!(env(&[("CNI_COMMAND", "VERSION")]).is_ok());
         assert_eq!(env(&[("CNI_COMMAND", "FLY")]).expect_err("command").code, code::BAD_ENV);
         let bad_id = env(&[("CNI_COMMAND", "DEL"), ("CNI_CONTAINERID", "-x"), ("CNI_IFNAME", "eth0")]);

@@ -12,6 +12,7 @@ use std::{
 
 use serde_json::{Value, json};
 use skiff_agent::datapath::{Datapath, DatapathConfig};
+use skiff_cni::names;
 use skiff_tests::{NetNs, PinDir};
 
 pub const PLUGIN: &str = env!("CARGO_BIN_EXE_skiff-cni");
@@ -66,6 +67,25 @@ fn spawn_raw(netns: &Path, plugin: &str, command: &str, env: &[(&str, &str)], st
 /// Runs `plugin` to completion (see [`spawn_plugin`]).
 pub fn run_plugin(netns: &Path, plugin: &str, command: &str, env: &[(&str, &str)], stdin: &Value) -> Call {
     run_plugin_raw(netns, plugin, command, env, stdin.to_string().as_bytes())
+}
+
+/// Runs `plugin` `command` for the attachment (`container`, `ifname`) in the namespace at `netns`
+/// (no `CNI_NETNS` when `None`), from the node namespace at `node_ns` (see [`spawn_plugin`]).
+pub fn run_attachment(
+    node_ns: &Path,
+    plugin: &str,
+    command: &str,
+    container: &str,
+    netns: Option<&Path>,
+    ifname: &str,
+    stdin: &Value,
+) -> Call {
+    let netns = netns.map(|p| p.display().to_string());
+    let mut env = vec![("CNI_CONTAINERID", container), ("CNI_IFNAME", ifname)];
+    if let Some(netns) = &netns {
+        env.push(("CNI_NETNS", netns));
+    }
+    run_plugin(node_ns, plugin, command, &env, stdin)
 }
 
 /// Runs `plugin` with raw bytes on stdin.
@@ -139,12 +159,7 @@ impl Node {
         ifname: &str,
         stdin: &Value,
     ) -> Call {
-        let netns = netns.map(|p| p.display().to_string()).unwrap_or_default();
-        let mut env = vec![("CNI_CONTAINERID", container), ("CNI_IFNAME", ifname)];
-        if !netns.is_empty() {
-            env.push(("CNI_NETNS", &netns));
-        }
-        self.exec(PLUGIN, command, &env, stdin)
+        run_attachment(&self.ns.path(), PLUGIN, command, container, netns, ifname, stdin)
     }
 
     /// The pod's address in an ADD result.
@@ -162,7 +177,7 @@ impl Node {
         out.lines()
             .filter_map(|l| l.split(": ").nth(1))
             .map(|n| n.split('@').next().unwrap_or(n).to_owned())
-            .filter(|n| n.starts_with("skf"))
+            .filter(|n| n.starts_with(names::HOST_PREFIX))
             .collect()
     }
 
@@ -183,7 +198,7 @@ impl Node {
 
     /// Pinned datapath links.
     pub fn pinned_links(&self) -> Vec<String> {
-        std::fs::read_dir(self.pins.path().join("links"))
+        std::fs::read_dir(self.pins.path().join(skiff_common::names::PIN_LINKS_DIR))
             .map(|d| d.flatten().map(|e| e.file_name().to_string_lossy().into_owned()).collect())
             .unwrap_or_default()
     }
@@ -191,7 +206,8 @@ impl Node {
     /// Routes to pods (`/32`s in the node's main table).
     pub fn pod_routes(&self) -> Vec<String> {
         let out = self.ns.ip(&["route", "show"]).expect("routes");
-        out.lines().filter(|l| l.contains("dev skf")).map(str::to_owned).collect()
+        let dev = format!("dev {}", names::HOST_PREFIX);
+        out.lines().filter(|l| l.contains(&dev)).map(str::to_owned).collect()
     }
 
     /// Asserts nothing of any attachment is left on this node.

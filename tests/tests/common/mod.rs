@@ -1,14 +1,92 @@
-//! Programming frontends and backends straight into the maps, for datapath tests that run without
-//! the service proxy in front.
+//! Shared by the test binaries and the pods benchmark: programming frontends and backends
+//! straight into the maps (for datapath tests that run without the service proxy in front),
+//! waiting for a condition with a deadline, and the parts of a node that runs pods.
 #![allow(dead_code)] // each test binary uses a different part
 
-use std::net::{Ipv4Addr, SocketAddrV4};
+use std::{
+    net::{Ipv4Addr, SocketAddrV4},
+    time::Duration,
+};
 
-use skiff_agent::datapath::{
-    Datapath,
-    lb::maglev::{self, MaglevBackend},
+use serde_json::json;
+use skiff_agent::{
+    datapath::{
+        Datapath,
+        lb::maglev::{self, MaglevBackend},
+    },
+    runtime::{Runtime, busybox},
 };
 use skiff_common::lb::{Backend, ServiceKey, ServiceValue};
+use skiff_control::local::LocalServer;
+use skiff_tests::{Containerd, NetNs, PinDir};
+
+/// Awaits `check` every `pause` until it returns `Some`; `None` once `limit` has passed.
+pub async fn poll<T, F: Future<Output = Option<T>>>(
+    limit: Duration,
+    pause: Duration,
+    mut check: impl FnMut() -> F,
+) -> Option<T> {
+    let deadline = tokio::time::Instant::now() + limit;
+    loop {
+        if let Some(v) = check().await {
+            return Some(v);
+        }
+        if tokio::time::Instant::now() >= deadline {
+            return None;
+        }
+        tokio::time::sleep(pause).await;
+    }
+}
+
+/// [`poll`]s `check` every 50 ms; panics naming `what` once `limit` has passed.
+pub async fn eventually<T, F: Future<Output = Option<T>>>(
+    what: &str,
+    limit: Duration,
+    check: impl FnMut() -> F,
+) -> T {
+    poll(limit, Duration::from_millis(50), check)
+        .await
+        .unwrap_or_else(|| panic!("timed out waiting for {what}"))
+}
+
+/// What a node running pods is made of (pods.rs and the pods benchmark): a namespace with `ip` on
+/// its loopback and forwarding on, a pin dir, a private containerd holding busybox, skiff-cni's
+/// conflist for `subnet` in `dir/net.d` (addresses in `dir/ipam`), and skiff-control in-process
+/// (its store in `dir/control`).
+pub struct NodeParts {
+    pub ns: NetNs,
+    pub pins: PinDir,
+    pub containerd: Containerd,
+    pub dir: tempfile::TempDir,
+    pub runtime: Runtime,
+    pub server: LocalServer,
+}
+
+impl NodeParts {
+    /// `history`: the events skiff-control keeps for watch resume.
+    pub async fn start(label: &str, ip: Ipv4Addr, subnet: &str, history: usize) -> NodeParts {
+        let ns = NetNs::new(label).expect("node namespace");
+        ns.ip(&["addr", "add", &format!("{ip}/32"), "dev", "lo"]).expect("node address");
+        ns.sysctl("net/ipv4/ip_forward", "1").expect("forwarding");
+        let pins = PinDir::new(label).expect("pins");
+        let containerd = Containerd::start(label).expect("containerd");
+        let dir = tempfile::tempdir().expect("tmp");
+        let conf_dir = dir.path().join("net.d");
+        std::fs::create_dir_all(&conf_dir).expect("conf dir");
+        let list = json!({"cniVersion": "1.1.0", "name": "skiff", "plugins": [{
+            "type": "skiff-cni", "bpfPinDir": pins.path(),
+            "ipam": {"subnet": subnet, "dataDir": dir.path().join("ipam")},
+        }]});
+        std::fs::write(conf_dir.join("10-skiff.conflist"), list.to_string()).expect("conflist");
+        let runtime = Runtime::connect(&containerd.socket(), "skiff").await.expect("containerd client");
+        let archive = dir.path().join("busybox.tar");
+        busybox::build_archive(std::path::Path::new(busybox::BUSYBOX), &archive).expect("image");
+        runtime.import(&archive, None).await.expect("import");
+        std::fs::create_dir_all(dir.path().join("control")).expect("control dir");
+        let server = LocalServer::start(&dir.path().join("control"), history).await.expect("server");
+        NodeParts { ns, pins, containerd, dir, runtime, server }
+    }
+}
 
 pub fn be(ip: Ipv4Addr) -> u32 {
     u32::from_ne_bytes(ip.octets())
