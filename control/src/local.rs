@@ -5,7 +5,7 @@ use std::{net::Ipv4Addr, path::Path, sync::Arc};
 
 use crate::{
     api::{self, ApiServer},
-    controllers,
+    controllers::{self, leader::Election},
     store::embedded::{EmbeddedStore, Options},
 };
 
@@ -24,15 +24,23 @@ impl LocalServer {
     /// Starts a server (on the current tokio runtime) storing under `dir`, keeping `history`
     /// events for watch resume, with ClusterIPs from 10.96.0.0/12.
     pub async fn start(dir: &Path, history: usize) -> anyhow::Result<Self> {
-        Self::start_at(dir, history, "127.0.0.1:0".parse()?).await
+        Self::start_with(dir, history, "127.0.0.1:0".parse()?, controllers::Config::default()).await
     }
 
-    /// Like [`LocalServer::start`], on `addr` (a restarted server keeps its address).
-    pub async fn start_at(dir: &Path, history: usize, addr: std::net::SocketAddr) -> anyhow::Result<Self> {
+    /// Like [`LocalServer::start`], on `addr` (a restarted server keeps its address), with the
+    /// loops tuned by `loops`.
+    pub async fn start_with(
+        dir: &Path,
+        history: usize,
+        addr: std::net::SocketAddr,
+        loops: controllers::Config,
+    ) -> anyhow::Result<Self> {
         let store = EmbeddedStore::open(&dir.join("store.redb"), Options { history })?;
         let server = Arc::new(ApiServer::new(store, (Ipv4Addr::new(10, 96, 0, 0), 12)));
         server.bootstrap(None).await.map_err(|e| anyhow::anyhow!(e.message))?;
-        let loops = controllers::spawn(server.clone());
+        // One identity per store: a server restarted on it takes its own Lease back at once.
+        let loops =
+            controllers::spawn(server.clone(), loops, Election::new(format!("local@{}", dir.display())));
         let listener = tokio::net::TcpListener::bind(addr).await?;
         let url = format!("http://{}", listener.local_addr()?);
         let serve = tokio::spawn(async move {

@@ -4,12 +4,13 @@ use std::{
     net::{Ipv4Addr, SocketAddr},
     path::PathBuf,
     sync::Arc,
+    time::Duration,
 };
 
 use anyhow::Context as _;
 use clap::{Parser, Subcommand};
 use skiff_control::{
-    api,
+    api, controllers,
     store::embedded::{EmbeddedStore, Options},
 };
 
@@ -40,6 +41,21 @@ struct ServeArgs {
     /// Write a kubeconfig for this server here once it listens.
     #[arg(long)]
     write_kubeconfig: Option<PathBuf>,
+    /// Seconds a node's Lease may go unrenewed before the node is marked Unknown and tainted
+    /// unreachable.
+    #[arg(long, default_value_t = 40)]
+    node_monitor_grace_period: u64,
+    /// Seconds pods stay on an unreachable or not-ready node when they carry no toleration of
+    /// their own for it.
+    #[arg(long, default_value_t = 300)]
+    default_unreachable_toleration_seconds: u64,
+    /// Addresses LoadBalancer Services get, as comma-separated FIRST-LAST ranges or CIDRs
+    /// (e.g. 192.168.200.10-192.168.200.50); none: LoadBalancer Services get no address.
+    #[arg(long, value_delimiter = ',')]
+    load_balancer_pool: Vec<String>,
+    /// This process's identity in leader election (default: host name and data dir).
+    #[arg(long)]
+    leader_identity: Option<String>,
 }
 
 fn main() {
@@ -59,10 +75,45 @@ fn parse_cidr(text: &str) -> anyhow::Result<(Ipv4Addr, u8)> {
     Ok((ip, bits))
 }
 
+/// A pool range: `FIRST-LAST` or a CIDR.
+fn parse_range(text: &str) -> anyhow::Result<(Ipv4Addr, Ipv4Addr)> {
+    if let Some((first, last)) = text.split_once('-') {
+        let (first, last): (Ipv4Addr, Ipv4Addr) = (
+            first.trim().parse().context("bad first address")?,
+            last.trim().parse().context("bad last address")?,
+        );
+        anyhow::ensure!(first <= last, "the first address is after the last");
+        return Ok((first, last));
+    }
+    let (ip, bits) = text.split_once('/').context("expected FIRST-LAST or ADDRESS/BITS")?;
+    let ip: Ipv4Addr = ip.parse().context("bad address")?;
+    let bits: u32 = bits.parse().ok().filter(|b| *b <= 32).context("bad prefix length")?;
+    let mask = u32::MAX.checked_shl(32 - bits).unwrap_or(0);
+    let first = u32::from(ip) & mask;
+    Ok((Ipv4Addr::from(first), Ipv4Addr::from(first | !mask)))
+}
+
+fn loops_config(args: &ServeArgs) -> anyhow::Result<controllers::Config> {
+    let mut lb_pool = Vec::new();
+    for range in &args.load_balancer_pool {
+        lb_pool.push(parse_range(range).with_context(|| format!("--load-balancer-pool {range}"))?);
+    }
+    Ok(controllers::Config {
+        node_monitor_grace: Duration::from_secs(args.node_monitor_grace_period),
+        default_toleration: Duration::from_secs(args.default_unreachable_toleration_seconds),
+        lb_pool,
+    })
+}
+
 fn run(cli: Cli) -> anyhow::Result<()> {
     let Command::Serve(args) = cli.command;
     let cidr = parse_cidr(&args.service_cluster_ip_range)
         .with_context(|| format!("--service-cluster-ip-range {}", args.service_cluster_ip_range))?;
+    let loops = loops_config(&args)?;
+    let identity = args.leader_identity.clone().unwrap_or_else(|| {
+        let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
+        format!("{}@{}", host.trim(), args.data_dir.display())
+    });
     std::fs::create_dir_all(&args.data_dir)
         .with_context(|| format!("creating {}", args.data_dir.display()))?;
     let store = EmbeddedStore::open(&args.data_dir.join("store.redb"), Options::default())
@@ -83,7 +134,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             std::fs::write(path, api::kubeconfig(&format!("http://{addr}")))
                 .with_context(|| format!("writing {}", path.display()))?;
         }
-        skiff_control::controllers::spawn(server.clone());
+        controllers::spawn(server.clone(), loops, controllers::leader::Election::new(identity));
         tracing::info!(%addr, "serving the Kubernetes API");
         println!("listening on {addr}");
         axum::serve(listener, api::router(server)).with_graceful_shutdown(shutdown()).await.context("serving")

@@ -362,10 +362,22 @@ fn writer(req: &Request, target: &Target) -> Result<Writer, ApiError> {
 async fn create_value<S: Store>(
     server: &ApiServer<S>,
     target: &Target,
-    mut value: Value,
+    value: Value,
     validation: FieldValidation,
     writer: Option<&Writer>,
 ) -> Result<Response, ApiError> {
+    let (stored, warnings) = create_stored(server, target, value, validation, writer).await?;
+    Ok(with_warnings(json(StatusCode::CREATED, render(&stored)?), &warnings))
+}
+
+/// [`create_value`] without the HTTP answer: the stored object and the warnings.
+pub(super) async fn create_stored<S: Store>(
+    server: &ApiServer<S>,
+    target: &Target,
+    mut value: Value,
+    validation: FieldValidation,
+    writer: Option<&Writer>,
+) -> Result<(Object, Vec<String>), ApiError> {
     let r = target.resource;
     let name = prepare_create(r, target.namespace.as_deref(), &mut value)?;
     let warnings = check_object(r, &value, validation)?;
@@ -387,7 +399,7 @@ async fn create_value<S: Store>(
         server.store.create(&key, to_bytes(&value)?).await
     }
     .map_err(|e| store_error(e, r.plural, &name))?;
-    Ok(with_warnings(json(StatusCode::CREATED, render(&stored)?), &warnings))
+    Ok((stored, warnings))
 }
 
 /// Adds a `Warning: 299` header per warning, as kubectl prints them.
@@ -416,7 +428,7 @@ fn resource_version(value: &Value) -> Result<Option<u64>, ApiError> {
 
 /// Replaces an existing object with what `make` builds from its current state, keeping what an
 /// update may not change; `expected` (or else the state just read) guards against lost updates.
-async fn write_existing<S: Store>(
+pub(super) async fn write_existing<S: Store>(
     server: &ApiServer<S>,
     target: &Target,
     name: &str,

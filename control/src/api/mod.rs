@@ -5,6 +5,7 @@ pub mod deletion;
 mod discovery;
 mod fields;
 mod handlers;
+mod internal;
 mod logs;
 mod managed;
 mod objects;
@@ -30,6 +31,7 @@ use axum::{
     response::{IntoResponse, Response},
 };
 
+pub use handlers::decode as decode_object;
 pub use status::ApiError;
 
 use crate::store::{Object, Store};

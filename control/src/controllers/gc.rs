@@ -8,7 +8,7 @@ use std::collections::{BTreeSet, HashMap};
 use serde::Deserialize;
 use serde_json::Value;
 
-use super::Queue;
+use super::{Loop, Work, queue::Queue};
 use crate::{
     api::{
         ApiError, ApiServer,
@@ -76,7 +76,7 @@ fn owner_key(namespace: Option<&str>, owner: &OwnerRef) -> Option<String> {
 
 impl Graph {
     /// Records a created or updated object and queues what it may need.
-    pub(super) fn put(&mut self, key: &str, value: &[u8], queue: &mut Queue) {
+    pub(super) fn put(&mut self, key: &str, value: &[u8], queue: &mut Queue<Work>) {
         let owned = mentions(value, b"\"ownerReferences\"");
         let deleting = mentions(value, b"\"deletionTimestamp\"");
         if !owned && !deleting {
@@ -101,28 +101,28 @@ impl Graph {
         let waiting = meta.finalizers.iter().any(|f| f == ORPHAN || f == FOREGROUND);
         let deleting = meta.deletion_timestamp.is_some();
         if !meta.owner_references.is_empty() || (deleting && waiting) || (deleting && is_namespace(key)) {
-            queue.push(key.to_owned());
+            queue.push((Loop::Gc, key.to_owned()));
         }
     }
 
     /// Forgets a deleted object; queues its dependents (maybe orphaned now), its owners (maybe
     /// waiting in the foreground for it) and its namespace (maybe waiting to be empty).
-    pub(super) fn remove(&mut self, key: &str, queue: &mut Queue) {
+    pub(super) fn remove(&mut self, key: &str, queue: &mut Queue<Work>) {
         for (_, owner_key) in self.owners.get(key).into_iter().flatten() {
             if let Some(owner_key) = owner_key {
-                queue.push(owner_key.clone());
+                queue.push((Loop::Gc, owner_key.clone()));
             }
         }
         self.unlink(key);
         for uid in self.uids_at.get(key).into_iter().flatten() {
             for dependent in self.dependents.get(uid).into_iter().flatten() {
-                queue.push(dependent.clone());
+                queue.push((Loop::Gc, dependent.clone()));
             }
         }
         if let Some(ns) = namespace_of(key)
             && let Ok(namespaces) = registry::builtin("namespaces", "")
         {
-            queue.push(namespaces.key(None, ns));
+            queue.push((Loop::Gc, namespaces.key(None, ns)));
         }
     }
 

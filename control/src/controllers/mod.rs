@@ -1,103 +1,88 @@
-//! Control loops that run inside skiff-control, next to the store: each observes every change
-//! through one store watch, keeps an index of what it needs, and acts through the same code paths
-//! as API requests (so deletions honour finalizers and pod grace periods). Level-triggered: on
-//! start (and after falling behind the watch) they re-list and re-examine everything.
+//! The control loops that run inside skiff-control, next to the store. They share one store
+//! watch feeding one typed [`cache::Cache`]; each loop turns the changes it cares about into
+//! keys on one [`queue::Queue`], and reconciles a key by comparing the cache with what should be
+//! and writing the difference through the API server's own code paths (admission, validation,
+//! field ownership, finalizers, grace periods).
+//!
+//! Level-triggered and restartable: on start (and after falling behind the watch) everything is
+//! listed and every object examined again; a loop never trusts memory over the cache. Before a
+//! key is reconciled the cache catches up with every write made so far, its own included, so a
+//! loop never acts twice on a stale view (no "expectations" bookkeeping needed). Time comes from
+//! a [`clock::Clock`], so tests drive the loops with a hand-moved clock and [`Manager::settle`].
+//!
+//! One process runs the loops at a time: [`leader`] holds a Lease for it.
 
+pub mod cache;
+pub mod clock;
+mod events;
 mod gc;
+pub mod leader;
+mod loadbalancer;
+mod manager;
 mod namespace;
+mod nodes;
+pub mod queue;
 
-use std::{
-    collections::{BTreeSet, VecDeque},
-    sync::Arc,
-    time::Duration,
-};
+use std::{net::Ipv4Addr, sync::Arc, time::Duration};
 
-use crate::{
-    api::ApiServer,
-    store::{EventKind, Store, StoreError},
-};
+pub use manager::Manager;
 
-/// Keys waiting to be examined, each once.
-#[derive(Debug, Default)]
-struct Queue {
-    order: VecDeque<String>,
-    queued: BTreeSet<String>,
+use crate::{api::ApiServer, store::Store};
+
+/// Which loop a queued key is for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Loop {
+    /// Garbage collection and namespace lifecycle (both follow the owner graph); keys are store
+    /// keys.
+    Gc,
+    /// Node lifecycle; keys are node names.
+    Nodes,
+    /// LoadBalancer address assignment; keys are `namespace/name` of Services.
+    LoadBalancer,
 }
 
-impl Queue {
-    fn push(&mut self, key: String) {
-        if self.queued.insert(key.clone()) {
-            self.order.push_back(key);
-        }
-    }
+/// A queued key for a loop.
+pub type Work = (Loop, String);
 
-    fn pop(&mut self) -> Option<String> {
-        let key = self.order.pop_front()?;
-        self.queued.remove(&key);
-        Some(key)
-    }
+/// Tunables of the loops.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// How long a node's Lease may go unrenewed before the node is Ready=Unknown and tainted
+    /// unreachable (kube-controller-manager's `--node-monitor-grace-period`).
+    pub node_monitor_grace: Duration,
+    /// How long pods without a toleration of their node's NoExecute not-ready/unreachable taint
+    /// stay before they are evicted (what the DefaultTolerationSeconds admission gives pods
+    /// upstream).
+    pub default_toleration: Duration,
+    /// Addresses LoadBalancer Services get `status.loadBalancer.ingress` from, as inclusive
+    /// ranges; empty: the loop leaves LoadBalancer Services alone.
+    pub lb_pool: Vec<(Ipv4Addr, Ipv4Addr)>,
 }
 
-/// How long a key whose handling failed waits before it is tried again.
-const RETRY: Duration = Duration::from_secs(1);
-
-/// Starts the garbage collector and the namespace controller on the current tokio runtime.
-pub fn spawn<S: Store + Clone>(server: Arc<ApiServer<S>>) -> tokio::task::JoinHandle<()> {
-    tokio::spawn(async move {
-        loop {
-            match run(&server).await {
-                Ok(()) => return,
-                Err(e) => tracing::info!("controllers re-listing: {e}"),
-            }
-        }
-    })
-}
-
-/// One list-then-watch pass; returns `Ok` when the store shuts down, `Err` when it must re-list.
-async fn run<S: Store + Clone>(server: &ApiServer<S>) -> Result<(), StoreError> {
-    let (objects, revision) = server.store.list("/registry/");
-    let mut graph = gc::Graph::default();
-    let mut queue = Queue::default();
-    for o in &objects {
-        graph.put(&o.key, &o.value, &mut queue);
-    }
-    let mut watch = server.store.watch("/registry/", revision)?;
-    let mut retry: Vec<String> = Vec::new();
-    let mut tick = tokio::time::interval(RETRY);
-    loop {
-        while let Some(key) = queue.pop() {
-            if let Err(e) = examine(server, &graph, &key).await {
-                tracing::warn!(%key, "controller: {}", e.message);
-                retry.push(key);
-            }
-        }
-        tokio::select! {
-            event = watch.next() => match event {
-                None => return Ok(()),
-                Some(Err(e)) => return Err(e),
-                Some(Ok(event)) => match event.kind {
-                    EventKind::Put => graph.put(&event.object.key, &event.object.value, &mut queue),
-                    EventKind::Deleted => graph.remove(&event.object.key, &mut queue),
-                },
-            },
-            _ = tick.tick(), if !retry.is_empty() => {
-                for key in retry.drain(..) {
-                    queue.push(key);
-                }
-            }
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            node_monitor_grace: Duration::from_secs(40),
+            default_toleration: Duration::from_secs(300),
+            lb_pool: Vec::new(),
         }
     }
 }
 
-/// Everything the loops do for one object.
-async fn examine<S: Store + Clone>(
-    server: &ApiServer<S>,
-    graph: &gc::Graph,
-    key: &str,
-) -> Result<(), crate::api::ApiError> {
-    let Some(current) = server.store.get(key) else { return Ok(()) };
-    let object: serde_json::Value = serde_json::from_slice(&current.value)
-        .map_err(|e| crate::api::ApiError::internal(format!("{key}: {e}")))?;
-    gc::examine(server, graph, key, &object).await?;
-    namespace::examine(server, key, &object).await
+/// What every loop acts through.
+#[derive(Debug, Clone)]
+pub struct Ctx<S> {
+    pub server: Arc<ApiServer<S>>,
+    pub clock: Arc<dyn clock::Clock>,
+    pub config: Arc<Config>,
+}
+
+/// Runs the loops on the current tokio runtime while this process holds the leader Lease.
+pub fn spawn<S: Store + Clone>(
+    server: Arc<ApiServer<S>>,
+    config: Config,
+    election: leader::Election,
+) -> tokio::task::JoinHandle<()> {
+    let ctx = Ctx { server, clock: Arc::new(clock::SystemClock), config: Arc::new(config) };
+    tokio::spawn(leader::run(ctx, election))
 }

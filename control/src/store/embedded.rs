@@ -71,7 +71,19 @@ fn backend(e: impl Into<redb::Error>) -> StoreError {
 impl EmbeddedStore {
     /// Opens (or creates) the store at `path` and loads it.
     pub fn open(path: &Path, options: Options) -> Result<Self> {
-        let db = Database::create(path).map_err(backend)?;
+        Self::start(Database::create(path).map_err(backend)?, options)
+    }
+
+    /// A store in memory only (the same code over redb's in-memory backend): for tests of what
+    /// runs on top of a store.
+    pub fn in_memory(options: Options) -> Result<Self> {
+        let db = redb::Builder::new()
+            .create_with_backend(redb::backends::InMemoryBackend::new())
+            .map_err(backend)?;
+        Self::start(db, options)
+    }
+
+    fn start(db: Database, options: Options) -> Result<Self> {
         let (objects, revision) = load(&db)?;
         let state = Arc::new(RwLock::new(State {
             objects,
