@@ -14,6 +14,7 @@
 
 pub mod cache;
 pub mod clock;
+pub mod endpointslice;
 mod events;
 mod gc;
 pub mod leader;
