@@ -4,4 +4,5 @@
 pub mod api;
 pub mod controllers;
 pub mod local;
+pub mod scheduler;
 pub mod store;
