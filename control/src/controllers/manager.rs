@@ -11,6 +11,7 @@ use super::{
     cache::Cache,
     clock, gc, loadbalancer, namespace, nodes,
     queue::{Backoff, Queue},
+    scheduling, slices,
 };
 use crate::{
     api::ApiError,
@@ -30,11 +31,19 @@ struct Loops {
     graph: gc::Graph,
     nodes: nodes::Lifecycle,
     lb: loadbalancer::Assigner,
+    scheduler: scheduling::Scheduler,
+    slices: slices::Slices,
 }
 
 impl Loops {
     fn new() -> Self {
-        Self { graph: gc::Graph::default(), nodes: nodes::Lifecycle::default(), lb: loadbalancer::Assigner }
+        Self {
+            graph: gc::Graph::default(),
+            nodes: nodes::Lifecycle::default(),
+            lb: loadbalancer::Assigner,
+            scheduler: scheduling::Scheduler::default(),
+            slices: slices::Slices,
+        }
     }
 }
 
@@ -88,6 +97,8 @@ impl<S: Store + Clone> Manager<S> {
         let (cache, queue) = (&self.cache, &mut self.queue);
         self.loops.nodes.observe(&change, cache, queue);
         self.loops.lb.observe(&change, cache, queue);
+        self.loops.scheduler.observe(&change, cache, queue);
+        self.loops.slices.observe(&change, cache, queue);
     }
 
     fn on_event(&mut self, event: &Event) {
@@ -134,6 +145,8 @@ impl<S: Store + Clone> Manager<S> {
             Loop::Gc => examine(ctx, &self.loops.graph, key).await.map(|()| None),
             Loop::Nodes => self.loops.nodes.reconcile(ctx, cache, key).await,
             Loop::LoadBalancer => self.loops.lb.reconcile(ctx, cache, key).await,
+            Loop::Scheduler => self.loops.scheduler.reconcile(ctx, cache, key).await,
+            Loop::EndpointSlice => self.loops.slices.reconcile(ctx, cache, key).await,
         };
         let now = self.ctx.clock.now();
         match result {

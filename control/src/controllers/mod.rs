@@ -23,6 +23,8 @@ mod manager;
 mod namespace;
 mod nodes;
 pub mod queue;
+mod scheduling;
+mod slices;
 
 use std::{net::Ipv4Addr, sync::Arc, time::Duration};
 
@@ -36,6 +38,10 @@ pub enum Loop {
     /// Garbage collection and namespace lifecycle (both follow the owner graph); keys are store
     /// keys.
     Gc,
+    /// The scheduler; its one key means "decide the next batch of pending pods".
+    Scheduler,
+    /// EndpointSlices; keys are `namespace/name` of Services.
+    EndpointSlice,
     /// Node lifecycle; keys are node names.
     Nodes,
     /// LoadBalancer address assignment; keys are `namespace/name` of Services.

@@ -105,11 +105,16 @@ impl<W: Clone + Eq + Hash> Queue<W> {
 
     /// Queues `item` again after a back-off that grows with each failure in a row.
     pub fn failed(&mut self, item: W, now: Timestamp, backoff: Backoff) -> Duration {
-        let failures = self.failures.entry(item.clone()).or_default();
-        *failures = failures.saturating_add(1);
-        let delay = backoff.delay(*failures);
+        let delay = self.count_failure(&item, backoff);
         self.push_at(item, clock::after(now, delay));
         delay
+    }
+
+    /// Counts a failure of `item` without queuing it; returns the back-off it has earned.
+    pub fn count_failure(&mut self, item: &W, backoff: Backoff) -> Duration {
+        let failures = self.failures.entry(item.clone()).or_default();
+        *failures = failures.saturating_add(1);
+        backoff.delay(*failures)
     }
 
     /// Ends `item`'s run of failures.

@@ -4,4 +4,6 @@
 mod lb;
 mod leader;
 mod nodes;
+mod scheduling;
+mod slices;
 mod world;

@@ -94,14 +94,20 @@ impl World {
             .collect()
     }
 
-    /// A Ready node named `name`, with its Lease renewed now.
+    /// A Ready node named `name` (4 cpu, 8Gi), with its Lease renewed now.
     pub async fn node(&self, name: &str) {
+        self.node_with(name, "4", json!({})).await;
+    }
+
+    /// A Ready node named `name` with `cpu` allocatable and `spec` (taints, …), its Lease renewed now.
+    pub async fn node_with(&self, name: &str, cpu: &str, spec: Value) {
         let now = self.now();
         self.create(json!({"apiVersion": "v1", "kind": "Node", "metadata": {"name": name, "labels": {"kubernetes.io/hostname": name}},
+            "spec": spec,
             "status": {"conditions": [{"type": "Ready", "status": "True", "reason": "KubeletReady",
                 "lastHeartbeatTime": now, "lastTransitionTime": now}],
-                "allocatable": {"cpu": "4", "memory": "8Gi", "pods": "110"},
-                "capacity": {"cpu": "4", "memory": "8Gi", "pods": "110"}}}))
+                "allocatable": {"cpu": cpu, "memory": "8Gi", "pods": "110"},
+                "capacity": {"cpu": cpu, "memory": "8Gi", "pods": "110"}}}))
         .await;
         self.create(json!({"apiVersion": "coordination.k8s.io/v1", "kind": "Lease",
             "metadata": {"name": name, "namespace": "kube-node-lease"},
@@ -114,6 +120,28 @@ impl World {
         let now = micro(&self.now());
         self.edit("Lease", Some("kube-node-lease"), name, false, |l| l["spec"]["renewTime"] = json!(now))
             .await;
+    }
+
+    /// A pending pod (no node yet) with `labels` requesting `cpu`.
+    pub async fn pending_pod(&self, name: &str, labels: Value, cpu: &str) -> Value {
+        self.create(json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": name, "namespace": "default", "labels": labels},
+            "spec": {"containers": [{"name": "c", "image": "busybox", "resources": {"requests": {"cpu": cpu}}}]}}))
+        .await
+    }
+
+    /// What the agent of the pod's node would report: Running with `ip`, Ready or not.
+    pub async fn report(&self, pod: &str, ip: &str, ready: bool) {
+        let ready = if ready { "True" } else { "False" };
+        self.edit("Pod", Some("default"), pod, true, |p| {
+            p["status"] = json!({"phase": "Running", "podIP": ip, "podIPs": [{"ip": ip}],
+                "conditions": [{"type": "Ready", "status": ready}]});
+        })
+        .await;
+    }
+
+    /// The node a pod is bound to.
+    pub fn node_of(&self, pod: &str) -> Option<String> {
+        self.get("Pod", Some("default"), pod)?["spec"]["nodeName"].as_str().map(str::to_owned)
     }
 
     /// A Running, Ready pod bound to `node`.
