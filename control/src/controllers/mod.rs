@@ -25,6 +25,7 @@ mod nodes;
 pub mod queue;
 mod scheduling;
 mod slices;
+pub mod workloads;
 
 use std::{net::Ipv4Addr, sync::Arc, time::Duration};
 
