@@ -36,42 +36,48 @@ pub async fn bind<S: Store>(
     Ok(success(""))
 }
 
-/// Sets `spec.nodeName` of the pod `name` stored at `key`, unless it is bound already.
+/// Sets `spec.nodeName` of the pod `name` stored at `key`, unless it is bound already. A write
+/// racing this one (a status update) is retried against the new state, as the API server's
+/// guaranteed update does.
 pub(super) async fn bind_key<S: Store>(
     server: &ApiServer<S>,
     key: &str,
     name: &str,
     node: &str,
 ) -> Result<crate::store::Object, ApiError> {
-    let current = server.store.get(key).ok_or_else(|| ApiError::not_found("pods", name))?;
-    let mut pod = handlers::decode(&current)?;
-    if let Some(bound) = pod.pointer("/spec/nodeName").and_then(Value::as_str).filter(|n| !n.is_empty()) {
-        return Err(ApiError::conflict_message(format!(
-            "pod {name} is already assigned to node \"{bound}\""
-        )));
-    }
-    if pod.pointer("/metadata/deletionTimestamp").is_some() {
-        return Err(ApiError::conflict_message(format!("pod {name} is being deleted, cannot be assigned")));
-    }
-    pod["spec"]["nodeName"] = json!(node);
-    // As the API server's binding does: the pod is scheduled now (replacing a False left by
-    // earlier failed attempts).
-    let scheduled =
-        json!({"type": "PodScheduled", "status": "True", "lastTransitionTime": super::objects::now()});
-    let conditions = pod["status"]["conditions"].as_array_mut();
-    match conditions {
-        Some(list) => {
-            list.retain(|c| c["type"] != "PodScheduled");
-            list.push(scheduled);
+    for _ in 0..5 {
+        let current = server.store.get(key).ok_or_else(|| ApiError::not_found("pods", name))?;
+        let mut pod = handlers::decode(&current)?;
+        if let Some(bound) = pod.pointer("/spec/nodeName").and_then(Value::as_str).filter(|n| !n.is_empty()) {
+            return Err(ApiError::conflict_message(format!(
+                "pod {name} is already assigned to node \"{bound}\""
+            )));
         }
-        None => pod["status"]["conditions"] = json!([scheduled]),
+        if pod.pointer("/metadata/deletionTimestamp").is_some() {
+            return Err(ApiError::conflict_message(format!(
+                "pod {name} is being deleted, cannot be assigned"
+            )));
+        }
+        pod["spec"]["nodeName"] = json!(node);
+        // As the API server's binding does: the pod is scheduled now (replacing a False left by
+        // earlier failed attempts).
+        let scheduled =
+            json!({"type": "PodScheduled", "status": "True", "lastTransitionTime": super::objects::now()});
+        match pod["status"]["conditions"].as_array_mut() {
+            Some(list) => {
+                list.retain(|c| c["type"] != "PodScheduled");
+                list.push(scheduled);
+            }
+            None => pod["status"]["conditions"] = json!([scheduled]),
+        }
+        let bytes = serde_json::to_vec(&pod).map_err(|e| ApiError::internal(e.to_string()))?;
+        match server.store.update(key, bytes, Some(current.mod_revision)).await {
+            Ok(stored) => return Ok(stored),
+            Err(StoreError::Conflict { .. }) => continue,
+            Err(e) => return Err(ApiError::internal(e.to_string())),
+        }
     }
-    let bytes = serde_json::to_vec(&pod).map_err(|e| ApiError::internal(e.to_string()))?;
-    match server.store.update(key, bytes, Some(current.mod_revision)).await {
-        Ok(stored) => Ok(stored),
-        Err(StoreError::Conflict { .. }) => Err(ApiError::conflict("pods", name)),
-        Err(e) => Err(ApiError::internal(e.to_string())),
-    }
+    Err(ApiError::conflict("pods", name))
 }
 
 /// POST pods/<name>/eviction: deletes the pod as the Eviction's `deleteOptions` say (disruption

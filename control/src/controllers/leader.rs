@@ -132,7 +132,7 @@ async fn try_hold<S: Store + Clone>(ctx: &Ctx<S>, election: &Election) -> Result
                 ..LeaseSpec::default()
             }),
         };
-        return match ctx.server.create_as(to_value(&lease)?, MANAGER).await {
+        return match ctx.server.create_as(super::writes::to_json(&lease)?, MANAGER).await {
             Ok(_) => Ok(true),
             Err(e) if e.reason == "AlreadyExists" => Ok(false),
             Err(e) => Err(e),
@@ -157,14 +157,10 @@ async fn try_hold<S: Store + Clone>(ctx: &Ctx<S>, election: &Election) -> Result
     }
     spec.lease_duration_seconds = Some(seconds(election.lease_duration));
     spec.renew_time = Some(MicroTime(now));
-    match ctx.server.replace_as(to_value(&lease)?, false, MANAGER).await {
+    match ctx.server.replace_as(super::writes::to_json(&lease)?, false, MANAGER).await {
         Ok(_) => Ok(true),
         // Someone else wrote it first: they hold it (or renewed it) now.
         Err(e) if e.reason == "Conflict" && !mine => Ok(false),
         Err(e) => Err(e),
     }
-}
-
-fn to_value(lease: &Lease) -> Result<serde_json::Value, ApiError> {
-    serde_json::to_value(lease).map_err(|e| ApiError::internal(e.to_string()))
 }

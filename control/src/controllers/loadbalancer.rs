@@ -16,6 +16,7 @@ use super::{
     cache::{Cache, Change, key_of},
     events,
     queue::Queue,
+    writes,
 };
 use crate::{api::ApiError, store::Store};
 
@@ -124,8 +125,7 @@ impl Assigner {
                     .collect()
             }),
         });
-        let value = serde_json::to_value(&updated).map_err(|e| ApiError::internal(e.to_string()))?;
-        ctx.server.replace_as(value, true, COMPONENT).await?;
+        writes::replace(ctx, &updated, true, COMPONENT).await?;
         if let Some(ip) = wanted.first() {
             let message = format!("Assigned IP [\"{ip}\"]");
             events::record(

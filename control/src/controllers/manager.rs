@@ -9,9 +9,9 @@ use jiff::Timestamp;
 use super::{
     Ctx, Loop, Work,
     cache::Cache,
-    clock, gc, loadbalancer, namespace, nodes,
+    clock, deployments, gc, loadbalancer, namespace, nodes,
     queue::{Backoff, Queue},
-    scheduling, slices,
+    replicasets, scheduling, slices,
 };
 use crate::{
     api::ApiError,
@@ -33,6 +33,8 @@ struct Loops {
     lb: loadbalancer::Assigner,
     scheduler: scheduling::Scheduler,
     slices: slices::Slices,
+    replicasets: replicasets::ReplicaSets,
+    deployments: deployments::Deployments,
 }
 
 impl Loops {
@@ -43,6 +45,8 @@ impl Loops {
             lb: loadbalancer::Assigner,
             scheduler: scheduling::Scheduler::default(),
             slices: slices::Slices,
+            replicasets: replicasets::ReplicaSets,
+            deployments: deployments::Deployments,
         }
     }
 }
@@ -99,6 +103,8 @@ impl<S: Store + Clone> Manager<S> {
         self.loops.lb.observe(&change, cache, queue);
         self.loops.scheduler.observe(&change, cache, queue);
         self.loops.slices.observe(&change, cache, queue);
+        self.loops.replicasets.observe(&change, cache, queue);
+        self.loops.deployments.observe(&change, cache, queue);
     }
 
     fn on_event(&mut self, event: &Event) {
@@ -147,6 +153,8 @@ impl<S: Store + Clone> Manager<S> {
             Loop::LoadBalancer => self.loops.lb.reconcile(ctx, cache, key).await,
             Loop::Scheduler => self.loops.scheduler.reconcile(ctx, cache, key).await,
             Loop::EndpointSlice => self.loops.slices.reconcile(ctx, cache, key).await,
+            Loop::ReplicaSet => self.loops.replicasets.reconcile(ctx, cache, key).await,
+            Loop::Deployment => self.loops.deployments.reconcile(ctx, cache, key).await,
         };
         let now = self.ctx.clock.now();
         match result {

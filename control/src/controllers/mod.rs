@@ -14,6 +14,7 @@
 
 pub mod cache;
 pub mod clock;
+mod deployments;
 pub mod endpointslice;
 mod events;
 mod gc;
@@ -23,9 +24,11 @@ mod manager;
 mod namespace;
 mod nodes;
 pub mod queue;
+mod replicasets;
 mod scheduling;
 mod slices;
 pub mod workloads;
+mod writes;
 
 use std::{net::Ipv4Addr, sync::Arc, time::Duration};
 
@@ -43,6 +46,10 @@ pub enum Loop {
     Scheduler,
     /// EndpointSlices; keys are `namespace/name` of Services.
     EndpointSlice,
+    /// ReplicaSets; keys are `namespace/name`.
+    ReplicaSet,
+    /// Deployments; keys are `namespace/name`.
+    Deployment,
     /// Node lifecycle; keys are node names.
     Nodes,
     /// LoadBalancer address assignment; keys are `namespace/name` of Services.

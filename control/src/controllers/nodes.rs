@@ -27,6 +27,7 @@ use super::{
     cache::{Cache, Change},
     clock, events,
     queue::Queue,
+    writes,
 };
 use crate::{
     api::{ApiError, deletion::Options},
@@ -126,10 +127,6 @@ fn pod_ready(pod: &Pod) -> bool {
         .is_some_and(|cs| cs.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
 }
 
-fn typed<T: serde::Serialize>(value: &T) -> Result<serde_json::Value, ApiError> {
-    serde_json::to_value(value).map_err(|e| ApiError::internal(e.to_string()))
-}
-
 impl Lifecycle {
     pub fn observe(&mut self, change: &Change, cache: &Cache, queue: &mut Queue<Work>) {
         let node = match change {
@@ -197,7 +194,7 @@ impl Lifecycle {
             set_taints(&mut taints, UNREACHABLE, unreachable, now);
             set_taints(&mut taints, NOT_READY, not_ready, now);
             spec.taints = (!taints.is_empty()).then_some(taints);
-            ctx.server.replace_as(typed(&updated)?, false, COMPONENT).await?;
+            writes::replace(ctx, &updated, false, COMPONENT).await?;
             if unreachable {
                 let message = format!("Node {name} status is now: NodeNotReady");
                 events::record(
@@ -269,7 +266,7 @@ async fn mark_unknown<S: Store + Clone>(ctx: &Ctx<S>, node: &Node, now: Timestam
         c.message = Some("Kubelet stopped posting node status.".into());
     }
     tracing::info!(node = ?node.metadata.name, "node stopped reporting; marking it Unknown");
-    ctx.server.replace_as(typed(&updated)?, true, COMPONENT).await.map(drop)
+    writes::replace(ctx, &updated, true, COMPONENT).await.map(drop)
 }
 
 async fn mark_pod_not_ready<S: Store + Clone>(
@@ -285,18 +282,13 @@ async fn mark_pod_not_ready<S: Store + Clone>(
             c.last_transition_time = Some(Time(now));
         }
     }
-    match ctx.server.replace_as(typed(&updated)?, true, COMPONENT).await {
+    match writes::replace(ctx, &updated, true, COMPONENT).await {
         Err(e) if e.code == 404 => Ok(()),
         other => other.map(drop),
     }
 }
 
 async fn delete_pod<S: Store + Clone>(ctx: &Ctx<S>, pod: &Pod, grace: Option<i64>) -> Result<(), ApiError> {
-    let key = crate::api::registry::builtin("pods", "")?
-        .key(pod.metadata.namespace.as_deref(), pod.metadata.name.as_deref().unwrap_or_default());
     let options = Options { grace_period_seconds: grace, ..Options::default() };
-    match ctx.server.delete_key(&key, &options).await {
-        Err(e) if e.code != 404 => Err(e),
-        _ => Ok(()),
-    }
+    writes::delete::<S, Pod>(ctx, &pod.metadata, &options).await
 }

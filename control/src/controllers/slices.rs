@@ -13,6 +13,7 @@ use super::{
     cache::{Cache, Change, key, split},
     endpointslice::{self, LABEL_SERVICE_NAME},
     queue::Queue,
+    writes,
 };
 use crate::{
     api::{ApiError, deletion::Options, registry},
@@ -102,10 +103,10 @@ impl Slices {
         let node_zone = |node: &str| cache.nodes.get(node).and_then(|n| zone_of(n).cloned());
         let plan = endpointslice::plan(svc, &pods, node_zone, &existing);
         for slice in &plan.create {
-            ctx.server.create_as(to_value(slice)?, COMPONENT).await?;
+            writes::create(ctx, slice, COMPONENT).await?;
         }
         for slice in &plan.update {
-            ctx.server.replace_as(to_value(slice)?, false, COMPONENT).await?;
+            writes::replace(ctx, slice, false, COMPONENT).await?;
         }
         let slices = registry::builtin("endpointslices", "discovery.k8s.io")?;
         for gone in &plan.delete {
@@ -116,8 +117,4 @@ impl Slices {
         }
         Ok(None)
     }
-}
-
-fn to_value(slice: &EndpointSlice) -> Result<serde_json::Value, ApiError> {
-    serde_json::to_value(slice).map_err(|e| ApiError::internal(e.to_string()))
 }

@@ -6,4 +6,5 @@ mod leader;
 mod nodes;
 mod scheduling;
 mod slices;
+mod workloads;
 mod world;

@@ -13,6 +13,7 @@ use skiff_control::{
 };
 
 pub struct World {
+    next_ip: std::sync::atomic::AtomicU32,
     pub server: Arc<ApiServer<EmbeddedStore>>,
     pub clock: ManualClock,
     pub manager: Manager<EmbeddedStore>,
@@ -31,7 +32,7 @@ impl World {
         let clock = ManualClock::new(epoch());
         let ctx = Ctx { server: server.clone(), clock: Arc::new(clock.clone()), config: Arc::new(config) };
         let manager = Manager::new(ctx).expect("manager");
-        World { server, clock, manager }
+        World { next_ip: Default::default(), server, clock, manager }
     }
 
     /// Runs every reconcile due now; returns how many ran.
@@ -137,6 +138,42 @@ impl World {
                 "conditions": [{"type": "Ready", "status": ready}]});
         })
         .await;
+    }
+
+    /// One pass of every node's agent: pods bound to a node and not yet Ready are reported
+    /// Running and Ready (each with its own address); pods being deleted are finished off.
+    /// Returns how many pods it touched.
+    pub async fn kubelet(&self) -> usize {
+        let mut touched = 0;
+        for pod in self.list("Pod", None) {
+            let (ns, name) = (
+                pod["metadata"]["namespace"].as_str().unwrap_or(""),
+                pod["metadata"]["name"].as_str().unwrap_or(""),
+            );
+            if pod["spec"]["nodeName"].as_str().is_none() {
+                continue;
+            }
+            if pod["metadata"]["deletionTimestamp"].is_string() {
+                let options = skiff_control::api::deletion::Options {
+                    grace_period_seconds: Some(0),
+                    ..Default::default()
+                };
+                let key = format!("/registry/core/pods/{ns}/{name}");
+                self.server.delete_key(&key, &options).await.expect("finish deletion");
+                touched += 1;
+            } else if pod["status"]["phase"] != "Running" {
+                let n = self.next_ip.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                let ip = format!("10.244.{}.{}", n / 250, n % 250 + 1);
+                let now = self.now();
+                self.edit("Pod", Some(ns), name, true, |p| {
+                    p["status"] = json!({"phase": "Running", "podIP": ip, "podIPs": [{"ip": ip}],
+                        "conditions": [{"type": "Ready", "status": "True", "lastTransitionTime": now}]});
+                })
+                .await;
+                touched += 1;
+            }
+        }
+        touched
     }
 
     /// The node a pod is bound to.

@@ -1,0 +1,150 @@
+//! The ReplicaSet loop: each ReplicaSet keeps `replicas` pods, adopting orphans it selects and
+//! releasing pods it stops selecting; [`super::workloads::replicaset::plan`] decides, this loop
+//! feeds it from the cache and carries it out. Pods are created in slow-start batches (1, 2, 4,
+//! … concurrently) that stop at the first failure, so a broken template costs one request.
+
+use std::sync::Arc;
+
+use futures::future::join_all;
+use jiff::Timestamp;
+use k8s_openapi::api::{apps::v1::ReplicaSet, core::v1::Pod};
+
+use super::{
+    Ctx, Loop, Work,
+    cache::{Cache, Change, key, key_of},
+    events,
+    queue::Queue,
+    workloads::{owner, replicaset, selector},
+    writes,
+};
+use crate::{
+    api::{ApiError, deletion::Options},
+    store::Store,
+};
+
+const COMPONENT: &str = "replicaset-controller";
+
+#[derive(Debug, Default)]
+pub struct ReplicaSets;
+
+/// The ReplicaSets that may care about `pod`: its controller, or (an orphan) those selecting it.
+fn interested<'a>(pod: &'a Pod, cache: &'a Cache) -> Vec<String> {
+    let ns = pod.metadata.namespace.as_deref();
+    match owner::controller_of(&pod.metadata) {
+        Some(r) if r.kind == "ReplicaSet" => vec![key(ns, &r.name)],
+        Some(_) => Vec::new(),
+        None => cache
+            .replicasets
+            .in_namespace(ns.unwrap_or_default())
+            .filter(|rs| selector::matches(&rs.spec.selector, pod.metadata.labels.as_ref()))
+            .map(|rs| key_of(&rs.metadata))
+            .collect(),
+    }
+}
+
+impl ReplicaSets {
+    pub fn observe(&mut self, change: &Change, cache: &Cache, queue: &mut Queue<Work>) {
+        match change {
+            Change::ReplicaSet(delta) => {
+                if let Some(rs) = delta.latest() {
+                    queue.push((Loop::ReplicaSet, key_of(&rs.metadata)));
+                }
+            }
+            Change::Pod(delta) => {
+                for pod in [&delta.old, &delta.new].into_iter().flatten() {
+                    for rs in interested(pod, cache) {
+                        queue.push((Loop::ReplicaSet, rs));
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+
+    pub async fn reconcile<S: Store + Clone>(
+        &mut self,
+        ctx: &Ctx<S>,
+        cache: &Cache,
+        rs_key: &str,
+    ) -> Result<Option<Timestamp>, ApiError> {
+        let Some(rs) = cache.replicasets.get(rs_key) else { return Ok(None) };
+        let ns = rs.metadata.namespace.as_deref().unwrap_or_default();
+        let pods: Vec<&Pod> = cache.pods.in_namespace(ns).map(|p| &**p).collect();
+        let plan = replicaset::plan(rs, &pods, ctx.clock.now());
+        let pod = |name: &str| cache.pods.get(&key(Some(ns), name));
+        let rs_uid = rs.metadata.uid.as_deref().unwrap_or_default();
+        for p in plan.adopt.iter().filter_map(|n| pod(n)) {
+            writes::adopt(ctx, &**p, replicaset::controller_ref(rs), COMPONENT).await?;
+        }
+        for p in plan.release.iter().filter_map(|n| pod(n)) {
+            writes::release(ctx, &**p, rs_uid, COMPONENT).await?;
+        }
+        create_pods(ctx, rs, plan.create).await?;
+        let doomed: Vec<&Arc<Pod>> = plan.delete.iter().filter_map(|n| pod(n)).collect();
+        let options = Options::default();
+        let deleted =
+            join_all(doomed.iter().map(|p| writes::delete::<S, Pod>(ctx, &p.metadata, &options))).await;
+        for (p, result) in doomed.iter().zip(deleted) {
+            result?;
+            let message = format!("Deleted pod: {}", p.metadata.name.as_deref().unwrap_or_default());
+            events::record(
+                ctx,
+                &events::reference(&**rs),
+                events::NORMAL,
+                "SuccessfulDelete",
+                &message,
+                COMPONENT,
+            )
+            .await;
+        }
+        if rs.status.as_ref() != Some(&plan.status) {
+            let mut updated = (**rs).clone();
+            updated.status = Some(plan.status);
+            writes::replace(ctx, &updated, true, COMPONENT).await?;
+        }
+        Ok(plan.next_check)
+    }
+}
+
+/// Creates `count` pods from `rs`'s template in batches of 1, 2, 4, …, stopping at a failure.
+async fn create_pods<S: Store + Clone>(ctx: &Ctx<S>, rs: &ReplicaSet, count: u32) -> Result<(), ApiError> {
+    let template = replicaset::pod_from_template(rs);
+    let (mut left, mut batch) = (count, 1u32);
+    while left > 0 {
+        let n = batch.min(left);
+        let created = join_all((0..n).map(|_| writes::create(ctx, &template, COMPONENT))).await;
+        for result in created {
+            match result {
+                Ok(stored) => {
+                    let name = stored.key.rsplit('/').next().unwrap_or_default().to_owned();
+                    let message = format!("Created pod: {name}");
+                    events::record(
+                        ctx,
+                        &events::reference(rs),
+                        events::NORMAL,
+                        "SuccessfulCreate",
+                        &message,
+                        COMPONENT,
+                    )
+                    .await;
+                }
+                Err(e) => {
+                    let message = format!("Error creating: {}", e.message);
+                    events::record(
+                        ctx,
+                        &events::reference(rs),
+                        events::WARNING,
+                        "FailedCreate",
+                        &message,
+                        COMPONENT,
+                    )
+                    .await;
+                    return Err(e);
+                }
+            }
+        }
+        left -= n;
+        batch = batch.saturating_mul(2);
+    }
+    Ok(())
+}
