@@ -6,16 +6,22 @@
 #![allow(dead_code)] // each test binary uses a different part
 
 use std::{
-    collections::HashSet,
+    collections::{HashMap, HashSet},
     sync::{Arc, Mutex, PoisonError},
     time::Duration,
 };
 
-use futures::{StreamExt as _, TryStreamExt as _};
-use k8s_openapi::api::{coordination::v1::Lease, core::v1::{Node, Pod}};
+use futures::StreamExt as _;
+use k8s_openapi::{
+    api::{
+        coordination::v1::Lease,
+        core::v1::{Node, Pod},
+    },
+    apimachinery::pkg::apis::meta::v1::{MicroTime, Time},
+};
 use kube::{
     Api, Client,
-    api::{DeleteParams, Patch, PatchParams, PostParams},
+    api::{DeleteParams, Patch, PatchParams, PostParams, Preconditions},
     runtime::{WatchStreamExt as _, watcher},
 };
 use serde_json::json;
@@ -33,7 +39,12 @@ pub struct Options {
 
 impl Default for Options {
     fn default() -> Self {
-        Self { start_delay: Duration::from_millis(100), renew_every: Duration::from_millis(500), cpu: "4", memory: "16Gi" }
+        Self {
+            start_delay: Duration::from_millis(100),
+            renew_every: Duration::from_millis(500),
+            cpu: "4",
+            memory: "16Gi",
+        }
     }
 }
 
@@ -51,87 +62,121 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
-fn now() -> String {
-    jiff::Timestamp::now().round(jiff::Unit::Second).expect("round").to_string()
+/// `time` as a Kubernetes `Time` (whole seconds).
+fn time(at: jiff::Timestamp) -> serde_json::Value {
+    serde_json::to_value(Time(at)).expect("time")
 }
 
-fn micro_now() -> String {
-    jiff::Timestamp::now().strftime("%Y-%m-%dT%H:%M:%S.%6fZ").to_string()
+/// `time` as a Kubernetes `MicroTime`, what Lease renewals carry.
+fn micro_time(at: jiff::Timestamp) -> serde_json::Value {
+    serde_json::to_value(MicroTime(at)).expect("micro time")
 }
 
 /// Registers `names` as Ready nodes (with `labels` on each) and runs their agents.
-pub async fn start(client: &Client, names: &[String], labels: serde_json::Value, options: Options) -> Hollow {
+pub async fn start(client: &Client, names: &[&str], labels: serde_json::Value, options: Options) -> Hollow {
     let nodes: Api<Node> = Api::all(client.clone());
     let leases: Api<Lease> = Api::namespaced(client.clone(), "kube-node-lease");
+    let mut host_ips = HashMap::new();
     for (i, name) in names.iter().enumerate() {
         let mut node_labels = json!({"kubernetes.io/hostname": name});
         if let (Some(l), Some(extra)) = (node_labels.as_object_mut(), labels.as_object()) {
             l.extend(extra.clone());
         }
+        let host_ip = format!("192.168.{}.{}", i / 250, i % 250 + 1);
+        let now = jiff::Timestamp::now();
         let node: Node = serde_json::from_value(json!({
             "metadata": {"name": name, "labels": node_labels},
             "spec": {"podCIDR": format!("10.{}.{}.0/24", 100 + i / 256, i % 256)},
             "status": {
-                "conditions": [{"type": "Ready", "status": "True", "reason": "KubeletReady", "lastHeartbeatTime": now()}],
+                "conditions": [{"type": "Ready", "status": "True", "reason": "KubeletReady",
+                    "lastHeartbeatTime": time(now), "lastTransitionTime": time(now)}],
                 "allocatable": {"cpu": options.cpu, "memory": options.memory, "pods": "110"},
                 "capacity": {"cpu": options.cpu, "memory": options.memory, "pods": "110"},
-                "addresses": [{"type": "InternalIP", "address": format!("192.168.{}.{}", i / 250, i % 250 + 1)}],
+                "addresses": [{"type": "InternalIP", "address": host_ip}],
             },
         }))
         .expect("node");
         nodes.create(&PostParams::default(), &node).await.expect("create node");
         let lease: Lease = serde_json::from_value(json!({
             "metadata": {"name": name},
-            "spec": {"holderIdentity": name, "leaseDurationSeconds": 40, "renewTime": micro_now()},
+            "spec": {"holderIdentity": name, "leaseDurationSeconds": 40, "renewTime": micro_time(now)},
         }))
         .expect("lease");
         leases.create(&PostParams::default(), &lease).await.expect("create lease");
+        host_ips.insert((*name).to_owned(), host_ip);
     }
-    let hollow = Hollow {
-        stopped: Arc::default(),
-        unready: Arc::default(),
-        client: client.clone(),
-        tasks: Vec::new(),
-    };
-    let ours: Arc<HashSet<String>> = Arc::new(names.iter().cloned().collect());
-    let renew = tokio::spawn(renew_leases(leases, ours.clone(), hollow.stopped.clone(), options.renew_every));
-    let pods = tokio::spawn(run_pods(client.clone(), ours, hollow.stopped.clone(), hollow.unready.clone(), options));
-    Hollow { tasks: vec![renew, pods], ..hollow }
+    let stopped: Arc<Mutex<HashSet<String>>> = Arc::default();
+    let unready: Arc<Mutex<HashSet<String>>> = Arc::default();
+    let ours: Vec<String> = names.iter().map(|n| (*n).to_owned()).collect();
+    let renew = tokio::spawn(renew_leases(leases, ours, stopped.clone(), options.renew_every));
+    let agents =
+        Agents { client: client.clone(), host_ips, stopped: stopped.clone(), unready: unready.clone() };
+    let pods = tokio::spawn(run_pods(agents, options.start_delay));
+    Hollow { stopped, unready, client: client.clone(), tasks: vec![renew, pods] }
 }
 
-async fn renew_leases(leases: Api<Lease>, ours: Arc<HashSet<String>>, stopped: Arc<Mutex<HashSet<String>>>, every: Duration) {
+async fn renew_leases(
+    leases: Api<Lease>,
+    ours: Vec<String>,
+    stopped: Arc<Mutex<HashSet<String>>>,
+    every: Duration,
+) {
     let mut tick = tokio::time::interval(every);
     loop {
         tick.tick().await;
-        let live: Vec<String> = ours.iter().filter(|n| !lock(&stopped).contains(*n)).cloned().collect();
+        let live: Vec<&String> = ours.iter().filter(|n| !lock(&stopped).contains(*n)).collect();
         for name in live {
-            let patch = json!({"spec": {"renewTime": micro_now()}});
-            let _ = leases.patch(&name, &PatchParams::default(), &Patch::Merge(&patch)).await;
+            let patch = json!({"spec": {"renewTime": micro_time(jiff::Timestamp::now())}});
+            if let Err(e) = leases.patch(name, &PatchParams::default(), &Patch::Merge(&patch)).await {
+                eprintln!("hollow {name}: renewing its Lease failed: {e}");
+            }
         }
     }
 }
 
-async fn run_pods(
+/// What the pod-handling half of the agents shares.
+struct Agents {
     client: Client,
-    ours: Arc<HashSet<String>>,
+    /// Our nodes and their addresses.
+    host_ips: HashMap<String, String>,
     stopped: Arc<Mutex<HashSet<String>>>,
     unready: Arc<Mutex<HashSet<String>>>,
-    options: Options,
-) {
-    let all: Api<Pod> = Api::all(client.clone());
-    let mut events = watcher(all, watcher::Config::default()).applied_objects().boxed();
+}
+
+async fn run_pods(agents: Agents, start_delay: Duration) {
+    let all: Api<Pod> = Api::all(agents.client.clone());
+    // Watch errors (a dropped connection, an expired resourceVersion) are retried after a
+    // backoff; the stream itself never ends.
+    let mut events = watcher(all, watcher::Config::default()).default_backoff().applied_objects().boxed();
     let mut next_ip: u32 = 0x0af4_0002; // 10.244.0.2
     let mut started: HashSet<String> = HashSet::new();
-    while let Ok(Some(pod)) = events.try_next().await {
+    while let Some(event) = events.next().await {
+        let pod = match event {
+            Ok(pod) => pod,
+            Err(e) => {
+                eprintln!("hollow agents: pod watch failed: {e}");
+                continue;
+            }
+        };
         let Some(node) = pod.spec.as_ref().and_then(|s| s.node_name.clone()) else { continue };
-        if !ours.contains(&node) || lock(&stopped).contains(&node) {
+        let Some(host_ip) = agents.host_ips.get(&node) else { continue };
+        if lock(&agents.stopped).contains(&node) {
             continue;
         }
-        let (ns, name) = (pod.metadata.namespace.clone().unwrap_or_default(), pod.metadata.name.clone().unwrap_or_default());
-        let api: Api<Pod> = Api::namespaced(client.clone(), &ns);
+        let (ns, name) = (
+            pod.metadata.namespace.clone().unwrap_or_default(),
+            pod.metadata.name.clone().unwrap_or_default(),
+        );
+        let api: Api<Pod> = Api::namespaced(agents.client.clone(), &ns);
         if pod.metadata.deletion_timestamp.is_some() {
             // Containers stopped: the agent finishes the deletion.
-            let _ = api.delete(&name, &DeleteParams { grace_period_seconds: Some(0), ..DeleteParams::default() }).await;
+            let uid = pod.metadata.uid.clone();
+            let params = DeleteParams {
+                grace_period_seconds: Some(0),
+                preconditions: Some(Preconditions { uid, resource_version: None }),
+                ..DeleteParams::default()
+            };
+            let _ = api.delete(&name, &params).await;
             continue;
         }
         let key = format!("{ns}/{name}/{}", pod.metadata.uid.clone().unwrap_or_default());
@@ -140,27 +185,32 @@ async fn run_pods(
         }
         next_ip += 1;
         let ip = std::net::Ipv4Addr::from(next_ip).to_string();
-        let (delay, unready, stopped, node) = (options.start_delay, unready.clone(), stopped.clone(), node.clone());
+        let host_ip = host_ip.clone();
+        let (unready, stopped) = (agents.unready.clone(), agents.stopped.clone());
         tokio::spawn(async move {
-            tokio::time::sleep(delay).await;
+            tokio::time::sleep(start_delay).await;
             if lock(&stopped).contains(&node) {
                 return;
             }
             let ready = !lock(&unready).contains(&format!("{ns}/{name}"));
-            let _ = api.patch_status(&name, &PatchParams::default(), &Patch::Merge(&status(&ip, ready))).await;
+            let _ = api
+                .patch_status(&name, &PatchParams::default(), &Patch::Merge(&status(&ip, &host_ip, ready)))
+                .await;
         });
     }
 }
 
-fn status(ip: &str, ready: bool) -> serde_json::Value {
+fn status(ip: &str, host_ip: &str, ready: bool) -> serde_json::Value {
     let ready = if ready { "True" } else { "False" };
-    json!({"status": {"phase": "Running", "podIP": ip, "podIPs": [{"ip": ip}], "startTime": now(),
-        "conditions": [
-            {"type": "PodScheduled", "status": "True"},
-            {"type": "Initialized", "status": "True"},
-            {"type": "ContainersReady", "status": ready, "lastTransitionTime": now()},
-            {"type": "Ready", "status": ready, "lastTransitionTime": now()},
-        ]}})
+    let now = time(jiff::Timestamp::now());
+    json!({"status": {"phase": "Running", "podIP": ip, "podIPs": [{"ip": ip}], "hostIP": host_ip,
+    "hostIPs": [{"ip": host_ip}], "startTime": now,
+    "conditions": [
+        {"type": "PodScheduled", "status": "True"},
+        {"type": "Initialized", "status": "True"},
+        {"type": "ContainersReady", "status": ready, "lastTransitionTime": now},
+        {"type": "Ready", "status": ready, "lastTransitionTime": now},
+    ]}})
 }
 
 impl Hollow {
@@ -179,8 +229,12 @@ impl Hollow {
         }
         let api: Api<Pod> = Api::namespaced(self.client.clone(), namespace);
         let pod = api.get(name).await.expect("pod");
-        let ip = pod.status.as_ref().and_then(|s| s.pod_ip.clone()).expect("a running pod has an address");
-        api.patch_status(name, &PatchParams::default(), &Patch::Merge(&status(&ip, ready))).await.expect("status");
+        let status_now = pod.status.unwrap_or_default();
+        let ip = status_now.pod_ip.expect("a running pod has an address");
+        let host_ip = status_now.host_ip.expect("a running pod has a host address");
+        api.patch_status(name, &PatchParams::default(), &Patch::Merge(&status(&ip, &host_ip, ready)))
+            .await
+            .expect("status");
     }
 }
 

@@ -1,7 +1,11 @@
 //! An API server on loopback, in-process, over a fresh store.
 #![allow(dead_code)] // each test binary uses a different part
 
-use skiff_control::local::LocalServer;
+pub mod hollow;
+
+use std::time::Duration;
+
+use skiff_control::{controllers, local::LocalServer};
 
 pub struct Server {
     pub url: String,
@@ -12,8 +16,14 @@ pub struct Server {
 
 /// Starts a server (on the current tokio runtime) keeping `history` events for watch resume.
 pub async fn start(history: usize) -> Server {
+    start_with(history, controllers::Config::default()).await
+}
+
+/// Like [`start`], with the control loops tuned by `loops`.
+pub async fn start_with(history: usize, loops: controllers::Config) -> Server {
     let dir = tempfile::tempdir().expect("tmp");
-    let server = LocalServer::start(dir.path(), history).await.expect("server");
+    let addr = "127.0.0.1:0".parse().expect("addr");
+    let server = LocalServer::start_with(dir.path(), history, addr, loops).await.expect("server");
     let mut config = kube::Config::new(server.url.parse().expect("url"));
     // The tests check the server's answers themselves; kube-rs would retry 5xx behind their back.
     config.default_retry = false;
@@ -26,17 +36,26 @@ pub fn runtime() -> tokio::runtime::Runtime {
 }
 
 /// Polls `check` until it returns `Some`, failing the test after 10 s.
-pub async fn eventually<T, F, Fut>(what: &str, mut check: F) -> T
+pub async fn eventually<T, F, Fut>(what: &str, check: F) -> T
 where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = Option<T>>,
 {
-    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(10);
+    eventually_within(what, Duration::from_secs(10), check).await
+}
+
+/// Polls `check` until it returns `Some`, failing the test after `timeout`.
+pub async fn eventually_within<T, F, Fut>(what: &str, timeout: Duration, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let deadline = tokio::time::Instant::now() + timeout;
     loop {
         if let Some(value) = check().await {
             return value;
         }
-        assert!(tokio::time::Instant::now() < deadline, "timed out waiting for {what}");
-        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        assert!(tokio::time::Instant::now() < deadline, "timed out after {timeout:?} waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
