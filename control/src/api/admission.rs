@@ -95,6 +95,14 @@ pub fn default(kind: &str, object: &mut Value) {
         "ReplicaSet" | "DaemonSet" => {
             if kind == "ReplicaSet" {
                 set_default(object, "/spec/replicas", json!(1));
+            } else {
+                // `kubectl rollout status ds` refuses a DaemonSet whose strategy type is unset.
+                set_default(object, "/spec/revisionHistoryLimit", json!(10));
+                set_default(object, "/spec/updateStrategy/type", json!("RollingUpdate"));
+                if object.pointer("/spec/updateStrategy/type") == Some(&json!("RollingUpdate")) {
+                    set_default(object, "/spec/updateStrategy/rollingUpdate/maxUnavailable", json!(1));
+                    set_default(object, "/spec/updateStrategy/rollingUpdate/maxSurge", json!(0));
+                }
             }
             if let Some(spec) = object.pointer_mut("/spec/template/spec") {
                 default_pod_spec(spec);

@@ -9,7 +9,7 @@ use jiff::Timestamp;
 use super::{
     Ctx, Loop, Work,
     cache::Cache,
-    clock, deployments, gc, loadbalancer, namespace, nodes,
+    clock, daemonsets, deployments, gc, loadbalancer, namespace, nodes,
     queue::{Backoff, Queue},
     replicasets, scheduling, slices,
 };
@@ -35,6 +35,7 @@ struct Loops {
     slices: slices::Slices,
     replicasets: replicasets::ReplicaSets,
     deployments: deployments::Deployments,
+    daemonsets: daemonsets::DaemonSets,
 }
 
 impl Loops {
@@ -47,6 +48,7 @@ impl Loops {
             slices: slices::Slices,
             replicasets: replicasets::ReplicaSets,
             deployments: deployments::Deployments,
+            daemonsets: daemonsets::DaemonSets::default(),
         }
     }
 }
@@ -105,6 +107,7 @@ impl<S: Store + Clone> Manager<S> {
         self.loops.slices.observe(&change, cache, queue);
         self.loops.replicasets.observe(&change, cache, queue);
         self.loops.deployments.observe(&change, cache, queue);
+        self.loops.daemonsets.observe(&change, cache, queue);
     }
 
     fn on_event(&mut self, event: &Event) {
@@ -155,6 +158,7 @@ impl<S: Store + Clone> Manager<S> {
             Loop::EndpointSlice => self.loops.slices.reconcile(ctx, cache, key).await,
             Loop::ReplicaSet => self.loops.replicasets.reconcile(ctx, cache, key).await,
             Loop::Deployment => self.loops.deployments.reconcile(ctx, cache, key).await,
+            Loop::DaemonSet => self.loops.daemonsets.reconcile(ctx, cache, key).await,
         };
         let now = self.ctx.clock.now();
         match result {

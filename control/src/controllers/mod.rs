@@ -14,6 +14,7 @@
 
 pub mod cache;
 pub mod clock;
+mod daemonsets;
 mod deployments;
 pub mod endpointslice;
 mod events;
@@ -50,6 +51,8 @@ pub enum Loop {
     ReplicaSet,
     /// Deployments; keys are `namespace/name`.
     Deployment,
+    /// DaemonSets; keys are `namespace/name`.
+    DaemonSet,
     /// Node lifecycle; keys are node names.
     Nodes,
     /// LoadBalancer address assignment; keys are `namespace/name` of Services.

@@ -52,6 +52,10 @@
 //! [`FitError::reasons`] gives the counts for events. There is no preemption, so upstream's
 //! trailing ` preemption: …` part never appears.
 //!
+//! [`placement`] runs the spec-only part of filters 2–4 (node name, affinity, taints) for one
+//! node, for callers that decide where pods belong without scheduling them (the DaemonSet
+//! controller).
+//!
 //! # Scores (which fitting node is best?)
 //!
 //! Each plugin gives 0..=100 per node; the total is the weighted sum (upstream's defaults):
@@ -100,6 +104,7 @@ mod cluster;
 mod filter;
 mod fit_error;
 mod node;
+mod placement;
 mod pod;
 mod ports;
 mod quantity;
@@ -115,6 +120,7 @@ mod tests;
 pub use cluster::Cluster;
 pub use fit_error::{FitError, NO_NODES_MESSAGE};
 pub use node::NodeInfo;
+pub use placement::{Placement, placement};
 pub use ports::HostPort;
 pub use quantity::{Quantity, QuantityError};
 pub use resources::{DEFAULT_MEMORY_REQUEST, DEFAULT_MILLI_CPU_REQUEST, Resources};

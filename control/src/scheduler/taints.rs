@@ -133,9 +133,16 @@ pub(crate) fn first_untolerated<'n>(
     taints: &'n [NodeTaint],
     tolerations: &[Tolerance<'_>],
 ) -> Option<&'n NodeTaint> {
-    taints
-        .iter()
-        .find(|t| t.effect.forbids_scheduling() && !tolerated(tolerations, &t.key, &t.value, t.effect))
+    first_untolerated_where(taints, tolerations, Effect::forbids_scheduling)
+}
+
+/// The first taint whose effect `counts` that no toleration covers.
+pub(crate) fn first_untolerated_where<'n>(
+    taints: &'n [NodeTaint],
+    tolerations: &[Tolerance<'_>],
+    counts: impl Fn(Effect) -> bool,
+) -> Option<&'n NodeTaint> {
+    taints.iter().find(|t| counts(t.effect) && !tolerated(tolerations, &t.key, &t.value, t.effect))
 }
 
 /// How many `PreferNoSchedule` taints the pod does not tolerate (fewer scores better).

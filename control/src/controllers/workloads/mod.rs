@@ -1,14 +1,16 @@
-//! What the ReplicaSet and Deployment controllers decide, as pure functions of the objects they
-//! look at and the current time. Nothing here reads the store or writes to it: the caller (the
-//! controller framework) lists the inputs, calls [`replicaset::plan`] or [`deployment::plan`],
-//! and carries out what comes back. Time is an argument (`now`) so that callers and tests can use
-//! a fake clock; where waiting is involved, a plan says when to look again (`next_check`).
+//! What the ReplicaSet, Deployment and DaemonSet controllers decide, as pure functions of the
+//! objects they look at and the current time. Nothing here reads the store or writes to it: the
+//! caller (the controller framework) lists the inputs, calls [`replicaset::plan`],
+//! [`deployment::plan`] or [`daemonset::plan`], and carries out what comes back. Time is an
+//! argument (`now`) so that callers and tests can use a fake clock; where waiting is involved, a
+//! plan says when to look again (`next_check`).
 //!
 //! The decisions follow upstream kube-controller-manager closely, because kubectl relies on them:
 //! `rollout status` reads the Deployment's status and conditions, `rollout history` and
 //! `rollout undo` read the ReplicaSets' revision and change-cause annotations, and
 //! `rollout restart` / `scale` just edit the Deployment. Where skiff differs, the item says so.
 
+pub mod daemonset;
 pub mod deployment;
 pub mod hash;
 pub mod owner;

@@ -5,6 +5,8 @@
 mod fixtures;
 mod world;
 
+mod daemonset;
+mod daemonset_rolling;
 mod deployment_basics;
 mod hash;
 mod history;
