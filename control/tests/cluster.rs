@@ -599,3 +599,40 @@ fn load_balancer_service_gets_an_address_from_the_pool() {
         assert_eq!(column("EXTERNAL-IP"), Some("192.0.2.10"), "{table}");
     });
 }
+
+const DAEMON: &str = r#"
+apiVersion: apps/v1
+kind: DaemonSet
+metadata: {name: agent}
+spec:
+  selector: {matchLabels: {app: agent}}
+  template:
+    metadata: {labels: {app: agent}}
+    spec:
+      containers: [{name: agent, image: "agent:1"}]
+"#;
+
+#[test]
+fn a_daemon_set_runs_one_pod_per_node_and_kubectl_sees_it_rolled_out() {
+    common::runtime().block_on(async {
+        let c =
+            Cluster::start(Config::default(), &["node-a", "node-b", "node-c"], hollow::Options::default())
+                .await;
+        c.apply(DAEMON).await;
+        let out = c.kubectl.ok(&["rollout", "status", "daemonset/agent", "--timeout=60s"]).await;
+        assert!(out.contains("successfully rolled out"), "{out}");
+        let pods = c.api::<Pod>().list(&ListParams::default().labels("app=agent")).await.expect("pods").items;
+        let nodes: BTreeSet<String> = pods.iter().map(node_of).collect();
+        assert_eq!(pods.len(), 3, "one pod per node");
+        assert_eq!(nodes, BTreeSet::from(["node-a".into(), "node-b".into(), "node-c".into()]));
+
+        // A new image rolls node by node; kubectl waits for it.
+        c.kubectl.ok(&["set", "image", "daemonset/agent", "agent=agent:2"]).await;
+        let out = c.kubectl.ok(&["rollout", "status", "daemonset/agent", "--timeout=60s"]).await;
+        assert!(out.contains("successfully rolled out"), "{out}");
+        let pods = c.api::<Pod>().list(&ListParams::default().labels("app=agent")).await.expect("pods").items;
+        let live: Vec<&Pod> = pods.iter().filter(|p| p.metadata.deletion_timestamp.is_none()).collect();
+        assert_eq!(live.len(), 3);
+        assert!(live.iter().all(|p| image(p) == "agent:2"), "every node runs the new image");
+    });
+}
