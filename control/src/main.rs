@@ -144,3 +144,22 @@ fn run(cli: Cli) -> anyhow::Result<()> {
 async fn shutdown() {
     let _ = tokio::signal::ctrl_c().await;
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pool_ranges_are_read_from_first_last_pairs_and_cidrs() {
+        let ip = |s: &str| s.parse::<Ipv4Addr>().expect("ip");
+        assert_eq!(
+            parse_range("192.0.2.10-192.0.2.20").expect("range"),
+            (ip("192.0.2.10"), ip("192.0.2.20"))
+        );
+        assert_eq!(parse_range("192.0.2.9/30").expect("cidr"), (ip("192.0.2.8"), ip("192.0.2.11")));
+        assert_eq!(parse_range("198.51.100.7/32").expect("one"), (ip("198.51.100.7"), ip("198.51.100.7")));
+        for bad in ["192.0.2.20-192.0.2.10", "192.0.2.1", "192.0.2.0/33", "x-192.0.2.1", "192.0.2.0/x"] {
+            assert!(parse_range(bad).is_err(), "{bad} accepted");
+        }
+    }
+}
