@@ -16,6 +16,8 @@ pub enum Bench {
     Cni,
     /// Pods: startup latency through the real agent and containerd, agent memory.
     Pods,
+    /// The control loops: scheduling throughput (1,000 nodes, 10,000 pods), endpoint propagation.
+    Loops,
 }
 
 impl Bench {
@@ -25,6 +27,7 @@ impl Bench {
             Bench::Api => "api",
             Bench::Cni => "cni",
             Bench::Pods => "pods",
+            Bench::Loops => "loops",
         }
     }
 
@@ -34,6 +37,7 @@ impl Bench {
             Bench::Api => "skiff-control",
             Bench::Cni => "skiff-cni",
             Bench::Pods => "skiff-tests",
+            Bench::Loops => "skiff-control",
         }
     }
 }
