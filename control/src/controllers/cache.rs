@@ -58,12 +58,21 @@ pub struct Objects<T> {
     map: BTreeMap<String, Arc<T>>,
     /// Controller uid → keys of the objects it controls.
     controlled: HashMap<String, BTreeSet<String>>,
+    /// Keys of the objects without a controller (what a controller may adopt).
+    uncontrolled: BTreeSet<String>,
 }
 
 impl<T> Default for Objects<T> {
     fn default() -> Self {
-        Self { map: BTreeMap::new(), controlled: HashMap::new() }
+        Self { map: BTreeMap::new(), controlled: HashMap::new(), uncontrolled: BTreeSet::new() }
     }
+}
+
+/// The entries of `keys` (sorted `namespace/name` keys) in `namespace`.
+fn keys_in<'a>(keys: &'a BTreeSet<String>, namespace: &str) -> impl Iterator<Item = &'a String> + 'a {
+    let prefix = format!("{namespace}/");
+    keys.range::<str, _>((Bound::Included(prefix.as_str()), Bound::Unbounded))
+        .take_while(move |k| k.starts_with(&prefix))
 }
 
 impl<T: Metadata<Ty = ObjectMeta>> Objects<T> {
@@ -97,6 +106,20 @@ impl<T: Metadata<Ty = ObjectMeta>> Objects<T> {
         self.controlled.get(uid).into_iter().flatten().filter_map(|k| self.map.get(k))
     }
 
+    /// The objects in `namespace` without a controller.
+    pub fn uncontrolled_in<'a>(&'a self, namespace: &str) -> impl Iterator<Item = &'a Arc<T>> + 'a {
+        keys_in(&self.uncontrolled, namespace).filter_map(|k| self.map.get(k))
+    }
+
+    /// What a controller with `uid` in `namespace` may claim: the objects it controls and the
+    /// namespace's objects without a controller.
+    pub fn claimable<'a>(&'a self, namespace: &str, uid: &str) -> impl Iterator<Item = &'a Arc<T>> + 'a {
+        let ns = namespace.to_owned();
+        self.controlled_by(uid)
+            .filter(move |o| o.metadata().namespace.as_deref() == Some(ns.as_str()))
+            .chain(self.uncontrolled_in(namespace))
+    }
+
     /// Stores (or with `None` removes) the object at `key`; returns what was there.
     fn put(&mut self, key: &str, new: Option<Arc<T>>) -> Option<Arc<T>> {
         let old = match &new {
@@ -111,8 +134,17 @@ impl<T: Metadata<Ty = ObjectMeta>> Objects<T> {
                 self.controlled.remove(uid);
             }
         }
-        if let Some(uid) = new.as_ref().and_then(|o| controller_uid(o.metadata())) {
-            self.controlled.entry(uid.to_owned()).or_default().insert(key.to_owned());
+        match new.as_ref().map(|o| controller_uid(o.metadata())) {
+            Some(Some(uid)) => {
+                self.controlled.entry(uid.to_owned()).or_default().insert(key.to_owned());
+                self.uncontrolled.remove(key);
+            }
+            Some(None) => {
+                self.uncontrolled.insert(key.to_owned());
+            }
+            None => {
+                self.uncontrolled.remove(key);
+            }
         }
         old
     }
@@ -263,6 +295,13 @@ mod tests {
         let pod = delta.new.expect("new pod");
         assert_eq!(pod.metadata.resource_version.as_deref(), Some("7"));
         assert_eq!(cache.pods.controlled_by("rs-1").count(), 1);
+        assert_eq!(cache.pods.uncontrolled_in("ns").count(), 0);
+        assert_eq!(cache.pods.claimable("ns", "rs-1").count(), 1);
+        assert_eq!(
+            cache.pods.claimable("other", "rs-1").count(),
+            0,
+            "a controller claims in its own namespace"
+        );
         assert_eq!(cache.pods.in_namespace("ns").count(), 1);
         assert_eq!(cache.pods.in_namespace("n").count(), 0, "namespace prefixes do not leak");
         assert_eq!(cache.pods_on("node-a").count(), 0);
@@ -272,10 +311,17 @@ mod tests {
         cache.apply(key, Some(&stored(key, 8, bound)));
         assert_eq!(cache.pods_on("node-a").count(), 1);
 
+        let mut orphan = owned.clone();
+        orphan["metadata"].as_object_mut().expect("meta").remove("ownerReferences");
+        cache.apply(key, Some(&stored(key, 9, orphan)));
+        assert_eq!(cache.pods.controlled_by("rs-1").count(), 0);
+        assert_eq!(cache.pods.uncontrolled_in("ns").count(), 1, "released: an orphan now");
+        assert_eq!(cache.pods.claimable("ns", "rs-1").count(), 1);
+
         let Some(Change::Pod(delta)) = cache.apply(key, None) else { panic!("a pod change") };
         assert!(delta.new.is_none() && delta.old.is_some());
         assert_eq!(cache.pods_on("node-a").count(), 0);
-        assert_eq!(cache.pods.controlled_by("rs-1").count(), 0);
+        assert_eq!(cache.pods.uncontrolled_in("ns").count(), 0);
         assert!(cache.pods.is_empty());
     }
 

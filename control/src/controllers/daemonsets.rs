@@ -131,14 +131,15 @@ impl DaemonSets {
         }
         let ns = ds.metadata.namespace.as_deref().unwrap_or_default();
         let nodes: Vec<&Node> = cache.nodes.iter().map(|n| &**n).collect();
-        let pods: Vec<&Pod> = cache.pods.in_namespace(ns).map(|p| &**p).collect();
+        // Its own pods and the orphans it might adopt: the only ones the plan looks at.
+        let uid = ds.metadata.uid.as_deref().unwrap_or_default();
+        let pods: Vec<&Pod> = cache.pods.claimable(ns, uid).map(|p| &**p).collect();
         let plan = daemonset::plan(ds, &nodes, &pods, now, &|node| self.held_until(ds, node));
 
         let pod = |name: &str| cache.pods.get(&key(Some(ns), name));
         for p in plan.adopt.iter().filter_map(|n| pod(n)) {
             writes::adopt(ctx, &**p, daemonset::controller_ref(ds), COMPONENT).await?;
         }
-        let uid = ds.metadata.uid.as_deref().unwrap_or_default();
         for p in plan.release.iter().filter_map(|n| pod(n)) {
             writes::release(ctx, &**p, uid, COMPONENT).await?;
         }

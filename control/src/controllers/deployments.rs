@@ -90,13 +90,13 @@ impl Deployments {
     ) -> Result<Option<Timestamp>, ApiError> {
         let Some(d) = cache.deployments.get(d_key) else { return Ok(None) };
         let ns = d.metadata.namespace.as_deref().unwrap_or_default();
-        let candidates: Vec<&ReplicaSet> = cache.replicasets.in_namespace(ns).map(|rs| &**rs).collect();
+        let uid = d.metadata.uid.as_deref().unwrap_or_default();
+        let candidates: Vec<&ReplicaSet> = cache.replicasets.claimable(ns, uid).map(|rs| &**rs).collect();
         let claimed = deployment::claim_replica_sets(d, &candidates);
         let rs_named = |name: &str| cache.replicasets.get(&key(Some(ns), name));
         for rs in claimed.adopt.iter().filter_map(|n| rs_named(n)) {
             writes::adopt(ctx, &**rs, deployment::controller_ref(d), COMPONENT).await?;
         }
-        let uid = d.metadata.uid.as_deref().unwrap_or_default();
         for rs in claimed.release.iter().filter_map(|n| rs_named(n)) {
             writes::release(ctx, &**rs, uid, COMPONENT).await?;
         }

@@ -69,15 +69,16 @@ impl ReplicaSets {
     ) -> Result<Option<Timestamp>, ApiError> {
         let Some(rs) = cache.replicasets.get(rs_key) else { return Ok(None) };
         let ns = rs.metadata.namespace.as_deref().unwrap_or_default();
-        let pods: Vec<&Pod> = cache.pods.in_namespace(ns).map(|p| &**p).collect();
+        // Its own pods and the orphans it might adopt: the only ones the plan looks at.
+        let uid = rs.metadata.uid.as_deref().unwrap_or_default();
+        let pods: Vec<&Pod> = cache.pods.claimable(ns, uid).map(|p| &**p).collect();
         let plan = replicaset::plan(rs, &pods, ctx.clock.now());
         let pod = |name: &str| cache.pods.get(&key(Some(ns), name));
-        let rs_uid = rs.metadata.uid.as_deref().unwrap_or_default();
         for p in plan.adopt.iter().filter_map(|n| pod(n)) {
             writes::adopt(ctx, &**p, replicaset::controller_ref(rs), COMPONENT).await?;
         }
         for p in plan.release.iter().filter_map(|n| pod(n)) {
-            writes::release(ctx, &**p, rs_uid, COMPONENT).await?;
+            writes::release(ctx, &**p, uid, COMPONENT).await?;
         }
         create_pods(ctx, rs, plan.create).await?;
         let doomed: Vec<&Arc<Pod>> = plan.delete.iter().filter_map(|n| pod(n)).collect();
