@@ -53,6 +53,13 @@ struct ServeArgs {
     /// (e.g. 192.168.200.10-192.168.200.50); none: LoadBalancer Services get no address.
     #[arg(long, value_delimiter = ',')]
     load_balancer_pool: Vec<String>,
+    /// Pod addresses of the cluster: each node without a pod CIDR gets a block of this range
+    /// (none: nodes bring their own, e.g. `skiff-agent run --pod-cidr`).
+    #[arg(long)]
+    cluster_cidr: Option<String>,
+    /// Prefix length of each node's pod CIDR block.
+    #[arg(long, default_value_t = 24)]
+    node_cidr_mask_size: u8,
     /// This process's identity in leader election (default: host name and data dir).
     #[arg(long)]
     leader_identity: Option<String>,
@@ -98,10 +105,24 @@ fn loops_config(args: &ServeArgs) -> anyhow::Result<controllers::Config> {
     for range in &args.load_balancer_pool {
         lb_pool.push(parse_range(range).with_context(|| format!("--load-balancer-pool {range}"))?);
     }
+    let pod_cidrs = match &args.cluster_cidr {
+        None => None,
+        Some(text) => {
+            let cluster = parse_cidr(text).with_context(|| format!("--cluster-cidr {text}"))?;
+            anyhow::ensure!(
+                (cluster.1..=30).contains(&args.node_cidr_mask_size),
+                "--node-cidr-mask-size {} must be between the cluster prefix ({}) and 30",
+                args.node_cidr_mask_size,
+                cluster.1
+            );
+            Some(controllers::PodCidrs { cluster, node_mask: args.node_cidr_mask_size })
+        }
+    };
     Ok(controllers::Config {
         node_monitor_grace: Duration::from_secs(args.node_monitor_grace_period),
         default_toleration: Duration::from_secs(args.default_unreachable_toleration_seconds),
         lb_pool,
+        pod_cidrs,
     })
 }
 

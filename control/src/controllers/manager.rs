@@ -9,7 +9,7 @@ use jiff::Timestamp;
 use super::{
     Ctx, Loop, Work,
     cache::Cache,
-    clock, daemonsets, deployments, gc, loadbalancer, namespace, nodes,
+    clock, daemonsets, deployments, gc, loadbalancer, namespace, nodeipam, nodes,
     queue::{Backoff, Queue},
     replicasets, scheduling, slices,
 };
@@ -36,6 +36,7 @@ struct Loops {
     replicasets: replicasets::ReplicaSets,
     deployments: deployments::Deployments,
     daemonsets: daemonsets::DaemonSets,
+    ipam: nodeipam::NodeIpam,
 }
 
 impl Loops {
@@ -49,6 +50,7 @@ impl Loops {
             replicasets: replicasets::ReplicaSets,
             deployments: deployments::Deployments,
             daemonsets: daemonsets::DaemonSets::default(),
+            ipam: nodeipam::NodeIpam,
         }
     }
 }
@@ -107,6 +109,7 @@ impl<S: Store + Clone> Manager<S> {
         self.loops.slices.observe(&change, cache, queue);
         self.loops.replicasets.observe(&change, cache, queue);
         self.loops.deployments.observe(&change, cache, queue);
+        self.loops.ipam.observe(&change, cache, queue);
         self.loops.daemonsets.observe(&change, cache, queue);
     }
 
@@ -158,6 +161,7 @@ impl<S: Store + Clone> Manager<S> {
             Loop::EndpointSlice => self.loops.slices.reconcile(ctx, cache, key).await,
             Loop::ReplicaSet => self.loops.replicasets.reconcile(ctx, cache, key).await,
             Loop::Deployment => self.loops.deployments.reconcile(ctx, cache, key).await,
+            Loop::NodeIpam => self.loops.ipam.reconcile(ctx, cache, key).await,
             Loop::DaemonSet => self.loops.daemonsets.reconcile(ctx, cache, key).await,
         };
         let now = self.ctx.clock.now();

@@ -23,6 +23,7 @@ pub mod leader;
 mod loadbalancer;
 mod manager;
 mod namespace;
+mod nodeipam;
 mod nodes;
 pub mod queue;
 mod replicasets;
@@ -34,6 +35,7 @@ mod writes;
 use std::{net::Ipv4Addr, sync::Arc, time::Duration};
 
 pub use manager::Manager;
+pub use nodeipam::PodCidrs;
 
 use crate::{api::ApiServer, store::Store};
 
@@ -57,6 +59,8 @@ pub enum Loop {
     Nodes,
     /// LoadBalancer address assignment; keys are `namespace/name` of Services.
     LoadBalancer,
+    /// Pod CIDRs for nodes; keys are node names.
+    NodeIpam,
 }
 
 /// A queued key for a loop.
@@ -75,6 +79,9 @@ pub struct Config {
     /// Addresses LoadBalancer Services get `status.loadBalancer.ingress` from, as inclusive
     /// ranges; empty: the loop leaves LoadBalancer Services alone.
     pub lb_pool: Vec<(Ipv4Addr, Ipv4Addr)>,
+    /// Where nodes' pod CIDRs come from (`--cluster-cidr`, `--node-cidr-mask-size`); `None`:
+    /// nodes bring their own.
+    pub pod_cidrs: Option<nodeipam::PodCidrs>,
 }
 
 impl Default for Config {
@@ -83,6 +90,7 @@ impl Default for Config {
             node_monitor_grace: Duration::from_secs(40),
             default_toleration: Duration::from_secs(300),
             lb_pool: Vec::new(),
+            pod_cidrs: None,
         }
     }
 }

@@ -2,6 +2,7 @@
 //! `Manager::settle` to run every reconcile that is due — no sleeps, no background tasks.
 
 mod daemonsets;
+mod ipam;
 mod lb;
 mod leader;
 mod nodes;
