@@ -1,5 +1,6 @@
 //! `skiff`: the operator's CLI on a node. Today: `skiff image import <archive>` (an image into
-//! the node's containerd without a registry) and `skiff image build-busybox <out>`; the
+//! the node's containerd without a registry), `skiff image build-busybox <out>` and
+//! `skiff image build-echo <out> --echo <static skiff-echo>` (the lab's demo image); the
 //! datapath commands (`svc`, `ct`, `trace`, `drops`, `explain`) come with the CLI issue.
 
 use std::path::PathBuf;
@@ -42,6 +43,16 @@ enum ImageCommand {
         #[arg(long, default_value = busybox::BUSYBOX)]
         busybox: PathBuf,
     },
+    /// Write the demo image (`skiff.local/echo:<version>`: busybox plus a static skiff-echo as
+    /// its entrypoint) as an OCI archive. `cargo xtask echo-image` builds the binary and this.
+    BuildEcho {
+        out: PathBuf,
+        /// The static skiff-echo binary to put at `/skiff-echo`.
+        #[arg(long)]
+        echo: PathBuf,
+        #[arg(long, default_value = busybox::BUSYBOX)]
+        busybox: PathBuf,
+    },
 }
 
 /// An error and its causes on one line.
@@ -63,6 +74,11 @@ fn main() {
         Command::Image(ImageCommand::BuildBusybox { out, busybox }) => busybox::build_archive(&busybox, &out)
             .map(|()| println!("{} → {}", busybox::IMAGE, out.display()))
             .map_err(|e| format!("building {}: {e}", out.display())),
+        Command::Image(ImageCommand::BuildEcho { out, echo, busybox }) => {
+            busybox::build_echo_archive(&busybox, &echo, &out)
+                .map(|()| println!("{} → {}", busybox::echo_image(), out.display()))
+                .map_err(|e| format!("building {}: {e}", out.display()))
+        }
         Command::Image(ImageCommand::Import { archive, name, containerd, namespace }) => {
             match tokio::runtime::Builder::new_current_thread().enable_all().build() {
                 Err(e) => Err(format!("starting tokio: {e}")),
