@@ -2,9 +2,12 @@
 
 mod bench;
 mod ci;
+mod demo;
 mod lab;
 mod setup;
 mod step;
+
+use std::path::PathBuf;
 
 use clap::{Parser, Subcommand};
 
@@ -24,6 +27,13 @@ enum Task {
     Ci,
     /// Load the datapath into a demo namespace pair, send traffic, print the counters.
     Lab(lab::LabArgs),
+    /// Build the demo image archive `skiff.local/echo:<version>` (a static skiff-echo on
+    /// busybox-static) for `skiff image import`.
+    EchoImage {
+        /// Where to write it (default: `<target dir>/skiff-echo-image.tar`).
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
     /// Run a benchmark (root) and write its table into README.md.
     Bench {
         #[arg(value_enum)]
@@ -37,6 +47,7 @@ fn main() {
         Task::Setup => setup::run(),
         Task::Ci => ci::run(),
         Task::Lab(args) => lab::run(&args),
+        Task::EchoImage { out } => demo::run(out),
         Task::Bench { which } => bench::run(which),
     };
     if let Err(err) = result {
