@@ -19,6 +19,8 @@ pub fn run() -> anyhow::Result<()> {
     let object = step::target_dir().join("ebpf/bpfel-unknown-none/release/skiff-ebpf");
     let built_at = modified(&object)?;
     step("clippy (eBPF crate, bpfel-unknown-none)", clippy_ebpf)?;
+    // tests/tests/echo_pod.rs runs the static binary inside the demo image.
+    crate::demo::build_echo()?;
     step("tests (unit, integration, privileged)", || step::run(&mut nextest(&["--no-fail-fast"])))?;
     step("no test state left behind", || {
         let left = skiff_tests::leftovers();
