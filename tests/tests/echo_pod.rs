@@ -68,6 +68,70 @@ fn tcp_in<R: Send>(parts: &NodeParts, addr: (Ipv4Addr, u16), f: impl FnOnce(TcpS
         .expect("node netns")
 }
 
+/// Leaves nothing behind even when an assertion panics mid-test: the private containerd goes
+/// with its guard, but the containers it started (reparented to init) and the pod's network
+/// namespace would not. Kills what is in this test's cgroups, then removes them and the netns.
+struct Cleanup {
+    cgroup_root: String,
+    pod_uid: Option<String>,
+}
+
+impl Drop for Cleanup {
+    fn drop(&mut self) {
+        let trees: Vec<PathBuf> = std::fs::read_dir("/sys/fs/cgroup")
+            .map(|d| d.flatten().map(|e| e.path()).collect())
+            .unwrap_or_default();
+        let roots: Vec<PathBuf> = std::iter::once(PathBuf::from("/sys/fs/cgroup"))
+            .chain(trees)
+            .map(|t| t.join(self.cgroup_root.trim_start_matches('/')))
+            .filter(|p| p.is_dir())
+            .collect();
+        // Every cgroup below the roots, deepest first.
+        let mut dirs = Vec::new();
+        let mut stack = roots;
+        while let Some(dir) = stack.pop() {
+            if let Ok(entries) = std::fs::read_dir(&dir) {
+                stack.extend(entries.flatten().map(|e| e.path()).filter(|p| p.is_dir()));
+            }
+            dirs.push(dir);
+        }
+        dirs.sort_by_key(|d| std::cmp::Reverse(d.components().count()));
+        let procs = |dirs: &[PathBuf]| -> Vec<i32> {
+            let mut pids: Vec<i32> = dirs
+                .iter()
+                .filter_map(|d| std::fs::read_to_string(d.join("cgroup.procs")).ok())
+                .flat_map(|t| t.lines().filter_map(|l| l.parse().ok()).collect::<Vec<_>>())
+                .collect();
+            pids.sort_unstable();
+            pids.dedup();
+            pids
+        };
+        let deadline = Instant::now() + Duration::from_secs(5);
+        loop {
+            let pids = procs(&dirs);
+            if pids.is_empty() || Instant::now() > deadline {
+                break;
+            }
+            for pid in pids {
+                let _ = nix::sys::signal::kill(
+                    nix::unistd::Pid::from_raw(pid),
+                    nix::sys::signal::Signal::SIGKILL,
+                );
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        for dir in dirs {
+            let _ = std::fs::remove_dir(dir);
+        }
+        if let Some(uid) = &self.pod_uid
+            && std::path::Path::new("/run/netns").join(format!("skiff-{uid}")).exists()
+        {
+            let _ =
+                std::process::Command::new("ip").args(["netns", "delete", &format!("skiff-{uid}")]).status();
+        }
+    }
+}
+
 #[test]
 fn the_echo_image_runs_as_a_pod_and_stops_on_sigterm() {
     let binary = static_echo();
@@ -94,14 +158,7 @@ fn the_echo_image_runs_as_a_pod_and_stops_on_sigterm() {
         let cgroup_root = config.cgroup_root.clone();
         let events = skiff_agent::kubelet::events::Recorder::new(client.clone(), NODE);
         let ctx = Arc::new(Ctx { client: client.clone(), events, runtime: parts.runtime.clone(), cni, config });
-        // Removes the test's cgroups even when an assertion below panics.
-        struct Cgroups(String);
-        impl Drop for Cgroups {
-            fn drop(&mut self) {
-                let _ = skiff_agent::runtime::cgroup::remove(&self.0);
-            }
-        }
-        let _cgroups = Cgroups(cgroup_root);
+        let mut cleanup = Cleanup { cgroup_root, pod_uid: None };
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
         let agent = tokio::spawn(pods::run(ctx.clone(), async {
             let _ = stopped.await;
@@ -127,7 +184,9 @@ fn the_echo_image_runs_as_a_pod_and_stops_on_sigterm() {
                 }],
             },
         });
-        pods.create(&PostParams::default(), &serde_json::from_value(pod).expect("pod")).await.expect("create");
+        let created =
+            pods.create(&PostParams::default(), &serde_json::from_value(pod).expect("pod")).await.expect("create");
+        cleanup.pod_uid = created.metadata.uid;
         let status = eventually("the echo pod Ready", Duration::from_secs(30), || async {
             let s = serde_json::to_value(pods.get("echo").await.ok()?.status?).ok()?;
             let ready = s["conditions"].as_array()?.iter().any(|c| c["type"] == "Ready" && c["status"] == "True");
