@@ -4,10 +4,11 @@
 //! result, in reverse for DEL — and the result cached per attachment, since CHECK and DEL need it.
 
 use std::{
-    collections::HashSet,
+    collections::{HashMap, HashSet},
     net::Ipv4Addr,
     path::{Path, PathBuf},
     process::Stdio,
+    sync::{Arc, Mutex},
 };
 
 use serde_json::{Value, json};
@@ -45,7 +46,14 @@ pub struct Cni {
     cache_dir: PathBuf,
     /// The namespace plugins run in (the node's); `None`: this process's.
     node_netns: Option<PathBuf>,
+    /// The version each plugin type gets on ADD and DEL (see [`Cni::version_for`]).
+    versions: Arc<Mutex<HashMap<String, Value>>>,
 }
+
+/// Spec versions whose results have the same shape, newest first: a plugin that does not speak
+/// the list's version gets the newest of these it does (Debian's reference portmap stops at
+/// 1.0.0 while the list is 1.1.0).
+const COMPATIBLE_VERSIONS: &[&str] = &["1.1.0", "1.0.0"];
 
 impl Cni {
     /// Loads the lowest-sorting `.conflist` of `conf_dir`.
@@ -67,7 +75,7 @@ impl Cni {
         if list["plugins"].as_array().is_none_or(|p| p.is_empty()) || list["name"].as_str().is_none() {
             return Err(CniError::Config(format!("{} needs a name and plugins", file.display())));
         }
-        Ok(Self { list, bin_dirs, cache_dir, node_netns: None })
+        Ok(Self { list, bin_dirs, cache_dir, node_netns: None, versions: Arc::default() })
     }
 
     /// Runs the plugins inside the network namespace at `netns` (an agent driving a node that
@@ -115,6 +123,48 @@ impl Cni {
         conf
     }
 
+    /// The list's version, or — for a plugin that does not support it (asked once through
+    /// VERSION) — the newest compatible version it supports.
+    async fn version_for(&self, plugin: &Value) -> Value {
+        let listed = self.list["cniVersion"].clone();
+        let kind = plugin["type"].as_str().unwrap_or_default().to_owned();
+        if let Some(known) = self.versions.lock().ok().and_then(|v| v.get(&kind).cloned()) {
+            return known;
+        }
+        let asked = json!({"cniVersion": listed});
+        let chosen = match self.exec(plugin, "VERSION", None, &asked).await {
+            Ok(Some(answer)) => {
+                let supported: Vec<&str> = answer["supportedVersions"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .filter_map(Value::as_str)
+                    .collect();
+                if supported.contains(&listed.as_str().unwrap_or_default()) {
+                    listed
+                } else {
+                    COMPATIBLE_VERSIONS.iter().find(|v| supported.contains(v)).map_or(listed, |v| json!(v))
+                }
+            }
+            // Let the real command fail with the plugin's own message.
+            _ => listed,
+        };
+        if let Ok(mut versions) = self.versions.lock() {
+            versions.insert(kind, chosen.clone());
+        }
+        chosen
+    }
+
+    /// Puts the plugin's version into its configuration and its previous result (the result's
+    /// shape is the same across [`COMPATIBLE_VERSIONS`]; plugins check the label).
+    async fn negotiate(&self, plugin: &Value, conf: &mut Value) {
+        let version = self.version_for(plugin).await;
+        if conf["prevResult"].is_object() {
+            conf["prevResult"]["cniVersion"] = version.clone();
+        }
+        conf["cniVersion"] = version;
+    }
+
     /// The name of the cached result of attachment (`container_id`, `ifname`).
     fn cache_name(&self, container_id: &str, ifname: &str) -> String {
         format!("{}-{container_id}-{ifname}.json", self.network())
@@ -129,7 +179,8 @@ impl Cni {
     pub async fn add(&self, att: &Attachment) -> Result<Value> {
         let mut previous: Option<Value> = None;
         for plugin in self.plugins() {
-            let conf = self.plugin_config(&plugin, previous.as_ref(), Some(att));
+            let mut conf = self.plugin_config(&plugin, previous.as_ref(), Some(att));
+            self.negotiate(&plugin, &mut conf).await;
             match self.exec(&plugin, "ADD", Some(att), &conf).await {
                 Ok(result) => previous = result.or(previous),
                 Err(err) => {
@@ -154,7 +205,8 @@ impl Cni {
         let previous = self.cached(att);
         let mut first_error = None;
         for plugin in self.plugins().iter().rev() {
-            let conf = self.plugin_config(plugin, previous.as_ref(), Some(att));
+            let mut conf = self.plugin_config(plugin, previous.as_ref(), Some(att));
+            self.negotiate(plugin, &mut conf).await;
             if let Err(e) = self.exec(plugin, "DEL", Some(att), &conf).await {
                 first_error.get_or_insert(e);
             }
