@@ -68,9 +68,15 @@ fn checks() -> anyhow::Result<()> {
         ]))
     })?;
     step(&format!("TCP: a client pod on n2 fetches http://{server_ip}:8080/"), || {
-        let url = format!("http://{server_ip}:8080/");
-        kube::apply(&pod("client", n2, &["wget", "-q", "-O", "-", "-T", "5", &url], "Never").to_string())?;
-        wait_phase("client", "Succeeded")?;
+        // A few tries: httpd may still be starting. (busybox wget's -T crashes; `timeout` instead.)
+        let fetch = format!(
+            "for i in 1 2 3 4 5; do timeout 5 wget -q -O - http://{server_ip}:8080/ && exit 0; sleep 1; done; exit 1"
+        );
+        kube::apply(&pod("client", n2, &["sh", "-c", &fetch], "Never").to_string())?;
+        if let Err(err) = wait_phase("client", "Succeeded") {
+            let logs = kube::run(&["logs", "client"]).unwrap_or_default();
+            bail!("{err:#}; the client pod's log: {logs:?}");
+        }
         let logs = kube::run(&["logs", "client"])?;
         if logs.trim() != BODY {
             bail!("the client pod printed {logs:?}, expected {BODY:?}");
