@@ -41,6 +41,7 @@ pub fn teardown() -> anyhow::Result<()> {
     let control_alive = lab.control_pid.is_some_and(|pid| procs::alive(pid, LAB_DIR));
     // Before the agents remove their records: the pods whose namespaces must be gone at the end.
     let pod_uids = pod_uids(&nodes);
+    let runtime_files: Vec<PathBuf> = nodes.iter().flat_map(runtime_files).collect();
     if control_alive {
         step("delete workloads and pods through the API (agents tear them down)", delete_pods)
             .unwrap_or_else(|e| eprintln!("    {e:#}; going on"));
@@ -78,6 +79,10 @@ pub fn teardown() -> anyhow::Result<()> {
         for uid in &pod_uids {
             delete_netns(&format!("skiff-{uid}"));
         }
+        // Left only when a shim was killed instead of deleting its task (a crashed lab).
+        for file in &runtime_files {
+            let _ = std::fs::remove_dir_all(file).or_else(|_| std::fs::remove_file(file));
+        }
         Ok(())
     })?;
     step("namespaces, bridge, iptables rule, pins, /run/skiff-lab", || {
@@ -103,6 +108,7 @@ pub fn teardown() -> anyhow::Result<()> {
     step("check that nothing is left", || {
         let mut left = leftovers();
         left.extend(pod_uids.iter().map(|u| format!("skiff-{u}")).filter(|ns| netns_exists(ns)));
+        left.extend(runtime_files.iter().filter(|f| f.exists()).map(|f| f.display().to_string()));
         if !left.is_empty() {
             bail!("the lab left these behind:\n  {}", left.join("\n  "));
         }
@@ -160,6 +166,35 @@ fn pod_uids(nodes: &[NodeSpec]) -> Vec<String> {
         .flat_map(|n| std::fs::read_dir(n.agent_root().join("pods")).into_iter().flatten().flatten())
         .filter_map(|e| e.file_name().into_string().ok())
         .collect()
+}
+
+/// What a node's containers keep outside the lab dir: runc's state
+/// (`/run/containerd/runc/<ns>/<id>`) and the shim's socket (`/run/containerd/s/<sha256 of
+/// address/ns/id>`, containerd 1.6's naming), from the task bundles under the daemon's state dir.
+fn runtime_files(node: &NodeSpec) -> Vec<PathBuf> {
+    let tasks = node.containerd_dir().join("state/io.containerd.runtime.v2.task");
+    let socket = node.containerd_socket();
+    let mut files = Vec::new();
+    for ns in std::fs::read_dir(&tasks).into_iter().flatten().flatten() {
+        let ns = ns.file_name().to_string_lossy().into_owned();
+        for id in std::fs::read_dir(tasks.join(&ns)).into_iter().flatten().flatten() {
+            let id = id.file_name().to_string_lossy().into_owned();
+            files.push(Path::new("/run/containerd/runc").join(&ns).join(&id));
+            let key = socket.join(&ns).join(&id).display().to_string();
+            if let Some(hash) = sha256_hex(&key) {
+                files.push(Path::new("/run/containerd/s").join(hash));
+            }
+        }
+    }
+    files
+}
+
+fn sha256_hex(text: &str) -> Option<String> {
+    use std::io::Write as _;
+    let mut child = Command::new("sha256sum").stdin(Stdio::piped()).stdout(Stdio::piped()).spawn().ok()?;
+    child.stdin.take()?.write_all(text.as_bytes()).ok()?;
+    let out = child.wait_with_output().ok()?;
+    Some(String::from_utf8_lossy(&out.stdout).split_whitespace().next()?.to_owned())
 }
 
 /// Kills and deletes every task and container of a node's containerd (so each shim exits and
