@@ -123,3 +123,17 @@ pub fn kill_stragglers() -> Vec<(u32, String)> {
     }
     found
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_pid_counts_as_ours_only_while_its_command_line_matches() {
+        let me = std::process::id();
+        let mine = cmdline(me).expect("own command line");
+        assert!(alive(me, &mine));
+        assert!(!alive(me, "/run/skiff-lab/definitely-not-this"));
+        assert!(!alive(u32::MAX, ""), "a pid that cannot exist");
+    }
+}

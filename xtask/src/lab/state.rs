@@ -57,3 +57,28 @@ pub fn save(state: &LabState) -> anyhow::Result<()> {
     std::fs::write(&tmp, text).with_context(|| format!("writing {}", tmp.display()))?;
     std::fs::rename(&tmp, &path).with_context(|| format!("writing {}", path.display()))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_state_round_trips_through_json() {
+        let state = LabState {
+            nodes: 2,
+            ready: true,
+            control_pid: Some(7),
+            node_procs: vec![NodeProcs {
+                index: 1,
+                containerd_pid: Some(8),
+                agent_pid: Some(9),
+                pod_cidr: Some("10.244.0.0/24".into()),
+            }],
+        };
+        let text = serde_json::to_string(&state).expect("serialize");
+        let back: LabState = serde_json::from_str(&text).expect("parse");
+        assert_eq!(back.node_procs[0].spec().name(), "skiff-lab-n1");
+        assert_eq!(back.node_procs[0].pod_cidr.as_deref(), Some("10.244.0.0/24"));
+        assert_eq!((back.nodes, back.ready, back.control_pid), (2, true, Some(7)));
+    }
+}

@@ -155,3 +155,25 @@ pub fn create_ext_ns() -> anyhow::Result<()> {
 pub fn route_to_pods(cidr: &str, node: &NodeSpec) -> anyhow::Result<()> {
     ip(&["route", "replace", cidr, "via", &node.ip().to_string(), "dev", BRIDGE])
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn node_names_addresses_and_dirs_follow_the_index() {
+        let node = NodeSpec { index: 3 };
+        assert_eq!(node.name(), "skiff-lab-n3");
+        assert_eq!(node.ip(), Ipv4Addr::new(10, 100, 0, 13));
+        assert_eq!(node.dir(), Path::new("/run/skiff-lab/n3"));
+        assert_eq!(node.pin_dir(), Path::new("/sys/fs/bpf/skiff-lab/n3"));
+        assert_eq!(node.cgroup_root(), "/skiff-lab/n3");
+        assert!(node.veth().len() <= 15, "interface names are at most 15 bytes");
+    }
+
+    #[test]
+    fn the_largest_lab_stays_clear_of_the_external_and_load_balancer_addresses() {
+        let last = NodeSpec { index: 9 }.ip();
+        assert!(last < EXT_IP && last < Ipv4Addr::new(10, 100, 0, 240));
+    }
+}
