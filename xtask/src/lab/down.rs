@@ -39,10 +39,13 @@ pub fn teardown() -> anyhow::Result<()> {
     let lab = lab.unwrap_or_default();
     let nodes = node_specs(&lab);
     let control_alive = lab.control_pid.is_some_and(|pid| procs::alive(pid, LAB_DIR));
+    // Pods go through the API only while agents run to tear them down.
+    let agents_alive =
+        lab.node_procs.iter().any(|p| p.agent_pid.is_some_and(|pid| procs::alive(pid, LAB_DIR)));
     // Before the agents remove their records: the pods whose namespaces must be gone at the end.
     let pod_uids = pod_uids(&nodes);
     let runtime_files: Vec<PathBuf> = nodes.iter().flat_map(runtime_files).collect();
-    if control_alive {
+    if control_alive && agents_alive {
         step("delete workloads and pods through the API (agents tear them down)", delete_pods)
             .unwrap_or_else(|e| eprintln!("    {e:#}; going on"));
     }
