@@ -320,3 +320,61 @@ impl Cni {
 pub fn pod_ip(result: &Value) -> Option<Ipv4Addr> {
     result["ips"].as_array()?.iter().find_map(|ip| ip["address"].as_str()?.split('/').next()?.parse().ok())
 }
+
+#[cfg(test)]
+mod tests {
+    use std::os::unix::fs::PermissionsExt as _;
+
+    use super::*;
+
+    /// A plugin that records each command's stdin in `<dir>/<name>-<COMMAND>.json`, answers
+    /// VERSION with `versions` and ADD with its previous result (or a fresh one).
+    fn fake_plugin(dir: &Path, name: &str, versions: &str) {
+        let script = format!(
+            "#!/bin/sh\nin=$(cat)\nprintf '%s' \"$in\" > {dir}/{name}-$CNI_COMMAND.json\n\
+             case $CNI_COMMAND in\n\
+             VERSION) echo '{{\"cniVersion\":\"1.0.0\",\"supportedVersions\":[{versions}]}}' ;;\n\
+             ADD) echo '{{\"cniVersion\":\"1.1.0\",\"ips\":[{{\"address\":\"10.9.0.2/24\"}}]}}' ;;\n\
+             esac\n",
+            dir = dir.display()
+        );
+        let path = dir.join(name);
+        std::fs::write(&path, script).expect("plugin");
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+    }
+
+    fn recorded(dir: &Path, name: &str, command: &str) -> Value {
+        let text =
+            std::fs::read_to_string(dir.join(format!("{name}-{command}.json"))).expect("recorded stdin");
+        serde_json::from_str(&text).expect("JSON stdin")
+    }
+
+    #[test]
+    fn a_plugin_that_stops_at_1_0_0_gets_1_0_0_and_so_does_its_previous_result() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let d = dir.path();
+        fake_plugin(d, "current", r#""0.4.0","1.0.0","1.1.0""#);
+        fake_plugin(d, "old", r#""0.4.0","1.0.0""#);
+        let list =
+            json!({"cniVersion": "1.1.0", "name": "net", "plugins": [{"type": "current"}, {"type": "old"}]});
+        std::fs::write(d.join("10-net.conflist"), list.to_string()).expect("conflist");
+        let cni = Cni::load(d, vec![d.to_owned()], d.join("cache")).expect("load");
+        let att = Attachment {
+            container_id: "c1".into(),
+            netns: "/run/netns/none".into(),
+            ifname: "eth0".into(),
+            args: Vec::new(),
+            capabilities: json!({}),
+        };
+        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("tokio");
+        rt.block_on(cni.add(&att)).expect("ADD");
+        assert_eq!(recorded(d, "current", "ADD")["cniVersion"], "1.1.0");
+        let old = recorded(d, "old", "ADD");
+        assert_eq!(old["cniVersion"], "1.0.0");
+        assert_eq!(old["prevResult"]["cniVersion"], "1.0.0");
+        assert_eq!(old["prevResult"]["ips"][0]["address"], "10.9.0.2/24");
+        rt.block_on(cni.del(&att)).expect("DEL");
+        assert_eq!(recorded(d, "old", "DEL")["cniVersion"], "1.0.0");
+        assert_eq!(recorded(d, "current", "DEL")["cniVersion"], "1.1.0");
+    }
+}
