@@ -228,9 +228,12 @@ impl Cni {
         let attachments: Vec<Value> =
             valid.iter().map(|(c, i)| json!({"containerID": c, "ifname": i})).collect();
         for plugin in self.plugins() {
+            // Plugins older than 1.1 do not know GC; their own cleanup is DEL's.
+            if self.version_for(&plugin).await != self.list["cniVersion"] {
+                continue;
+            }
             let mut conf = self.plugin_config(&plugin, None, None);
             conf["cni.dev/valid-attachments"] = json!(attachments);
-            // Plugins older than 1.1 do not know GC; their own cleanup is DEL's.
             match self.exec(&plugin, "GC", None, &conf).await {
                 Err(CniError::Plugin { code: 1 | 2 | 4, .. }) => {}
                 other => {
@@ -376,5 +379,9 @@ mod tests {
         rt.block_on(cni.del(&att)).expect("DEL");
         assert_eq!(recorded(d, "old", "DEL")["cniVersion"], "1.0.0");
         assert_eq!(recorded(d, "current", "DEL")["cniVersion"], "1.1.0");
+        // GC exists from 1.1.0 on: only the plugin that speaks it is asked.
+        rt.block_on(cni.gc(&[])).expect("GC");
+        assert!(recorded(d, "current", "GC")["cni.dev/valid-attachments"].is_array());
+        assert!(!d.join("old-GC.json").exists(), "a 1.0.0 plugin got GC");
     }
 }
