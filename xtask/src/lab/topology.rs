@@ -3,14 +3,14 @@
 //!
 //! ```text
 //!  host: skiff-control on 10.100.0.1:6443, kubeconfig /run/skiff-lab/kubeconfig
-//!  ──────────────── skiff-lab0 (bridge, 10.100.0.1/24) ────────────────────────────────
-//!     │ veth skl-n1           │ veth skl-n2             │ …          │ veth skl-ext
-//!  ┌──┴──────────────┐  ┌─────┴───────────┐                   ┌─────┴───────────┐
-//!  │ skiff-lab-n1    │  │ skiff-lab-n2    │                   │ skiff-lab-ext   │
-//!  │ eth0 10.100.0.11│  │ eth0 10.100.0.12│                   │ eth0 10.100.0.200│
-//!  │ containerd, agent│ │ containerd, agent│                  │ "the outside"   │
-//!  │ pods 10.244.x/24│  │ pods 10.244.y/24│                   └─────────────────┘
-//!  └─────────────────┘  └─────────────────┘
+//!  ═══════════════ bridge skiff-lab0, 10.100.0.1/24 ════════════════════════
+//!        │ skl-n1               │ skl-n2        …          │ skl-ext
+//!  ┌─────┴─────────────┐  ┌─────┴─────────────┐  ┌─────────┴─────────┐
+//!  │ skiff-lab-n1      │  │ skiff-lab-n2      │  │ skiff-lab-ext     │
+//!  │ eth0 10.100.0.11  │  │ eth0 10.100.0.12  │  │ eth0 10.100.0.200 │
+//!  │ containerd, agent │  │ containerd, agent │  │ "the outside"     │
+//!  │ pods 10.244.x/24  │  │ pods 10.244.y/24  │  └───────────────────┘
+//!  └───────────────────┘  └───────────────────┘
 //! ```
 //!
 //! Node K's namespace, node name and bpffs pin dir carry `nK`; its files live in
