@@ -21,6 +21,10 @@ pub struct Install {
     pub subnet: Cidr,
     pub mtu: u32,
     pub pin_dir: PathBuf,
+    /// The IPAM `dataDir` (the plugin's default, /var/lib/cni/networks, when `None`). Nodes that
+    /// share one host, as in `cargo xtask lab`, each need their own: GC releases every record of
+    /// the directory that is not one of its node's attachments.
+    pub ipam_data_dir: Option<PathBuf>,
 }
 
 pub const CONFLIST: &str = "10-skiff.conflist";
@@ -34,6 +38,7 @@ impl Install {
             subnet: Cidr { addr: std::net::Ipv4Addr::UNSPECIFIED, len: 0 },
             mtu: DEFAULT_MTU,
             pin_dir: skiff_common::names::DEFAULT_PIN_DIR.into(),
+            ipam_data_dir: None,
         };
         let mut subnet = None;
         let mut it = args.iter();
@@ -43,6 +48,7 @@ impl Install {
                 "--bin-dir" => install.bin_dir = value()?.into(),
                 "--conf-dir" => install.conf_dir = value()?.into(),
                 "--pin-dir" => install.pin_dir = value()?.into(),
+                "--ipam-data-dir" => install.ipam_data_dir = Some(value()?.into()),
                 "--subnet" => {
                     let v = value()?;
                     subnet = Some(Cidr::parse(&v).ok_or_else(|| {
@@ -59,7 +65,7 @@ impl Install {
                 }
                 other => {
                     return Err(format!(
-                        "unknown flag {other:?} (install takes --subnet, --bin-dir, --conf-dir, --mtu, --pin-dir)"
+                        "unknown flag {other:?} (install takes --subnet, --bin-dir, --conf-dir, --mtu, --pin-dir, --ipam-data-dir)"
                     ));
                 }
             }
@@ -70,11 +76,15 @@ impl Install {
 
     /// The node's conflist: skiff-cni, then the reference portmap plugin for hostPorts.
     pub fn conflist(&self) -> serde_json::Value {
+        let mut ipam = json!({"subnet": self.subnet.to_string()});
+        if let Some(dir) = &self.ipam_data_dir {
+            ipam["dataDir"] = json!(dir);
+        }
         json!({
             "cniVersion": LATEST,
             "name": "skiff",
             "plugins": [
-                {"type": "skiff-cni", "mtu": self.mtu, "bpfPinDir": self.pin_dir, "ipam": {"subnet": self.subnet.to_string()}},
+                {"type": "skiff-cni", "mtu": self.mtu, "bpfPinDir": self.pin_dir, "ipam": ipam},
                 {"type": "portmap", "capabilities": {"portMappings": true}, "snat": true},
             ],
         })

@@ -101,8 +101,9 @@ impl Drop for Containerd {
 }
 
 /// Kills every process whose command line mentions `dir` (a daemon, its shims), unmounts
-/// everything under it (deepest first) and removes it.
-pub(crate) fn teardown(dir: &Path) {
+/// everything under it (deepest first) and removes it. Also what `cargo xtask lab down` does
+/// with the lab's directory.
+pub fn teardown(dir: &Path) {
     let needle = dir.display().to_string();
     if let Ok(procs) = std::fs::read_dir("/proc") {
         for p in procs.flatten() {

@@ -27,7 +27,7 @@ mod topology;
 pub mod traffic;
 
 pub use bpffs::{PinDir, ensure_bpffs};
-pub use containerd::{CONTAINERD_ROOT, Containerd};
+pub use containerd::{CONTAINERD_ROOT, Containerd, teardown as remove_daemon_dir};
 pub use error::{Error, Result};
 pub use netns::NetNs;
 pub use poll::poll_until;

@@ -32,7 +32,8 @@ pub fn run() -> anyhow::Result<()> {
     step("privileged tests again (a second run must pass too)", || {
         step::run(&mut nextest(&["--package", "skiff-tests", "--package", "skiff-cni"]))
     })?;
-    step("lab smoke run", || lab::run(&lab::LabArgs::default()))?;
+    step("lab smoke run", || lab::smoke(&lab::SmokeArgs::default()))?;
+    step("lab e2e (two nodes, pods, traffic across them, down)", lab::e2e)?;
     step("eBPF object built once", || {
         if modified(&object)? != built_at {
             bail!("{} was rebuilt although nothing in ebpf/ changed", object.display());

@@ -23,9 +23,9 @@ enum Task {
     /// Install what building and testing need: apt packages, nightly rust-src, bpf-linker, bpffs.
     Setup,
     /// What CI runs: setup, rustfmt, clippy (host and eBPF), every test including the privileged
-    /// ones, then the lab as a smoke test.
+    /// ones, then the lab's smoke and end-to-end runs.
     Ci,
-    /// Load the datapath into a demo namespace pair, send traffic, print the counters.
+    /// A multi-node cluster on this machine: `lab up [--nodes N]`, `lab status`, `lab down`.
     Lab(lab::LabArgs),
     /// Build the demo image archive `skiff.local/echo:<version>` (a static skiff-echo on
     /// busybox-static) for `skiff image import`.

@@ -45,6 +45,10 @@ pub struct RunArgs {
     /// Where the CNI network configuration list is.
     #[arg(long, default_value = "/etc/cni/net.d")]
     pub cni_conf_dir: PathBuf,
+    /// The IPAM data directory in the CNI configuration the agent writes (default: the plugin's,
+    /// /var/lib/cni/networks). Agents sharing one host need one each.
+    #[arg(long)]
+    pub cni_ipam_dir: Option<PathBuf>,
     /// Where CNI plugins are (repeatable).
     #[arg(long = "cni-bin-dir", default_values = ["/opt/cni/bin", "/usr/lib/cni"])]
     pub cni_bin_dirs: Vec<PathBuf>,
@@ -111,6 +115,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
             subnet,
             mtu: args.mtu,
             pin_dir: args.pin_dir.clone(),
+            ipam_data_dir: args.cni_ipam_dir.clone(),
         };
         install.write_conflist().map_err(|e| anyhow::anyhow!(e)).context("writing the CNI configuration")?;
     }

@@ -4,10 +4,11 @@
 //! result, in reverse for DEL — and the result cached per attachment, since CHECK and DEL need it.
 
 use std::{
-    collections::HashSet,
+    collections::{HashMap, HashSet},
     net::Ipv4Addr,
     path::{Path, PathBuf},
     process::Stdio,
+    sync::{Arc, Mutex},
 };
 
 use serde_json::{Value, json};
@@ -45,7 +46,14 @@ pub struct Cni {
     cache_dir: PathBuf,
     /// The namespace plugins run in (the node's); `None`: this process's.
     node_netns: Option<PathBuf>,
+    /// The version each plugin type gets on ADD and DEL (see [`Cni::version_for`]).
+    versions: Arc<Mutex<HashMap<String, Value>>>,
 }
+
+/// Spec versions whose results have the same shape, newest first: a plugin that does not speak
+/// the list's version gets the newest of these it does (Debian's reference portmap stops at
+/// 1.0.0 while the list is 1.1.0).
+const COMPATIBLE_VERSIONS: &[&str] = &["1.1.0", "1.0.0"];
 
 impl Cni {
     /// Loads the lowest-sorting `.conflist` of `conf_dir`.
@@ -67,7 +75,7 @@ impl Cni {
         if list["plugins"].as_array().is_none_or(|p| p.is_empty()) || list["name"].as_str().is_none() {
             return Err(CniError::Config(format!("{} needs a name and plugins", file.display())));
         }
-        Ok(Self { list, bin_dirs, cache_dir, node_netns: None })
+        Ok(Self { list, bin_dirs, cache_dir, node_netns: None, versions: Arc::default() })
     }
 
     /// Runs the plugins inside the network namespace at `netns` (an agent driving a node that
@@ -115,6 +123,48 @@ impl Cni {
         conf
     }
 
+    /// The list's version, or — for a plugin that does not support it (asked once through
+    /// VERSION) — the newest compatible version it supports.
+    async fn version_for(&self, plugin: &Value) -> Value {
+        let listed = self.list["cniVersion"].clone();
+        let kind = plugin["type"].as_str().unwrap_or_default().to_owned();
+        if let Some(known) = self.versions.lock().ok().and_then(|v| v.get(&kind).cloned()) {
+            return known;
+        }
+        let asked = json!({"cniVersion": listed});
+        let chosen = match self.exec(plugin, "VERSION", None, &asked).await {
+            Ok(Some(answer)) => {
+                let supported: Vec<&str> = answer["supportedVersions"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .filter_map(Value::as_str)
+                    .collect();
+                if supported.contains(&listed.as_str().unwrap_or_default()) {
+                    listed
+                } else {
+                    COMPATIBLE_VERSIONS.iter().find(|v| supported.contains(v)).map_or(listed, |v| json!(v))
+                }
+            }
+            // Let the real command fail with the plugin's own message.
+            _ => listed,
+        };
+        if let Ok(mut versions) = self.versions.lock() {
+            versions.insert(kind, chosen.clone());
+        }
+        chosen
+    }
+
+    /// Puts the plugin's version into its configuration and its previous result (the result's
+    /// shape is the same across [`COMPATIBLE_VERSIONS`]; plugins check the label).
+    async fn negotiate(&self, plugin: &Value, conf: &mut Value) {
+        let version = self.version_for(plugin).await;
+        if conf["prevResult"].is_object() {
+            conf["prevResult"]["cniVersion"] = version.clone();
+        }
+        conf["cniVersion"] = version;
+    }
+
     /// The name of the cached result of attachment (`container_id`, `ifname`).
     fn cache_name(&self, container_id: &str, ifname: &str) -> String {
         format!("{}-{container_id}-{ifname}.json", self.network())
@@ -129,7 +179,8 @@ impl Cni {
     pub async fn add(&self, att: &Attachment) -> Result<Value> {
         let mut previous: Option<Value> = None;
         for plugin in self.plugins() {
-            let conf = self.plugin_config(&plugin, previous.as_ref(), Some(att));
+            let mut conf = self.plugin_config(&plugin, previous.as_ref(), Some(att));
+            self.negotiate(&plugin, &mut conf).await;
             match self.exec(&plugin, "ADD", Some(att), &conf).await {
                 Ok(result) => previous = result.or(previous),
                 Err(err) => {
@@ -154,7 +205,8 @@ impl Cni {
         let previous = self.cached(att);
         let mut first_error = None;
         for plugin in self.plugins().iter().rev() {
-            let conf = self.plugin_config(plugin, previous.as_ref(), Some(att));
+            let mut conf = self.plugin_config(plugin, previous.as_ref(), Some(att));
+            self.negotiate(plugin, &mut conf).await;
             if let Err(e) = self.exec(plugin, "DEL", Some(att), &conf).await {
                 first_error.get_or_insert(e);
             }
@@ -176,9 +228,12 @@ impl Cni {
         let attachments: Vec<Value> =
             valid.iter().map(|(c, i)| json!({"containerID": c, "ifname": i})).collect();
         for plugin in self.plugins() {
+            // Plugins older than 1.1 do not know GC; their own cleanup is DEL's.
+            if self.version_for(&plugin).await != self.list["cniVersion"] {
+                continue;
+            }
             let mut conf = self.plugin_config(&plugin, None, None);
             conf["cni.dev/valid-attachments"] = json!(attachments);
-            // Plugins older than 1.1 do not know GC; their own cleanup is DEL's.
             match self.exec(&plugin, "GC", None, &conf).await {
                 Err(CniError::Plugin { code: 1 | 2 | 4, .. }) => {}
                 other => {
@@ -267,4 +322,66 @@ impl Cni {
 /// The pod's IPv4 address in a result.
 pub fn pod_ip(result: &Value) -> Option<Ipv4Addr> {
     result["ips"].as_array()?.iter().find_map(|ip| ip["address"].as_str()?.split('/').next()?.parse().ok())
+}
+
+#[cfg(test)]
+mod tests {
+    use std::os::unix::fs::PermissionsExt as _;
+
+    use super::*;
+
+    /// A plugin that records each command's stdin in `<dir>/<name>-<COMMAND>.json`, answers
+    /// VERSION with `versions` and ADD with its previous result (or a fresh one).
+    fn fake_plugin(dir: &Path, name: &str, versions: &str) {
+        let script = format!(
+            "#!/bin/sh\nin=$(cat)\nprintf '%s' \"$in\" > {dir}/{name}-$CNI_COMMAND.json\n\
+             case $CNI_COMMAND in\n\
+             VERSION) echo '{{\"cniVersion\":\"1.0.0\",\"supportedVersions\":[{versions}]}}' ;;\n\
+             ADD) echo '{{\"cniVersion\":\"1.1.0\",\"ips\":[{{\"address\":\"10.9.0.2/24\"}}]}}' ;;\n\
+             esac\n",
+            dir = dir.display()
+        );
+        let path = dir.join(name);
+        std::fs::write(&path, script).expect("plugin");
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+    }
+
+    fn recorded(dir: &Path, name: &str, command: &str) -> Value {
+        let text =
+            std::fs::read_to_string(dir.join(format!("{name}-{command}.json"))).expect("recorded stdin");
+        serde_json::from_str(&text).expect("JSON stdin")
+    }
+
+    #[test]
+    fn a_plugin_that_stops_at_1_0_0_gets_1_0_0_and_so_does_its_previous_result() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let d = dir.path();
+        fake_plugin(d, "current", r#""0.4.0","1.0.0","1.1.0""#);
+        fake_plugin(d, "old", r#""0.4.0","1.0.0""#);
+        let list =
+            json!({"cniVersion": "1.1.0", "name": "net", "plugins": [{"type": "current"}, {"type": "old"}]});
+        std::fs::write(d.join("10-net.conflist"), list.to_string()).expect("conflist");
+        let cni = Cni::load(d, vec![d.to_owned()], d.join("cache")).expect("load");
+        let att = Attachment {
+            container_id: "c1".into(),
+            netns: "/run/netns/none".into(),
+            ifname: "eth0".into(),
+            args: Vec::new(),
+            capabilities: json!({}),
+        };
+        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("tokio");
+        rt.block_on(cni.add(&att)).expect("ADD");
+        assert_eq!(recorded(d, "current", "ADD")["cniVersion"], "1.1.0");
+        let old = recorded(d, "old", "ADD");
+        assert_eq!(old["cniVersion"], "1.0.0");
+        assert_eq!(old["prevResult"]["cniVersion"], "1.0.0");
+        assert_eq!(old["prevResult"]["ips"][0]["address"], "10.9.0.2/24");
+        rt.block_on(cni.del(&att)).expect("DEL");
+        assert_eq!(recorded(d, "old", "DEL")["cniVersion"], "1.0.0");
+        assert_eq!(recorded(d, "current", "DEL")["cniVersion"], "1.1.0");
+        // GC exists from 1.1.0 on: only the plugin that speaks it is asked.
+        rt.block_on(cni.gc(&[])).expect("GC");
+        assert!(recorded(d, "current", "GC")["cni.dev/valid-attachments"].is_array());
+        assert!(!d.join("old-GC.json").exists(), "a 1.0.0 plugin got GC");
+    }
 }

@@ -1,8 +1,8 @@
-//! `cargo xtask lab`: the datapath in a demo namespace pair.
+//! `cargo xtask lab smoke`: the datapath's counter programs in a namespace pair.
 //!
-//! Today: a client namespace and a node namespace joined by a veth; the real `skiff-agent` runs in
-//! the node namespace with XDP and TC egress attached to its interface; UDP echo traffic crosses;
-//! the agent's counters are printed and checked. It grows into the multi-node lab.
+//! A client namespace and a node namespace joined by a veth; the real `skiff-agent datapath` runs
+//! in the node namespace with XDP and TC egress attached to its interface; UDP echo traffic
+//! crosses; the agent's counters are printed and checked. CI runs it next to `lab e2e`.
 
 use std::{
     io::{BufRead as _, BufReader},
@@ -23,15 +23,15 @@ use skiff_tests::{PairTopology, traffic};
 
 use crate::step::{self, cargo, step};
 
-const CLIENT_NS: &str = "skiff-lab-client";
-const NODE_NS: &str = "skiff-lab-node";
-const PIN_DIR: &str = "/sys/fs/bpf/skiff-lab";
+const CLIENT_NS: &str = "skiff-smoke-client";
+const NODE_NS: &str = "skiff-smoke-node";
+const PIN_DIR: &str = "/sys/fs/bpf/skiff-smoke";
 const ECHO_PORT: u16 = 7000;
 const PAYLOAD: usize = 64;
 const AGENT_READY: Duration = Duration::from_secs(30);
 
 #[derive(Debug, clap::Args)]
-pub struct LabArgs {
+pub struct SmokeArgs {
     /// UDP datagrams to send from the client to the node.
     #[arg(long, default_value_t = 10)]
     pub datagrams: usize,
@@ -41,18 +41,18 @@ pub struct LabArgs {
     pub hold: bool,
 }
 
-impl Default for LabArgs {
+impl Default for SmokeArgs {
     fn default() -> Self {
         Self { datagrams: 10, hold: false }
     }
 }
 
-pub fn run(args: &LabArgs) -> anyhow::Result<()> {
+pub fn run(args: &SmokeArgs) -> anyhow::Result<()> {
     crate::setup::run()?;
     step("build skiff-agent (and its eBPF object)", || {
         step::run(cargo().args(["build", "--locked", "--package", "skiff-agent"]))
     })?;
-    let topo = step("create namespaces skiff-lab-client ── veth ── skiff-lab-node", || {
+    let topo = step("create namespaces skiff-smoke-client ── veth ── skiff-smoke-node", || {
         skiff_tests::ensure_bpffs()?;
         // Fresh counters for every run.
         if Path::new(PIN_DIR).exists() {
@@ -60,19 +60,20 @@ pub fn run(args: &LabArgs) -> anyhow::Result<()> {
         }
         Ok(PairTopology::with_names(CLIENT_NS, NODE_NS)?)
     })?;
-    let result = step("start skiff-agent in skiff-lab-node", || start_agent(&topo)).and_then(|mut agent| {
-        let result = exchange(&topo, args.datagrams).and_then(|()| {
-            if args.hold {
-                hold();
+    let result =
+        step("start skiff-agent in skiff-smoke-node", || start_agent(&topo)).and_then(|mut agent| {
+            let result = exchange(&topo, args.datagrams).and_then(|()| {
+                if args.hold {
+                    hold();
+                }
+                report(&mut agent, args.datagrams)
+            });
+            if result.is_err() {
+                let _ = agent.child.kill();
+                let _ = agent.child.wait();
             }
-            report(&mut agent, args.datagrams)
+            result
         });
-        if result.is_err() {
-            let _ = agent.child.kill();
-            let _ = agent.child.wait();
-        }
-        result
-    });
     let _ = std::fs::remove_dir_all(PIN_DIR);
     result
 }
@@ -158,7 +159,7 @@ fn report(agent: &mut Agent, datagrams: usize) -> anyhow::Result<()> {
     check_counts(&table, datagrams)?;
     println!(
         "\nEvery request entered the node through XDP and every echo left through TC egress.\n\
-         Next: `cargo xtask lab --hold` to keep it up and inspect it, `skiff-agent datapath --help`,\n\
+         Next: `cargo xtask lab smoke --hold` to keep it up and inspect it, `skiff-agent datapath --help`,\n\
          and README.md's \"Debugging the packet path\"."
     );
     Ok(())
