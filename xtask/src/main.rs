@@ -2,6 +2,7 @@
 
 mod bench;
 mod ci;
+mod install;
 mod lab;
 mod setup;
 mod step;
@@ -24,6 +25,9 @@ enum Task {
     Ci,
     /// Load the datapath into a demo namespace pair, send traffic, print the counters.
     Lab(lab::LabArgs),
+    /// Build release binaries and install them, the systemd units and example settings
+    /// (`--dry-run` prints what it would do).
+    Install(install::InstallArgs),
     /// Run a benchmark (root) and write its table into README.md.
     Bench {
         #[arg(value_enum)]
@@ -37,6 +41,7 @@ fn main() {
         Task::Setup => setup::run(),
         Task::Ci => ci::run(),
         Task::Lab(args) => lab::run(&args),
+        Task::Install(args) => install::run(&args),
         Task::Bench { which } => bench::run(which),
     };
     if let Err(err) = result {
