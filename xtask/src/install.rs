@@ -201,9 +201,11 @@ pub fn run(args: &InstallArgs) -> anyhow::Result<()> {
         destdir: args.destdir.clone(),
         systemd_running: Path::new("/run/systemd/system").is_dir(),
     };
+    // Planned before anything is built, so bad arguments cost no release build.
+    let planned = plan(&layout, true)?;
     if args.dry_run {
         println!("run cargo {}", build.join(" "));
-        for action in plan(&layout, true)? {
+        for action in planned {
             println!("{action}");
         }
         return Ok(());
