@@ -3,6 +3,7 @@
 mod bench;
 mod ci;
 mod demo;
+mod install;
 mod lab;
 mod setup;
 mod step;
@@ -34,6 +35,9 @@ enum Task {
         #[arg(long)]
         out: Option<PathBuf>,
     },
+    /// Build release binaries and install them, the systemd units and example settings
+    /// (`--dry-run` prints what it would do).
+    Install(install::InstallArgs),
     /// Run a benchmark (root) and write its table into README.md.
     Bench {
         #[arg(value_enum)]
@@ -48,6 +52,7 @@ fn main() {
         Task::Ci => ci::run(),
         Task::Lab(args) => lab::run(&args),
         Task::EchoImage { out } => demo::run(out),
+        Task::Install(args) => install::run(&args),
         Task::Bench { which } => bench::run(which),
     };
     if let Err(err) = result {
