@@ -162,8 +162,20 @@ fn run(cli: Cli) -> anyhow::Result<()> {
     })
 }
 
+/// Ctrl-C or SIGTERM (what systemd and container runtimes send) ends serving gracefully.
 async fn shutdown() {
-    let _ = tokio::signal::ctrl_c().await;
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending().await,
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        () = term => {}
+    }
 }
 
 #[cfg(test)]
