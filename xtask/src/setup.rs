@@ -10,7 +10,8 @@ use crate::step::{self, nightly, output, step};
 /// A package is installed only when its file is missing.
 const APT_PACKAGES: &[(&str, &str, &str)] = &[
     ("iproute2", "/usr/sbin/ip", "network namespaces, veth pairs and addresses for tests and the lab"),
-    ("util-linux", "/usr/bin/nsenter", "running the lab's agent inside its node namespace"),
+    ("util-linux", "/usr/bin/nsenter", "entering pod and node namespaces in the lab's checks"),
+    ("iputils-ping", "/usr/bin/ping", "the lab's host-to-pod reachability check"),
     ("bpftool", "/usr/sbin/bpftool", "inspecting loaded programs and maps by hand"),
     ("iptables", "/usr/sbin/iptables", "the iptables proxy mode, skiff's benchmark baseline"),
     ("protobuf-compiler", "/usr/bin/protoc", "containerd API bindings"),

@@ -23,6 +23,23 @@ use nix::{
 
 use super::topology::LAB_DIR;
 
+/// Makes `cmd` start inside the network namespace at `netns` (a bind-mounted namespace file).
+///
+/// The child enters it between fork and exec, so the lab's process is the binary itself from its
+/// first instruction. (Through `nsenter` there were two execs, and in the moment between them the
+/// pid's command line reads empty: a liveness check landing there took the agent for dead.)
+pub fn in_netns(cmd: &mut Command, netns: &Path) -> anyhow::Result<()> {
+    let file = std::fs::File::open(netns).with_context(|| format!("opening {}", netns.display()))?;
+    // SAFETY: the closure only calls setns(2), which is async-signal-safe, on a descriptor opened
+    // before the fork; it allocates nothing.
+    unsafe {
+        cmd.pre_exec(move || {
+            nix::sched::setns(&file, nix::sched::CloneFlags::CLONE_NEWNET).map_err(std::io::Error::from)
+        });
+    }
+    Ok(())
+}
+
 /// Starts `cmd` in its own process group with stdin closed and stdout/stderr appended to `log`.
 pub fn spawn_detached(cmd: &mut Command, log: &Path) -> anyhow::Result<u32> {
     let file = std::fs::OpenOptions::new()

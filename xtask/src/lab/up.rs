@@ -194,7 +194,7 @@ fn start_containerd(node: &NodeSpec) -> anyhow::Result<u32> {
     Ok(pid)
 }
 
-/// `skiff-agent run` inside the node's namespace (`nsenter --net` only: the mount namespace, and
+/// `skiff-agent run` inside the node's network namespace (only that one: the mount namespace, and
 /// with it bpffs and /run/netns, stays the host's), its pod CIDR from skiff-control.
 fn start_agent(node: &NodeSpec) -> anyhow::Result<u32> {
     let dir = node.dir();
@@ -202,10 +202,9 @@ fn start_agent(node: &NodeSpec) -> anyhow::Result<u32> {
         std::fs::create_dir_all(dir.join(sub))?;
     }
     std::fs::create_dir_all(node.pin_dir())?;
-    let mut cmd = Command::new("nsenter");
-    cmd.arg(format!("--net={}", node.netns_path().display()))
-        .arg(topology::bin_dir().join("skiff-agent"))
-        .arg("run")
+    let mut cmd = Command::new(topology::bin_dir().join("skiff-agent"));
+    procs::in_netns(&mut cmd, &node.netns_path())?;
+    cmd.arg("run")
         .arg("--kubeconfig")
         .arg(topology::kubeconfig())
         .args(["--node-name", &node.name(), "--node-ip", &node.ip().to_string()])
