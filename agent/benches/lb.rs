@@ -65,8 +65,7 @@ fn programmed(services: u32) -> (Datapath, PinDir, SocketAddrV4) {
     let (mut dp, pins) = load(&format!("bench-pkt-{services}"), services, M_PACKET_BENCH, services * 2);
     for i in 0..services {
         let key = FrontendKey { vip: vip(i), port: 80, proto: Protocol::Tcp };
-        let backends =
-            [0, 1].map(|b| BackendAddr { ip: endpoint(i * 2 + b), port: 8080, proto: Protocol::Tcp });
+        let backends = [0, 1].map(|b| BackendAddr::remote(endpoint(i * 2 + b), 8080, Protocol::Tcp));
         let frontend = Frontend {
             service: ServiceRef { namespace: "bench".into(), name: format!("s{i}") },
             port_name: String::new(),
@@ -74,6 +73,7 @@ fn programmed(services: u32) -> (Datapath, PinDir, SocketAddrV4) {
             draining: Default::default(),
             affinity_timeout_s: None,
             local_only: false,
+            external: false,
         };
         dp.dataplane().upsert(key, &frontend).expect("upsert");
     }
@@ -142,7 +142,7 @@ fn main() {
     // 2. Programming 10k Services × 10 endpoints.
     let objects = k8s_objects(10_000, 10);
     let (mut dp, _pins) = load("bench-prog", 10_000, LbConfig::DEFAULT.maglev_m, 200_100);
-    let ctx = ProxyContext { node_name: "bench".into(), proxy_name: None };
+    let ctx = ProxyContext { node_name: "bench".into(), ..ProxyContext::default() };
     let mut proxy = ServiceProxy::new(ctx, dp.dataplane());
     let start = Instant::now();
     for (svc, slice) in &objects {

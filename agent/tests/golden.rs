@@ -30,7 +30,11 @@ fn load(case: &str) -> (Vec<Service>, Vec<EndpointSlice>) {
 
 fn render(case: &str) -> String {
     let (services, slices) = load(case);
-    let ctx = ProxyContext { node_name: "node-a".into(), proxy_name: None };
+    let ctx = ProxyContext {
+        node_name: "node-a".into(),
+        proxy_name: None,
+        nodeport_addresses: vec![std::net::Ipv4Addr::new(192, 168, 5, 10)],
+    };
     let mut proxy = ServiceProxy::new(ctx, LbDataplane::new(MemoryMaps::new(251, 64)));
     let slice_refs: Vec<&EndpointSlice> = slices.iter().collect();
     for svc in &services {
@@ -76,4 +80,9 @@ fn filters() {
 #[test]
 fn policies() {
     check("policies");
+}
+
+#[test]
+fn external() {
+    check("external");
 }

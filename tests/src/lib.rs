@@ -8,6 +8,7 @@
 //! - [`Containerd`]: a private containerd daemon (own root, state and sockets).
 //! - [`Registry`]: a private OCI registry on loopback, and pushing to it with skopeo.
 //! - [`traffic`]: UDP echo server and lock-step client.
+//! - [`wire`]: making a veth behave like a wire for XDP (complete checksums, a polling peer).
 //! - [`poll_until`]: wait for a condition with a deadline instead of sleeping.
 //! - [`sweep_stale`]: removes what killed test runs left behind.
 //!
@@ -25,6 +26,7 @@ mod registry;
 mod stale;
 mod topology;
 pub mod traffic;
+pub mod wire;
 
 pub use bpffs::{PinDir, ensure_bpffs};
 pub use containerd::{CONTAINERD_ROOT, Containerd, teardown as remove_daemon_dir};

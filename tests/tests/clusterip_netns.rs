@@ -46,6 +46,7 @@ fn frontend(name: &str, backends: &[BackendAddr], affinity: bool) -> Frontend {
         draining: BTreeSet::new(),
         affinity_timeout_s: affinity.then_some(10800),
         local_only: false,
+        external: false,
     }
 }
 
@@ -84,7 +85,7 @@ impl Cluster {
     }
 
     fn backends(&self, port: u16, proto: Protocol) -> Vec<BackendAddr> {
-        self.topo.pods[1..].iter().map(|p| BackendAddr { ip: p.ip, port, proto }).collect()
+        self.topo.pods[1..].iter().map(|p| BackendAddr::remote(p.ip, port, proto)).collect()
     }
 
     fn config(&self) -> DatapathConfig {

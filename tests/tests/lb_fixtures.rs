@@ -7,7 +7,10 @@ mod common;
 
 use std::net::{Ipv4Addr, SocketAddrV4};
 
-use common::{Svc, be};
+use common::{
+    Svc, be,
+    fixture::{FixtureEnv, nothing, unchanged},
+};
 
 use skiff_agent::datapath::{
     Datapath, DatapathConfig, LbCapacity, LogLevel,
@@ -93,7 +96,9 @@ impl Env {
         let id = row[(h % M) as usize];
         svc.backends.iter().find(|(bid, _)| *bid == id).map(|(_, a)| *a).expect("backend in row")
     }
+}
 
+impl FixtureEnv for Env {
     fn run(&self, packet: &[u8]) -> (i32, Vec<u8>) {
         let mut out = vec![0u8; packet.len() + 128];
         let outcome = self.dp.test_run_lb(packet, &mut out, 1).expect("test run");
@@ -106,40 +111,10 @@ impl Env {
     }
 }
 
-/// One fixture.
-struct Fixture {
-    description: &'static str,
-    /// Map setup beyond the standard services, and earlier packets of the flow.
-    setup: fn(&mut Env),
-    input: fn(&mut Env) -> Vec<u8>,
-    verdict: i32,
-    /// `None`: the packet must come out unchanged.
-    output: fn(&mut Env) -> Option<Vec<u8>>,
-    /// A drop/reject counter that must move by exactly one.
-    counts: Option<DropReason>,
-}
-
-fn nothing(_: &mut Env) {}
-fn unchanged(_: &mut Env) -> Option<Vec<u8>> {
-    None
-}
+type Fixture = common::fixture::Fixture<Env>;
 
 fn check(label: &str, f: &Fixture) {
-    let mut env = Env::new(label);
-    (f.setup)(&mut env);
-    let before = f.counts.map(|r| env.drops(r));
-    let input = (f.input)(&mut env);
-    let (verdict, out) = env.run(&input);
-    assert_eq!(verdict, f.verdict, "{}: verdict", f.description);
-    let expected = (f.output)(&mut env).unwrap_or_else(|| input.clone());
-    assert_eq!(hex(&out), hex(&expected), "{}: output packet", f.description);
-    if let (Some(reason), Some(before)) = (f.counts, before) {
-        assert_eq!(env.drops(reason), before + 1, "{}: {reason:?} counter", f.description);
-    }
-}
-
-fn hex(b: &[u8]) -> String {
-    b.iter().map(|x| format!("{x:02x}")).collect::<Vec<_>>().join(" ")
+    f.check_in(&mut Env::new(label));
 }
 
 macro_rules! fixtures {

@@ -147,9 +147,10 @@ fn routes_to_other_nodes_pods_follow_the_node_objects() {
             .expect("netlink");
         tokio::spawn(connection);
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-        let routes = tokio::spawn(kubelet::run_routes(client.clone(), netlink, "node-a".into(), async {
-            let _ = stopped.await;
-        }));
+        let routes =
+            tokio::spawn(kubelet::run_routes(client.clone(), netlink, "node-a".into(), None, async {
+                let _ = stopped.await;
+            }));
 
         let nodes: Api<Node> = Api::all(client.clone());
         add_node(&nodes, "node-a", "10.244.1.0/24", "192.168.77.1").await;

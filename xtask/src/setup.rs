@@ -12,6 +12,7 @@ const APT_PACKAGES: &[(&str, &str, &str)] = &[
     ("iproute2", "/usr/sbin/ip", "network namespaces, veth pairs and addresses for tests and the lab"),
     ("util-linux", "/usr/bin/nsenter", "entering pod and node namespaces in the lab's checks"),
     ("iputils-ping", "/usr/bin/ping", "the lab's host-to-pod reachability check"),
+    ("ethtool", "/usr/sbin/ethtool", "making the lab's and tests' veths behave like wires for XDP"),
     ("bpftool", "/usr/sbin/bpftool", "inspecting loaded programs and maps by hand"),
     ("iptables", "/usr/sbin/iptables", "the iptables proxy mode, skiff's benchmark baseline"),
     ("protobuf-compiler", "/usr/bin/protoc", "containerd API bindings"),

@@ -28,6 +28,28 @@ pub fn node_name(given: Option<String>) -> anyhow::Result<String> {
     }
 }
 
+/// The interface of this network namespace that holds `ip` (the node's uplink, by default).
+pub fn interface_with(ip: std::net::Ipv4Addr) -> anyhow::Result<String> {
+    let addrs = nix::ifaddrs::getifaddrs().context("listing interface addresses")?;
+    for ifa in addrs {
+        if ifa.address.as_ref().and_then(|a| a.as_sockaddr_in()).is_some_and(|a| a.ip() == ip) {
+            return Ok(ifa.interface_name);
+        }
+    }
+    anyhow::bail!("no interface holds {ip} in this network namespace (give --uplink)")
+}
+
+/// A port range `MIN-MAX`, as flags take it.
+pub fn port_range(text: &str) -> Result<(u16, u16), String> {
+    let (min, max) = text.split_once('-').ok_or_else(|| format!("{text:?} is not MIN-MAX"))?;
+    let min: u16 = min.trim().parse().map_err(|_| format!("{min:?} is not a port"))?;
+    let max: u16 = max.trim().parse().map_err(|_| format!("{max:?} is not a port"))?;
+    if min == 0 || min > max {
+        return Err(format!("{text:?}: need 1 <= MIN <= MAX"));
+    }
+    Ok((min, max))
+}
+
 /// Refuses any of `interfaces` that this network namespace does not have.
 pub fn require_interfaces<'a>(interfaces: impl IntoIterator<Item = &'a String>) -> anyhow::Result<()> {
     for iface in interfaces {

@@ -17,6 +17,8 @@ use skiff_agent::{
     runtime::{DEFAULT_NAMESPACE, DEFAULT_SOCKET, Runtime, busybox},
 };
 
+use skiff_common::lb::LbConfig;
+
 use super::wait_for_shutdown;
 
 #[derive(Debug, clap::Args)]
@@ -82,14 +84,40 @@ pub struct RunArgs {
     /// Seconds between heartbeats (lease renewal and node status).
     #[arg(long, default_value_t = 10)]
     pub heartbeat_seconds: u64,
+    /// The node's external interface, where the uplink XDP program serves NodePorts, external and
+    /// load-balancer addresses (default: the interface holding --node-ip).
+    #[arg(long)]
+    pub uplink: Option<String>,
+    /// Source ports for SNAT toward other nodes' backends when the client's own port is taken.
+    #[arg(long, default_value = "32768-65535", value_parser = super::port_range)]
+    pub snat_ports: (u16, u16),
 }
 
 pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     let node_name = super::node_name(args.node_name)?;
     let client = super::service_proxy::client(args.kubeconfig.as_deref()).await?;
     let runtime = Runtime::connect(&args.containerd, &args.containerd_namespace).await?;
-    let mut dp =
-        Datapath::load(&DatapathConfig { pin_dir: args.pin_dir.clone(), ..DatapathConfig::default() })?;
+    let mut config = DatapathConfig { pin_dir: args.pin_dir.clone(), ..DatapathConfig::default() };
+    config.lb.config = LbConfig {
+        node_addr_be: u32::from_ne_bytes(args.node_ip.octets()),
+        snat_port_min: args.snat_ports.0,
+        snat_port_max: args.snat_ports.1,
+        ..LbConfig::DEFAULT
+    };
+    let mut dp = Datapath::load(&config)?;
+    let (uplink, uplink_index) =
+        kubelet::netns::on_thread(args.node_netns.as_deref(), || -> anyhow::Result<(String, u32)> {
+            let uplink = match &args.uplink {
+                Some(iface) => iface.clone(),
+                None => super::interface_with(args.node_ip)?,
+            };
+            let index = nix::net::if_::if_nametoindex(uplink.as_str())
+                .map_err(|_| anyhow::anyhow!("no interface named {uplink:?}"))?;
+            dp.attach_uplink(&uplink)?;
+            Ok((uplink, index))
+        })
+        .context("entering the node namespace")??;
+    tracing::info!(%uplink, "uplink program attached");
 
     let mut node = NodeConfig::new(&node_name, args.node_ip);
     node.pod_cidr = args.pod_cidr.clone();
@@ -151,7 +179,13 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
             let stop = until_stopped();
             async move { agent.run(|| true, stop).await }
         }),
-        tokio::spawn(kubelet::run_routes(client.clone(), netlink, node_name.clone(), until_stopped())),
+        tokio::spawn(kubelet::run_routes(
+            client.clone(),
+            netlink,
+            node_name.clone(),
+            Some(uplink_index),
+            until_stopped(),
+        )),
         tokio::spawn(kubelet::logs::serve(ctx.clone(), logs, until_stopped())),
         tokio::spawn(kubelet::static_pods::run(
             client.clone(),
@@ -164,7 +198,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     ];
     tracing::info!(node = %node_name, "skiff-agent running");
     let shutdown = wait_for_shutdown()?;
-    let proxy = ProxyContext { node_name, proxy_name: None };
+    let proxy = ProxyContext { node_name, proxy_name: None, nodeport_addresses: vec![args.node_ip] };
     let mut feeder = watch::Feeder::new(ServiceProxy::new(proxy, dp.dataplane()));
     tokio::select! {
         result = watch::run(client, &mut feeder) => result?,

@@ -44,6 +44,17 @@ pub struct ServiceProxyArgs {
     /// Log level inside the eBPF programs.
     #[arg(long, value_enum, default_value_t = LogLevel::Info)]
     pub datapath_log_level: LogLevel,
+    /// This node's address: NodePorts are served on it, and external flows to other nodes'
+    /// backends are SNATed to it (without it, only ClusterIPs are served).
+    #[arg(long)]
+    pub node_ip: Option<std::net::Ipv4Addr>,
+    /// The node's external interface for the uplink XDP program (default with --node-ip: the
+    /// interface holding it).
+    #[arg(long)]
+    pub uplink: Option<String>,
+    /// Source ports for SNAT toward other nodes' backends when the client's own port is taken.
+    #[arg(long, default_value = "32768-65535", value_parser = super::port_range)]
+    pub snat_ports: (u16, u16),
 }
 
 pub async fn run(args: ServiceProxyArgs) -> anyhow::Result<()> {
@@ -51,8 +62,20 @@ pub async fn run(args: ServiceProxyArgs) -> anyhow::Result<()> {
     let node_name = super::node_name(args.node_name)?;
     let client = client(args.kubeconfig.as_deref()).await?;
 
+    let uplink = match (&args.uplink, args.node_ip) {
+        (Some(iface), _) => Some(iface.clone()),
+        (None, Some(ip)) => Some(super::interface_with(ip)?),
+        (None, None) => None,
+    };
+    super::require_interfaces(&uplink)?;
     let lb = LbCapacity {
-        config: LbConfig { maglev_m: args.maglev_size, ..LbConfig::DEFAULT },
+        config: LbConfig {
+            maglev_m: args.maglev_size,
+            node_addr_be: args.node_ip.map_or(0, |ip| u32::from_ne_bytes(ip.octets())),
+            snat_port_min: args.snat_ports.0,
+            snat_port_max: args.snat_ports.1,
+            ..LbConfig::DEFAULT
+        },
         max_services: args.max_services,
         max_backends: args.max_backends,
         max_ct: args.max_conntrack,
@@ -63,9 +86,16 @@ pub async fn run(args: ServiceProxyArgs) -> anyhow::Result<()> {
     for iface in &args.lb_ifaces {
         dp.attach_lb(iface)?;
     }
-    tracing::info!(node = %node_name, interfaces = ?args.lb_ifaces, "service proxy started");
+    if let Some(iface) = &uplink {
+        dp.attach_uplink(iface)?;
+    }
+    tracing::info!(node = %node_name, interfaces = ?args.lb_ifaces, ?uplink, "service proxy started");
     let shutdown = wait_for_shutdown()?;
-    let ctx = ProxyContext { node_name, proxy_name: args.proxy_name };
+    let ctx = ProxyContext {
+        node_name,
+        proxy_name: args.proxy_name,
+        nodeport_addresses: args.node_ip.into_iter().collect(),
+    };
     let mut feeder = watch::Feeder::new(ServiceProxy::new(ctx, dp.dataplane()));
     tokio::select! {
         result = watch::run(client, &mut feeder) => result?,

@@ -75,4 +75,10 @@ pub enum DatapathError {
         #[source]
         source: std::io::Error,
     },
+    #[error("writing the sysctl {path}")]
+    Sysctl {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
 }

@@ -11,6 +11,7 @@ pub mod lb;
 mod log_level;
 pub mod logs;
 pub mod object;
+mod pinned;
 
 use std::path::PathBuf;
 
@@ -19,8 +20,7 @@ use aya::{
     Ebpf, EbpfLoader,
     programs::{
         LinkOrder, SchedClassifier, TcAttachType, Xdp, XdpMode,
-        links::{FdLink, PinnedLink},
-        tc::{SchedClassifierLink, SchedClassifierLinkId, TcAttachOptions},
+        tc::{SchedClassifierLinkId, TcAttachOptions},
         xdp::XdpLinkId,
     },
 };
@@ -126,9 +126,9 @@ impl TcDirection {
 enum LinkId {
     Xdp(XdpLinkId),
     Tc(TcDirection, SchedClassifierLinkId),
-    /// The load balancer at tcx ingress of a pod veth's host end: a link pinned at this path, so
-    /// it outlives the agent and the next agent swaps its program in atomically.
-    Lb(PathBuf),
+    /// A link pinned at this path (the load balancer on a veth, the uplink program), so it
+    /// outlives the agent and the next agent swaps its program in atomically; with its hook's name.
+    Pinned(&'static str, PathBuf),
 }
 
 /// One program attached to one interface.
@@ -201,9 +201,11 @@ impl Datapath {
                 }
             })?;
 
-        program_mut::<Xdp>(&mut ebpf, names::PROG_XDP)?
-            .load()
-            .map_err(|source| DatapathError::Program { name: names::PROG_XDP, source })?;
+        for name in [names::PROG_XDP, names::PROG_UPLINK] {
+            program_mut::<Xdp>(&mut ebpf, name)?
+                .load()
+                .map_err(|source| DatapathError::Program { name, source })?;
+        }
         for name in [names::PROG_TC_INGRESS, names::PROG_TC_EGRESS, names::PROG_LB] {
             program_mut::<SchedClassifier>(&mut ebpf, name)?
                 .load()
@@ -255,6 +257,27 @@ impl Datapath {
         Ok(())
     }
 
+    /// Attaches the uplink program (NodePort, externalIPs, load-balancer addresses, and replies
+    /// from other nodes' backends) to `iface`, the node's external interface, in XDP driver mode
+    /// where the driver has it (the kernel falls back to generic XDP otherwise).
+    ///
+    /// Like the load balancer's links, the XDP link is pinned (`<pin dir>/links/uplink-<iface>`) and
+    /// a restarted agent swaps its program into it atomically, so external flows carry on.
+    ///
+    /// The interface gets `accept_local=1`: a reply the program hands to the kernel can carry
+    /// one of the node's own addresses as its source (a pod's flow to this node's NodePort whose
+    /// backend is on another node), which the kernel would otherwise drop as a martian.
+    pub fn attach_uplink(&mut self, iface: &str) -> Result<(), DatapathError> {
+        let sysctl = std::path::PathBuf::from(format!("/proc/sys/net/ipv4/conf/{iface}/accept_local"));
+        std::fs::write(&sysctl, "1").map_err(|source| DatapathError::Sysctl { path: sysctl, source })?;
+        let pin = self.links_dir.join(format!("{}{iface}", names::LINK_UPLINK_PREFIX));
+        let prog = program_mut::<Xdp>(&mut self.ebpf, names::PROG_UPLINK)?;
+        pinned::attach(prog, names::PROG_UPLINK, iface, &pin)?;
+        self.attachments
+            .push(Attachment { iface: iface.to_owned(), link: LinkId::Pinned("xdp-uplink", pin) });
+        Ok(())
+    }
+
     /// Attaches the ClusterIP load balancer at tcx ingress of `iface`, the host end of a pod's veth
     /// (its ingress is everything the pod sends).
     ///
@@ -264,38 +287,9 @@ impl Datapath {
     /// packet across an agent restart or upgrade.
     pub fn attach_lb(&mut self, iface: &str) -> Result<(), DatapathError> {
         let pin = self.links_dir.join(format!("{}{iface}", names::LINK_LB_PREFIX));
-        let err = |source| DatapathError::Attach { program: names::PROG_LB, iface: iface.to_owned(), source };
-        let link_err = |source| DatapathError::Link { iface: iface.to_owned(), source };
         let prog = program_mut::<SchedClassifier>(&mut self.ebpf, names::PROG_LB)?;
-        let replaced = match PinnedLink::from_pin(&pin) {
-            Ok(old) => {
-                let link: SchedClassifierLink = FdLink::from(old).try_into().map_err(link_err)?;
-                match prog.attach_to_link(link) {
-                    Ok(id) => Some(id),
-                    // The old link went defunct with its interface: start afresh.
-                    Err(_) => {
-                        std::fs::remove_file(&pin)
-                            .map_err(|source| DatapathError::Bpffs { path: pin.clone(), source })?;
-                        None
-                    }
-                }
-            }
-            Err(_) => None,
-        };
-        let adopted = replaced.is_some();
-        let id = match replaced {
-            Some(id) => id,
-            None => {
-                let options = TcAttachOptions::TcxOrder(LinkOrder::default());
-                prog.attach_with_options(iface, TcAttachType::Ingress, options).map_err(err)?
-            }
-        };
-        // The pin is the link's only owner from here on.
-        let link: FdLink = prog.take_link(id).map_err(err)?.try_into().map_err(link_err)?;
-        if !adopted {
-            link.pin(&pin).map_err(|e| DatapathError::Pin { path: pin.clone(), source: e })?;
-        }
-        self.attachments.push(Attachment { iface: iface.to_owned(), link: LinkId::Lb(pin) });
+        pinned::attach(prog, names::PROG_LB, iface, &pin)?;
+        self.attachments.push(Attachment { iface: iface.to_owned(), link: LinkId::Pinned("tc-lb", pin) });
         Ok(())
     }
 
@@ -307,7 +301,7 @@ impl Datapath {
                 let hook = match a.link {
                     LinkId::Xdp(_) => Hook::Xdp.as_str(),
                     LinkId::Tc(direction, _) => direction.hook().as_str(),
-                    LinkId::Lb(_) => "tc-lb",
+                    LinkId::Pinned(hook, _) => hook,
                 };
                 (a.iface.clone(), hook)
             })
@@ -324,7 +318,7 @@ impl Datapath {
                 LinkId::Tc(direction, id) => {
                     program_mut::<SchedClassifier>(&mut self.ebpf, direction.program())?.detach(id)
                 }
-                LinkId::Lb(pin) => unpin(&pin),
+                LinkId::Pinned(_, pin) => pinned::unpin(&pin),
             };
             if let Err(source) = result {
                 first_err.get_or_insert(DatapathError::Detach { iface, source });
@@ -366,6 +360,39 @@ impl Datapath {
         })
     }
 
+    /// Runs the uplink program on `packet` through BPF_PROG_TEST_RUN as if it had arrived on the
+    /// interface `ifindex` of the calling thread's network namespace (its routes and neighbours
+    /// answer the program's FIB lookups). Verdicts are XDP actions (`XDP_DROP` 1, `XDP_PASS` 2,
+    /// `XDP_TX` 3, `XDP_REDIRECT` 4).
+    pub fn test_run_uplink(
+        &self,
+        packet: &[u8],
+        out: &mut [u8],
+        ifindex: u32,
+        repeat: u32,
+    ) -> Result<TestRunOutcome, DatapathError> {
+        let err = |source| DatapathError::TestRun { name: names::PROG_UPLINK, source };
+        let program =
+            self.ebpf.program(names::PROG_UPLINK).ok_or(DatapathError::MissingProgram(names::PROG_UPLINK))?;
+        let program: &Xdp = program.try_into().map_err(err)?;
+        // struct xdp_md: data, data_end, data_meta, ingress_ifindex, rx_queue_index, egress_ifindex.
+        let len = u32::try_from(packet.len()).unwrap_or(u32::MAX);
+        let md: Vec<u8> = [0, len, 0, ifindex, 0, 0].iter().flat_map(|w: &u32| w.to_ne_bytes()).collect();
+        let opts = aya::TestRunOptions {
+            data_in: Some(packet),
+            data_out: Some(out),
+            ctx_in: Some(&md),
+            repeat,
+            ..Default::default()
+        };
+        let result = aya::TestRun::test_run(program, opts).map_err(err)?;
+        Ok(TestRunOutcome {
+            verdict: result.return_value as i32,
+            len: result.data_size_out as usize,
+            duration: result.duration,
+        })
+    }
+
     /// Sums the per-CPU counters of every hook.
     pub fn counters(&self) -> Result<Counters, DatapathError> {
         let map = self.ebpf.map(names::MAP_COUNTERS).ok_or(DatapathError::MissingMap(names::MAP_COUNTERS))?;
@@ -376,15 +403,6 @@ impl Datapath {
     /// once; call `flush()` on the result (or wrap it in [`logs::forward`]) to deliver lines.
     pub fn take_logs<L: log::Log>(&mut self, logger: L) -> Result<aya_log::EbpfLogger<L>, DatapathError> {
         aya_log::EbpfLogger::init_with_logger(&mut self.ebpf, logger).map_err(DatapathError::Logs)
-    }
-}
-
-/// Detaches a pinned link: removing the pin drops its last reference.
-fn unpin(pin: &std::path::Path) -> Result<(), aya::programs::ProgramError> {
-    match PinnedLink::from_pin(pin) {
-        Ok(link) => link.unpin().map(drop).map_err(aya::programs::ProgramError::IOError),
-        Err(_) if !pin.exists() => Ok(()),
-        Err(e) => Err(aya::programs::ProgramError::IOError(std::io::Error::other(e))),
     }
 }
 

@@ -6,6 +6,7 @@ pub mod cni;
 pub mod events;
 pub mod host;
 pub mod logs;
+pub mod neighbours;
 pub mod netns;
 pub mod node;
 pub mod pods;
@@ -21,10 +22,13 @@ use kube::{
 
 /// Keeps the routes to other nodes' pod CIDRs in step with the Node objects until `shutdown`
 /// completes. `handle` is a netlink handle in the node's network namespace.
+/// `uplink`: the interface index where the other nodes' neighbour entries are kept resolved for
+/// the uplink program (`None`: no uplink program, no managed entries).
 pub async fn run_routes(
     client: Client,
     handle: rtnetlink::Handle,
     me: String,
+    uplink: Option<u32>,
     shutdown: impl std::future::Future<Output = ()>,
 ) {
     let (store, writer) = reflector::store();
@@ -41,9 +45,18 @@ pub async fn run_routes(
                 Some(Ok(watcher::Event::Init | watcher::Event::InitApply(_))) => {}
                 Some(Ok(_)) => {
                     let nodes: Vec<Node> = store.state().iter().map(|n| (**n).clone()).collect();
-                    if let Err(errors) = routes::sync(&handle, &routes::desired(&nodes, &me)).await {
+                    let want = routes::desired(&nodes, &me);
+                    if let Err(errors) = routes::sync(&handle, &want).await {
                         for e in errors {
                             tracing::warn!("{e}");
+                        }
+                    }
+                    if let Some(ifindex) = uplink {
+                        let peers = want.values().copied().collect();
+                        if let Err(errors) = neighbours::sync(&handle, ifindex, &peers).await {
+                            for e in errors {
+                                tracing::warn!("{e}");
+                            }
                         }
                     }
                 }

@@ -6,7 +6,9 @@ use std::{
     net::Ipv4Addr,
 };
 
-use skiff_common::lb::{Backend, SVC_F_AFFINITY, SVC_F_LOCAL, ServiceKey, ServiceValue};
+use skiff_common::lb::{
+    BACKEND_F_LOCAL, Backend, SVC_F_AFFINITY, SVC_F_EXTERNAL, SVC_F_LOCAL, ServiceKey, ServiceValue,
+};
 
 use super::model::{BackendAddr, Frontend, FrontendKey, Protocol};
 use crate::datapath::{
@@ -204,6 +206,7 @@ impl<S: MapStore> LbDataplane<S> {
                     ip: Ipv4Addr::from(b.addr_be.to_ne_bytes()),
                     port: u16::from_be(b.port_be),
                     proto,
+                    local: b.flags & BACKEND_F_LOCAL != 0,
                 };
                 dp.backends.insert(addr, BackendSlot { id, refs: 0 });
                 ids.insert(id);
@@ -269,7 +272,7 @@ impl<S: MapStore> LbDataplane<S> {
             addr_be: be(addr.ip),
             port_be: addr.port.to_be(),
             proto: addr.proto.number(),
-            flags: 0,
+            flags: if addr.local { BACKEND_F_LOCAL } else { 0 },
         };
         if let Err(err) = self.store.set_backend(id, backend) {
             self.free_ids.push_back(id);
@@ -383,6 +386,9 @@ impl<S: MapStore> Dataplane for LbDataplane<S> {
         if frontend.local_only {
             flags |= SVC_F_LOCAL;
         }
+        if frontend.external {
+            flags |= SVC_F_EXTERNAL;
+        }
         let value = ServiceValue {
             id: row,
             backend_count: members.len() as u32,
@@ -390,7 +396,9 @@ impl<S: MapStore> Dataplane for LbDataplane<S> {
             affinity_timeout_s: frontend.affinity_timeout_s.unwrap_or(0),
         };
         self.store.set_service(service_key(&key), value)?;
-        if previous.is_none() {
+        // A ClusterIP is marked as such (its other ports are rejected); a node's own address, an
+        // external IP or a load-balancer address is not, so other traffic to it passes.
+        if previous.is_none() && !frontend.external {
             self.retain_vip(key.vip)?;
         }
         // 3. Endpoints gone from this frontend: end their flows here, drop them if nobody else uses them.
@@ -413,7 +421,9 @@ impl<S: MapStore> Dataplane for LbDataplane<S> {
             }
             self.release_backend(addr)?;
         }
-        self.release_vip(key.vip)?;
+        if !frontend.external {
+            self.release_vip(key.vip)?;
+        }
         self.store.purge_row(row)?;
         self.free_rows.push_back(row);
         Ok(())

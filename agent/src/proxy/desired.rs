@@ -24,10 +24,13 @@ pub const DEFAULT_AFFINITY_TIMEOUT_S: u32 = 10800;
 /// Who this proxy is.
 #[derive(Debug, Clone, Default)]
 pub struct ProxyContext {
-    /// This node's name (for `internalTrafficPolicy: Local`).
+    /// This node's name (for the `Local` traffic policies and endpoint locality).
     pub node_name: String,
     /// Our `service-proxy-name`; `None` handles only unlabelled Services.
     pub proxy_name: Option<String>,
+    /// The node's addresses NodePorts are served on (kube-proxy's `--nodeport-addresses`); empty:
+    /// no NodePort frontends.
+    pub nodeport_addresses: Vec<Ipv4Addr>,
 }
 
 /// Why part of a Service is not programmed (reported in logs and counters, never silent).
@@ -43,6 +46,7 @@ pub struct ServiceFrontends {
     /// The Service's IPv4 ClusterIPs: marked as such even when no port can be programmed, so
     /// traffic to an unserved port or protocol is rejected rather than routed nowhere.
     pub vips: BTreeSet<Ipv4Addr>,
+    /// ClusterIP frontends, and external ones (NodePorts, external IPs, load-balancer addresses).
     pub frontends: BTreeMap<FrontendKey, Frontend>,
     pub skipped: Vec<Skipped>,
 }
@@ -93,8 +97,24 @@ pub fn service_frontends(svc: &Service, slices: &[&EndpointSlice], ctx: &ProxyCo
             .and_then(|t| u32::try_from(t).ok())
             .unwrap_or(DEFAULT_AFFINITY_TIMEOUT_S)
     });
-    let local_only = spec.internal_traffic_policy.as_deref() == Some("Local");
+    let internal_local = spec.internal_traffic_policy.as_deref() == Some("Local");
+    let external_local = spec.external_traffic_policy.as_deref() == Some("Local");
     let own: Vec<&EndpointSlice> = slices.iter().copied().filter(|s| belongs_to(s, &service)).collect();
+    let node_ports = matches!(spec.type_.as_deref(), Some("NodePort" | "LoadBalancer"));
+    let external_ips: Vec<Ipv4Addr> =
+        spec.external_ips.iter().flatten().filter_map(|ip| ip.parse().ok()).collect();
+    let lb_ips: Vec<Ipv4Addr> = if spec.type_.as_deref() == Some("LoadBalancer") {
+        svc.status
+            .as_ref()
+            .and_then(|s| s.load_balancer.as_ref())
+            .and_then(|lb| lb.ingress.as_ref())
+            .into_iter()
+            .flatten()
+            .filter_map(|i| i.ip.as_ref()?.parse().ok())
+            .collect()
+    } else {
+        Vec::new()
+    };
 
     for port in spec.ports.iter().flatten() {
         let protocol = port.protocol.as_deref().unwrap_or("TCP");
@@ -110,19 +130,36 @@ pub fn service_frontends(svc: &Service, slices: &[&EndpointSlice], ctx: &ProxyCo
                 continue;
             }
         };
-        let (active, draining) =
-            choose_endpoints(port, protocol, proto, &own, local_only.then_some(&ctx.node_name));
-        for vip in &vips {
-            let key = FrontendKey { vip: *vip, port: port.port as u16, proto };
-            let frontend = Frontend {
+        let frontend = |local_only: bool, external: bool| {
+            let (active, draining) =
+                choose_endpoints(port, protocol, proto, &own, &ctx.node_name, local_only);
+            Frontend {
                 service: service.clone(),
                 port_name: port.name.clone().unwrap_or_default(),
-                active: active.clone(),
-                draining: draining.clone(),
+                active,
+                draining,
                 affinity_timeout_s,
                 local_only,
-            };
-            out.frontends.insert(key, frontend);
+                external,
+            }
+        };
+        let internal = frontend(internal_local, false);
+        for vip in &vips {
+            out.frontends.insert(FrontendKey { vip: *vip, port: port.port as u16, proto }, internal.clone());
+        }
+        // External frontends: this node's addresses on the NodePort, and the external and
+        // load-balancer addresses on the Service port, all with the external traffic policy.
+        let node_port = port.node_port.filter(|_| node_ports).and_then(|p| u16::try_from(p).ok());
+        let mut external = Vec::new();
+        if let Some(node_port) = node_port {
+            external.extend(ctx.nodeport_addresses.iter().map(|ip| (*ip, node_port)));
+        }
+        external.extend(external_ips.iter().chain(&lb_ips).map(|ip| (*ip, port.port as u16)));
+        if !external.is_empty() {
+            let outside = frontend(external_local, true);
+            for (ip, port) in external {
+                out.frontends.insert(FrontendKey { vip: ip, port, proto }, outside.clone());
+            }
         }
     }
     out
@@ -146,14 +183,15 @@ fn conditions(ep: &Endpoint) -> (bool, bool, bool) {
 
 /// KEP-1669: new flows go to ready endpoints; with none ready, to serving-and-terminating ones;
 /// with none of those either, nowhere (the datapath rejects). Serving-and-terminating endpoints
-/// not chosen are "draining": their open flows continue. With `local_node`, only that node's
-/// endpoints count at all.
+/// not chosen are "draining": their open flows continue. Endpoints on `node` are marked local;
+/// with `local_only`, only those count at all.
 fn choose_endpoints(
     port: &ServicePort,
     protocol: &str,
     proto: Protocol,
     slices: &[&EndpointSlice],
-    local_node: Option<&String>,
+    node: &str,
+    local_only: bool,
 ) -> (BTreeSet<BackendAddr>, BTreeSet<BackendAddr>) {
     let mut ready = BTreeSet::new();
     let mut terminating = BTreeSet::new();
@@ -168,13 +206,14 @@ fn choose_endpoints(
         };
         let Some(target_port) = target.port.and_then(|p| u16::try_from(p).ok()) else { continue };
         for ep in slice.endpoints.iter().flatten() {
-            if local_node.is_some_and(|node| ep.node_name.as_ref() != Some(node)) {
+            let local = !node.is_empty() && ep.node_name.as_deref() == Some(node);
+            if local_only && !local {
                 continue;
             }
             let (is_ready, serving, is_terminating) = conditions(ep);
             for addr in &ep.addresses {
                 let Ok(ip) = addr.parse::<Ipv4Addr>() else { continue };
-                let backend = BackendAddr { ip, port: target_port, proto };
+                let backend = BackendAddr { ip, port: target_port, proto, local };
                 if is_ready {
                     ready.insert(backend);
                 } else if serving && is_terminating {

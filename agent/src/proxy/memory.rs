@@ -7,7 +7,10 @@ use std::{
     net::Ipv4Addr,
 };
 
-use skiff_common::lb::{Backend, SVC_F_AFFINITY, SVC_F_LOCAL, SVC_F_RANDOM, ServiceKey, ServiceValue};
+use skiff_common::lb::{
+    BACKEND_F_LOCAL, Backend, SVC_F_AFFINITY, SVC_F_EXTERNAL, SVC_F_LOCAL, SVC_F_RANDOM, ServiceKey,
+    ServiceValue,
+};
 
 use super::dataplane::MapStore;
 use crate::datapath::DatapathError;
@@ -70,9 +73,12 @@ impl MemoryMaps {
             };
             let name = format!("{}:{}/{proto}", ip(key.addr_be), u16::from_be(key.port_be));
             let mut line = format!("frontend {name} backends={}", value.backend_count);
-            for (flag, word) in
-                [(SVC_F_AFFINITY, "affinity"), (SVC_F_LOCAL, "local"), (SVC_F_RANDOM, "random")]
-            {
+            for (flag, word) in [
+                (SVC_F_EXTERNAL, "external"),
+                (SVC_F_AFFINITY, "affinity"),
+                (SVC_F_LOCAL, "local"),
+                (SVC_F_RANDOM, "random"),
+            ] {
                 if value.flags & flag != 0 {
                     line.push(' ');
                     line.push_str(word);
@@ -101,7 +107,13 @@ impl MemoryMaps {
         for m in markers {
             let _ = writeln!(out, "clusterip {m}");
         }
-        let mut addrs: Vec<String> = self.backends.keys().map(backend).collect();
+        let mut addrs: Vec<String> = self
+            .backends
+            .iter()
+            .map(|(id, b)| {
+                if b.flags & BACKEND_F_LOCAL != 0 { format!("{} (local)", backend(id)) } else { backend(id) }
+            })
+            .collect();
         addrs.sort();
         for a in addrs {
             let _ = writeln!(out, "backend {a}");

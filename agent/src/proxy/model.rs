@@ -50,7 +50,8 @@ impl fmt::Display for ServiceRef {
     }
 }
 
-/// A frontend: one ClusterIP, port and protocol.
+/// A frontend: one address (a ClusterIP, or for external frontends a node address, external IP or
+/// load-balancer address), port and protocol.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct FrontendKey {
     pub vip: Ipv4Addr,
@@ -70,8 +71,19 @@ pub struct BackendAddr {
     pub ip: Ipv4Addr,
     pub port: u16,
     pub proto: Protocol,
+    /// The endpoint runs on this node (its EndpointSlice `nodeName` is ours): external traffic to
+    /// it is delivered here, never SNATed on to another node.
+    pub local: bool,
 }
 
+impl BackendAddr {
+    /// An endpoint on another node.
+    pub fn remote(ip: Ipv4Addr, port: u16, proto: Protocol) -> Self {
+        Self { ip, port, proto, local: false }
+    }
+}
+
+/// `ip:port/proto`: the same on every node (locality left out), which Maglev relies on.
 impl fmt::Display for BackendAddr {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{}:{}/{}", self.ip, self.port, self.proto.as_str())
@@ -90,8 +102,12 @@ pub struct Frontend {
     pub draining: BTreeSet<BackendAddr>,
     /// `sessionAffinity: ClientIP` timeout, seconds.
     pub affinity_timeout_s: Option<u32>,
-    /// `internalTrafficPolicy: Local`: only this node's endpoints.
+    /// `internalTrafficPolicy: Local` (ClusterIP frontends) or `externalTrafficPolicy: Local`
+    /// (external ones): only this node's endpoints.
     pub local_only: bool,
+    /// Reached from outside the cluster: a NodePort on a node address, an `externalIPs` address or
+    /// a load-balancer ingress address. Served by the uplink program too; never a ClusterIP marker.
+    pub external: bool,
 }
 
 impl Frontend {

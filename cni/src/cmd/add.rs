@@ -69,9 +69,12 @@ fn wire(
             .await?
             .ok_or_else(|| CniError::new(code::NETLINK, format!("{host} vanished after its creation")))?;
         // Routed: the node forwards the pod's packets; replies of translated flows and hairpin
-        // traffic arrive with sources strict reverse-path filtering would drop.
+        // traffic arrive with sources strict reverse-path filtering would drop, and a reply to a
+        // NodePort client leaves the pod's veth with the node's own address as its source, which
+        // the kernel takes for a martian unless the veth accepts local sources.
         netlink::sysctl(host, "forwarding", "1")?;
         netlink::sysctl(host, "rp_filter", "0")?;
+        netlink::sysctl(host, "accept_local", "1")?;
         netlink::set_up(h, index).await?;
         netlink::route_to_host(h, ip, index).await
     })?;

@@ -24,12 +24,22 @@ pub enum DropReason {
     RejectFailed = 9,
     /// Addressed to a ClusterIP on a port/protocol it does not serve: rejected.
     UnknownPort = 10,
+    /// An external flow chose a backend on another node, and no SNAT port was free for it.
+    SnatPortsExhausted = 11,
+    /// An external flow to another node's backend, or its reply, has no route or neighbour to
+    /// leave by from the uplink program (the neighbour is being resolved; the client retransmits).
+    NoRoute = 12,
+    /// A packet the uplink would forward arrived with TTL ≤ 1.
+    TtlExceeded = 13,
+    /// An external flow chose a backend on another node, but the agent gave the datapath no node
+    /// address to SNAT to.
+    NoNodeAddress = 14,
 }
 
 impl DropReason {
     /// Slots in the per-CPU counters map (index = discriminant; slot 0 unused).
     pub const SLOTS: u32 = 16;
-    pub const ALL: [DropReason; 10] = [
+    pub const ALL: [DropReason; 14] = [
         DropReason::NoEndpoints,
         DropReason::NoLocalEndpoints,
         DropReason::UnsupportedProtocol,
@@ -40,6 +50,10 @@ impl DropReason {
         DropReason::FragmentNotTracked,
         DropReason::RejectFailed,
         DropReason::UnknownPort,
+        DropReason::SnatPortsExhausted,
+        DropReason::NoRoute,
+        DropReason::TtlExceeded,
+        DropReason::NoNodeAddress,
     ];
 
     pub const fn slot(self) -> u32 {
@@ -59,6 +73,10 @@ impl DropReason {
             DropReason::FragmentNotTracked => "fragment of an untracked datagram to a frontend",
             DropReason::UnknownPort => "port not served by this ClusterIP (rejected)",
             DropReason::RejectFailed => "could not build the reject reply",
+            DropReason::SnatPortsExhausted => "no free SNAT port toward a remote backend",
+            DropReason::NoRoute => "no route or neighbour to forward by from XDP",
+            DropReason::TtlExceeded => "TTL exceeded while forwarding",
+            DropReason::NoNodeAddress => "remote backend but no node address to SNAT to",
         }
     }
 }
@@ -78,7 +96,7 @@ mod tests {
     #[test]
     fn numbering_is_stable() {
         // Pinned maps and traces depend on these values; a change here is an ABI break.
-        let values: [u32; 10] = DropReason::ALL.map(DropReason::slot);
-        assert_eq!(values, [1, 2, 3, 4, 5, 6, 7, 8, 9, 10]);
+        let values: [u32; 14] = DropReason::ALL.map(DropReason::slot);
+        assert_eq!(values, [1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14]);
     }
 }

@@ -38,9 +38,14 @@ impl ServiceKey {
 pub const SVC_F_RANDOM: u32 = 1 << 0;
 /// `sessionAffinity: ClientIP`.
 pub const SVC_F_AFFINITY: u32 = 1 << 1;
-/// `internalTrafficPolicy: Local`: the table holds only this node's endpoints, and an empty table
-/// is counted as [`crate::DropReason::NoLocalEndpoints`].
+/// `internalTrafficPolicy: Local` (on a ClusterIP frontend) or `externalTrafficPolicy: Local` (on
+/// an external one): the table holds only this node's endpoints, and an empty table is counted as
+/// [`crate::DropReason::NoLocalEndpoints`].
 pub const SVC_F_LOCAL: u32 = 1 << 2;
+/// Reachable from outside the cluster through the node's uplink: a NodePort on one of the node's
+/// addresses, an `externalIPs` address or a `status.loadBalancer.ingress` address. The uplink's
+/// XDP program serves only these; ClusterIPs stay cluster-internal.
+pub const SVC_F_EXTERNAL: u32 = 1 << 3;
 
 /// What the datapath needs to balance one frontend.
 #[repr(C)]
@@ -59,6 +64,9 @@ const _: () = assert!(core::mem::size_of::<ServiceValue>() == 16);
 
 /// The endpoint is terminating (selected only when no ready endpoint exists).
 pub const BACKEND_F_TERMINATING: u8 = 1 << 0;
+/// The endpoint runs on this node: external traffic to it is DNATed and handed to the kernel,
+/// never SNATed or sent back out of the uplink.
+pub const BACKEND_F_LOCAL: u8 = 1 << 1;
 
 /// One endpoint address and port; keyed by a backend id the agent allocates.
 #[repr(C)]
@@ -92,6 +100,9 @@ pub const CT_F_RST: u32 = 1 << 2;
 pub const CT_F_HAIRPIN: u32 = 1 << 3;
 /// The client has acknowledged (the handshake completed): the flow is established.
 pub const CT_F_ACK: u32 = 1 << 4;
+/// External flow to a backend on another node: its source was rewritten to the node's address
+/// and [`CtForward::nat_port_be`].
+pub const CT_F_SNAT: u32 = 1 << 5;
 
 /// Conntrack entry for the client → frontend direction.
 #[repr(C)]
@@ -101,7 +112,9 @@ pub struct CtForward {
     pub svc_id: u32,
     pub last_seen_ns: u64,
     pub flags: u32,
-    pub _pad: u32,
+    /// The source port an SNATed flow ([`CT_F_SNAT`]) leaves with; 0 when not SNATed.
+    pub nat_port_be: u16,
+    pub _pad: u16,
 }
 const _: () = assert!(core::mem::size_of::<CtForward>() == 24);
 
@@ -112,8 +125,10 @@ pub struct CtReverse {
     /// The frontend the client talked to; replies get it back as their source.
     pub vip_be: u32,
     pub vport_be: u16,
-    pub _pad: u16,
-    /// For hairpin flows, the client's real address (replies went to the hairpin address).
+    /// For SNATed flows, the client's real port (replies came to the NAT port); 0 otherwise.
+    pub cport_be: u16,
+    /// For hairpin and SNATed flows, the client's real address (replies went to the hairpin or
+    /// node address); 0 otherwise.
     pub client_be: u32,
     pub backend_id: u32,
     pub last_seen_ns: u64,
@@ -173,8 +188,14 @@ pub struct LbConfig {
     pub ct_tcp_established_s: u32,
     pub ct_tcp_closing_s: u32,
     pub ct_udp_s: u32,
+    /// The node's address on its uplink: the source external flows to other nodes' backends are
+    /// SNATed to. 0 = no uplink program (such flows are dropped, counted as `NoNodeAddress`).
+    pub node_addr_be: u32,
+    /// Source ports for SNAT when the client's own port is taken (host order, inclusive).
+    pub snat_port_min: u16,
+    pub snat_port_max: u16,
 }
-const _: () = assert!(core::mem::size_of::<LbConfig>() == 24);
+const _: () = assert!(core::mem::size_of::<LbConfig>() == 32);
 
 /// Default Maglev table size: prime, ≥ 100 × a typical backend count; 10k frontends take about
 /// 78 MiB (the kernel stores array values at 8-byte strides).
@@ -190,6 +211,9 @@ impl LbConfig {
         ct_tcp_established_s: 21600,
         ct_tcp_closing_s: 10,
         ct_udp_s: 60,
+        node_addr_be: 0,
+        snat_port_min: 32768,
+        snat_port_max: 65535,
     };
 }
 

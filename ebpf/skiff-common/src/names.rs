@@ -28,6 +28,9 @@ pub const MAP_LOGS: &str = "AYA_LOGS";
 
 /// XDP program for a node's uplink or a test veth.
 pub const PROG_XDP: &str = "skiff_xdp";
+/// XDP program on a node's uplink: NodePort / externalIPs / load-balancer frontends and the replies
+/// of flows sent to other nodes' backends.
+pub const PROG_UPLINK: &str = "skiff_uplink";
 /// TC (tcx) program for the ingress direction.
 pub const PROG_TC_INGRESS: &str = "skiff_tc_in";
 /// TC (tcx) program for the egress direction.
@@ -51,6 +54,8 @@ pub const PIN_PROGS_DIR: &str = "progs";
 pub const PIN_LINKS_DIR: &str = "links";
 /// Prefix of the pinned link of [`PROG_LB`] on an interface: `links/lb-<iface>`.
 pub const LINK_LB_PREFIX: &str = "lb-";
+/// Prefix of the pinned XDP link of [`PROG_UPLINK`] on an interface: `links/uplink-<iface>`.
+pub const LINK_UPLINK_PREFIX: &str = "uplink-";
 
 /// tc priority of [`PROG_LB`]'s filter on a pod veth attached by the CNI plugin (clsact ingress,
 /// direct action); with [`LB_TC_HANDLE`] it addresses the filter the agent replaces on upgrade.
@@ -72,7 +77,7 @@ pub const MAPS: &[&str] = &[
     MAP_LOGS,
 ];
 /// Every program name, for existence checks.
-pub const PROGRAMS: &[&str] = &[PROG_XDP, PROG_TC_INGRESS, PROG_TC_EGRESS, PROG_LB];
+pub const PROGRAMS: &[&str] = &[PROG_XDP, PROG_TC_INGRESS, PROG_TC_EGRESS, PROG_LB, PROG_UPLINK];
 
 const _: () = {
     let mut i = 0;

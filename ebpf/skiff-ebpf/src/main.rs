@@ -7,6 +7,7 @@
 
 mod counters;
 mod lb;
+mod uplink;
 
 use aya_ebpf::{
     bindings::{TC_ACT_OK, xdp_action},
@@ -43,6 +44,16 @@ pub fn skiff_tc_out(ctx: TcContext) -> i32 {
         Ok(verdict) => verdict,
         Err(_) => TC_ACT_OK,
     }
+}
+
+/// XDP on the node's uplink: NodePort, `externalIPs` and load-balancer addresses, and the replies
+/// of flows this node sent to backends on other nodes.
+///
+/// Fallback on error: `XDP_DROP`, counted by reason. As for `skiff_lb`, a frame may be
+/// half-rewritten by then and must never leave.
+#[xdp]
+pub fn skiff_uplink(ctx: XdpContext) -> u32 {
+    uplink::run(&ctx)
 }
 
 /// TC (tcx) ingress on the host side of a pod veth: ClusterIP load balancing and reverse NAT.

@@ -3,6 +3,8 @@
 //! waiting for a condition with a deadline, and the parts of a node that runs pods.
 #![allow(dead_code)] // each test binary uses a different part
 
+pub mod fixture;
+
 use std::{
     net::{Ipv4Addr, SocketAddrV4},
     time::Duration,
@@ -16,7 +18,7 @@ use skiff_agent::{
     },
     runtime::{Runtime, busybox},
 };
-use skiff_common::lb::{Backend, ServiceKey, ServiceValue};
+use skiff_common::lb::{BACKEND_F_LOCAL, Backend, ServiceKey, ServiceValue};
 use skiff_control::local::LocalServer;
 use skiff_tests::{Containerd, NetNs, PinDir};
 
@@ -117,13 +119,23 @@ impl Svc {
 
     /// Writes backends, the Maglev row, the frontend and the ClusterIP marker.
     pub fn program(&self, dp: &mut Datapath) {
+        self.program_with(dp, &[], true);
+    }
+
+    /// Writes an external frontend (no ClusterIP marker), `local` naming the backends that run on
+    /// this node.
+    pub fn program_external(&self, dp: &mut Datapath, local: &[SocketAddrV4]) {
+        self.program_with(dp, local, false);
+    }
+
+    fn program_with(&self, dp: &mut Datapath, local: &[SocketAddrV4], marker: bool) {
         let lb = dp.lb();
         for (id, addr) in &self.backends {
             let backend = Backend {
                 addr_be: be(*addr.ip()),
                 port_be: addr.port().to_be(),
                 proto: self.proto,
-                flags: 0,
+                flags: if local.contains(addr) { BACKEND_F_LOCAL } else { 0 },
             };
             lb.set_backend(*id, backend).expect("backend");
         }
@@ -138,7 +150,9 @@ impl Svc {
             affinity_timeout_s: 10800,
         };
         lb.set_service(self.key(), value).expect("service");
-        lb.set_service(ServiceKey::vip_marker(be(*self.frontend.ip())), ServiceValue::default())
-            .expect("marker");
+        if marker {
+            lb.set_service(ServiceKey::vip_marker(be(*self.frontend.ip())), ServiceValue::default())
+                .expect("marker");
+        }
     }
 }

@@ -25,6 +25,8 @@ use std::{
 
 use anyhow::Context as _;
 
+use skiff_tests::wire;
+
 use crate::step;
 
 pub const LAB_DIR: &str = "/run/skiff-lab";
@@ -130,6 +132,11 @@ pub fn iptables_rule(op: &str) -> Vec<String> {
 
 /// A namespace `ns` joined to the bridge by a veth (`host_end` on the bridge, `eth0` inside) with
 /// `addr`, a default route via the host and forwarding on.
+///
+/// The veth is made to behave like a wire, as the nodes' uplink XDP programs expect (see
+/// `skiff_tests::wire`): `eth0` sends complete checksums, and the host end runs a pass-everything
+/// XDP program (its link pinned under [`PIN_ROOT`]) so that what a node sends back with `XDP_TX`
+/// is polled at once.
 pub fn create_attached_ns(ns: &str, host_end: &str, addr: Ipv4Addr) -> anyhow::Result<()> {
     ip(&["netns", "add", ns])?;
     ip(&["-n", ns, "link", "set", "lo", "up"])?;
@@ -138,6 +145,12 @@ pub fn create_attached_ns(ns: &str, host_end: &str, addr: Ipv4Addr) -> anyhow::R
     ip(&["-n", ns, "addr", "add", &format!("{addr}/{PREFIX_LEN}"), "dev", "eth0"])?;
     ip(&["-n", ns, "link", "set", "eth0", "up"])?;
     ip(&["-n", ns, "route", "add", "default", "via", &HOST_IP.to_string()])?;
+    wire::checksums_complete(Some(ns), "eth0")
+        .with_context(|| format!("checksum offload off on {ns}'s eth0"))?;
+    std::fs::create_dir_all(PIN_ROOT).with_context(|| format!("creating {PIN_ROOT}"))?;
+    wire::XdpPass::attach(host_end)
+        .and_then(|pass| pass.pin(&Path::new(PIN_ROOT).join(format!("wire-{host_end}"))))
+        .with_context(|| format!("XDP pass program on {host_end}"))?;
     step::run(Command::new("ip").args(["netns", "exec", ns, "sysctl", "-qw", "net.ipv4.ip_forward=1"]))
         .with_context(|| format!("forwarding on in {ns}"))
 }

@@ -41,10 +41,11 @@ pub fn is_fresh_syn(tcp_flags: u8) -> bool {
 #[inline(always)]
 pub fn forward_key(reply: &CtKey, rev: &CtReverse) -> CtKey {
     let client = if rev.client_be != 0 { rev.client_be } else { reply.daddr_be };
+    let cport = if rev.cport_be != 0 { rev.cport_be } else { reply.dport_be };
     CtKey {
         saddr_be: client,
         daddr_be: rev.vip_be,
-        sport_be: reply.dport_be,
+        sport_be: cport,
         dport_be: rev.vport_be,
         proto: reply.proto,
         _pad: [0; 3],

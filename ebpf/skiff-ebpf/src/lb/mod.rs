@@ -5,13 +5,13 @@
 //! a frontend without endpoints is rejected with ICMP port unreachable (as kube-proxy does); all
 //! other traffic passes untouched.
 
-mod ct;
+pub mod ct;
 mod icmp;
 pub mod maps;
 mod nat;
-mod packet;
+pub mod packet;
 mod reject;
-mod select;
+pub mod select;
 
 use aya_ebpf::{
     bindings::{TC_ACT_OK, TC_ACT_SHOT},
@@ -74,22 +74,14 @@ fn try_lb(ctx: &TcContext) -> Result<i32, LbError> {
 /// A TCP or UDP packet (or the first fragment of a datagram).
 #[inline(always)]
 fn flow(ctx: &TcContext, ip: &Ipv4) -> Result<i32, LbError> {
-    let l4_ok = ctx.len() as usize >= ip.l4() + packet::l4_min_len(ip.proto);
-    let Some((sport, dport)) = packet::ports_at(ctx, ip.l4()).filter(|_| l4_ok) else {
+    let Some(tuple) = packet::flow(ctx, ip) else {
         return if is_vip(ip.daddr_be) {
             Err(LbError::Drop(DropReason::InvalidPacket))
         } else {
             Ok(TC_ACT_OK)
         };
     };
-    let tuple = CtKey {
-        saddr_be: ip.saddr_be,
-        daddr_be: ip.daddr_be,
-        sport_be: sport,
-        dport_be: dport,
-        proto: ip.proto,
-        _pad: [0; 3],
-    };
+    let dport = tuple.dport_be;
     // SAFETY (all map reads below): plain-data values copied out of the map at once.
     let now = unsafe { bpf_ktime_get_ns() };
 
@@ -122,27 +114,11 @@ fn forward(
     tcp_flags: u8,
     now: u64,
 ) -> Result<i32, LbError> {
-    let seen = unsafe { SKIFF_CT.get(tuple).copied() }.filter(|e| ct::is_live(tuple, e, now));
-    let (backend_id, backend, mut entry, new) = match seen {
-        Some(e) => match select::backend(e.backend_id) {
-            Some(b) => (e.backend_id, b, e, false),
-            // The flow's backend is gone. TCP: tell the client at once. UDP: re-balance, so a
-            // datagram stream never sticks to a dead endpoint (the stale-UDP-conntrack bug class).
-            None if ip.proto == proto::TCP => {
-                let _ = SKIFF_CT.remove(tuple);
-                return reject::tcp_reset(ctx, ip, DropReason::BackendGone);
-            }
-            None if svc.backend_count == 0 => return no_endpoints(ctx, ip, svc, tcp_flags),
-            None => {
-                let (id, b) = select::select(svc, tuple, now)?;
-                (id, b, CtForward::default(), true)
-            }
-        },
-        None if svc.backend_count == 0 => return no_endpoints(ctx, ip, svc, tcp_flags),
-        None => {
-            let (id, b) = select::select(svc, tuple, now)?;
-            (id, b, CtForward::default(), true)
-        }
+    let (backend_id, backend, mut entry, new) = match select::choose(tuple, svc, now)? {
+        select::Choice::Backend { id, backend, entry, new } => (id, backend, entry, new),
+        // TCP: tell the client at once.
+        select::Choice::Gone => return reject::tcp_reset(ctx, ip, DropReason::BackendGone),
+        select::Choice::NoEndpoints => return no_endpoints(ctx, ip, svc, tcp_flags),
     };
     if ct::is_fresh_syn(tcp_flags) {
         entry.flags = 0;
@@ -157,7 +133,7 @@ fn forward(
     let flags = entry.flags | ct::tcp_ct_flags(tcp_flags) | if hairpin { CT_F_HAIRPIN } else { 0 };
     let refresh = new || flags != entry.flags || now.saturating_sub(entry.last_seen_ns) >= ct::REFRESH_NS;
     if refresh {
-        entry = CtForward { backend_id, svc_id: svc.id, last_seen_ns: now, flags, _pad: 0 };
+        entry = CtForward { backend_id, svc_id: svc.id, last_seen_ns: now, flags, nat_port_be: 0, _pad: 0 };
         if SKIFF_CT.insert(tuple, entry, 0).is_err() {
             count_drop(DropReason::CtInsertFailed);
         }
@@ -173,7 +149,7 @@ fn forward(
         let rev = CtReverse {
             vip_be: ip.daddr_be,
             vport_be: tuple.dport_be,
-            _pad: 0,
+            cport_be: 0,
             client_be: if hairpin { ip.saddr_be } else { 0 },
             backend_id,
             last_seen_ns: now,

@@ -1,8 +1,80 @@
-//! Reading headers through `bpf_skb_load_bytes` (copies to the stack: no packet-pointer bounds
-//! for the verifier to track) and the offsets the rewrites need.
+//! Reading headers through `bpf_skb_load_bytes` / `bpf_xdp_load_bytes` (copies to the stack: no
+//! packet-pointer bounds for the verifier to track) and the offsets the rewrites need. The parsing
+//! is shared by the TC programs and the uplink's XDP program through [`Packet`].
 
-use aya_ebpf::programs::TcContext;
-use skiff_common::lb::proto;
+use core::{ffi::c_void, mem::MaybeUninit};
+
+use aya_ebpf::{
+    EbpfContext as _,
+    helpers::{bpf_xdp_load_bytes, bpf_xdp_store_bytes},
+    programs::{TcContext, XdpContext},
+};
+use skiff_common::lb::{CtKey, proto};
+
+/// Byte access to a frame, whatever program type holds it.
+pub trait Packet {
+    /// Copies `size_of::<T>()` bytes at `offset` out of the frame.
+    fn read<T>(&self, offset: usize) -> Option<T>;
+    /// Writes `value`'s bytes at `offset` (no checksum maintenance).
+    fn write<T>(&self, offset: usize, value: &T) -> Result<(), ()>;
+    /// Frame length in bytes.
+    fn frame_len(&self) -> usize;
+}
+
+impl Packet for TcContext {
+    #[inline(always)]
+    fn read<T>(&self, offset: usize) -> Option<T> {
+        self.load(offset).ok()
+    }
+
+    #[inline(always)]
+    fn write<T>(&self, offset: usize, value: &T) -> Result<(), ()> {
+        self.store(offset, value, 0).map_err(|_| ())
+    }
+
+    #[inline(always)]
+    fn frame_len(&self) -> usize {
+        self.len() as usize
+    }
+}
+
+impl Packet for XdpContext {
+    #[inline(always)]
+    fn read<T>(&self, offset: usize) -> Option<T> {
+        let mut value = MaybeUninit::<T>::uninit();
+        // SAFETY: the helper writes at most size_of::<T>() bytes into `value` and fails (non-zero)
+        // without a partial write when the frame is shorter.
+        let ret = unsafe {
+            bpf_xdp_load_bytes(
+                self.as_ptr().cast(),
+                offset as u32,
+                value.as_mut_ptr().cast::<c_void>(),
+                size_of::<T>() as u32,
+            )
+        };
+        // SAFETY: a zero return means all bytes were written.
+        (ret == 0).then(|| unsafe { value.assume_init() })
+    }
+
+    #[inline(always)]
+    fn write<T>(&self, offset: usize, value: &T) -> Result<(), ()> {
+        // SAFETY: the helper reads size_of::<T>() bytes from `value`, a live reference.
+        let ret = unsafe {
+            bpf_xdp_store_bytes(
+                self.as_ptr().cast(),
+                offset as u32,
+                (value as *const T).cast_mut().cast::<c_void>(),
+                size_of::<T>() as u32,
+            )
+        };
+        if ret == 0 { Ok(()) } else { Err(()) }
+    }
+
+    #[inline(always)]
+    fn frame_len(&self) -> usize {
+        self.data_end().saturating_sub(self.data())
+    }
+}
 
 pub const ETH_LEN: usize = 14;
 const ETH_P_IP_BE: u16 = 0x0800u16.to_be();
@@ -18,6 +90,7 @@ const IP_OFFSET_MASK: u16 = 0x1fff;
 pub struct Ipv4 {
     /// Header length in bytes (options included).
     pub ihl: usize,
+    pub ttl: u8,
     pub tot_len: u16,
     pub id_be: u16,
     /// Flags and fragment offset, host order.
@@ -60,14 +133,15 @@ fn be32(b: &[u8; 20], at: usize) -> u32 {
 /// Parses the IPv4 header at `at` (the frame's, or an ICMP error's inner one). `None` when the
 /// bytes are not a plausible IPv4 header: such a packet is not ours to judge.
 #[inline(always)]
-pub fn ipv4_at(ctx: &TcContext, at: usize) -> Option<Ipv4> {
-    let b: [u8; 20] = ctx.load(at).ok()?;
+pub fn ipv4_at<P: Packet>(ctx: &P, at: usize) -> Option<Ipv4> {
+    let b: [u8; 20] = ctx.read(at)?;
     let ihl = ((b[0] & 0x0f) as usize) * 4;
     if b[0] >> 4 != 4 || ihl < 20 {
         return None;
     }
     Some(Ipv4 {
         ihl,
+        ttl: b[8],
         tot_len: u16::from_be_bytes([b[2], b[3]]),
         id_be: be16(b[4], b[5]),
         frag: u16::from_be_bytes([b[6], b[7]]),
@@ -79,8 +153,8 @@ pub fn ipv4_at(ctx: &TcContext, at: usize) -> Option<Ipv4> {
 
 /// The frame's IPv4 header, if the frame is IPv4.
 #[inline(always)]
-pub fn ipv4(ctx: &TcContext) -> Option<Ipv4> {
-    let ethertype: u16 = ctx.load(12).ok()?;
+pub fn ipv4<P: Packet>(ctx: &P) -> Option<Ipv4> {
+    let ethertype: u16 = ctx.read(12)?;
     if ethertype != ETH_P_IP_BE {
         return None;
     }
@@ -89,9 +163,26 @@ pub fn ipv4(ctx: &TcContext) -> Option<Ipv4> {
 
 /// Ports (network order) of the TCP/UDP header at `at`.
 #[inline(always)]
-pub fn ports_at(ctx: &TcContext, at: usize) -> Option<(u16, u16)> {
-    let b: [u8; 4] = ctx.load(at).ok()?;
+pub fn ports_at<P: Packet>(ctx: &P, at: usize) -> Option<(u16, u16)> {
+    let b: [u8; 4] = ctx.read(at)?;
     Some((be16(b[0], b[1]), be16(b[2], b[3])))
+}
+
+/// The flow tuple of a TCP/UDP packet whose fixed L4 header is all there; `None` otherwise.
+#[inline(always)]
+pub fn flow<P: Packet>(ctx: &P, ip: &Ipv4) -> Option<CtKey> {
+    if ctx.frame_len() < ip.l4() + l4_min_len(ip.proto) {
+        return None;
+    }
+    let (sport_be, dport_be) = ports_at(ctx, ip.l4())?;
+    Some(CtKey {
+        saddr_be: ip.saddr_be,
+        daddr_be: ip.daddr_be,
+        sport_be,
+        dport_be,
+        proto: ip.proto,
+        _pad: [0; 3],
+    })
 }
 
 /// Minimum L4 header length: the load balancer needs the whole fixed header.
@@ -122,8 +213,8 @@ pub struct TcpInfo {
 }
 
 #[inline(always)]
-pub fn tcp_at(ctx: &TcContext, at: usize) -> Option<TcpInfo> {
-    let b: [u8; 20] = ctx.load(at).ok()?;
+pub fn tcp_at<P: Packet>(ctx: &P, at: usize) -> Option<TcpInfo> {
+    let b: [u8; 20] = ctx.read(at)?;
     Some(TcpInfo {
         seq: u32::from_be_bytes([b[4], b[5], b[6], b[7]]),
         ack: u32::from_be_bytes([b[8], b[9], b[10], b[11]]),
