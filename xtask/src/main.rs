@@ -5,6 +5,7 @@ mod ci;
 mod demo;
 mod install;
 mod lab;
+mod progress;
 mod setup;
 mod step;
 

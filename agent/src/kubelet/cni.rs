@@ -132,22 +132,21 @@ impl Cni {
             return known;
         }
         let asked = json!({"cniVersion": listed});
-        let chosen = match self.exec(plugin, "VERSION", None, &asked).await {
-            Ok(Some(answer)) => {
-                let supported: Vec<&str> = answer["supportedVersions"]
-                    .as_array()
-                    .into_iter()
-                    .flatten()
-                    .filter_map(Value::as_str)
-                    .collect();
-                if supported.contains(&listed.as_str().unwrap_or_default()) {
-                    listed
-                } else {
-                    COMPATIBLE_VERSIONS.iter().find(|v| supported.contains(v)).map_or(listed, |v| json!(v))
-                }
+        let answer = match self.exec(plugin, "VERSION", None, &asked).await {
+            Ok(Some(answer)) => answer,
+            // Not remembered: the next call asks again. Meanwhile the real command fails (or not)
+            // with the plugin's own message.
+            other => {
+                tracing::warn!(plugin = %kind, outcome = ?other.map(drop), "CNI VERSION gave no answer; using the list's version this time");
+                return listed;
             }
-            // Let the real command fail with the plugin's own message.
-            _ => listed,
+        };
+        let supported: Vec<&str> =
+            answer["supportedVersions"].as_array().into_iter().flatten().filter_map(Value::as_str).collect();
+        let chosen = if supported.contains(&listed.as_str().unwrap_or_default()) {
+            listed
+        } else {
+            COMPATIBLE_VERSIONS.iter().find(|v| supported.contains(v)).map_or(listed, |v| json!(v))
         };
         if let Ok(mut versions) = self.versions.lock() {
             versions.insert(kind, chosen.clone());

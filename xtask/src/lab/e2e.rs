@@ -1,61 +1,63 @@
-//! `cargo xtask lab e2e` (CI): `up --nodes 2`; an HTTP server pod pinned to node 1 and a
-//! `sleep` pod pinned to node 2, both Running; pod-to-pod across the nodes — ping from the sleep
-//! pod's network namespace, and a client pod on node 2 fetching from the server, its output read
-//! back through `kubectl logs`; the host reaching a pod through its route; `down`, which checks
-//! that nothing is left. Teardown runs whether or not the checks pass.
+//! `cargo xtask lab e2e` (CI): `up --nodes 2` (which ends with the demo's traffic proof: a pod to
+//! the ClusterIP and the outside to the NodePort on both nodes, answered by pods on both nodes);
+//! pod-to-pod by pod IP across the nodes and the host reaching a pod; then each node's agent
+//! restarted while traffic flows — new connections through the ClusterIP and both NodePorts, and
+//! two TCP connections opened before the restarts — with not one request lost and both
+//! connections still echoing; `down`, which checks that nothing is left. Teardown runs whether or not the checks pass.
 
-use std::{process::Command, time::Duration};
+use std::{
+    net::SocketAddr,
+    path::{Path, PathBuf},
+    process::Command,
+    sync::atomic::{AtomicBool, Ordering},
+    time::Duration,
+};
 
 use anyhow::{Context as _, bail};
-use serde_json::json;
 
 use super::{
-    down,
-    kube::{self, PodView},
+    demo, down, experiments, kube,
+    probe::{self, EchoSession},
     state,
-    up::{self, IMAGE},
+    topology::{self, NodeSpec},
+    up,
 };
 use crate::step::{self, step};
 
 const NODES: u8 = 2;
-const BODY: &str = "hello from skiff-lab-n1";
 
 pub fn run() -> anyhow::Result<()> {
     skiff_tests::require_root()?;
     if state::load()?.is_some() || !down::leftovers().is_empty() {
         bail!("a lab is up or partly there; `cargo xtask lab down` first (e2e needs a fresh one)");
     }
-    let lab = up::run(NODES)?;
-    let result = checks();
-    if result.is_err() {
-        up::print_log_tails(&lab);
-    }
+    let result = up::run(NODES).and_then(|lab| {
+        let checked = checks();
+        if checked.is_err() {
+            up::print_log_tails(&lab);
+        }
+        checked
+    });
     let teardown = step("lab down", down::teardown);
     result?;
     teardown?;
-    eprintln!("\nlab e2e passed: pods on both nodes, pod-to-pod ping and TCP across nodes, nothing left.");
+    eprintln!(
+        "\nlab e2e passed: ClusterIP and NodePort traffic on both nodes, pod-to-pod across nodes, \
+         agent restarts without a lost request, nothing left."
+    );
     Ok(())
 }
 
 fn checks() -> anyhow::Result<()> {
-    let [n1, n2] = ["skiff-lab-n1", "skiff-lab-n2"];
-    let server_cmd =
-        format!("mkdir -p /www && echo '{BODY}' > /www/index.html && exec httpd -f -p 8080 -h /www");
-    let (server, sleeper) = step("a server pod on n1 and a sleep pod on n2, Running", || {
-        kube::apply(&pod("server", n1, &["sh", "-c", &server_cmd], "Always").to_string())?;
-        kube::apply(&pod("sleeper", n2, &["sleep", "3600"], "Always").to_string())?;
-        Ok((wait_phase("server", "Running")?, wait_phase("sleeper", "Running")?))
-    })?;
-    let server_ip = server.ip.clone().context("server pod has no IP")?;
-    eprintln!(
-        "    server {} on {}, sleeper {} on {}",
-        server_ip,
-        server.node.as_deref().unwrap_or("?"),
-        sleeper.ip.as_deref().unwrap_or("?"),
-        sleeper.node.as_deref().unwrap_or("?")
-    );
-    step(&format!("ping {server_ip} (n1) from the sleep pod's namespace (n2)"), || {
-        let netns = format!("--net=/run/netns/skiff-{}", sleeper.uid);
+    let (client_ns, client_node) = demo::client_netns()?;
+    let pods = kube::pods()?;
+    let remote = pods
+        .iter()
+        .find(|p| p.name.starts_with(demo::DEPLOYMENT) && p.node.as_deref() != Some(client_node.as_str()))
+        .and_then(|p| p.ip.clone())
+        .context("no echo pod on the other node")?;
+    step(&format!("ping {remote} (a pod on the other node) from {client_node}'s client pod"), || {
+        let netns = format!("--net={}", client_ns.display());
         step::run(Command::new("nsenter").args([
             &netns,
             "/bin/busybox",
@@ -64,58 +66,99 @@ fn checks() -> anyhow::Result<()> {
             "3",
             "-W",
             "2",
-            &server_ip,
+            &remote,
         ]))
     })?;
-    step(&format!("TCP: a client pod on n2 fetches http://{server_ip}:8080/"), || {
-        // A few tries: httpd may still be starting. (busybox wget's -T crashes; `timeout` instead.)
-        let fetch = format!(
-            "for i in 1 2 3 4 5; do timeout 5 wget -q -O - http://{server_ip}:8080/ && exit 0; sleep 1; done; exit 1"
-        );
-        kube::apply(&pod("client", n2, &["sh", "-c", &fetch], "Never").to_string())?;
-        if let Err(err) = wait_phase("client", "Succeeded") {
-            let logs = kube::run(&["logs", "client"]).unwrap_or_default();
-            bail!("{err:#}; the client pod's log: {logs:?}");
+    step(&format!("the host reaches {remote} through its route to the pod CIDR"), || {
+        step::run(
+            Command::new("ping").args(["-c", "2", "-W", "2", &remote]).stdout(std::process::Stdio::null()),
+        )
+    })?;
+    restarts_under_traffic(&client_ns)
+}
+
+/// A traffic path the generator loops over.
+struct TrafficPath {
+    label: String,
+    netns: PathBuf,
+    addr: SocketAddr,
+}
+
+/// Restarts every agent in turn while requests flow, then checks that none failed.
+fn restarts_under_traffic(client_ns: &Path) -> anyhow::Result<()> {
+    let vip = demo::cluster_ip(demo::SERVICE)?;
+    let ext_ns = PathBuf::from("/run/netns").join(topology::EXT_NS);
+    let nodes: Vec<NodeSpec> = (1..=NODES).map(|index| NodeSpec { index }).collect();
+    let mut paths = vec![TrafficPath {
+        label: format!("pod → ClusterIP {vip}:80"),
+        netns: client_ns.to_owned(),
+        addr: SocketAddr::from((vip, 80)),
+    }];
+    for node in &nodes {
+        paths.push(TrafficPath {
+            label: format!("outside → NodePort {}:{}", node.ip(), demo::NODE_PORT),
+            netns: ext_ns.clone(),
+            addr: SocketAddr::from((node.ip(), demo::NODE_PORT)),
+        });
+    }
+    let mut sessions =
+        step("open long-lived TCP echo connections (pod → ClusterIP, outside → NodePort)", || {
+            let mut pod = EchoSession::open(client_ns, SocketAddr::from((vip, demo::ECHO_PORT)))?;
+            let mut ext =
+                EchoSession::open(&ext_ns, SocketAddr::from((nodes[0].ip(), demo::ECHO_NODE_PORT)))?;
+            pod.round_trip(b"before the restarts\n")?;
+            ext.round_trip(b"before the restarts\n")?;
+            Ok([pod, ext])
+        })?;
+    let stop = AtomicBool::new(false);
+    let (counts, restarted) = std::thread::scope(|s| {
+        let workers: Vec<_> = paths
+            .iter()
+            .map(|p| {
+                let stop = &stop;
+                s.spawn(move || -> anyhow::Result<(usize, Vec<String>)> {
+                    probe::in_netns(&p.netns, || {
+                        let (mut ok, mut failed) = (0, Vec::new());
+                        while !stop.load(Ordering::Relaxed) {
+                            match probe::http_get(p.addr) {
+                                Ok(_) => ok += 1,
+                                Err(e) => failed.push(format!("{e:#}")),
+                            }
+                            std::thread::sleep(Duration::from_millis(20));
+                        }
+                        (ok, failed)
+                    })
+                })
+            })
+            .collect();
+        let restarted = step("restart each agent while the requests flow", || {
+            for node in &nodes {
+                experiments::restart_agent(node.index)?;
+            }
+            Ok(())
+        });
+        stop.store(true, Ordering::Relaxed);
+        let counts: Vec<_> =
+            workers.into_iter().map(|w| w.join().unwrap_or_else(|p| std::panic::resume_unwind(p))).collect();
+        (counts, restarted)
+    });
+    restarted?;
+    let mut lost = Vec::new();
+    for (path, outcome) in paths.iter().zip(counts) {
+        let (ok, failed) = outcome?;
+        eprintln!("    {:<40} {ok} requests answered, {} failed", path.label, failed.len());
+        if ok == 0 || !failed.is_empty() {
+            lost.push(format!("{}: {} failed, e.g. {:?}", path.label, failed.len(), failed.first()));
         }
-        let logs = kube::run(&["logs", "client"])?;
-        if logs.trim() != BODY {
-            bail!("the client pod printed {logs:?}, expected {BODY:?}");
+    }
+    step("the connections opened before the restarts still echo", || {
+        for s in &mut sessions {
+            s.round_trip(b"after the restarts\n")?;
         }
-        eprintln!("    client pod's log: {}", logs.trim());
         Ok(())
     })?;
-    step(&format!("the host reaches {server_ip} through its route to n1's pod CIDR"), || {
-        step::run(
-            Command::new("ping").args(["-c", "2", "-W", "2", &server_ip]).stdout(std::process::Stdio::null()),
-        )
-    })
-}
-
-fn pod(name: &str, node: &str, command: &[&str], restart: &str) -> serde_json::Value {
-    json!({
-        "apiVersion": "v1",
-        "kind": "Pod",
-        "metadata": {"name": name, "namespace": "default", "labels": {"app": name}},
-        "spec": {
-            "nodeName": node,
-            "restartPolicy": restart,
-            "terminationGracePeriodSeconds": 1,
-            "containers": [{"name": name, "image": IMAGE, "imagePullPolicy": "Never", "command": command}],
-        },
-    })
-}
-
-fn wait_phase(name: &str, phase: &str) -> anyhow::Result<PodView> {
-    let mut found = None;
-    up::poll(&format!("pod {name} {phase}"), Duration::from_secs(60), || {
-        let pod = kube::pods()?.into_iter().find(|p| p.name == name);
-        if let Some(p) = &pod
-            && (p.phase == "Failed" && phase != "Failed")
-        {
-            bail!("pod {name} failed");
-        }
-        found = pod.filter(|p| p.phase == phase);
-        Ok(found.is_some())
-    })?;
-    found.context("pod vanished")
+    if !lost.is_empty() {
+        bail!("requests were lost during the agent restarts: {}", lost.join("; "));
+    }
+    Ok(())
 }

@@ -6,7 +6,7 @@ use anyhow::Context as _;
 use super::{
     kube, procs,
     state::{self, LabState},
-    topology::{self, LAB_DIR},
+    topology::{self, LAB_DIR, NodeSpec},
 };
 
 pub fn run() -> anyhow::Result<()> {
@@ -94,22 +94,25 @@ pub fn summary(lab: &LabState) -> anyhow::Result<()> {
         );
     }
     let kubeconfig = topology::kubeconfig();
+    let n1 = NodeSpec { index: 1 }.ip();
     println!(
         "\nAPI server  http://{api}   kubeconfig  {kc}\n\
          outside     ip netns exec {ext} … ({ext_ip})   logs  {LAB_DIR}/control.log, {LAB_DIR}/nK/agent.log\n\n\
          Next:\n  \
          export KUBECONFIG={kc}\n  \
-         kubectl get nodes -o wide\n  \
-         kubectl create deployment sleep --image={image} --replicas={n} -- sleep 3600\n  \
-         kubectl get pods -o wide\n  \
+         kubectl get pods -o wide                     # the demo: echo pods on every node, lab-client\n  \
+         kubectl get svc,endpointslices\n  \
+         ip netns exec {ext} busybox wget -qO- http://{n1}:{np}/      # NodePort from outside\n  \
+         bpftool map dump pinned {pins}/n1/SKIFF_CT                    # node 1's conntrack\n  \
+         cargo xtask lab agent restart 1              # traffic keeps flowing\n  \
          cargo xtask lab status\n  \
          cargo xtask lab down",
         api = topology::api_address(),
         kc = kubeconfig.display(),
         ext = topology::EXT_NS,
         ext_ip = topology::EXT_IP,
-        image = super::up::IMAGE,
-        n = lab.nodes,
+        np = super::demo::NODE_PORT,
+        pins = topology::PIN_ROOT,
     );
     Ok(())
 }

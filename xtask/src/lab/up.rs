@@ -3,19 +3,22 @@
 
 use std::{
     path::Path,
-    process::Command,
+    process::{Command, Stdio},
     time::{Duration, Instant},
 };
 
 use anyhow::{Context as _, bail};
 
 use super::{
-    down, kube, procs,
+    demo, down, kube, procs,
     state::{self, LabState, NodeProcs},
     status,
     topology::{self, LAB_DIR, NodeSpec},
 };
-use crate::step::{self, cargo, step};
+use crate::{
+    progress::{Progress, step_with_progress},
+    step::{self, cargo, step},
+};
 
 /// The image every node's containerd holds (the pods' sandbox, and what lab pods run).
 pub const IMAGE: &str = "skiff.local/busybox:local";
@@ -51,27 +54,44 @@ pub fn run(nodes: u8) -> anyhow::Result<LabState> {
             "--bins",
         ]))
     })?;
+    let echo = crate::demo::build_echo()?;
     let started = Instant::now();
     let mut lab = LabState { nodes, ..LabState::default() };
-    match bring_up(&mut lab) {
-        Ok(()) => {
-            eprintln!("\nThe lab came up in {:.1}s.", started.elapsed().as_secs_f64());
-            status::summary(&lab)?;
-            Ok(lab)
+    if let Err(err) = bring_up(&mut lab, &echo) {
+        eprintln!("\nlab up failed: {err:#}");
+        print_log_tails(&lab);
+        eprintln!("tearing down what was created…");
+        if let Err(e) = down::teardown() {
+            eprintln!("teardown after the failure: {e:#}");
         }
-        Err(err) => {
-            eprintln!("\nlab up failed: {err:#}");
-            print_log_tails(&lab);
-            eprintln!("tearing down what was created…");
-            if let Err(e) = down::teardown() {
-                eprintln!("teardown after the failure: {e:#}");
-            }
-            Err(err)
-        }
+        return Err(err);
     }
+    eprintln!("\nThe cluster came up in {:.1}s; now the demo.", started.elapsed().as_secs_f64());
+    // The cluster works from here on: a failing demo leaves it up for inspection.
+    let specs: Vec<NodeSpec> = lab.node_procs.iter().map(NodeProcs::spec).collect();
+    let proof = demo::deploy().and_then(|()| demo::prove(&specs)).and_then(|results| {
+        if !demo::spans_nodes(&results) {
+            bail!("every path was answered, but some only by pods of one node");
+        }
+        Ok(())
+    });
+    if let Err(err) = proof {
+        eprintln!("\nthe demo failed: {err:#}");
+        print_log_tails(&lab);
+        eprintln!(
+            "The lab stays up for inspection (`cargo xtask lab status`); `cargo xtask lab down` removes it."
+        );
+        return Err(err);
+    }
+    eprintln!(
+        "\nThe lab is up ({:.1}s): ClusterIP and NodePort traffic reached pods on more than one node.",
+        started.elapsed().as_secs_f64()
+    );
+    status::summary(&lab)?;
+    Ok(lab)
 }
 
-fn bring_up(lab: &mut LabState) -> anyhow::Result<()> {
+fn bring_up(lab: &mut LabState, echo: &Path) -> anyhow::Result<()> {
     state::save(lab)?;
     step("copy the binaries to /run/skiff-lab/bin", copy_binaries)?;
     step(
@@ -92,33 +112,51 @@ fn bring_up(lab: &mut LabState) -> anyhow::Result<()> {
     }
     state::save(lab)?;
     step(&format!("skiff-control on {}", topology::api_address()), || start_control(lab))?;
-    let image = Path::new(LAB_DIR).join("busybox.tar");
-    step("busybox image archive", || {
+    let busybox = Path::new(LAB_DIR).join("busybox.tar");
+    let echo_image = Path::new(LAB_DIR).join("echo.tar");
+    step_with_progress("image archives: busybox, and the demo's echo image", |progress| {
+        let skiff = topology::bin_dir().join("skiff");
+        progress.set(format!("{}", busybox.display()));
         step::run(
-            Command::new(topology::bin_dir().join("skiff")).arg("image").arg("build-busybox").arg(&image),
+            Command::new(&skiff).arg("image").arg("build-busybox").arg(&busybox).stdout(Stdio::null()),
+        )?;
+        progress.set(format!("{}", echo_image.display()));
+        step::run(
+            Command::new(&skiff)
+                .args(["image", "build-echo"])
+                .arg(&echo_image)
+                .arg("--echo")
+                .arg(echo)
+                .stdout(Stdio::null()),
         )
     })?;
     for (i, node) in specs.iter().enumerate() {
-        step(&format!("{}: containerd, busybox imported", node.name()), || {
+        step_with_progress(&format!("{}: containerd, images imported", node.name()), |progress| {
+            progress.set("starting containerd");
             let pid = start_containerd(node)?;
             lab.node_procs[i].containerd_pid = Some(pid);
             state::save(lab)?;
-            step::run(
-                Command::new(topology::bin_dir().join("skiff"))
-                    .args(["image", "import", "--containerd"])
-                    .arg(node.containerd_socket())
-                    .arg(&image)
-                    .stdout(std::process::Stdio::null()),
-            )
+            for image in [&busybox, &echo_image] {
+                progress.set(format!("importing {}", image.display()));
+                step::run(
+                    Command::new(topology::bin_dir().join("skiff"))
+                        .args(["image", "import", "--containerd"])
+                        .arg(node.containerd_socket())
+                        .arg(image)
+                        .stdout(Stdio::null()),
+                )?;
+            }
+            Ok(())
         })?;
         step(&format!("{}: skiff-agent run", node.name()), || {
             lab.node_procs[i].agent_pid = Some(start_agent(node)?);
             state::save(lab)
         })?;
     }
-    step(&format!("wait for {} Nodes Ready (at most {}s)", lab.nodes, READY_TIMEOUT.as_secs()), || {
-        wait_ready(lab)
-    })?;
+    step_with_progress(
+        &format!("wait for {} Nodes Ready (at most {}s)", lab.nodes, READY_TIMEOUT.as_secs()),
+        |progress| wait_ready(lab, progress),
+    )?;
     step("host routes to the pod CIDRs", || {
         for procs in &lab.node_procs {
             if let Some(cidr) = &procs.pod_cidr {
@@ -196,7 +234,7 @@ fn start_containerd(node: &NodeSpec) -> anyhow::Result<u32> {
 
 /// `skiff-agent run` inside the node's network namespace (only that one: the mount namespace, and
 /// with it bpffs and /run/netns, stays the host's), its pod CIDR from skiff-control.
-fn start_agent(node: &NodeSpec) -> anyhow::Result<u32> {
+pub fn start_agent(node: &NodeSpec) -> anyhow::Result<u32> {
     let dir = node.dir();
     for sub in ["net.d", "ipam", "manifests"] {
         std::fs::create_dir_all(dir.join(sub))?;
@@ -228,8 +266,7 @@ fn start_agent(node: &NodeSpec) -> anyhow::Result<u32> {
     procs::spawn_detached(&mut cmd, &dir.join("agent.log"))
 }
 
-fn wait_ready(lab: &mut LabState) -> anyhow::Result<()> {
-    let mut last = String::new();
+fn wait_ready(lab: &mut LabState, progress: &Progress) -> anyhow::Result<()> {
     poll("every Node Ready", READY_TIMEOUT, || {
         for procs in &lab.node_procs {
             if !procs.agent_pid.is_some_and(|pid| procs::alive(pid, LAB_DIR)) {
@@ -242,11 +279,7 @@ fn wait_ready(lab: &mut LabState) -> anyhow::Result<()> {
         }
         let nodes = kube::nodes().unwrap_or_default();
         let ready: Vec<&kube::NodeView> = nodes.iter().filter(|n| n.ready && n.pod_cidr.is_some()).collect();
-        let line = format!("    {}/{} Ready", ready.len(), lab.nodes);
-        if line != last {
-            eprintln!("{line}");
-            last = line;
-        }
+        progress.set(format!("{}/{} Nodes Ready", ready.len(), lab.nodes));
         for procs in &mut lab.node_procs {
             procs.pod_cidr =
                 ready.iter().find(|n| n.name == procs.spec().name()).and_then(|n| n.pod_cidr.clone());
