@@ -38,7 +38,7 @@ use skiff_common::{
 use crate::lb::{
     LbError, ct,
     maps::{SKIFF_CT, SKIFF_RNAT, SKIFF_SVC, config, count_drop},
-    packet::{self, Ipv4, Packet},
+    packet::{self, Ipv4},
     select,
 };
 
