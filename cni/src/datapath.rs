@@ -63,3 +63,40 @@ pub fn attach(pin_dir: &Path, iface: &str) -> Result<()> {
     std::mem::forget(link);
     Ok(())
 }
+
+fn filter_link(iface: &str) -> Result<aya::programs::tc::SchedClassifierLink> {
+    aya::programs::tc::SchedClassifierLink::attached(
+        iface,
+        TcAttachType::Ingress,
+        names::LB_TC_PRIORITY,
+        TcHandle::new(0, names::LB_TC_HANDLE),
+        None,
+    )
+    .map_err(|e| CniError::new(code::DATAPATH, format!("no interface {iface}")).details(e))
+}
+
+/// Puts the agent's current program on `iface`: swapped into the filter already there (the kernel
+/// replaces it atomically: an agent upgrade, or a program left by an earlier agent), or attached
+/// afresh where there is none (a pod made while the iptables mode ran).
+pub fn reattach(pin_dir: &Path, iface: &str) -> Result<()> {
+    available(pin_dir)?;
+    let mut prog = SchedClassifier::from_pin(program_pin(pin_dir))
+        .map_err(|e| CniError::new(code::DATAPATH, format!("loading {}", names::PROG_LB)).details(e))?;
+    match prog.attach_to_link(filter_link(iface)?) {
+        Ok(id) => {
+            let link = prog
+                .take_link(id)
+                .map_err(|e| CniError::new(code::DATAPATH, "taking the link").details(e))?;
+            std::mem::forget(link);
+            Ok(())
+        }
+        Err(_) => attach(pin_dir, iface),
+    }
+}
+
+/// Takes the load balancer's filter off `iface` (the agent switching to its iptables mode); none
+/// there is fine.
+pub fn detach(iface: &str) -> Result<()> {
+    let _ = aya::programs::links::Link::detach(filter_link(iface)?);
+    Ok(())
+}

@@ -25,6 +25,8 @@ pub struct Install {
     /// share one host, as in `cargo xtask lab`, each need their own: GC releases every record of
     /// the directory that is not one of its node's attachments.
     pub ipam_data_dir: Option<PathBuf>,
+    /// Pod veths get the eBPF load balancer (false for the agent's iptables mode).
+    pub load_balancer: bool,
 }
 
 pub const CONFLIST: &str = "10-skiff.conflist";
@@ -39,6 +41,7 @@ impl Install {
             mtu: DEFAULT_MTU,
             pin_dir: skiff_common::names::DEFAULT_PIN_DIR.into(),
             ipam_data_dir: None,
+            load_balancer: true,
         };
         let mut subnet = None;
         let mut it = args.iter();
@@ -49,6 +52,7 @@ impl Install {
                 "--conf-dir" => install.conf_dir = value()?.into(),
                 "--pin-dir" => install.pin_dir = value()?.into(),
                 "--ipam-data-dir" => install.ipam_data_dir = Some(value()?.into()),
+                "--no-load-balancer" => install.load_balancer = false,
                 "--subnet" => {
                     let v = value()?;
                     subnet = Some(Cidr::parse(&v).ok_or_else(|| {
@@ -65,7 +69,7 @@ impl Install {
                 }
                 other => {
                     return Err(format!(
-                        "unknown flag {other:?} (install takes --subnet, --bin-dir, --conf-dir, --mtu, --pin-dir, --ipam-data-dir)"
+                        "unknown flag {other:?} (install takes --subnet, --bin-dir, --conf-dir, --mtu, --pin-dir, --ipam-data-dir, --no-load-balancer)"
                     ));
                 }
             }
@@ -80,13 +84,15 @@ impl Install {
         if let Some(dir) = &self.ipam_data_dir {
             ipam["dataDir"] = json!(dir);
         }
+        let mut skiff =
+            json!({"type": "skiff-cni", "mtu": self.mtu, "bpfPinDir": self.pin_dir, "ipam": ipam});
+        if !self.load_balancer {
+            skiff["loadBalancer"] = json!(false);
+        }
         json!({
             "cniVersion": LATEST,
             "name": "skiff",
-            "plugins": [
-                {"type": "skiff-cni", "mtu": self.mtu, "bpfPinDir": self.pin_dir, "ipam": ipam},
-                {"type": "portmap", "capabilities": {"portMappings": true}, "snat": true},
-            ],
+            "plugins": [skiff, {"type": "portmap", "capabilities": {"portMappings": true}, "snat": true}],
         })
     }
 

@@ -15,6 +15,7 @@ const APT_PACKAGES: &[(&str, &str, &str)] = &[
     ("ethtool", "/usr/sbin/ethtool", "making the lab's and tests' veths behave like wires for XDP"),
     ("bpftool", "/usr/sbin/bpftool", "inspecting loaded programs and maps by hand"),
     ("iptables", "/usr/sbin/iptables", "the iptables proxy mode, skiff's benchmark baseline"),
+    ("conntrack", "/usr/sbin/conntrack", "the iptables mode deleting the flows of removed endpoints"),
     ("protobuf-compiler", "/usr/bin/protoc", "containerd API bindings"),
     (
         "containerd",

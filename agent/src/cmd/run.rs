@@ -6,14 +6,18 @@ use std::{net::Ipv4Addr, path::PathBuf, sync::Arc, time::Duration};
 
 use anyhow::Context as _;
 use skiff_agent::{
-    datapath::{self, Datapath, DatapathConfig},
+    datapath::{self, DatapathConfig},
     kubelet::{
         self,
         cni::Cni,
         node::{NodeAgent, NodeConfig},
         pods::{self, Ctx, PodConfig},
     },
-    proxy::{ProxyContext, ServiceProxy, watch},
+    proxy::{
+        ProxyContext, ServiceProxy,
+        mode::{self, ModeArgs, Proxy},
+        watch,
+    },
     runtime::{DEFAULT_NAMESPACE, DEFAULT_SOCKET, Runtime, busybox},
 };
 
@@ -91,6 +95,8 @@ pub struct RunArgs {
     /// Source ports for SNAT toward other nodes' backends when the client's own port is taken.
     #[arg(long, default_value = "32768-65535", value_parser = super::port_range)]
     pub snat_ports: (u16, u16),
+    #[command(flatten)]
+    pub mode: ModeArgs,
 }
 
 pub async fn run(args: RunArgs) -> anyhow::Result<()> {
@@ -104,20 +110,27 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         snat_port_max: args.snat_ports.1,
         ..LbConfig::DEFAULT
     };
-    let mut dp = Datapath::load(&config)?;
-    let (uplink, uplink_index) =
-        kubelet::netns::on_thread(args.node_netns.as_deref(), || -> anyhow::Result<(String, u32)> {
-            let uplink = match &args.uplink {
-                Some(iface) => iface.clone(),
-                None => super::interface_with(args.node_ip)?,
-            };
-            let index = nix::net::if_::if_nametoindex(uplink.as_str())
-                .map_err(|_| anyhow::anyhow!("no interface named {uplink:?}"))?;
-            dp.attach_uplink(&uplink)?;
-            Ok((uplink, index))
-        })
-        .context("entering the node namespace")??;
-    tracing::info!(%uplink, "uplink program attached");
+    let mut proxy = mode::prepare(&args.mode, &config, args.node_netns.as_deref(), vec![args.node_ip])?;
+    // The uplink program (eBPF mode only; the iptables mode does NodePorts in the kernel's nat table).
+    let uplink_index = match &mut proxy {
+        Proxy::Ebpf(dp) => {
+            let (uplink, index) =
+                kubelet::netns::on_thread(args.node_netns.as_deref(), || -> anyhow::Result<(String, u32)> {
+                    let uplink = match &args.uplink {
+                        Some(iface) => iface.clone(),
+                        None => super::interface_with(args.node_ip)?,
+                    };
+                    let index = nix::net::if_::if_nametoindex(uplink.as_str())
+                        .map_err(|_| anyhow::anyhow!("no interface named {uplink:?}"))?;
+                    dp.attach_uplink(&uplink)?;
+                    Ok((uplink, index))
+                })
+                .context("entering the node namespace")??;
+            tracing::info!(%uplink, "uplink program attached");
+            Some(index)
+        }
+        Proxy::Iptables(_) => None,
+    };
 
     let mut node = NodeConfig::new(&node_name, args.node_ip);
     node.pod_cidr = args.pod_cidr.clone();
@@ -144,6 +157,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
             mtu: args.mtu,
             pin_dir: args.pin_dir.clone(),
             ipam_data_dir: args.cni_ipam_dir.clone(),
+            load_balancer: proxy.is_ebpf(),
         };
         install.write_conflist().map_err(|e| anyhow::anyhow!(e)).context("writing the CNI configuration")?;
     }
@@ -183,7 +197,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
             client.clone(),
             netlink,
             node_name.clone(),
-            Some(uplink_index),
+            uplink_index,
             until_stopped(),
         )),
         tokio::spawn(kubelet::logs::serve(ctx.clone(), logs, until_stopped())),
@@ -198,8 +212,8 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     ];
     tracing::info!(node = %node_name, "skiff-agent running");
     let shutdown = wait_for_shutdown()?;
-    let proxy = ProxyContext { node_name, proxy_name: None, nodeport_addresses: vec![args.node_ip] };
-    let mut feeder = watch::Feeder::new(ServiceProxy::new(proxy, dp.dataplane()));
+    let proxy_ctx = ProxyContext { node_name, proxy_name: None, nodeport_addresses: vec![args.node_ip] };
+    let mut feeder = watch::Feeder::new(ServiceProxy::new(proxy_ctx, proxy.dataplane()));
     tokio::select! {
         result = watch::run(client, &mut feeder) => result?,
         () = shutdown => tracing::info!("shutting down; pods keep running"),

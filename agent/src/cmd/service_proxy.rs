@@ -4,8 +4,12 @@ use std::path::PathBuf;
 
 use anyhow::Context as _;
 use skiff_agent::{
-    datapath::{self, Datapath, DatapathConfig, LbCapacity, LogLevel},
-    proxy::{ProxyContext, ServiceProxy, watch},
+    datapath::{self, DatapathConfig, LbCapacity, LogLevel},
+    proxy::{
+        ProxyContext, ServiceProxy,
+        mode::{self, ModeArgs, Proxy},
+        watch,
+    },
 };
 use skiff_common::lb::LbConfig;
 
@@ -55,6 +59,8 @@ pub struct ServiceProxyArgs {
     /// Source ports for SNAT toward other nodes' backends when the client's own port is taken.
     #[arg(long, default_value = "32768-65535", value_parser = super::port_range)]
     pub snat_ports: (u16, u16),
+    #[command(flatten)]
+    pub mode: ModeArgs,
 }
 
 pub async fn run(args: ServiceProxyArgs) -> anyhow::Result<()> {
@@ -82,21 +88,21 @@ pub async fn run(args: ServiceProxyArgs) -> anyhow::Result<()> {
         ..LbCapacity::default()
     };
     let config = DatapathConfig { pin_dir: args.pin_dir, log_level: args.datapath_log_level, lb };
-    let mut dp = Datapath::load(&config)?;
-    for iface in &args.lb_ifaces {
-        dp.attach_lb(iface)?;
+    let nodeport_addresses: Vec<_> = args.node_ip.into_iter().collect();
+    let mut proxy = mode::prepare(&args.mode, &config, None, nodeport_addresses.clone())?;
+    if let Proxy::Ebpf(dp) = &mut proxy {
+        for iface in &args.lb_ifaces {
+            dp.attach_lb(iface)?;
+        }
+        if let Some(iface) = &uplink {
+            dp.attach_uplink(iface)?;
+        }
     }
-    if let Some(iface) = &uplink {
-        dp.attach_uplink(iface)?;
-    }
-    tracing::info!(node = %node_name, interfaces = ?args.lb_ifaces, ?uplink, "service proxy started");
+    let mode = args.mode.proxy_mode;
+    tracing::info!(node = %node_name, ?mode, interfaces = ?args.lb_ifaces, ?uplink, "service proxy started");
     let shutdown = wait_for_shutdown()?;
-    let ctx = ProxyContext {
-        node_name,
-        proxy_name: args.proxy_name,
-        nodeport_addresses: args.node_ip.into_iter().collect(),
-    };
-    let mut feeder = watch::Feeder::new(ServiceProxy::new(ctx, dp.dataplane()));
+    let ctx = ProxyContext { node_name, proxy_name: args.proxy_name, nodeport_addresses };
+    let mut feeder = watch::Feeder::new(ServiceProxy::new(ctx, proxy.dataplane()));
     tokio::select! {
         result = watch::run(client, &mut feeder) => result?,
         () = shutdown => tracing::info!("shutting down; the load balancer stays attached (pinned links)"),

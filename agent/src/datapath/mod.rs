@@ -5,6 +5,7 @@
 //! attach inside another namespace do so from a thread that has entered it.
 
 pub mod bpffs;
+pub mod cleanup;
 mod counters;
 mod error;
 pub mod lb;

@@ -34,6 +34,11 @@ pub trait Dataplane {
     fn sweep_unclaimed(&mut self) -> Result<(), DataplaneError> {
         Ok(())
     }
+    /// Makes the calls since the last commit take effect. The eBPF dataplane writes each change
+    /// as it comes (nothing to do here); the iptables one batches them into one iptables-restore.
+    fn commit(&mut self) -> Result<(), DataplaneError> {
+        Ok(())
+    }
 }
 
 /// A borrowed dataplane is a dataplane (a proxy can drive one that something else owns).
@@ -53,6 +58,9 @@ impl<D: Dataplane + ?Sized> Dataplane for &mut D {
     fn sweep_unclaimed(&mut self) -> Result<(), DataplaneError> {
         (**self).sweep_unclaimed()
     }
+    fn commit(&mut self) -> Result<(), DataplaneError> {
+        (**self).commit()
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -61,6 +69,8 @@ pub enum DataplaneError {
     Full { what: &'static str, capacity: u32, key: String },
     #[error("writing the datapath maps")]
     Maps(#[from] DatapathError),
+    #[error("applying iptables rules")]
+    Iptables(#[from] super::iptables::IptablesError),
 }
 
 /// The map operations the load-balancing dataplane needs: the real maps ([`LbMaps`]) or an

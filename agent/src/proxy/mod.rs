@@ -3,7 +3,9 @@
 
 pub mod dataplane;
 pub mod desired;
+pub mod iptables;
 pub mod memory;
+pub mod mode;
 pub mod model;
 pub mod sync;
 pub mod watch;

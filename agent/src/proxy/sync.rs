@@ -59,6 +59,11 @@ impl<D: Dataplane> ServiceProxy<D> {
         self.apply(sref, desired)
     }
 
+    /// Makes the changes since the last commit take effect (see [`Dataplane::commit`]).
+    pub fn commit(&mut self) -> Result<(), DataplaneError> {
+        self.dataplane.commit()
+    }
+
     /// Removes everything the Service had.
     pub fn delete_service(&mut self, sref: &ServiceRef) -> Result<(), DataplaneError> {
         self.apply(sref.clone(), ServiceFrontends::default())

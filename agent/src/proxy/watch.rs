@@ -4,7 +4,7 @@
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 
-use futures::StreamExt as _;
+use futures::{FutureExt as _, StreamExt as _};
 use k8s_openapi::api::{core::v1::Service, discovery::v1::EndpointSlice};
 use kube::{
     Api, Client,
@@ -97,6 +97,12 @@ impl<D: Dataplane> Feeder<D> {
 
     pub fn proxy(&self) -> &ServiceProxy<D> {
         &self.proxy
+    }
+
+    /// Commits what the handled events changed, once the first listing is in (before that nothing
+    /// was applied, and a commit would replace a previous agent's state with an empty one).
+    pub fn commit(&mut self) -> Result<(), DataplaneError> {
+        if self.ready { self.proxy.commit() } else { Ok(()) }
     }
 
     fn sync(&mut self, sref: &ServiceRef) -> Result<(), DataplaneError> {
@@ -208,11 +214,17 @@ pub async fn run<D: Dataplane>(client: Client, feeder: &mut Feeder<D>) -> Result
             .default_backoff()
             .map(|r| r.map(Change::Slice));
     let mut changes = std::pin::pin!(futures::stream::select(services, slices));
-    while let Some(change) = changes.next().await {
-        match change {
-            Ok(change) => feeder.handle(change)?,
-            Err(err) => tracing::warn!(error = %err, "watch failed; retrying with back-off"),
+    while let Some(first) = changes.next().await {
+        // Everything already waiting goes into one commit (one iptables-restore in that mode).
+        let mut next = Some(first);
+        while let Some(change) = next {
+            match change {
+                Ok(change) => feeder.handle(change)?,
+                Err(err) => tracing::warn!(error = %err, "watch failed; retrying with back-off"),
+            }
+            next = changes.next().now_or_never().flatten();
         }
+        feeder.commit()?;
     }
     Ok(())
 }

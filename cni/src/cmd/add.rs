@@ -19,7 +19,9 @@ use crate::{
 };
 
 pub fn add(env: &Env, conf: &NetConf) -> Result<CniResult> {
-    datapath::available(&conf.bpf_pin_dir)?;
+    if conf.load_balancer {
+        datapath::available(&conf.bpf_pin_dir)?;
+    }
     let ipam = conf.ipam()?;
     let netns_path = env.netns()?;
     let netns = netlink::open_netns(netns_path)?;
@@ -81,7 +83,9 @@ fn wire(
     pause_at("veth");
     // The load balancer is on the veth before the pod side is configured: no packet the pod can
     // send escapes it (attaching takes well under a millisecond: see datapath.rs).
-    datapath::attach(&conf.bpf_pin_dir, host)?;
+    if conf.load_balancer {
+        datapath::attach(&conf.bpf_pin_dir, host)?;
+    }
     pause_at("attached");
     netlink::in_netns(netns_path, || {
         netlink::run(async |h| {

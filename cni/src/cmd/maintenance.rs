@@ -17,7 +17,9 @@ use crate::{
 
 /// STATUS: ready for ADDs only with the datapath loaded and an address left.
 pub fn status(conf: &NetConf) -> Result<()> {
-    datapath::available(&conf.bpf_pin_dir)?;
+    if conf.load_balancer {
+        datapath::available(&conf.bpf_pin_dir)?;
+    }
     let free = Pool::lock(conf.ipam()?, &conf.name)?.free()?;
     if free == 0 {
         return Err(CniError::new(code::UNAVAILABLE, "the pod address pool is exhausted"));

@@ -3,7 +3,7 @@
 //!
 //! ```json
 //! {"cniVersion": "1.1.0", "name": "skiff", "type": "skiff-cni", "mtu": 1500,
-//!  "bpfPinDir": "/sys/fs/bpf/skiff",
+//!  "bpfPinDir": "/sys/fs/bpf/skiff", "loadBalancer": true,
 //!  "ipam": {"subnet": "10.244.1.0/24", "rangeStart": "10.244.1.2", "dataDir": "/var/lib/cni/networks"},
 //!  "dns": {"nameservers": ["10.96.0.10"], "search": ["default.svc.cluster.local"]}}
 //! ```
@@ -89,6 +89,7 @@ struct RawConf {
     plugin_type: Option<String>,
     mtu: Option<u32>,
     bpf_pin_dir: Option<PathBuf>,
+    load_balancer: Option<bool>,
     ipam: Option<RawIpam>,
     #[serde(default)]
     dns: Dns,
@@ -124,6 +125,9 @@ pub struct NetConf {
     pub name: String,
     pub mtu: u32,
     pub bpf_pin_dir: PathBuf,
+    /// Attach the agent's eBPF load balancer to each pod veth (`"loadBalancer"`, default true;
+    /// false when the agent runs its iptables mode, which has no eBPF datapath).
+    pub load_balancer: bool,
     pub ipam: Option<Ipam>,
     pub dns: Dns,
     pub prev_result: Option<Value>,
@@ -172,6 +176,7 @@ impl NetConf {
             name,
             mtu,
             bpf_pin_dir: raw.bpf_pin_dir.unwrap_or_else(|| skiff_common::names::DEFAULT_PIN_DIR.into()),
+            load_balancer: raw.load_balancer.unwrap_or(true),
             ipam,
             dns: raw.dns,
             prev_result: raw.prev_result,

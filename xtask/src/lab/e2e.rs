@@ -31,7 +31,7 @@ pub fn run() -> anyhow::Result<()> {
     if state::load()?.is_some() || !down::leftovers().is_empty() {
         bail!("a lab is up or partly there; `cargo xtask lab down` first (e2e needs a fresh one)");
     }
-    let result = up::run(NODES).and_then(|lab| {
+    let result = up::run(NODES, "ebpf").and_then(|lab| {
         let checked = checks();
         if checked.is_err() {
             up::print_log_tails(&lab);

@@ -67,7 +67,7 @@ pub fn start_agent(n: u8) -> anyhow::Result<u32> {
     let node = lab.node_procs[i].spec();
     let log = node.dir().join("agent.log");
     let before = std::fs::metadata(&log).map(|m| m.len()).unwrap_or(0);
-    let pid = up::start_agent(&node)?;
+    let pid = up::start_agent(&node, &lab.proxy_mode)?;
     lab.node_procs[i].agent_pid = Some(pid);
     state::save(&lab)?;
     up::poll(&format!("{}'s new agent serving", node.name()), AGENT_READY_TIMEOUT, || {

@@ -44,6 +44,9 @@ pub enum LabCommand {
         /// Number of nodes (1-9).
         #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u8).range(1..=9))]
         nodes: u8,
+        /// The agents' Service dataplane: `ebpf`, or `iptables` (kube-proxy's rule layout).
+        #[arg(long, default_value = "ebpf", value_parser = ["ebpf", "iptables"])]
+        proxy_mode: String,
     },
     /// Nodes, agents and pods of the running lab.
     Status,
@@ -87,7 +90,7 @@ pub enum AgentAction {
 
 pub fn run(args: &LabArgs) -> anyhow::Result<()> {
     match &args.command {
-        LabCommand::Up { nodes } => up::run(*nodes).map(drop),
+        LabCommand::Up { nodes, proxy_mode } => up::run(*nodes, proxy_mode).map(drop),
         LabCommand::Status => status::run(),
         LabCommand::Down => down::run(),
         LabCommand::E2e => e2e::run(),

@@ -16,6 +16,13 @@ pub struct LabState {
     pub ready: bool,
     pub control_pid: Option<u32>,
     pub node_procs: Vec<NodeProcs>,
+    /// The agents' `--proxy-mode` (`ebpf` or `iptables`).
+    #[serde(default = "default_mode")]
+    pub proxy_mode: String,
+}
+
+fn default_mode() -> String {
+    "ebpf".into()
 }
 
 #[derive(Debug, Default, Clone, Serialize, Deserialize)]
@@ -66,6 +73,7 @@ mod tests {
     fn the_state_round_trips_through_json() {
         let state = LabState {
             nodes: 2,
+            proxy_mode: "iptables".into(),
             ready: true,
             control_pid: Some(7),
             node_procs: vec![NodeProcs {
@@ -80,5 +88,6 @@ mod tests {
         assert_eq!(back.node_procs[0].spec().name(), "skiff-lab-n1");
         assert_eq!(back.node_procs[0].pod_cidr.as_deref(), Some("10.244.0.0/24"));
         assert_eq!((back.nodes, back.ready, back.control_pid), (2, true, Some(7)));
+        assert_eq!(back.proxy_mode, "iptables");
     }
 }

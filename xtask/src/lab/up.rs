@@ -26,7 +26,7 @@ const BINARIES: &[&str] = &["skiff-agent", "skiff", "skiff-control", "skiff-cni"
 const READY_TIMEOUT: Duration = Duration::from_secs(120);
 
 /// Brings the lab up (or reports the one that is up) and returns its state.
-pub fn run(nodes: u8) -> anyhow::Result<LabState> {
+pub fn run(nodes: u8, proxy_mode: &str) -> anyhow::Result<LabState> {
     skiff_tests::require_root().context("the lab needs root")?;
     if let Some(existing) = state::load()? {
         if existing.ready && status::all_alive(&existing) {
@@ -56,7 +56,7 @@ pub fn run(nodes: u8) -> anyhow::Result<LabState> {
     })?;
     let echo = crate::demo::build_echo()?;
     let started = Instant::now();
-    let mut lab = LabState { nodes, ..LabState::default() };
+    let mut lab = LabState { nodes, proxy_mode: proxy_mode.to_owned(), ..LabState::default() };
     if let Err(err) = bring_up(&mut lab, &echo) {
         eprintln!("\nlab up failed: {err:#}");
         print_log_tails(&lab);
@@ -149,7 +149,7 @@ fn bring_up(lab: &mut LabState, echo: &Path) -> anyhow::Result<()> {
             Ok(())
         })?;
         step(&format!("{}: skiff-agent run", node.name()), || {
-            lab.node_procs[i].agent_pid = Some(start_agent(node)?);
+            lab.node_procs[i].agent_pid = Some(start_agent(node, &lab.proxy_mode)?);
             state::save(lab)
         })?;
     }
@@ -234,7 +234,7 @@ fn start_containerd(node: &NodeSpec) -> anyhow::Result<u32> {
 
 /// `skiff-agent run` inside the node's network namespace (only that one: the mount namespace, and
 /// with it bpffs and /run/netns, stays the host's), its pod CIDR from skiff-control.
-pub fn start_agent(node: &NodeSpec) -> anyhow::Result<u32> {
+pub fn start_agent(node: &NodeSpec, proxy_mode: &str) -> anyhow::Result<u32> {
     let dir = node.dir();
     for sub in ["net.d", "ipam", "manifests"] {
         std::fs::create_dir_all(dir.join(sub))?;
@@ -246,6 +246,7 @@ pub fn start_agent(node: &NodeSpec) -> anyhow::Result<u32> {
         .arg("--kubeconfig")
         .arg(topology::kubeconfig())
         .args(["--node-name", &node.name(), "--node-ip", &node.ip().to_string()])
+        .args(["--proxy-mode", proxy_mode, "--cluster-cidr", topology::CLUSTER_CIDR])
         .arg("--containerd")
         .arg(node.containerd_socket())
         .arg("--root-dir")
