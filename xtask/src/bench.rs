@@ -18,6 +18,9 @@ pub enum Bench {
     Pods,
     /// The control loops: scheduling throughput (1,000 nodes, 10,000 pods), endpoint propagation.
     Loops,
+    /// The Service dataplane, eBPF vs iptables vs direct: latency, programming, CPU, throughput,
+    /// NodePort forwarding, at 10 to 50k Services.
+    Dataplane,
 }
 
 impl Bench {
@@ -28,6 +31,7 @@ impl Bench {
             Bench::Cni => "cni",
             Bench::Pods => "pods",
             Bench::Loops => "loops",
+            Bench::Dataplane => "dataplane",
         }
     }
 
@@ -38,12 +42,51 @@ impl Bench {
             Bench::Cni => "skiff-cni",
             Bench::Pods => "skiff-tests",
             Bench::Loops => "skiff-control",
+            Bench::Dataplane => "skiff-tests",
         }
     }
 }
 
-pub fn run(which: Bench) -> anyhow::Result<()> {
+/// Where the dataplane benchmark's chart is kept, so the README can show it.
+const DATAPLANE_CHART: &str = "tests/benches/dataplane/chart.svg";
+
+/// `cargo xtask bench dataplane --quick` in CI: a dev build (what the tests built already) and the
+/// smallest sizes, so the harness keeps working; the README is left alone.
+pub fn dataplane_quick() -> anyhow::Result<()> {
+    step("dataplane benchmark, quick (harness check; numbers not kept)", || {
+        step::run(cargo().args(["build", "--locked", "-p", "skiff-cni", "-p", "skiff-echo"]))?;
+        step::run(
+            cargo()
+                .args([
+                    "bench",
+                    "--locked",
+                    "--profile",
+                    "dev",
+                    "--package",
+                    "skiff-tests",
+                    "--bench",
+                    "dataplane",
+                ])
+                .args(["--", "--quick"])
+                .env("SKIFF_BIN_DIR", step::target_dir().join("debug"))
+                .env("SKIFF_BENCH_OUT", step::target_dir().join("bench-quick"))
+                .stdout(Stdio::null()),
+        )
+    })
+}
+
+pub fn run(which: Bench, quick: bool) -> anyhow::Result<()> {
     crate::setup::run()?;
+    if matches!(which, Bench::Dataplane) {
+        if quick {
+            return dataplane_quick();
+        }
+        step("build skiff-cni and skiff-echo (release)", || {
+            step::run(cargo().args(["build", "--locked", "--release", "-p", "skiff-cni", "-p", "skiff-echo"]))
+        })?;
+    } else if quick {
+        bail!("--quick is only for the dataplane benchmark");
+    }
     if matches!(which, Bench::Pods) {
         step("build skiff-agent and skiff-cni (release)", || {
             step::run(cargo().args([
@@ -61,6 +104,7 @@ pub fn run(which: Bench) -> anyhow::Result<()> {
         let out = cargo()
             .args(["bench", "--locked", "--package", which.package(), "--bench", which.name()])
             .env("SKIFF_BIN_DIR", step::target_dir().join("release"))
+            .env("SKIFF_BENCH_OUT", step::target_dir().join("bench"))
             .stderr(Stdio::inherit())
             .output()
             .context("running cargo bench")?;
@@ -71,6 +115,12 @@ pub fn run(which: Bench) -> anyhow::Result<()> {
         Ok(stdout.lines().filter(|l| l.starts_with('|')).collect::<Vec<_>>().join("\n"))
     })?;
     println!("{table}");
+    if matches!(which, Bench::Dataplane) {
+        let chart = step::target_dir().join("bench/dataplane.svg");
+        std::fs::copy(&chart, step::workspace_root().join(DATAPLANE_CHART))
+            .with_context(|| format!("copying {}", chart.display()))?;
+        eprintln!("raw numbers: {}", step::target_dir().join("bench/dataplane.json").display());
+    }
     step("update the README's table", || update_readme(which.name(), &table))
 }
 

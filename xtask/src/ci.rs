@@ -32,6 +32,7 @@ pub fn run() -> anyhow::Result<()> {
     step("privileged tests again (a second run must pass too)", || {
         step::run(&mut nextest(&["--package", "skiff-tests", "--package", "skiff-cni"]))
     })?;
+    crate::bench::dataplane_quick()?;
     step("lab smoke run", || lab::smoke(&lab::SmokeArgs::default()))?;
     step("lab e2e (two nodes, pods, traffic across them, down)", lab::e2e)?;
     step("eBPF object built once", || {

@@ -43,6 +43,10 @@ enum Task {
     Bench {
         #[arg(value_enum)]
         which: bench::Bench,
+        /// Small sizes and short runs (what CI runs to keep a benchmark from rotting; the README is
+        /// left alone).
+        #[arg(long)]
+        quick: bool,
     },
 }
 
@@ -54,7 +58,7 @@ fn main() {
         Task::Lab(args) => lab::run(&args),
         Task::EchoImage { out } => demo::run(out),
         Task::Install(args) => install::run(&args),
-        Task::Bench { which } => bench::run(which),
+        Task::Bench { which, quick } => bench::run(which, quick),
     };
     if let Err(err) = result {
         eprintln!("xtask: {err:#}");
