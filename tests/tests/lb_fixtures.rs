@@ -22,7 +22,7 @@ use skiff_common::{
 };
 use skiff_tests::{
     PinDir,
-    packet::{Frame, IP_MF, L4, PROTO_SCTP, PROTO_TCP, PROTO_UDP, TCP_ACK, TCP_RST, TCP_SYN},
+    packet::{Frame, IP_MF, L4, PROTO_SCTP, PROTO_TCP, PROTO_UDP, TCP_ACK, TCP_FIN, TCP_RST, TCP_SYN},
 };
 
 const TC_ACT_OK: i32 = 0;
@@ -223,6 +223,21 @@ fixtures! {
         input: |_| ack_packet().bytes(),
         verdict: TC_ACT_OK,
         output: |env| Some(ack_packet().with_dst(memo(env)).bytes()),
+        counts: None,
+    };
+    a_direct_connection_reusing_a_service_flows_port_keeps_its_replies: Fixture {
+        description: "the client's Service connection to the backend closed; a new SYN from the same port straight to that backend drops the old reverse-NAT entry, so the SYN-ACK is not rewritten to the ClusterIP",
+        setup: |env| {
+            send_syn(env);
+            let backend = memo(env);
+            let fin = Frame::tcp(CLIENT, WEB, TCP_FIN | TCP_ACK).bytes();
+            assert_eq!(env.run(&fin).0, TC_ACT_OK);
+            let direct = Frame::tcp(CLIENT, backend, TCP_SYN).bytes();
+            assert_eq!(env.run(&direct), (TC_ACT_OK, direct.clone()), "a direct SYN passes untouched");
+        },
+        input: |env| Frame::tcp(memo(env), CLIENT, TCP_SYN | TCP_ACK).bytes(),
+        verdict: TC_ACT_OK,
+        output: unchanged,
         counts: None,
     };
     replies_are_reverse_translated_to_the_clusterip: Fixture {

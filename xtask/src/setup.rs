@@ -16,6 +16,7 @@ const APT_PACKAGES: &[(&str, &str, &str)] = &[
     ("bpftool", "/usr/sbin/bpftool", "inspecting loaded programs and maps by hand"),
     ("iptables", "/usr/sbin/iptables", "the iptables proxy mode, skiff's benchmark baseline"),
     ("conntrack", "/usr/sbin/conntrack", "the iptables mode deleting the flows of removed endpoints"),
+    ("iperf3", "/usr/bin/iperf3", "the dataplane benchmark's throughput runs"),
     ("protobuf-compiler", "/usr/bin/protoc", "containerd API bindings"),
     (
         "containerd",

@@ -92,6 +92,21 @@ pub struct CtKey {
 }
 const _: () = assert!(core::mem::size_of::<CtKey>() == 16);
 
+impl CtKey {
+    /// The same flow seen from the other end.
+    #[inline(always)]
+    pub const fn reversed(&self) -> CtKey {
+        CtKey {
+            saddr_be: self.daddr_be,
+            daddr_be: self.saddr_be,
+            sport_be: self.dport_be,
+            dport_be: self.sport_be,
+            proto: self.proto,
+            _pad: [0; 3],
+        }
+    }
+}
+
 /// TCP flags seen on a flow, kept in [`CtForward::flags`].
 pub const CT_F_SYN: u32 = 1 << 0;
 pub const CT_F_FIN: u32 = 1 << 1;

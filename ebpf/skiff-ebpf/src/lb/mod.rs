@@ -29,7 +29,7 @@ use skiff_common::{
 use self::{
     maps::{SKIFF_CT, SKIFF_FRAGS, SKIFF_RNAT, SKIFF_SVC, config, count_drop, is_vip},
     nat::End,
-    packet::Ipv4,
+    packet::{Ipv4, Packet as _},
 };
 
 /// Why processing stopped short of a verdict.
@@ -93,11 +93,18 @@ fn flow(ctx: &TcContext, ip: &Ipv4) -> Result<i32, LbError> {
         let _ = SKIFF_RNAT.remove(tuple);
     }
     let Some(svc) = (unsafe { SKIFF_SVC.get(ServiceKey::new(ip.daddr_be, dport, ip.proto)).copied() }) else {
-        return if is_vip(ip.daddr_be) {
-            reject::port_unreachable(ctx, ip, DropReason::UnknownPort)
-        } else {
-            Ok(TC_ACT_OK)
-        };
+        if is_vip(ip.daddr_be) {
+            return reject::port_unreachable(ctx, ip, DropReason::UnknownPort);
+        }
+        // A new TCP connection straight to an address whose replies a translated flow is still
+        // waiting on (the client reused a port right after its Service connection to the same
+        // backend closed): that flow's reverse-NAT entry would take this connection's replies.
+        // Only SYNs look, so other traffic pays one byte's load.
+        if ip.proto == proto::TCP && ctx.read::<u8>(ip.l4() + packet::TCP_FLAGS).is_some_and(ct::is_fresh_syn)
+        {
+            let _ = SKIFF_RNAT.remove(tuple.reversed());
+        }
+        return Ok(TC_ACT_OK);
     };
     let tcp_flags =
         if ip.proto == proto::TCP { packet::tcp_at(ctx, ip.l4()).map_or(0, |t| t.flags) } else { 0 };

@@ -197,6 +197,9 @@ pub fn l4_csum_off(proto_nr: u8) -> usize {
     if proto_nr == proto::TCP { 16 } else { 6 }
 }
 
+/// Offset of the flags byte in the TCP header.
+pub const TCP_FLAGS: usize = 13;
+
 /// TCP flags byte (FIN 0x01, SYN 0x02, RST 0x04, ACK 0x10).
 pub const TCP_FIN: u8 = 0x01;
 pub const TCP_SYN: u8 = 0x02;
@@ -218,7 +221,7 @@ pub fn tcp_at<P: Packet>(ctx: &P, at: usize) -> Option<TcpInfo> {
     Some(TcpInfo {
         seq: u32::from_be_bytes([b[4], b[5], b[6], b[7]]),
         ack: u32::from_be_bytes([b[8], b[9], b[10], b[11]]),
-        flags: b[13],
+        flags: b[TCP_FLAGS],
         doff: ((b[12] >> 4) as usize) * 4,
     })
 }

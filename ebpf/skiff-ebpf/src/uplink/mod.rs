@@ -144,14 +144,7 @@ fn forward(
             count_drop(DropReason::CtInsertFailed);
         }
         // The reply's tuple: from the backend to whoever the flow now comes from.
-        let rkey = CtKey {
-            saddr_be: out.daddr_be,
-            daddr_be: out.saddr_be,
-            sport_be: out.dport_be,
-            dport_be: out.sport_be,
-            proto: ip.proto,
-            _pad: [0; 3],
-        };
+        let rkey = out.reversed();
         let rev = CtReverse {
             vip_be: tuple.daddr_be,
             vport_be: tuple.dport_be,
