@@ -74,6 +74,7 @@ fn programmed(services: u32) -> (Datapath, PinDir, SocketAddrV4) {
             affinity_timeout_s: None,
             local_only: false,
             external: false,
+            source_ranges: Default::default(),
         };
         dp.dataplane().upsert(key, &frontend).expect("upsert");
     }

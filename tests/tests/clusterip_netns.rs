@@ -75,6 +75,7 @@ fn frontend(name: &str, backends: &[BackendAddr], affinity: bool) -> Frontend {
         affinity_timeout_s: affinity.then_some(10800),
         local_only: false,
         external: false,
+        source_ranges: BTreeSet::new(),
     }
 }
 

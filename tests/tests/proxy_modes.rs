@@ -107,6 +107,7 @@ fn each_mode_removes_what_the_other_left() {
         affinity_timeout_s: None,
         local_only: false,
         external: false,
+        source_ranges: BTreeSet::new(),
     };
     let dataplane = proxy.dataplane();
     dataplane.upsert(key, &frontend).expect("upsert");

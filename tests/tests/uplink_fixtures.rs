@@ -17,7 +17,7 @@ use common::{
 use skiff_agent::datapath::{Datapath, DatapathConfig, LbCapacity, LogLevel};
 use skiff_common::{
     DropReason,
-    lb::{LbConfig, SVC_F_EXTERNAL, SVC_F_LOCAL, flow_hash},
+    lb::{LbConfig, SVC_F_EXTERNAL, SVC_F_LOCAL, SVC_F_SOURCE_RANGES, flow_hash},
 };
 use skiff_tests::{
     NetNs, PinDir,
@@ -65,6 +65,9 @@ const NP_SPREAD: SocketAddrV4 = SocketAddrV4::new(NODE_IP, 30085);
 const NP_SPREAD_ELSEWHERE: SocketAddrV4 = SocketAddrV4::new(PEER_IP, 30085);
 const EXTERNAL_IP: SocketAddrV4 = SocketAddrV4::new(Ipv4Addr::new(192, 0, 2, 40), 80);
 const CLUSTER_IP: SocketAddrV4 = SocketAddrV4::new(Ipv4Addr::new(10, 96, 0, 10), 80);
+/// A load-balancer address with loadBalancerSourceRanges [198.51.100.0/24].
+const LB_RANGED: SocketAddrV4 = SocketAddrV4::new(Ipv4Addr::new(192, 0, 2, 50), 80);
+const ALLOWED_CLIENT: SocketAddrV4 = SocketAddrV4::new(Ipv4Addr::new(198, 51, 100, 9), 41000);
 
 const EXT: u32 = SVC_F_EXTERNAL;
 
@@ -86,6 +89,7 @@ fn services() -> Vec<(Svc, Vec<SocketAddrV4>)> {
         (svc(NP_SPREAD, PROTO_TCP, 7, EXT, &SPREAD), vec![]),
         (svc(NP_SPREAD_ELSEWHERE, PROTO_TCP, 8, EXT, &SPREAD), vec![]),
         (svc(EXTERNAL_IP, PROTO_TCP, 9, EXT, &[LOCAL]), vec![LOCAL]),
+        (svc(LB_RANGED, PROTO_TCP, 11, EXT | SVC_F_SOURCE_RANGES, &[LOCAL]), vec![LOCAL]),
     ]
 }
 
@@ -115,6 +119,7 @@ impl Env {
         }
         Svc { frontend: CLUSTER_IP, proto: PROTO_TCP, row: 10, flags: 0, backends: vec![(101, REMOTE)] }
             .program(&mut dp);
+        dp.lb().allow_source(11, be(Ipv4Addr::new(198, 51, 100, 0)), 24).expect("source range");
         let ifindex = nix::net::if_::if_nametoindex(UPLINK).expect("uplink index");
         Env { dp, _pins: pins, ifindex }
     }
@@ -460,6 +465,22 @@ fixtures! {
         },
         verdict: XDP_PASS,
         output: unchanged,
+        counts: None,
+    };
+    a_client_outside_the_source_ranges_is_dropped: Fixture {
+        description: "SYN to a load-balancer address with loadBalancerSourceRanges from a client outside them → dropped, counted",
+        setup: nothing,
+        input: |_| syn(CLIENT, LB_RANGED).bytes(),
+        verdict: XDP_DROP,
+        output: unchanged,
+        counts: Some(DropReason::SourceRangeDenied),
+    };
+    a_client_inside_the_source_ranges_gets_through: Fixture {
+        description: "the same SYN from a client in 198.51.100.0/24 → DNAT to the local backend",
+        setup: nothing,
+        input: |_| syn(ALLOWED_CLIENT, LB_RANGED).bytes(),
+        verdict: XDP_PASS,
+        output: |_| Some(syn(ALLOWED_CLIENT, LB_RANGED).with_dst(LOCAL).bytes()),
         counts: None,
     };
     traffic_for_nobody_passes_untouched: Fixture {

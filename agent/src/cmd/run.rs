@@ -15,6 +15,7 @@ use skiff_agent::{
     },
     proxy::{
         ProxyContext, ServiceProxy,
+        health::HealthChecks,
         mode::{self, ModeArgs, Proxy},
         watch,
     },
@@ -213,7 +214,10 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     tracing::info!(node = %node_name, "skiff-agent running");
     let shutdown = wait_for_shutdown()?;
     let proxy_ctx = ProxyContext { node_name, proxy_name: None, nodeport_addresses: vec![args.node_ip] };
-    let mut feeder = watch::Feeder::new(ServiceProxy::new(proxy_ctx, proxy.dataplane()));
+    // Health-check node ports on every address, as kube-proxy serves them.
+    let health = HealthChecks::new(Ipv4Addr::UNSPECIFIED);
+    let mut feeder =
+        watch::Feeder::new(ServiceProxy::new(proxy_ctx, proxy.dataplane()).with_health_checks(health));
     tokio::select! {
         result = watch::run(client, &mut feeder) => result?,
         () = shutdown => tracing::info!("shutting down; pods keep running"),

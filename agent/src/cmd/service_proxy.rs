@@ -7,6 +7,7 @@ use skiff_agent::{
     datapath::{self, DatapathConfig, LbCapacity, LogLevel},
     proxy::{
         ProxyContext, ServiceProxy,
+        health::HealthChecks,
         mode::{self, ModeArgs, Proxy},
         watch,
     },
@@ -102,7 +103,8 @@ pub async fn run(args: ServiceProxyArgs) -> anyhow::Result<()> {
     tracing::info!(node = %node_name, ?mode, interfaces = ?args.lb_ifaces, ?uplink, "service proxy started");
     let shutdown = wait_for_shutdown()?;
     let ctx = ProxyContext { node_name, proxy_name: args.proxy_name, nodeport_addresses };
-    let mut feeder = watch::Feeder::new(ServiceProxy::new(ctx, proxy.dataplane()));
+    let health = HealthChecks::new(std::net::Ipv4Addr::UNSPECIFIED);
+    let mut feeder = watch::Feeder::new(ServiceProxy::new(ctx, proxy.dataplane()).with_health_checks(health));
     tokio::select! {
         result = watch::run(client, &mut feeder) => result?,
         () = shutdown => tracing::info!("shutting down; the load balancer stays attached (pinned links)"),

@@ -7,7 +7,8 @@ use std::{
 };
 
 use skiff_common::lb::{
-    BACKEND_F_LOCAL, Backend, SVC_F_AFFINITY, SVC_F_EXTERNAL, SVC_F_LOCAL, ServiceKey, ServiceValue,
+    BACKEND_F_LOCAL, Backend, SVC_F_AFFINITY, SVC_F_EXTERNAL, SVC_F_LOCAL, SVC_F_SOURCE_RANGES, ServiceKey,
+    ServiceValue,
 };
 
 use super::model::{BackendAddr, Frontend, FrontendKey, Protocol};
@@ -80,6 +81,11 @@ pub trait MapStore {
     fn remove_service(&mut self, key: &ServiceKey) -> Result<(), DatapathError>;
     fn set_backend(&mut self, id: u32, backend: Backend) -> Result<(), DatapathError>;
     fn remove_backend(&mut self, id: u32) -> Result<(), DatapathError>;
+    /// Lets clients in `addr/len` reach the frontend of row `row` (loadBalancerSourceRanges).
+    fn allow_source(&mut self, row: u32, addr: Ipv4Addr, len: u8) -> Result<(), DatapathError>;
+    fn forget_source(&mut self, row: u32, addr: Ipv4Addr, len: u8) -> Result<(), DatapathError>;
+    /// The source ranges row `row` has now (e.g. left by a previous agent).
+    fn source_ranges(&self, row: u32) -> Vec<(Ipv4Addr, u8)>;
     fn set_maglev_row(&mut self, row: u32, ids: &[u32]) -> Result<(), DatapathError>;
     /// Ends the flows of frontend `key` (Maglev row `row`) that go to `backend_id`.
     fn purge_flows(&mut self, key: &ServiceKey, row: u32, backend_id: u32) -> Result<usize, DatapathError>;
@@ -110,6 +116,15 @@ impl MapStore for LbMaps {
     }
     fn remove_backend(&mut self, id: u32) -> Result<(), DatapathError> {
         LbMaps::remove_backend(self, id)
+    }
+    fn allow_source(&mut self, row: u32, addr: Ipv4Addr, len: u8) -> Result<(), DatapathError> {
+        LbMaps::allow_source(self, row, be(addr), len)
+    }
+    fn forget_source(&mut self, row: u32, addr: Ipv4Addr, len: u8) -> Result<(), DatapathError> {
+        LbMaps::forget_source(self, row, be(addr), len)
+    }
+    fn source_ranges(&self, row: u32) -> Vec<(Ipv4Addr, u8)> {
+        LbMaps::source_ranges(self, row)
     }
     fn set_maglev_row(&mut self, row: u32, ids: &[u32]) -> Result<(), DatapathError> {
         LbMaps::set_maglev_row(self, row, ids)
@@ -399,6 +414,18 @@ impl<S: MapStore> Dataplane for LbDataplane<S> {
         if frontend.external {
             flags |= SVC_F_EXTERNAL;
         }
+        // Ranges in before the flag that enforces them; ranges that left go after it is written.
+        let old_ranges: BTreeSet<(Ipv4Addr, u8)> = match &previous {
+            Some((_, f)) => f.source_ranges.clone(),
+            None if adopted_row.is_some() => self.store.source_ranges(row).into_iter().collect(),
+            None => BTreeSet::new(),
+        };
+        for &(addr, len) in frontend.source_ranges.difference(&old_ranges) {
+            self.store.allow_source(row, addr, len)?;
+        }
+        if !frontend.source_ranges.is_empty() {
+            flags |= SVC_F_SOURCE_RANGES;
+        }
         let value = ServiceValue {
             id: row,
             backend_count: members.len() as u32,
@@ -410,6 +437,9 @@ impl<S: MapStore> Dataplane for LbDataplane<S> {
         // external IP or a load-balancer address is not, so other traffic to it passes.
         if previous.is_none() && !frontend.external {
             self.retain_vip(key.vip)?;
+        }
+        for &(addr, len) in old_ranges.difference(&frontend.source_ranges) {
+            self.store.forget_source(row, addr, len)?;
         }
         // 3. Endpoints gone from this frontend: end their flows here, drop them if nobody else uses them.
         for addr in old.difference(&new) {
@@ -425,6 +455,9 @@ impl<S: MapStore> Dataplane for LbDataplane<S> {
     fn remove(&mut self, key: &FrontendKey) -> Result<(), DataplaneError> {
         let Some((row, frontend)) = self.applied.remove(key) else { return Ok(()) };
         self.store.remove_service(&service_key(key))?;
+        for &(addr, len) in &frontend.source_ranges {
+            self.store.forget_source(row, addr, len)?;
+        }
         for addr in frontend.referenced() {
             if let Some(slot) = self.backends.get(addr) {
                 self.store.purge_flows(&service_key(key), row, slot.id)?;
@@ -451,6 +484,9 @@ impl<S: MapStore> Dataplane for LbDataplane<S> {
         for (key, row) in std::mem::take(&mut self.adopted_rows) {
             tracing::info!(frontend = %key, "removing a frontend no Service claims any more");
             self.store.remove_service(&service_key(&key))?;
+            for (addr, len) in self.store.source_ranges(row) {
+                self.store.forget_source(row, addr, len)?;
+            }
             self.store.purge_row(row)?;
             self.free_rows.push_back(row);
         }

@@ -49,6 +49,9 @@ pub struct ServiceFrontends {
     /// ClusterIP frontends, and external ones (NodePorts, external IPs, load-balancer addresses).
     pub frontends: BTreeMap<FrontendKey, Frontend>,
     pub skipped: Vec<Skipped>,
+    /// `spec.healthCheckNodePort` (LoadBalancer, `externalTrafficPolicy: Local`) and how many of
+    /// the Service's ready endpoints run on this node.
+    pub health: Option<(u16, usize)>,
 }
 
 /// Whether this proxy handles the Service at all.
@@ -89,6 +92,7 @@ pub fn service_frontends(svc: &Service, slices: &[&EndpointSlice], ctx: &ProxyCo
         return out;
     }
     out.vips = vips.iter().copied().collect();
+    out.health = health_check(svc, slices, &service, ctx);
     let affinity_timeout_s = (spec.session_affinity.as_deref() == Some("ClientIP")).then(|| {
         spec.session_affinity_config
             .as_ref()
@@ -116,6 +120,8 @@ pub fn service_frontends(svc: &Service, slices: &[&EndpointSlice], ctx: &ProxyCo
         Vec::new()
     };
 
+    let source_ranges: BTreeSet<(Ipv4Addr, u8)> =
+        spec.load_balancer_source_ranges.iter().flatten().filter_map(|r| parse_cidr(r)).collect();
     for port in spec.ports.iter().flatten() {
         let protocol = port.protocol.as_deref().unwrap_or("TCP");
         let proto = match protocol {
@@ -141,6 +147,7 @@ pub fn service_frontends(svc: &Service, slices: &[&EndpointSlice], ctx: &ProxyCo
                 affinity_timeout_s,
                 local_only,
                 external,
+                source_ranges: BTreeSet::new(),
             }
         };
         let internal = frontend(internal_local, false);
@@ -154,15 +161,55 @@ pub fn service_frontends(svc: &Service, slices: &[&EndpointSlice], ctx: &ProxyCo
         if let Some(node_port) = node_port {
             external.extend(ctx.nodeport_addresses.iter().map(|ip| (*ip, node_port)));
         }
-        external.extend(external_ips.iter().chain(&lb_ips).map(|ip| (*ip, port.port as u16)));
-        if !external.is_empty() {
+        external.extend(external_ips.iter().map(|ip| (*ip, port.port as u16)));
+        if !external.is_empty() || !lb_ips.is_empty() {
             let outside = frontend(external_local, true);
             for (ip, port) in external {
                 out.frontends.insert(FrontendKey { vip: ip, port, proto }, outside.clone());
             }
+            // loadBalancerSourceRanges apply to the load-balancer addresses (as kube-proxy does).
+            let balancer = Frontend { source_ranges: source_ranges.clone(), ..outside };
+            for ip in &lb_ips {
+                out.frontends
+                    .insert(FrontendKey { vip: *ip, port: port.port as u16, proto }, balancer.clone());
+            }
         }
     }
     out
+}
+
+/// The health port and this node's ready endpoints (distinct addresses) of a LoadBalancer
+/// Service with `externalTrafficPolicy: Local`.
+fn health_check(
+    svc: &Service,
+    slices: &[&EndpointSlice],
+    service: &ServiceRef,
+    ctx: &ProxyContext,
+) -> Option<(u16, usize)> {
+    let spec = svc.spec.as_ref()?;
+    if spec.type_.as_deref() != Some("LoadBalancer")
+        || spec.external_traffic_policy.as_deref() != Some("Local")
+    {
+        return None;
+    }
+    let port = u16::try_from(spec.health_check_node_port?).ok()?;
+    let local: BTreeSet<&String> = slices
+        .iter()
+        .filter(|s| belongs_to(s, service))
+        .flat_map(|s| s.endpoints.iter().flatten())
+        .filter(|ep| !ctx.node_name.is_empty() && ep.node_name.as_deref() == Some(ctx.node_name.as_str()))
+        .filter(|ep| conditions(ep).0)
+        .flat_map(|ep| ep.addresses.iter())
+        .collect();
+    Some((port, local.len()))
+}
+
+/// `10.0.0.0/8` (an address alone is a /32); the network's address, host bits cleared.
+fn parse_cidr(text: &str) -> Option<(Ipv4Addr, u8)> {
+    let (addr, len) = text.trim().split_once('/').unwrap_or((text.trim(), "32"));
+    let (addr, len): (Ipv4Addr, u8) = (addr.parse().ok()?, len.parse().ok().filter(|l| *l <= 32)?);
+    let mask = if len == 0 { 0 } else { u32::MAX << (32 - len) };
+    Some((Ipv4Addr::from(u32::from(addr) & mask), len))
 }
 
 fn belongs_to(slice: &EndpointSlice, service: &ServiceRef) -> bool {

@@ -8,8 +8,8 @@ use std::{
 };
 
 use skiff_common::lb::{
-    BACKEND_F_LOCAL, Backend, SVC_F_AFFINITY, SVC_F_EXTERNAL, SVC_F_LOCAL, SVC_F_RANDOM, ServiceKey,
-    ServiceValue,
+    BACKEND_F_LOCAL, Backend, SVC_F_AFFINITY, SVC_F_EXTERNAL, SVC_F_LOCAL, SVC_F_RANDOM, SVC_F_SOURCE_RANGES,
+    ServiceKey, ServiceValue,
 };
 
 use super::dataplane::MapStore;
@@ -24,6 +24,8 @@ pub struct MemoryMaps {
     pub services: HashMap<ServiceKey, ServiceValue>,
     pub backends: HashMap<u32, Backend>,
     pub rows: HashMap<u32, Vec<u32>>,
+    /// loadBalancerSourceRanges per row.
+    pub source_ranges: HashMap<u32, std::collections::BTreeSet<(Ipv4Addr, u8)>>,
     /// Every purge the dataplane asked for: (frontend, row, backend id).
     pub purges: Vec<(ServiceKey, u32, u32)>,
     /// Counts of map writes, to check that diffs are minimal.
@@ -43,6 +45,7 @@ impl MemoryMaps {
             services: HashMap::new(),
             backends: HashMap::new(),
             rows: HashMap::new(),
+            source_ranges: HashMap::new(),
             purges: Vec::new(),
             writes: 0,
         }
@@ -86,6 +89,16 @@ impl MemoryMaps {
             }
             if value.flags & SVC_F_AFFINITY != 0 {
                 let _ = write!(line, " timeout={}s", value.affinity_timeout_s);
+            }
+            if value.flags & SVC_F_SOURCE_RANGES != 0 {
+                let ranges: Vec<String> = self
+                    .source_ranges
+                    .get(&value.id)
+                    .into_iter()
+                    .flatten()
+                    .map(|(a, l)| format!("{a}/{l}"))
+                    .collect();
+                let _ = write!(line, " source-ranges={}", ranges.join(","));
             }
             let mut shares: BTreeMap<String, usize> = BTreeMap::new();
             if value.backend_count > 0 {
@@ -141,6 +154,21 @@ impl MapStore for MemoryMaps {
     fn remove_backend(&mut self, id: u32) -> Result<(), DatapathError> {
         self.writes += 1;
         self.backends.remove(&id);
+        Ok(())
+    }
+    fn allow_source(&mut self, row: u32, addr: Ipv4Addr, len: u8) -> Result<(), DatapathError> {
+        self.writes += 1;
+        self.source_ranges.entry(row).or_default().insert((addr, len));
+        Ok(())
+    }
+    fn source_ranges(&self, row: u32) -> Vec<(Ipv4Addr, u8)> {
+        self.source_ranges.get(&row).into_iter().flatten().copied().collect()
+    }
+    fn forget_source(&mut self, row: u32, addr: Ipv4Addr, len: u8) -> Result<(), DatapathError> {
+        self.writes += 1;
+        if let Some(set) = self.source_ranges.get_mut(&row) {
+            set.remove(&(addr, len));
+        }
         Ok(())
     }
     fn set_maglev_row(&mut self, row: u32, ids: &[u32]) -> Result<(), DatapathError> {

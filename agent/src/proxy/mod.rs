@@ -3,6 +3,7 @@
 
 pub mod dataplane;
 pub mod desired;
+pub mod health;
 pub mod iptables;
 pub mod memory;
 pub mod mode;

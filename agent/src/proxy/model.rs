@@ -108,6 +108,9 @@ pub struct Frontend {
     /// Reached from outside the cluster: a NodePort on a node address, an `externalIPs` address or
     /// a load-balancer ingress address. Served by the uplink program too; never a ClusterIP marker.
     pub external: bool,
+    /// `loadBalancerSourceRanges` of a load-balancer address frontend: the only clients let in
+    /// (empty: everyone).
+    pub source_ranges: BTreeSet<(Ipv4Addr, u8)>,
 }
 
 impl Frontend {

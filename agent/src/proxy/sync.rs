@@ -8,6 +8,7 @@ use k8s_openapi::api::{core::v1::Service, discovery::v1::EndpointSlice};
 use super::{
     dataplane::{Dataplane, DataplaneError},
     desired::{ProxyContext, ServiceFrontends, Skipped, service_frontends},
+    health::HealthChecks,
     model::ServiceRef,
 };
 
@@ -27,13 +28,21 @@ pub struct ProxyStats {
 pub struct ServiceProxy<D> {
     ctx: ProxyContext,
     dataplane: D,
+    /// Health-check node ports to keep in step, when this proxy serves them.
+    health: Option<HealthChecks>,
     current: HashMap<ServiceRef, ServiceFrontends>,
     stats: ProxyStats,
 }
 
 impl<D: Dataplane> ServiceProxy<D> {
     pub fn new(ctx: ProxyContext, dataplane: D) -> Self {
-        Self { ctx, dataplane, current: HashMap::new(), stats: ProxyStats::default() }
+        Self { ctx, dataplane, health: None, current: HashMap::new(), stats: ProxyStats::default() }
+    }
+
+    /// Also serve the Services' health-check node ports.
+    pub fn with_health_checks(mut self, health: HealthChecks) -> Self {
+        self.health = Some(health);
+        self
     }
 
     pub fn dataplane(&self) -> &D {
@@ -71,6 +80,11 @@ impl<D: Dataplane> ServiceProxy<D> {
 
     fn apply(&mut self, sref: ServiceRef, desired: ServiceFrontends) -> Result<(), DataplaneError> {
         let old = self.current.remove(&sref).unwrap_or_default();
+        if let Some(health) = &self.health
+            && desired.health != old.health
+        {
+            health.set(&sref, desired.health);
+        }
         let _span = tracing::debug_span!("sync_service", service = %sref).entered();
         for skipped in desired.skipped.iter().filter(|s| !old.skipped.contains(s)) {
             let Skipped::UnsupportedProtocol { service, port, protocol } = skipped;
@@ -80,8 +94,12 @@ impl<D: Dataplane> ServiceProxy<D> {
         for vip in desired.vips.difference(&old.vips) {
             self.dataplane.add_clusterip(*vip)?;
         }
-        let mut applied =
-            ServiceFrontends { vips: desired.vips.clone(), skipped: desired.skipped, ..Default::default() };
+        let mut applied = ServiceFrontends {
+            vips: desired.vips.clone(),
+            skipped: desired.skipped,
+            health: desired.health,
+            ..Default::default()
+        };
         for (key, frontend) in &desired.frontends {
             if old.frontends.get(key) == Some(frontend) {
                 applied.frontends.insert(*key, frontend.clone());
@@ -114,7 +132,7 @@ impl<D: Dataplane> ServiceProxy<D> {
         for vip in old.vips.difference(&desired.vips) {
             self.dataplane.remove_clusterip(*vip)?;
         }
-        if !applied.vips.is_empty() || !applied.frontends.is_empty() {
+        if !applied.vips.is_empty() || !applied.frontends.is_empty() || applied.health.is_some() {
             self.current.insert(sref, applied);
         }
         Ok(())

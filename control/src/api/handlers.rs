@@ -326,6 +326,11 @@ fn used_addresses<S: Store>(
                 ports.insert(n);
             }
         }
+        if let Some(n) =
+            v.pointer("/spec/healthCheckNodePort").and_then(Value::as_u64).and_then(|n| u16::try_from(n).ok())
+        {
+            ports.insert(n);
+        }
     }
     (ips, ports)
 }

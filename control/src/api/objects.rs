@@ -292,6 +292,11 @@ pub fn carry_allocations(old: &Value, new: &mut Value) {
             new["spec"][field] = v.clone();
         }
     }
+    if new.pointer("/spec/healthCheckNodePort").is_none()
+        && let Some(v) = old.pointer("/spec/healthCheckNodePort")
+    {
+        new["spec"]["healthCheckNodePort"] = v.clone();
+    }
     let old_ports = old.pointer("/spec/ports").and_then(Value::as_array).cloned().unwrap_or_default();
     if let Some(ports) = new.pointer_mut("/spec/ports").and_then(Value::as_array_mut) {
         for p in ports {
@@ -313,14 +318,40 @@ pub fn carry_allocations(old: &Value, new: &mut Value) {
 pub const NODE_PORTS: std::ops::RangeInclusive<u16> = 30000..=32767;
 
 /// Gives every port of a NodePort or LoadBalancer Service a node port (checking requested ones
-/// against the range and against `used`), and takes them away from other types.
+/// against the range and against `used`), and takes them away from other types; a LoadBalancer
+/// Service with `externalTrafficPolicy: Local` also gets its `healthCheckNodePort` from the same
+/// range (kept, or checked, when given), which other Services lose.
 pub fn allocate_node_ports(body: &mut Value, used: &HashSet<u16>) -> Result<(), ApiError> {
     let name = body.pointer("/metadata/name").and_then(Value::as_str).unwrap_or("").to_owned();
-    let wants =
-        matches!(body.pointer("/spec/type").and_then(Value::as_str), Some("NodePort" | "LoadBalancer"));
-    let Some(ports) = body.pointer_mut("/spec/ports").and_then(Value::as_array_mut) else { return Ok(()) };
+    let kind = body.pointer("/spec/type").and_then(Value::as_str).unwrap_or("ClusterIP").to_owned();
+    let wants = matches!(kind.as_str(), "NodePort" | "LoadBalancer");
+    let wants_health = kind == "LoadBalancer"
+        && body.pointer("/spec/externalTrafficPolicy").and_then(Value::as_str) == Some("Local");
     let mut taken = used.clone();
     let mut causes = Vec::new();
+    match (wants_health, body.pointer("/spec/healthCheckNodePort").and_then(Value::as_u64)) {
+        (false, _) => {
+            if let Some(spec) = body.get_mut("spec").and_then(Value::as_object_mut) {
+                spec.remove("healthCheckNodePort");
+            }
+        }
+        (true, Some(n)) => {
+            let n = u16::try_from(n).unwrap_or(0);
+            if !NODE_PORTS.contains(&n) || taken.contains(&n) {
+                causes.push((
+                    "spec.healthCheckNodePort".to_owned(),
+                    format!(
+                        "Invalid value: {n}: not a free port of {}-{}",
+                        NODE_PORTS.start(),
+                        NODE_PORTS.end()
+                    ),
+                ));
+            }
+            taken.insert(n);
+        }
+        (true, None) => {}
+    }
+    let Some(ports) = body.pointer_mut("/spec/ports").and_then(Value::as_array_mut) else { return Ok(()) };
     for (i, p) in ports.iter_mut().enumerate() {
         let Some(port) = p.as_object_mut() else { continue };
         if !wants {
@@ -350,6 +381,13 @@ pub fn allocate_node_ports(body: &mut Value, used: &HashSet<u16>) -> Result<(), 
             },
         }
     }
+    if wants_health && body.pointer("/spec/healthCheckNodePort").is_none() {
+        let n = NODE_PORTS
+            .clone()
+            .find(|n| !taken.contains(n))
+            .ok_or_else(|| ApiError::internal("the node port range is exhausted"))?;
+        body["spec"]["healthCheckNodePort"] = json!(n);
+    }
     if causes.is_empty() { Ok(()) } else { Err(ApiError::invalid("Service", &name, causes)) }
 }
 
@@ -372,6 +410,16 @@ mod tests {
         let mut cluster_ip = json!({"metadata": {"name": "d"}, "spec": {"type": "ClusterIP", "ports": [{"port": 80, "nodePort": 30009}]}});
         allocate_node_ports(&mut cluster_ip, &HashSet::new()).expect("ok");
         assert!(cluster_ip["spec"]["ports"][0].get("nodePort").is_none());
+        // eTP Local on a LoadBalancer: a health check node port too, clear of the others.
+        let mut lb = json!({"metadata": {"name": "e"}, "spec": {"type": "LoadBalancer", "externalTrafficPolicy": "Local", "ports": [{"port": 80}]}});
+        allocate_node_ports(&mut lb, &HashSet::from([30000])).expect("allocate");
+        assert_eq!(
+            (lb["spec"]["ports"][0]["nodePort"].as_u64(), lb["spec"]["healthCheckNodePort"].as_u64()),
+            (Some(30001), Some(30002))
+        );
+        let mut cluster_policy = json!({"metadata": {"name": "f"}, "spec": {"type": "LoadBalancer", "healthCheckNodePort": 30100, "ports": [{"port": 80}]}});
+        allocate_node_ports(&mut cluster_policy, &HashSet::new()).expect("allocate");
+        assert!(cluster_policy["spec"].get("healthCheckNodePort").is_none());
     }
 
     #[test]

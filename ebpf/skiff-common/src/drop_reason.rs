@@ -34,12 +34,14 @@ pub enum DropReason {
     /// An external flow chose a backend on another node, but the agent gave the datapath no node
     /// address to SNAT to.
     NoNodeAddress = 14,
+    /// A client outside the `loadBalancerSourceRanges` of a load-balancer address: dropped.
+    SourceRangeDenied = 15,
 }
 
 impl DropReason {
     /// Slots in the per-CPU counters map (index = discriminant; slot 0 unused).
     pub const SLOTS: u32 = 16;
-    pub const ALL: [DropReason; 14] = [
+    pub const ALL: [DropReason; 15] = [
         DropReason::NoEndpoints,
         DropReason::NoLocalEndpoints,
         DropReason::UnsupportedProtocol,
@@ -54,6 +56,7 @@ impl DropReason {
         DropReason::NoRoute,
         DropReason::TtlExceeded,
         DropReason::NoNodeAddress,
+        DropReason::SourceRangeDenied,
     ];
 
     pub const fn slot(self) -> u32 {
@@ -77,6 +80,7 @@ impl DropReason {
             DropReason::NoRoute => "no route or neighbour to forward by from XDP",
             DropReason::TtlExceeded => "TTL exceeded while forwarding",
             DropReason::NoNodeAddress => "remote backend but no node address to SNAT to",
+            DropReason::SourceRangeDenied => "client outside the load balancer's source ranges",
         }
     }
 }
@@ -96,7 +100,7 @@ mod tests {
     #[test]
     fn numbering_is_stable() {
         // Pinned maps and traces depend on these values; a change here is an ABI break.
-        let values: [u32; 14] = DropReason::ALL.map(DropReason::slot);
-        assert_eq!(values, [1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14]);
+        let values: [u32; 15] = DropReason::ALL.map(DropReason::slot);
+        assert_eq!(values, [1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15]);
     }
 }

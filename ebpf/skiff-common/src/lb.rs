@@ -46,6 +46,29 @@ pub const SVC_F_LOCAL: u32 = 1 << 2;
 /// addresses, an `externalIPs` address or a `status.loadBalancer.ingress` address. The uplink's
 /// XDP program serves only these; ClusterIPs stay cluster-internal.
 pub const SVC_F_EXTERNAL: u32 = 1 << 3;
+/// `loadBalancerSourceRanges` (on a load-balancer address frontend): only clients inside one of
+/// the frontend's entries in `SKIFF_SRC_RANGES` get through the uplink.
+pub const SVC_F_SOURCE_RANGES: u32 = 1 << 4;
+
+/// A client range of one frontend, the data of an LPM trie key: the frontend's row (all 32 bits
+/// always match), then the client address (the range's prefix length matches).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct SourceRange {
+    pub svc_id_be: u32,
+    pub addr_be: u32,
+}
+const _: () = assert!(core::mem::size_of::<SourceRange>() == 8);
+
+impl SourceRange {
+    /// The LPM prefix length of a range of `len` bits (the row's 32 bits come first).
+    pub const fn prefix_len(len: u8) -> u32 {
+        32 + len as u32
+    }
+}
+
+/// Capacity of the source-range trie.
+pub const DEFAULT_MAX_SOURCE_RANGES: u32 = 16384;
 
 /// What the datapath needs to balance one frontend.
 #[repr(C)]
@@ -280,6 +303,7 @@ mod pod {
     unsafe impl aya::Pod for super::LbConfig {}
     unsafe impl aya::Pod for super::FragKey {}
     unsafe impl aya::Pod for super::FragValue {}
+    unsafe impl aya::Pod for super::SourceRange {}
 }
 
 #[cfg(test)]

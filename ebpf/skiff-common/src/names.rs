@@ -21,6 +21,8 @@ pub const MAP_RNAT: &str = "SKIFF_RNAT";
 pub const MAP_AFFINITY: &str = "SKIFF_AFFINITY";
 /// Non-first fragments of translated datagrams (LRU).
 pub const MAP_FRAGS: &str = "SKIFF_FRAGS";
+/// `loadBalancerSourceRanges`: LPM trie of (frontend row, client prefix).
+pub const MAP_SRC_RANGES: &str = "SKIFF_SRC_RANGE";
 /// Per-CPU drop/reject counters indexed by `DropReason`.
 pub const MAP_DROPS: &str = "SKIFF_DROPS";
 /// aya-log's ring buffer (defined by `aya-log-ebpf`; listed so the name check covers it).
@@ -73,6 +75,7 @@ pub const MAPS: &[&str] = &[
     MAP_RNAT,
     MAP_AFFINITY,
     MAP_FRAGS,
+    MAP_SRC_RANGES,
     MAP_DROPS,
     MAP_LOGS,
 ];

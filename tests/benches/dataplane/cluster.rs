@@ -171,6 +171,12 @@ impl Cluster {
         cluster.fresh_dataplane(0);
         cluster.fresh_dataplane(1);
         cluster.client.ip = cluster.cni_add(0, "client", &cluster.client.ns.path());
+        // Tens of thousands of connect-request-close cycles in minutes: every port, and TIME_WAIT
+        // ports reused, or connect() itself slows down hunting for a free port.
+        for ns in [&cluster.client.ns, &cluster.ext] {
+            ns.sysctl("net/ipv4/ip_local_port_range", "1024 65535").expect("port range");
+            ns.sysctl("net/ipv4/tcp_tw_reuse", "1").expect("tw reuse");
+        }
         for i in 1..=4 {
             let ns = NetNs::new(&format!("{label}-b{i}")).expect("pod");
             let ip = cluster.cni_add(0, &format!("b{i}"), &ns.path());

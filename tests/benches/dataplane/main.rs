@@ -43,10 +43,10 @@ struct Plan {
 const FULL: Plan = Plan {
     counts: &[10, 1_000, 10_000, 50_000],
     rr: 20_000,
-    crr: 4_000,
+    crr: 8_000,
     iperf_seconds: 5,
     flood_seconds: 4.0,
-    rounds: 4,
+    rounds: 8,
 };
 const QUICK: Plan =
     Plan { counts: &[10, 100], rr: 1_000, crr: 200, iperf_seconds: 1, flood_seconds: 1.0, rounds: 2 };

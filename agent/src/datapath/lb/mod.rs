@@ -5,11 +5,14 @@ mod table;
 
 use aya::{
     Ebpf,
-    maps::{HashMap, MapData, MapError, PerCpuArray},
+    maps::{HashMap, LpmTrie, MapData, MapError, PerCpuArray, lpm_trie::Key},
 };
 use skiff_common::{
     DropReason,
-    lb::{AffinityKey, AffinityValue, Backend, CtForward, CtKey, CtReverse, ServiceKey, ServiceValue},
+    lb::{
+        AffinityKey, AffinityValue, Backend, CtForward, CtKey, CtReverse, ServiceKey, ServiceValue,
+        SourceRange,
+    },
     names,
 };
 
@@ -34,6 +37,7 @@ pub struct LbMaps {
     ct: HashMap<MapData, CtKey, CtForward>,
     rnat: HashMap<MapData, CtKey, CtReverse>,
     affinity: HashMap<MapData, AffinityKey, AffinityValue>,
+    source_ranges: LpmTrie<MapData, SourceRange, u8>,
     drops: PerCpuArray<MapData, u64>,
     maglev: MaglevTable,
     max_backends: u32,
@@ -77,6 +81,7 @@ impl LbMaps {
             ct: take(ebpf, names::MAP_CT)?,
             rnat: take(ebpf, names::MAP_RNAT)?,
             affinity: take(ebpf, names::MAP_AFFINITY)?,
+            source_ranges: take(ebpf, names::MAP_SRC_RANGES)?,
             drops: take(ebpf, names::MAP_DROPS)?,
             maglev,
             max_backends,
@@ -224,6 +229,28 @@ impl LbMaps {
     /// Reverse-NAT entries (for inspection and tests).
     pub fn reverse_nat(&self) -> Vec<(CtKey, CtReverse)> {
         self.rnat.iter().filter_map(Result::ok).collect()
+    }
+
+    /// Lets clients in `addr/len` reach the frontend of Maglev row `row`.
+    pub fn allow_source(&mut self, row: u32, addr_be: u32, len: u8) -> Result<(), DatapathError> {
+        let key = Key::new(SourceRange::prefix_len(len), SourceRange { svc_id_be: row.to_be(), addr_be });
+        self.source_ranges.insert(&key, 1, 0).map_err(map_err(names::MAP_SRC_RANGES))
+    }
+
+    /// Takes a source range of row `row` away; absent is fine.
+    pub fn forget_source(&mut self, row: u32, addr_be: u32, len: u8) -> Result<(), DatapathError> {
+        let key = Key::new(SourceRange::prefix_len(len), SourceRange { svc_id_be: row.to_be(), addr_be });
+        ignore_missing(self.source_ranges.remove(&key)).map_err(map_err(names::MAP_SRC_RANGES))
+    }
+
+    /// Row `row`'s source ranges (address, prefix length), from the trie.
+    pub fn source_ranges(&self, row: u32) -> Vec<(std::net::Ipv4Addr, u8)> {
+        self.source_ranges
+            .keys()
+            .filter_map(Result::ok)
+            .filter(|k| k.data().svc_id_be == row.to_be())
+            .map(|k| (std::net::Ipv4Addr::from(k.data().addr_be.to_ne_bytes()), (k.prefix_len() - 32) as u8))
+            .collect()
     }
 
     /// Drop/reject counter of one reason, summed over CPUs.

@@ -323,6 +323,7 @@ mod tests {
             affinity_timeout_s: None,
             local_only: false,
             external: false,
+            source_ranges: BTreeSet::new(),
         }
     }
 

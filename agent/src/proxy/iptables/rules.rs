@@ -98,6 +98,10 @@ fn external_chain(key: &FrontendKey, f: &Frontend) -> String {
     format!("KUBE-EXT-{}", hash16(&format!("{}{}", port_name(f), proto(key))))
 }
 
+fn firewall_chain(key: &FrontendKey, f: &Frontend) -> String {
+    format!("KUBE-FW-{}", hash16(&format!("{}{}", port_name(f), proto(key))))
+}
+
 fn endpoint_chain(key: &FrontendKey, f: &Frontend, ep: &BackendAddr) -> String {
     format!("KUBE-SEP-{}", hash16(&format!("{}{}{}:{}", port_name(f), proto(key), ep.ip, ep.port)))
 }
@@ -158,6 +162,17 @@ pub fn generate(frontends: &BTreeMap<FrontendKey, Frontend>, config: &RuleConfig
                 key.vip, key.port
             );
             push(&mut t.nat, "KUBE-NODEPORTS", rule);
+        } else if !f.source_ranges.is_empty() {
+            // loadBalancerSourceRanges: only the listed clients are DNATed; the filter table drops
+            // the rest, which still carry the load-balancer address.
+            let fw = firewall_chain(key, f);
+            let lb = format!("-m comment --comment \"{name} loadbalancer IP\"");
+            push(&mut t.nat, "KUBE-SERVICES", format!("{lb} {dst} -j {fw}"));
+            for (addr, len) in &f.source_ranges {
+                push(&mut t.nat, &fw, format!("{lb} -s {addr}/{len} -j {ext}"));
+            }
+            let drop = format!("-m comment --comment \"{name} traffic not accepted by {fw}\" {dst} -j DROP");
+            push(&mut t.filter, "KUBE-EXTERNAL-SERVICES", drop);
         } else {
             push(
                 &mut t.nat,
@@ -313,6 +328,7 @@ mod tests {
             affinity_timeout_s: affinity.then_some(600),
             local_only: local,
             external,
+            source_ranges: BTreeSet::new(),
         }
     }
 
@@ -387,6 +403,20 @@ mod tests {
         assert!(last.contains("-d 192.168.5.10/32 -j KUBE-NODEPORTS"), "{last}");
         let ext = t.nat.keys().find(|k| k.starts_with("KUBE-EXT-")).expect("ext");
         assert!(t.nat[ext][0].contains("KUBE-MARK-MASQ") && t.nat[ext][1].starts_with("-j KUBE-SVC-"));
+    }
+
+    #[test]
+    fn source_ranges_let_only_their_clients_through_to_the_external_chain() {
+        let mut fs = BTreeMap::new();
+        let mut lb = frontend(&[[10, 244, 1, 1]], false, false, true);
+        lb.source_ranges = [(Ipv4Addr::new(198, 51, 100, 0), 24)].into();
+        fs.insert(key([192, 0, 2, 50], 80), lb);
+        let t = generate(&fs, &RuleConfig::default());
+        let fw = t.nat.keys().find(|k| k.starts_with("KUBE-FW-")).expect("firewall chain");
+        assert!(t.nat["KUBE-SERVICES"][0].ends_with(&format!("-j {fw}")));
+        assert!(t.nat[fw][0].contains("-s 198.51.100.0/24 -j KUBE-EXT-"), "{:?}", t.nat[fw]);
+        let drop = &t.filter["KUBE-EXTERNAL-SERVICES"][0];
+        assert!(drop.contains("-d 192.0.2.50/32") && drop.ends_with("-j DROP"), "{drop}");
     }
 
     #[test]

@@ -5,14 +5,14 @@ use aya_ebpf::{
     Global,
     bindings::BPF_F_MMAPABLE,
     macros::map,
-    maps::{Array, HashMap, LruHashMap, PerCpuArray},
+    maps::{Array, HashMap, LpmTrie, LruHashMap, PerCpuArray},
 };
 use skiff_common::{
     DropReason,
     lb::{
         AffinityKey, AffinityValue, Backend, CtForward, CtKey, CtReverse, DEFAULT_MAGLEV_M,
         DEFAULT_MAX_AFFINITY, DEFAULT_MAX_BACKENDS, DEFAULT_MAX_CT, DEFAULT_MAX_FRAGS, DEFAULT_MAX_SERVICES,
-        FragKey, FragValue, LbConfig, ServiceKey, ServiceValue,
+        DEFAULT_MAX_SOURCE_RANGES, FragKey, FragValue, LbConfig, ServiceKey, ServiceValue, SourceRange,
     },
 };
 
@@ -39,6 +39,10 @@ pub static SKIFF_AFFINITY: LruHashMap<AffinityKey, AffinityValue> =
 
 #[map]
 pub static SKIFF_FRAGS: LruHashMap<FragKey, FragValue> = LruHashMap::pinned(DEFAULT_MAX_FRAGS, 0);
+
+/// `loadBalancerSourceRanges`, per frontend row.
+#[map]
+pub static SKIFF_SRC_RANGE: LpmTrie<SourceRange, u8> = LpmTrie::pinned(DEFAULT_MAX_SOURCE_RANGES, 0);
 
 #[map]
 pub static SKIFF_DROPS: PerCpuArray<u64> = PerCpuArray::pinned(DropReason::SLOTS, 0);

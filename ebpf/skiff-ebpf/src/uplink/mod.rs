@@ -26,18 +26,18 @@ mod fib;
 mod rewrite;
 mod snat;
 
-use aya_ebpf::{bindings::xdp_action, helpers::bpf_ktime_get_ns, programs::XdpContext};
+use aya_ebpf::{bindings::xdp_action, helpers::bpf_ktime_get_ns, maps::lpm_trie::Key, programs::XdpContext};
 use skiff_common::{
     DropReason,
     lb::{
-        BACKEND_F_LOCAL, CT_F_SNAT, CtForward, CtKey, CtReverse, SVC_F_EXTERNAL, SVC_F_LOCAL, ServiceKey,
-        ServiceValue, proto,
+        BACKEND_F_LOCAL, CT_F_SNAT, CtForward, CtKey, CtReverse, SVC_F_EXTERNAL, SVC_F_LOCAL,
+        SVC_F_SOURCE_RANGES, ServiceKey, ServiceValue, SourceRange, proto,
     },
 };
 
 use crate::lb::{
     LbError, ct,
-    maps::{SKIFF_CT, SKIFF_RNAT, SKIFF_SVC, config, count_drop},
+    maps::{SKIFF_CT, SKIFF_RNAT, SKIFF_SRC_RANGE, SKIFF_SVC, config, count_drop},
     packet::{self, Ipv4},
     select,
 };
@@ -81,6 +81,15 @@ fn try_uplink(ctx: &XdpContext) -> Result<u32, LbError> {
     if svc.flags & SVC_F_EXTERNAL == 0 {
         // A ClusterIP: cluster-internal, not served from outside.
         return Ok(xdp_action::XDP_PASS);
+    }
+    if svc.flags & SVC_F_SOURCE_RANGES != 0 {
+        let client = Key::new(
+            SourceRange::prefix_len(32),
+            SourceRange { svc_id_be: svc.id.to_be(), addr_be: ip.saddr_be },
+        );
+        if SKIFF_SRC_RANGE.get(&client).is_none() {
+            return Err(LbError::Drop(DropReason::SourceRangeDenied));
+        }
     }
     let tcp_flags =
         if ip.proto == proto::TCP { packet::tcp_at(ctx, ip.l4()).map_or(0, |t| t.flags) } else { 0 };
