@@ -105,7 +105,12 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     let client = super::service_proxy::client(args.kubeconfig.as_deref()).await?;
     let runtime = Runtime::connect(&args.containerd, &args.containerd_namespace).await?;
     let mut config = DatapathConfig { pin_dir: args.pin_dir.clone(), ..DatapathConfig::default() };
+    // The socket-level load balancer serves the node namespace's own sockets.
+    let netns_cookie = kubelet::netns::on_thread(args.node_netns.as_deref(), datapath::socklb::netns_cookie)
+        .context("entering the node namespace")?
+        .context("the node namespace's cookie (SO_NETNS_COOKIE)")?;
     config.lb.config = LbConfig {
+        netns_cookie,
         node_addr_be: u32::from_ne_bytes(args.node_ip.octets()),
         snat_port_min: args.snat_ports.0,
         snat_port_max: args.snat_ports.1,
@@ -127,7 +132,10 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
                     Ok((uplink, index))
                 })
                 .context("entering the node namespace")??;
-            tracing::info!(%uplink, "uplink program attached");
+            let cgroup = datapath::socklb::root_cgroup().context("no cgroup v2 hierarchy is mounted")?;
+            dp.attach_socket_lb(&cgroup)?;
+            dp.end_udp_sockets_in(args.node_netns.clone());
+            tracing::info!(%uplink, "uplink program and socket-level load balancer attached");
             Some(index)
         }
         Proxy::Iptables(_) => None,

@@ -81,6 +81,8 @@ pub async fn run(args: ServiceProxyArgs) -> anyhow::Result<()> {
             node_addr_be: args.node_ip.map_or(0, |ip| u32::from_ne_bytes(ip.octets())),
             snat_port_min: args.snat_ports.0,
             snat_port_max: args.snat_ports.1,
+            netns_cookie: datapath::socklb::netns_cookie()
+                .context("this namespace's cookie (SO_NETNS_COOKIE)")?,
             ..LbConfig::DEFAULT
         },
         max_services: args.max_services,
@@ -98,6 +100,8 @@ pub async fn run(args: ServiceProxyArgs) -> anyhow::Result<()> {
         if let Some(iface) = &uplink {
             dp.attach_uplink(iface)?;
         }
+        let cgroup = datapath::socklb::root_cgroup().context("no cgroup v2 hierarchy is mounted")?;
+        dp.attach_socket_lb(&cgroup)?;
     }
     let mode = args.mode.proxy_mode;
     tracing::info!(node = %node_name, ?mode, interfaces = ?args.lb_ifaces, ?uplink, "service proxy started");

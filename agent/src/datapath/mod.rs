@@ -13,6 +13,7 @@ mod log_level;
 pub mod logs;
 pub mod object;
 mod pinned;
+pub mod socklb;
 
 use std::path::PathBuf;
 
@@ -20,7 +21,7 @@ use crate::proxy::LbDataplane;
 use aya::{
     Ebpf, EbpfLoader,
     programs::{
-        LinkOrder, SchedClassifier, TcAttachType, Xdp, XdpMode,
+        CgroupSockAddr, LinkOrder, SchedClassifier, TcAttachType, Xdp, XdpMode,
         tc::{SchedClassifierLinkId, TcAttachOptions},
         xdp::XdpLinkId,
     },
@@ -202,6 +203,11 @@ impl Datapath {
                 }
             })?;
 
+        for name in socklb::PROGRAMS {
+            program_mut::<CgroupSockAddr>(&mut ebpf, name)?
+                .load()
+                .map_err(|source| DatapathError::Program { name, source })?;
+        }
         for name in [names::PROG_XDP, names::PROG_UPLINK] {
             program_mut::<Xdp>(&mut ebpf, name)?
                 .load()
@@ -276,6 +282,38 @@ impl Datapath {
         pinned::attach(prog, names::PROG_UPLINK, iface, &pin)?;
         self.attachments
             .push(Attachment { iface: iface.to_owned(), link: LinkId::Pinned("xdp-uplink", pin) });
+        Ok(())
+    }
+
+    /// Turns on ending the node's connected UDP sockets to backends that leave (see
+    /// [`lb::LbMaps::end_udp_sockets`]), run in `node_netns` (`None`: this process's namespace).
+    /// [`Datapath::attach_socket_lb`] calls it with `None`.
+    pub fn end_udp_sockets_in(&mut self, node_netns: Option<PathBuf>) {
+        self.lb.store_mut().socket_lb = Some(node_netns);
+    }
+
+    /// Attaches the socket-level load balancer (connect, UDP sendmsg/recvmsg, getpeername) to the
+    /// cgroup at `cgroup` — the root of the v2 hierarchy ([`socklb::root_cgroup`]) for all the
+    /// node's processes.
+    /// It serves only sockets of the namespace whose cookie the datapath was loaded with
+    /// (`LbConfig::netns_cookie`). Links are pinned (`<pin dir>/links/sock-<program>`).
+    pub fn attach_socket_lb(&mut self, cgroup: &std::path::Path) -> Result<(), DatapathError> {
+        if self.lb.store_mut().socket_lb.is_none() {
+            self.end_udp_sockets_in(None);
+        }
+        for name in socklb::PROGRAMS {
+            let pin = self.links_dir.join(format!("{}{name}", names::LINK_SOCK_PREFIX));
+            let prog = program_mut::<CgroupSockAddr>(&mut self.ebpf, name)?;
+            socklb::attach(prog, name, cgroup, &pin)?;
+            let hook = match name {
+                names::PROG_CONNECT4 => "cgroup-connect4",
+                names::PROG_SENDMSG4 => "cgroup-sendmsg4",
+                names::PROG_RECVMSG4 => "cgroup-recvmsg4",
+                _ => "cgroup-getpeername4",
+            };
+            self.attachments
+                .push(Attachment { iface: cgroup.display().to_string(), link: LinkId::Pinned(hook, pin) });
+        }
         Ok(())
     }
 

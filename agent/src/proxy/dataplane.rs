@@ -86,6 +86,9 @@ pub trait MapStore {
     fn forget_source(&mut self, row: u32, addr: Ipv4Addr, len: u8) -> Result<(), DatapathError>;
     /// The source ranges row `row` has now (e.g. left by a previous agent).
     fn source_ranges(&self, row: u32) -> Vec<(Ipv4Addr, u8)>;
+    /// A UDP backend left a frontend: end the node's own sockets connected to it (the
+    /// socket-level load balancer's; no-op when that is off).
+    fn end_udp_sockets(&mut self, _backend: &BackendAddr) {}
     fn set_maglev_row(&mut self, row: u32, ids: &[u32]) -> Result<(), DatapathError>;
     /// Ends the flows of frontend `key` (Maglev row `row`) that go to `backend_id`.
     fn purge_flows(&mut self, key: &ServiceKey, row: u32, backend_id: u32) -> Result<usize, DatapathError>;
@@ -125,6 +128,9 @@ impl MapStore for LbMaps {
     }
     fn source_ranges(&self, row: u32) -> Vec<(Ipv4Addr, u8)> {
         LbMaps::source_ranges(self, row)
+    }
+    fn end_udp_sockets(&mut self, backend: &BackendAddr) {
+        LbMaps::end_udp_sockets(self, backend.ip, backend.port);
     }
     fn set_maglev_row(&mut self, row: u32, ids: &[u32]) -> Result<(), DatapathError> {
         LbMaps::set_maglev_row(self, row, ids)
@@ -445,6 +451,9 @@ impl<S: MapStore> Dataplane for LbDataplane<S> {
         for addr in old.difference(&new) {
             if let Some(slot) = self.backends.get(addr) {
                 self.store.purge_flows(&service_key(&key), row, slot.id)?;
+            }
+            if addr.proto == Protocol::Udp {
+                self.store.end_udp_sockets(addr);
             }
             self.release_backend(addr)?;
         }

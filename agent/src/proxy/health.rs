@@ -59,11 +59,20 @@ impl HealthChecks {
             p.local_endpoints = local_endpoints;
             return;
         }
-        let task = tokio::runtime::Handle::try_current().ok().map(|rt| {
-            let shared = self.clone();
-            let addr = SocketAddr::from((self.bind, port));
-            rt.spawn(async move { shared.serve(addr, port).await })
-        });
+        // Bound here, by the calling thread: in its network namespace (the node's).
+        let addr = SocketAddr::from((self.bind, port));
+        let listener = std::net::TcpListener::bind(addr).and_then(|l| l.set_nonblocking(true).map(|()| l));
+        let task = match (listener, tokio::runtime::Handle::try_current()) {
+            (Ok(listener), Ok(rt)) => {
+                let shared = self.clone();
+                Some(rt.spawn(async move { shared.serve(listener, port).await }))
+            }
+            (Err(error), _) => {
+                tracing::warn!(%addr, %error, "cannot serve a health check node port");
+                None
+            }
+            (Ok(_), Err(_)) => None,
+        };
         ports.insert(port, Port { service: service.clone(), local_endpoints, task });
     }
 
@@ -73,11 +82,11 @@ impl HealthChecks {
         ports.get(&port).map(|p| (p.service.clone(), p.local_endpoints))
     }
 
-    async fn serve(self, addr: SocketAddr, port: u16) {
-        let listener = match TcpListener::bind(addr).await {
+    async fn serve(self, listener: std::net::TcpListener, port: u16) {
+        let listener = match TcpListener::from_std(listener) {
             Ok(l) => l,
             Err(error) => {
-                tracing::warn!(%addr, %error, "cannot serve a health check node port");
+                tracing::warn!(port, %error, "cannot serve a health check node port");
                 return;
             }
         };

@@ -67,6 +67,31 @@ impl SourceRange {
     }
 }
 
+/// A socket the socket-level load balancer sent to a backend: its cookie and the backend, so
+/// `getpeername` and a datagram's source can show the frontend instead.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct SockKey {
+    pub cookie: u64,
+    pub addr_be: u32,
+    pub port_be: u16,
+    pub _pad: u16,
+}
+const _: () = assert!(core::mem::size_of::<SockKey>() == 16);
+
+/// The frontend a socket asked for.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct SockFrontend {
+    pub addr_be: u32,
+    pub port_be: u16,
+    pub _pad: u16,
+}
+const _: () = assert!(core::mem::size_of::<SockFrontend>() == 8);
+
+/// Capacity of the socket reverse-translation map.
+pub const DEFAULT_MAX_SOCKETS: u32 = 65536;
+
 /// Capacity of the source-range trie.
 pub const DEFAULT_MAX_SOURCE_RANGES: u32 = 16384;
 
@@ -232,8 +257,11 @@ pub struct LbConfig {
     /// Source ports for SNAT when the client's own port is taken (host order, inclusive).
     pub snat_port_min: u16,
     pub snat_port_max: u16,
+    /// The node's network namespace (its cookie): the socket-level load balancer serves only
+    /// sockets of this namespace, the node's own processes. 0: no socket-level balancing.
+    pub netns_cookie: u64,
 }
-const _: () = assert!(core::mem::size_of::<LbConfig>() == 32);
+const _: () = assert!(core::mem::size_of::<LbConfig>() == 40);
 
 /// Default Maglev table size: prime, ≥ 100 × a typical backend count; 10k frontends take about
 /// 78 MiB (the kernel stores array values at 8-byte strides).
@@ -252,6 +280,7 @@ impl LbConfig {
         node_addr_be: 0,
         snat_port_min: 32768,
         snat_port_max: 65535,
+        netns_cookie: 0,
     };
 }
 
@@ -304,6 +333,8 @@ mod pod {
     unsafe impl aya::Pod for super::FragKey {}
     unsafe impl aya::Pod for super::FragValue {}
     unsafe impl aya::Pod for super::SourceRange {}
+    unsafe impl aya::Pod for super::SockKey {}
+    unsafe impl aya::Pod for super::SockFrontend {}
 }
 
 #[cfg(test)]

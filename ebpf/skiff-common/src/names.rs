@@ -23,6 +23,8 @@ pub const MAP_AFFINITY: &str = "SKIFF_AFFINITY";
 pub const MAP_FRAGS: &str = "SKIFF_FRAGS";
 /// `loadBalancerSourceRanges`: LPM trie of (frontend row, client prefix).
 pub const MAP_SRC_RANGES: &str = "SKIFF_SRC_RANGE";
+/// Sockets the socket-level load balancer sent to a backend (LRU): for getpeername and recvmsg.
+pub const MAP_SOCK_RNAT: &str = "SKIFF_SOCK_RNAT";
 /// Per-CPU drop/reject counters indexed by `DropReason`.
 pub const MAP_DROPS: &str = "SKIFF_DROPS";
 /// aya-log's ring buffer (defined by `aya-log-ebpf`; listed so the name check covers it).
@@ -33,6 +35,14 @@ pub const PROG_XDP: &str = "skiff_xdp";
 /// XDP program on a node's uplink: NodePort / externalIPs / load-balancer frontends and the replies
 /// of flows sent to other nodes' backends.
 pub const PROG_UPLINK: &str = "skiff_uplink";
+/// Socket-level load balancing of the node's own processes (cgroup sock_addr hooks on the root
+/// cgroup): connect(), sendmsg() and recvmsg() of UDP, getpeername().
+pub const PROG_CONNECT4: &str = "skiff_connect4";
+pub const PROG_SENDMSG4: &str = "skiff_sendmsg4";
+pub const PROG_RECVMSG4: &str = "skiff_recvmsg4";
+pub const PROG_GETPEER4: &str = "skiff_getpeer4";
+/// Prefix of the socket-level load balancer's pinned cgroup links: `links/sock-<program>`.
+pub const LINK_SOCK_PREFIX: &str = "sock-";
 /// TC (tcx) program for the ingress direction.
 pub const PROG_TC_INGRESS: &str = "skiff_tc_in";
 /// TC (tcx) program for the egress direction.
@@ -76,11 +86,22 @@ pub const MAPS: &[&str] = &[
     MAP_AFFINITY,
     MAP_FRAGS,
     MAP_SRC_RANGES,
+    MAP_SOCK_RNAT,
     MAP_DROPS,
     MAP_LOGS,
 ];
 /// Every program name, for existence checks.
-pub const PROGRAMS: &[&str] = &[PROG_XDP, PROG_TC_INGRESS, PROG_TC_EGRESS, PROG_LB, PROG_UPLINK];
+pub const PROGRAMS: &[&str] = &[
+    PROG_XDP,
+    PROG_TC_INGRESS,
+    PROG_TC_EGRESS,
+    PROG_LB,
+    PROG_UPLINK,
+    PROG_CONNECT4,
+    PROG_SENDMSG4,
+    PROG_RECVMSG4,
+    PROG_GETPEER4,
+];
 
 const _: () = {
     let mut i = 0;

@@ -7,12 +7,13 @@
 
 mod counters;
 mod lb;
+mod socklb;
 mod uplink;
 
 use aya_ebpf::{
     bindings::{TC_ACT_OK, xdp_action},
-    macros::{classifier, xdp},
-    programs::{TcContext, XdpContext},
+    macros::{cgroup_sock_addr, classifier, xdp},
+    programs::{SockAddrContext, TcContext, XdpContext},
 };
 use skiff_common::Hook;
 
@@ -63,6 +64,31 @@ pub fn skiff_uplink(ctx: XdpContext) -> u32 {
 #[classifier]
 pub fn skiff_lb(ctx: TcContext) -> i32 {
     lb::run(&ctx)
+}
+
+/// cgroup connect4 (root cgroup): the node's own sockets connecting to a frontend get a backend.
+/// Fallback on error: allow the call untranslated (see `socklb`).
+#[cgroup_sock_addr(connect4)]
+pub fn skiff_connect4(ctx: SockAddrContext) -> i32 {
+    socklb::to_backend(&ctx)
+}
+
+/// cgroup sendmsg4: an unconnected UDP datagram to a frontend goes to a backend.
+#[cgroup_sock_addr(sendmsg4)]
+pub fn skiff_sendmsg4(ctx: SockAddrContext) -> i32 {
+    socklb::to_backend(&ctx)
+}
+
+/// cgroup recvmsg4: a datagram from a backend shows the frontend as its source.
+#[cgroup_sock_addr(recvmsg4)]
+pub fn skiff_recvmsg4(ctx: SockAddrContext) -> i32 {
+    socklb::to_frontend(&ctx)
+}
+
+/// cgroup getpeername4: a socket sent to a backend names the frontend as its peer.
+#[cgroup_sock_addr(getpeername4)]
+pub fn skiff_getpeer4(ctx: SockAddrContext) -> i32 {
+    socklb::to_frontend(&ctx)
 }
 
 #[cfg(not(test))]

@@ -23,9 +23,11 @@ use std::{
 use k8s_openapi::api::{core::v1::Service, discovery::v1::EndpointSlice};
 use serde_json::{Value, json};
 use skiff_agent::{
-    datapath::{DatapathConfig, LbCapacity, LogLevel},
+    datapath::{Datapath, DatapathConfig, LbCapacity, LogLevel, socklb},
     proxy::{
-        ProxyContext, ServiceProxy,
+        ProxyContext, ServiceProxy, ServiceRef,
+        desired::service_frontends,
+        health::HealthChecks,
         iptables::{self, Iptables, IptablesDataplane, RuleConfig, Variant},
         mode::{self, ModeArgs, Proxy, ProxyMode},
     },
@@ -63,11 +65,11 @@ impl Drop for PodProcess {
     }
 }
 
-/// `program args` started inside `ns`.
-pub fn spawn_in(ns: &NetNs, program: &Path, args: &[&str]) -> PodProcess {
+/// `program args` started inside `ns`, with `env`.
+pub fn spawn_in(ns: &NetNs, program: &Path, args: &[&str], env: &[(&str, &str)]) -> PodProcess {
     let file = std::fs::File::open(ns.path()).expect("pod namespace");
     let mut cmd = Command::new(program);
-    cmd.args(args).stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::null());
+    cmd.args(args).envs(env.iter().copied()).stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::null());
     // SAFETY: setns is one system call, safe between fork and exec.
     unsafe {
         cmd.pre_exec(move || {
@@ -93,6 +95,9 @@ pub struct Cluster {
     _servers: Vec<PodProcess>,
     cni_dirs: tempfile::TempDir,
     proxies: [Option<Proxy>; 2],
+    health: [HealthChecks; 2],
+    /// Runs the health-check listeners.
+    runtime: tokio::runtime::Runtime,
 }
 
 impl Cluster {
@@ -166,6 +171,12 @@ impl Cluster {
             _servers: Vec::new(),
             cni_dirs,
             proxies: [None, None],
+            health: [HealthChecks::new(Ipv4Addr::UNSPECIFIED), HealthChecks::new(Ipv4Addr::UNSPECIFIED)],
+            runtime: tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(1)
+                .enable_all()
+                .build()
+                .expect("tokio runtime"),
         };
         // The dataplane first: in eBPF mode skiff-cni attaches the pinned load balancer to each veth.
         cluster.fresh_dataplane(0);
@@ -189,13 +200,22 @@ impl Cluster {
         }
         let echo = bins.join("skiff-echo");
         let mut servers = Vec::new();
-        for pod in cluster.local.iter().chain(&cluster.remote) {
-            servers.push(spawn_in(&pod.ns, &echo, &["--tcp", "7000", "--http", "8080", "--udp", "7001"]));
+        let names = ["b1", "b2", "b3", "b4", "r1", "r2"];
+        for (pod, name) in cluster.local.iter().chain(&cluster.remote).zip(names) {
+            let node = if name.starts_with('b') { "node1" } else { "node2" };
+            let env = [("POD_NAME", name), ("NODE_NAME", node)];
+            servers.push(spawn_in(
+                &pod.ns,
+                &echo,
+                &["--tcp", "7000", "--http", "8080", "--udp", "7001"],
+                &env,
+            ));
         }
         servers.push(spawn_in(
             &cluster.local[0].ns,
             Path::new("iperf3"),
             &["-s", "-p", &IPERF_PORT.to_string()],
+            &[],
         ));
         cluster._servers = servers;
         cluster
@@ -241,10 +261,13 @@ impl Cluster {
     }
 
     fn datapath_config(&self, n: usize) -> DatapathConfig {
+        let netns_cookie =
+            self.nodes[n].run(socklb::netns_cookie).expect("node thread").expect("netns cookie");
         let lb = LbCapacity {
             config: LbConfig {
                 maglev_m: MAGLEV_M,
                 node_addr_be: u32::from_ne_bytes(NODE_IPS[n].octets()),
+                netns_cookie,
                 ..LbConfig::DEFAULT
             },
             // 50k ClusterIP frontends, their markers, and the NodePort/extra frontends.
@@ -280,6 +303,11 @@ impl Cluster {
                         .expect("eBPF dataplane");
                 if let Proxy::Ebpf(dp) = &mut proxy {
                     self.nodes[n].run(|| dp.attach_uplink("eth0")).expect("node thread").expect("uplink");
+                    // The node's own processes (a test thread in its namespace) get the
+                    // socket-level load balancer, as an agent's node does.
+                    let cgroup = socklb::root_cgroup().expect("a cgroup v2 hierarchy");
+                    dp.attach_socket_lb(&cgroup).expect("socket-level load balancer");
+                    dp.end_udp_sockets_in(Some(netns.clone()));
                 }
                 proxy
             }
@@ -300,11 +328,40 @@ impl Cluster {
         let node_name = format!("node{}", n + 1);
         let ctx = ProxyContext { node_name, proxy_name: None, nodeport_addresses: vec![NODE_IPS[n]] };
         let proxy = self.proxies[n].as_mut().expect("dataplane");
-        let mut sp = ServiceProxy::new(ctx, proxy.dataplane());
+        let mut sp = ServiceProxy::new(ctx.clone(), proxy.dataplane());
         for (svc, slice) in services {
             sp.sync_service(svc, &[slice]).expect("sync");
         }
         sp.commit().expect("commit");
+        // Health-check node ports, bound in the node's namespace as an agent there binds them.
+        let health = self.health[n].clone();
+        let _rt = self.runtime.enter();
+        let handle = self.runtime.handle().clone();
+        self.nodes[n]
+            .run(move || {
+                let _rt = handle.enter();
+                for (svc, slice) in services {
+                    let desired = service_frontends(svc, &[slice], &ctx);
+                    let sref = ServiceRef {
+                        namespace: svc.metadata.namespace.clone().unwrap_or_default(),
+                        name: svc.metadata.name.clone().unwrap_or_default(),
+                    };
+                    health.set(&sref, desired.health);
+                }
+            })
+            .expect("node thread");
+    }
+
+    /// Node `n`'s datapath (eBPF mode).
+    #[allow(
+        dead_code,
+        reason = "tests/tests/north_south.rs reads drop counters through it; the benchmark does not"
+    )]
+    pub fn datapath(&mut self, n: usize) -> &mut Datapath {
+        match self.proxies[n].as_mut() {
+            Some(Proxy::Ebpf(dp)) => dp,
+            _ => panic!("node {n} runs no eBPF datapath"),
+        }
     }
 }
 

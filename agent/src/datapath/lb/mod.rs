@@ -41,6 +41,9 @@ pub struct LbMaps {
     drops: PerCpuArray<MapData, u64>,
     maglev: MaglevTable,
     max_backends: u32,
+    /// The socket-level load balancer is on: UDP sockets it sent to a backend that leaves are
+    /// ended (see [`LbMaps::end_udp_sockets`]), in this namespace (`None`: the agent's own).
+    pub(super) socket_lb: Option<Option<std::path::PathBuf>>,
 }
 
 fn take<T>(ebpf: &mut Ebpf, name: &'static str) -> Result<T, DatapathError>
@@ -85,6 +88,7 @@ impl LbMaps {
             drops: take(ebpf, names::MAP_DROPS)?,
             maglev,
             max_backends,
+            socket_lb: None,
         })
     }
 
@@ -241,6 +245,37 @@ impl LbMaps {
     pub fn forget_source(&mut self, row: u32, addr_be: u32, len: u8) -> Result<(), DatapathError> {
         let key = Key::new(SourceRange::prefix_len(len), SourceRange { svc_id_be: row.to_be(), addr_be });
         ignore_missing(self.source_ranges.remove(&key)).map_err(map_err(names::MAP_SRC_RANGES))
+    }
+
+    /// Ends the node's UDP sockets connected to `addr:port`, a backend leaving a frontend, when the
+    /// socket-level load balancer is on: a connected UDP socket it sent there would otherwise keep
+    /// sending into nothing (no hook runs for its later datagrams). The application's next call
+    /// fails with ECONNABORTED and it reconnects — to a live backend. Done with the kernel's socket
+    /// destroy (`ss -K`, CONFIG_INET_DIAG_DESTROY); a failure is logged, never fatal.
+    pub fn end_udp_sockets(&self, addr: std::net::Ipv4Addr, port: u16) {
+        let Some(netns) = &self.socket_lb else { return };
+        let mut cmd = std::process::Command::new("ss");
+        cmd.args(["-K", "-n", "-u", "dst", &addr.to_string(), "dport", "=", &format!(":{port}")])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null());
+        if let Some(path) = netns {
+            match std::fs::File::open(path) {
+                // SAFETY: setns is one system call on a descriptor opened before the fork.
+                Ok(file) => unsafe {
+                    std::os::unix::process::CommandExt::pre_exec(&mut cmd, move || {
+                        nix::sched::setns(&file, nix::sched::CloneFlags::CLONE_NEWNET)
+                            .map_err(std::io::Error::from)
+                    });
+                },
+                Err(error) => {
+                    tracing::warn!(%error, "ending UDP sockets of a removed backend: node namespace");
+                    return;
+                }
+            }
+        }
+        if let Err(error) = cmd.status() {
+            tracing::warn!(%error, backend = %addr, "ending UDP sockets of a removed backend (ss -K)");
+        }
     }
 
     /// Row `row`'s source ranges (address, prefix length), from the trie.

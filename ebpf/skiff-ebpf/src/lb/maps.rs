@@ -12,7 +12,8 @@ use skiff_common::{
     lb::{
         AffinityKey, AffinityValue, Backend, CtForward, CtKey, CtReverse, DEFAULT_MAGLEV_M,
         DEFAULT_MAX_AFFINITY, DEFAULT_MAX_BACKENDS, DEFAULT_MAX_CT, DEFAULT_MAX_FRAGS, DEFAULT_MAX_SERVICES,
-        DEFAULT_MAX_SOURCE_RANGES, FragKey, FragValue, LbConfig, ServiceKey, ServiceValue, SourceRange,
+        DEFAULT_MAX_SOCKETS, DEFAULT_MAX_SOURCE_RANGES, FragKey, FragValue, LbConfig, ServiceKey,
+        ServiceValue, SockFrontend, SockKey, SourceRange,
     },
 };
 
@@ -43,6 +44,10 @@ pub static SKIFF_FRAGS: LruHashMap<FragKey, FragValue> = LruHashMap::pinned(DEFA
 /// `loadBalancerSourceRanges`, per frontend row.
 #[map]
 pub static SKIFF_SRC_RANGE: LpmTrie<SourceRange, u8> = LpmTrie::pinned(DEFAULT_MAX_SOURCE_RANGES, 0);
+
+/// Sockets the socket-level load balancer sent to a backend.
+#[map]
+pub static SKIFF_SOCK_RNAT: LruHashMap<SockKey, SockFrontend> = LruHashMap::pinned(DEFAULT_MAX_SOCKETS, 0);
 
 #[map]
 pub static SKIFF_DROPS: PerCpuArray<u64> = PerCpuArray::pinned(DropReason::SLOTS, 0);

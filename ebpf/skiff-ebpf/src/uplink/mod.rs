@@ -87,7 +87,7 @@ fn try_uplink(ctx: &XdpContext) -> Result<u32, LbError> {
             SourceRange::prefix_len(32),
             SourceRange { svc_id_be: svc.id.to_be(), addr_be: ip.saddr_be },
         );
-        if SKIFF_SRC_RANGE.get(&client).is_none() {
+        if SKIFF_SRC_RANGE.get(client).is_none() {
             return Err(LbError::Drop(DropReason::SourceRangeDenied));
         }
     }
