@@ -4,7 +4,8 @@
 //! reaches pods on both nodes; `externalTrafficPolicy: Local` keeps the client's address and the
 //! health-check node port says which node can serve; `loadBalancerSourceRanges` keep other
 //! clients out. From the node itself (its own processes: a thread in its namespace): ClusterIPs and
-//! NodePorts, on the node address and on localhost, through the socket-level load balancer, and a
+//! NodePorts, on the node address and on localhost, through the socket-level load balancer, the
+//! other node's NodePort through that node's uplink program, and a
 //! connected UDP socket whose backend leaves is ended, not left sending into nothing.
 
 // The benchmark's cluster is shared so both exercise the same wiring; this
@@ -207,7 +208,9 @@ fn the_nodes_own_processes_reach_clusterips_and_nodeports() {
     let c = cluster();
     let node = &c.nodes[0];
     let web = SocketAddrV4::new(vip(0), 80);
-    for to in [web, SocketAddrV4::new(NODE_IPS[0], 30080), SocketAddrV4::new(Ipv4Addr::LOCALHOST, 30080)] {
+    // The other node's NodePort is not translated here: its uplink program serves it.
+    let nodeports = [NODE_IPS[0], Ipv4Addr::LOCALHOST, NODE_IPS[1]].map(|ip| SocketAddrV4::new(ip, 30080));
+    for to in std::iter::once(web).chain(nodeports) {
         let pods = pods_answering(node, to, 20);
         assert!(!pods.is_empty() && pods.iter().all(|p| p == "b1" || p == "r1"), "{to}: {pods:?}");
     }
