@@ -2,10 +2,8 @@
 //! for field, kubectl accepts it client-side, and applied to a control plane with hollow nodes its
 //! DaemonSet puts one pod on every node — a tainted one too — and `kubectl rollout status` says so.
 //!
-//! skiff-control does not serve rbac.authorization.k8s.io yet (it comes with issue 12), and
-//! kubectl needs a server's discovery even for `--dry-run=client`: while the group is missing,
-//! the kubectl steps get the manifest without the ClusterRole and ClusterRoleBinding, whose
-//! shape the typed check still covers. Once the group is served they get the whole file.
+//! skiff-control stores the RBAC objects without enforcing them yet (issue 12), so the whole file
+//! applies as it would to a real cluster.
 
 mod common;
 
@@ -22,7 +20,6 @@ use serde::{Deserialize as _, Serialize, de::DeserializeOwned};
 use serde_json::{Value, json};
 
 const MANIFEST: &str = include_str!("../../deploy/kubernetes/skiff-agent.yaml");
-const RBAC: &str = "rbac.authorization.k8s.io";
 
 /// The manifest's documents, as JSON.
 fn documents(text: &str) -> Vec<Value> {
@@ -149,14 +146,18 @@ impl Kubectl {
     }
 }
 
-/// A server with its loops, hollow nodes, kubectl for it, and the manifest as the server can
-/// take it (see the module doc) in a file. Dropped in reverse: agents, server, files.
+/// A server with its loops, hollow nodes and kubectl for it. Dropped in reverse: agents,
+/// server, files.
 struct Cluster {
     _hollow: hollow::Hollow,
     kubectl: Kubectl,
     server: common::Server,
-    manifest: PathBuf,
     _dir: tempfile::TempDir,
+}
+
+/// The manifest, as kubectl gets it.
+fn manifest_path() -> String {
+    format!("{}/../deploy/kubernetes/skiff-agent.yaml", env!("CARGO_MANIFEST_DIR"))
 }
 
 async fn cluster(nodes: &[&str]) -> Cluster {
@@ -165,26 +166,19 @@ async fn cluster(nodes: &[&str]) -> Cluster {
     let dir = tempfile::tempdir().expect("tmp");
     let kubeconfig = dir.path().join("kubeconfig");
     std::fs::write(&kubeconfig, skiff_control::api::kubeconfig(&server.url)).expect("kubeconfig");
-    let kubectl = Kubectl { kubeconfig };
-    let versions = kubectl.ok(&["api-versions"]).await;
-    let rbac_served = versions.lines().any(|l| l.starts_with(&format!("{RBAC}/")));
-    let docs: Vec<Value> = documents(MANIFEST)
-        .into_iter()
-        .filter(|d| rbac_served || !d["apiVersion"].as_str().is_some_and(|v| v.starts_with(RBAC)))
-        .collect();
-    let text: Vec<String> = docs.iter().map(|d| serde_json::to_string(d).expect("JSON")).collect();
-    let manifest = dir.path().join("skiff-agent.yaml");
-    std::fs::write(&manifest, text.join("\n---\n")).expect("manifest");
-    Cluster { _hollow: hollow, kubectl, server, manifest, _dir: dir }
+    Cluster { _hollow: hollow, kubectl: Kubectl { kubeconfig }, server, _dir: dir }
 }
 
 #[test]
 fn kubectl_accepts_the_manifest_client_side() {
     common::runtime().block_on(async {
         let c = cluster(&[]).await;
-        let path = c.manifest.to_str().expect("utf-8 path");
-        let out = c.kubectl.ok(&["apply", "--dry-run=client", "-f", path]).await;
+        let out = c.kubectl.ok(&["apply", "--dry-run=client", "-f", &manifest_path()]).await;
         assert!(out.contains("serviceaccount/skiff-agent created (dry run)"), "{out}");
+        assert!(
+            out.contains("clusterrolebinding.rbac.authorization.k8s.io/skiff-agent created (dry run)"),
+            "{out}"
+        );
         assert!(out.contains("daemonset.apps/skiff-agent created (dry run)"), "{out}");
         // A dry run writes nothing.
         let daemons: Api<DaemonSet> = Api::namespaced(c.server.client.clone(), "kube-system");
@@ -200,9 +194,11 @@ fn the_daemon_set_runs_on_every_node_and_rolls_out() {
         // A control-plane taint on one node: the manifest's tolerations must get past it.
         c.kubectl.ok(&["taint", "nodes", "node-c", "node-role.kubernetes.io/control-plane:NoSchedule"]).await;
 
-        let path = c.manifest.to_str().expect("utf-8 path");
-        let out = c.kubectl.ok(&["apply", "-f", path]).await;
+        let out = c.kubectl.ok(&["apply", "-f", &manifest_path()]).await;
         assert!(out.contains("daemonset.apps/skiff-agent created"), "{out}");
+        let roles: Api<ClusterRole> = Api::all(c.server.client.clone());
+        let role = roles.get("skiff-agent").await.expect("the ClusterRole was stored");
+        assert!(role.rules.is_some_and(|r| !r.is_empty()), "its rules were kept");
         let out = c
             .kubectl
             .ok(&["rollout", "status", "ds/skiff-agent", "-n", "kube-system", "--timeout=60s"])

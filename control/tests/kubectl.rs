@@ -217,5 +217,36 @@ fn kubectl_create_commands_send_protobuf_and_it_is_understood() {
     assert_eq!(get(&["namespace", "team-a"])["status"]["phase"], "Active");
     k.ok(&["create", "serviceaccount", "robot", "-n", "team-a"]);
     assert_eq!(get(&["serviceaccount", "robot", "-n", "team-a"])["metadata"]["namespace"], "team-a");
+
+    // RBAC objects are stored (not yet enforced): the group's kinds decode like the rest.
+    k.ok(&["create", "clusterrole", "reader", "--verb=get,list", "--resource=pods,services"]);
+    let rule = &get(&["clusterrole", "reader"])["rules"][0];
+    assert_eq!(
+        (&rule["verbs"], &rule["resources"]),
+        (&serde_json::json!(["get", "list"]), &serde_json::json!(["pods", "services"]))
+    );
+    k.ok(&[
+        "create",
+        "clusterrolebinding",
+        "robot-reads",
+        "--clusterrole=reader",
+        "--serviceaccount=team-a:robot",
+    ]);
+    let binding = get(&["clusterrolebinding", "robot-reads"]);
+    assert_eq!(
+        (&binding["roleRef"]["name"], &binding["subjects"][0]["namespace"]),
+        (&serde_json::json!("reader"), &serde_json::json!("team-a"))
+    );
+    k.ok(&["create", "role", "cm-writer", "-n", "team-a", "--verb=update", "--resource=configmaps"]);
+    k.ok(&[
+        "create",
+        "rolebinding",
+        "robot-writes",
+        "-n",
+        "team-a",
+        "--role=cm-writer",
+        "--serviceaccount=team-a:robot",
+    ]);
+    assert_eq!(get(&["rolebinding", "robot-writes", "-n", "team-a"])["roleRef"]["kind"], "Role");
     drop(server);
 }

@@ -59,7 +59,9 @@ fn operation(dialect: Dialect, r: &Resource, action: &str, extra: &[Value]) -> V
 }
 
 fn schema_name(r: &Resource) -> String {
-    let group = if r.group.is_empty() { "core".to_owned() } else { r.group.replace(".k8s.io", "") };
+    // Upstream names a group's schemas by its first label: io.k8s.api.rbac.v1.Role for
+    // rbac.authorization.k8s.io.
+    let group = if r.group.is_empty() { "core" } else { r.group.split('.').next().unwrap_or(r.group) };
     format!("io.k8s.api.{group}.{}.{}", r.version, r.kind)
 }
 

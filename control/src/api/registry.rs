@@ -103,6 +103,7 @@ macro_rules! resource {
 
 use k8s_openapi::api::{
     apps::v1 as apps, coordination::v1 as coordination, core::v1 as core, discovery::v1 as discovery,
+    rbac::v1 as rbac,
 };
 
 /// Every served resource.
@@ -205,6 +206,45 @@ pub static RESOURCES: &[Resource] = &[
         "leases",
         "lease",
         true,
+        &[],
+        &[],
+        &[]
+    ),
+    // Stored and served so manifests carrying their RBAC apply; this server does not enforce
+    // them yet (issue 12).
+    resource!("rbac.authorization.k8s.io", "v1", Role, rbac::Role, "roles", "role", true, &[], &[], &[]),
+    resource!(
+        "rbac.authorization.k8s.io",
+        "v1",
+        RoleBinding,
+        rbac::RoleBinding,
+        "rolebindings",
+        "rolebinding",
+        true,
+        &[],
+        &[],
+        &[]
+    ),
+    resource!(
+        "rbac.authorization.k8s.io",
+        "v1",
+        ClusterRole,
+        rbac::ClusterRole,
+        "clusterroles",
+        "clusterrole",
+        false,
+        &[],
+        &[],
+        &[]
+    ),
+    resource!(
+        "rbac.authorization.k8s.io",
+        "v1",
+        ClusterRoleBinding,
+        rbac::ClusterRoleBinding,
+        "clusterrolebindings",
+        "clusterrolebinding",
+        false,
         &[],
         &[],
         &[]

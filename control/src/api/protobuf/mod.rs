@@ -132,7 +132,8 @@ fn bad(message: impl Into<String>) -> ApiError {
 /// The message of `kind` in `api_version` ("v1", "apps/v1", "discovery.k8s.io/v1", …).
 fn root_message(api_version: &str, kind: &str) -> String {
     let (group, version) = api_version.split_once('/').unwrap_or(("core", api_version));
-    let group = group.strip_suffix(".k8s.io").unwrap_or(group);
+    // k8s.io groups are named by their first label (api.rbac.v1 for rbac.authorization.k8s.io).
+    let group = if group.ends_with(".k8s.io") { group.split('.').next().unwrap_or(group) } else { group };
     if group == "meta" || (kind == "DeleteOptions" && group == "core") {
         return format!("apimachinery.pkg.apis.meta.{version}.{kind}");
     }
