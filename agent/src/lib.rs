@@ -1,4 +1,5 @@
 pub mod datapath;
+pub mod inspect;
 pub mod kubelet;
 pub mod proxy;
 pub mod runtime;

@@ -1,12 +1,21 @@
-//! `skiff`: the operator's CLI on a node. Today: `skiff image import <archive>` (an image into
-//! the node's containerd without a registry), `skiff image build-busybox <out>` and
-//! `skiff image build-echo <out> --echo <static skiff-echo>` (the lab's demo image); the
-//! datapath commands (`svc`, `ct`, `trace`, `drops`, `explain`) come with the CLI issue.
+//! `skiff`: the operator's CLI on a node.
+//! - `skiff drops [--watch]` and `skiff maps`: the datapath's drop reasons and map fill, read
+//!   from its pins (`-o table|json|yaml`);
+//! - `skiff image import <archive>` (an image into the node's containerd without a registry),
+//!   `skiff image build-busybox <out>` and `skiff image build-echo <out> --echo <static
+//!   skiff-echo>` (the lab's demo image);
+//! - `skiff version`.
+//!
+//! `svc`, `ct`, `trace` and `explain` come next (issue 11).
 
-use std::path::PathBuf;
+use std::{path::PathBuf, time::Duration};
 
-use clap::{Parser, Subcommand};
-use skiff_agent::runtime::{DEFAULT_NAMESPACE, DEFAULT_SOCKET, Runtime, busybox};
+use clap::{Args, Parser, Subcommand};
+use skiff_agent::{
+    inspect::{self, Format},
+    runtime::{DEFAULT_NAMESPACE, DEFAULT_SOCKET, Runtime, busybox},
+};
+use skiff_common::names;
 
 #[derive(Debug, Parser)]
 #[command(name = "skiff", version, about = "skiff's node CLI")]
@@ -17,9 +26,44 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
+    /// Drop and reject counters of the datapath by reason, summed over CPUs.
+    Drops {
+        #[command(flatten)]
+        read: ReadArgs,
+        /// Print again every `--interval`, with each reason's increase, until interrupted.
+        #[arg(long)]
+        watch: bool,
+        /// Seconds between readings under `--watch`.
+        #[arg(long, default_value_t = 2.0, value_parser = positive_seconds)]
+        interval: f64,
+    },
+    /// Every pinned map: kind, capacity, entries and fill, flagged when near full.
+    Maps {
+        #[command(flatten)]
+        read: ReadArgs,
+    },
     /// Images in the node's containerd.
     #[command(subcommand)]
     Image(ImageCommand),
+    /// This skiff's version.
+    Version,
+}
+
+/// Where the datapath is pinned and how to print what is read there.
+#[derive(Debug, Args)]
+struct ReadArgs {
+    /// The agent's `--pin-dir`.
+    #[arg(long, default_value = names::DEFAULT_PIN_DIR)]
+    pin_dir: PathBuf,
+    #[arg(short, long, value_enum, default_value_t = Format::Table)]
+    output: Format,
+}
+
+fn positive_seconds(s: &str) -> Result<f64, String> {
+    match s.parse::<f64>() {
+        Ok(v) if v.is_finite() && v > 0.0 => Ok(v),
+        _ => Err(format!("{s:?} is not a positive number of seconds")),
+    }
 }
 
 #[derive(Debug, Subcommand)]
@@ -69,8 +113,40 @@ fn chain(e: &dyn std::error::Error) -> String {
     text
 }
 
+/// `skiff drops`, once or every `interval` seconds with deltas.
+fn drops(read: &ReadArgs, watch: bool, interval: f64) -> Result<(), String> {
+    let show = |rows: &[inspect::drops::DropCount]| -> Result<(), String> {
+        let text = inspect::output::render(read.output, rows, inspect::drops::as_table)
+            .map_err(|e| format!("{e:#}"))?;
+        print!("{text}");
+        Ok(())
+    };
+    let mut before = inspect::drops::read(&read.pin_dir).map_err(|e| format!("{e:#}"))?;
+    show(&before)?;
+    if !watch {
+        return Ok(());
+    }
+    loop {
+        std::thread::sleep(Duration::from_secs_f64(interval));
+        let now = inspect::drops::read(&read.pin_dir).map_err(|e| format!("{e:#}"))?;
+        let rows = inspect::drops::with_deltas(&before, now);
+        println!();
+        show(&rows)?;
+        before = rows;
+    }
+}
+
 fn main() {
     let result = match Cli::parse().command {
+        Command::Drops { read, watch, interval } => drops(&read, watch, interval),
+        Command::Maps { read } => inspect::maps::read(&read.pin_dir)
+            .and_then(|rows| inspect::output::render(read.output, &rows, inspect::maps::as_table))
+            .map(|text| print!("{text}"))
+            .map_err(|e| format!("{e:#}")),
+        Command::Version => {
+            println!("skiff {}", env!("CARGO_PKG_VERSION"));
+            Ok(())
+        }
         Command::Image(ImageCommand::BuildBusybox { out, busybox }) => busybox::build_archive(&busybox, &out)
             .map(|()| println!("{} → {}", busybox::IMAGE, out.display()))
             .map_err(|e| format!("building {}: {e}", out.display())),

@@ -1,0 +1,10 @@
+//! What `skiff` reads on a node: the datapath's pinned maps, opened read-only by path, so the
+//! commands work whether or not the agent is running (its pins outlive it) and never load or
+//! attach anything.
+
+pub mod drops;
+pub mod maps;
+pub mod output;
+mod pins;
+
+pub use output::Format;
