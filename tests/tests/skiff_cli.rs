@@ -25,12 +25,16 @@ const EMPTY: SocketAddrV4 = SocketAddrV4::new(Ipv4Addr::new(10, 96, 0, 20), 80);
 
 /// The `skiff` binary beside this test's directory (cargo builds the package's binaries for its
 /// tests).
-fn skiff(args: &[&str]) -> Output {
+fn skiff_bin() -> PathBuf {
     let exe = std::env::current_exe().expect("test binary");
     let dir: PathBuf = exe.parent().and_then(|d| d.parent()).expect("target dir").to_owned();
     let bin = dir.join("skiff");
     assert!(bin.exists(), "{} has no skiff: build the workspace first", dir.display());
-    Command::new(bin).args(args).output().expect("run skiff")
+    bin
+}
+
+fn skiff(args: &[&str]) -> Output {
+    Command::new(skiff_bin()).args(args).output().expect("run skiff")
 }
 
 fn ok(args: &[&str]) -> String {
@@ -165,14 +169,7 @@ fn bad_input_gets_one_line_and_a_non_zero_exit() {
     let node = Node::new("cli-nobody");
     let out = Command::new("setpriv")
         .args(["--reuid=65534", "--regid=65534", "--clear-groups", "--inh-caps=-all"])
-        .arg(
-            std::env::current_exe()
-                .expect("exe")
-                .parent()
-                .and_then(|d| d.parent())
-                .expect("dir")
-                .join("skiff"),
-        )
+        .arg(skiff_bin())
         .args(["drops", "--pin-dir", &node.pin_dir()])
         .output()
         .expect("run setpriv");

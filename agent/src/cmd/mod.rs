@@ -39,6 +39,30 @@ pub fn interface_with(ip: std::net::Ipv4Addr) -> anyhow::Result<String> {
     anyhow::bail!("no interface holds {ip} in this network namespace (give --uplink)")
 }
 
+/// Where north-south traffic enters the node and how flows to other nodes' backends are SNATed
+/// (`run` and `service-proxy` alike).
+#[derive(Debug, Clone, clap::Args)]
+pub struct UplinkArgs {
+    /// The node's external interface, where the uplink XDP program serves NodePorts, external and
+    /// load-balancer addresses (default: the interface holding --node-ip).
+    #[arg(long = "uplink")]
+    pub interface: Option<String>,
+    /// Source ports for SNAT toward other nodes' backends when the client's own port is taken.
+    #[arg(long, default_value = "32768-65535", value_parser = port_range)]
+    pub snat_ports: (u16, u16),
+}
+
+impl UplinkArgs {
+    /// The uplink: `--uplink`, else the interface holding `node_ip` in the calling thread's
+    /// network namespace.
+    pub fn interface(&self, node_ip: std::net::Ipv4Addr) -> anyhow::Result<String> {
+        match &self.interface {
+            Some(iface) => Ok(iface.clone()),
+            None => interface_with(node_ip),
+        }
+    }
+}
+
 /// A port range `MIN-MAX`, as flags take it.
 pub fn port_range(text: &str) -> Result<(u16, u16), String> {
     let (min, max) = text.split_once('-').ok_or_else(|| format!("{text:?} is not MIN-MAX"))?;

@@ -89,13 +89,8 @@ pub struct RunArgs {
     /// Seconds between heartbeats (lease renewal and node status).
     #[arg(long, default_value_t = 10)]
     pub heartbeat_seconds: u64,
-    /// The node's external interface, where the uplink XDP program serves NodePorts, external and
-    /// load-balancer addresses (default: the interface holding --node-ip).
-    #[arg(long)]
-    pub uplink: Option<String>,
-    /// Source ports for SNAT toward other nodes' backends when the client's own port is taken.
-    #[arg(long, default_value = "32768-65535", value_parser = super::port_range)]
-    pub snat_ports: (u16, u16),
+    #[command(flatten)]
+    pub uplink: super::UplinkArgs,
     #[command(flatten)]
     pub mode: ModeArgs,
 }
@@ -112,8 +107,8 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     config.lb.config = LbConfig {
         netns_cookie,
         node_addr_be: u32::from_ne_bytes(args.node_ip.octets()),
-        snat_port_min: args.snat_ports.0,
-        snat_port_max: args.snat_ports.1,
+        snat_port_min: args.uplink.snat_ports.0,
+        snat_port_max: args.uplink.snat_ports.1,
         ..LbConfig::DEFAULT
     };
     let mut proxy = mode::prepare(&args.mode, &config, args.node_netns.as_deref(), vec![args.node_ip])?;
@@ -122,10 +117,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         Proxy::Ebpf(dp) => {
             let (uplink, index) =
                 kubelet::netns::on_thread(args.node_netns.as_deref(), || -> anyhow::Result<(String, u32)> {
-                    let uplink = match &args.uplink {
-                        Some(iface) => iface.clone(),
-                        None => super::interface_with(args.node_ip)?,
-                    };
+                    let uplink = args.uplink.interface(args.node_ip)?;
                     let index = nix::net::if_::if_nametoindex(uplink.as_str())
                         .map_err(|_| anyhow::anyhow!("no interface named {uplink:?}"))?;
                     dp.attach_uplink(&uplink)?;

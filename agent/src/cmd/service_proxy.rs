@@ -53,13 +53,9 @@ pub struct ServiceProxyArgs {
     /// backends are SNATed to it (without it, only ClusterIPs are served).
     #[arg(long)]
     pub node_ip: Option<std::net::Ipv4Addr>,
-    /// The node's external interface for the uplink XDP program (default with --node-ip: the
-    /// interface holding it).
-    #[arg(long)]
-    pub uplink: Option<String>,
-    /// Source ports for SNAT toward other nodes' backends when the client's own port is taken.
-    #[arg(long, default_value = "32768-65535", value_parser = super::port_range)]
-    pub snat_ports: (u16, u16),
+    // Without --node-ip, the uplink program is attached only where --uplink names it.
+    #[command(flatten)]
+    pub uplink: super::UplinkArgs,
     #[command(flatten)]
     pub mode: ModeArgs,
 }
@@ -69,18 +65,17 @@ pub async fn run(args: ServiceProxyArgs) -> anyhow::Result<()> {
     let node_name = super::node_name(args.node_name)?;
     let client = client(args.kubeconfig.as_deref()).await?;
 
-    let uplink = match (&args.uplink, args.node_ip) {
-        (Some(iface), _) => Some(iface.clone()),
-        (None, Some(ip)) => Some(super::interface_with(ip)?),
-        (None, None) => None,
+    let uplink = match args.node_ip {
+        Some(ip) => Some(args.uplink.interface(ip)?),
+        None => args.uplink.interface.clone(),
     };
     super::require_interfaces(&uplink)?;
     let lb = LbCapacity {
         config: LbConfig {
             maglev_m: args.maglev_size,
             node_addr_be: args.node_ip.map_or(0, |ip| u32::from_ne_bytes(ip.octets())),
-            snat_port_min: args.snat_ports.0,
-            snat_port_max: args.snat_ports.1,
+            snat_port_min: args.uplink.snat_ports.0,
+            snat_port_max: args.uplink.snat_ports.1,
             netns_cookie: datapath::socklb::netns_cookie()
                 .context("this namespace's cookie (SO_NETNS_COOKIE)")?,
             ..LbConfig::DEFAULT
