@@ -4,6 +4,7 @@ use std::{
     fs::File,
     path::{Path, PathBuf},
     thread,
+    time::Duration,
 };
 
 use nix::sched::{CloneFlags, setns};
@@ -85,6 +86,16 @@ impl NetNs {
                 source,
             })
         })?
+    }
+
+    /// Waits until `iface` reports operstate UP. The kernel sets it from its link-watch work, in
+    /// the same step that swaps the device's no-op qdisc for a real one, up to a second after
+    /// `ip link set up`; a packet sent before that is dropped, which made exact-count tests flaky.
+    pub fn wait_link_up(&self, iface: &str) -> Result<()> {
+        crate::poll::poll_until(&format!("{iface} in {} to be up", self.name), Duration::from_secs(5), || {
+            let out = self.ip(&["-o", "link", "show", "dev", iface]).ok()?;
+            out.contains(" state UP ").then_some(())
+        })
     }
 
     /// Whether an XDP program is attached to `iface` (any mode).

@@ -83,6 +83,8 @@ impl PairTopology {
             ])?;
             ns.ip(&["link", "set", iface, "up"])?;
         }
+        topo.client.wait_link_up(iface)?;
+        topo.server.wait_link_up(iface)?;
         Ok(topo)
     }
 }
@@ -144,6 +146,10 @@ impl StarTopology {
             ns.ip(&["link", "set", "eth0", "up"])?;
             ns.ip(&["route", "add", "default", "via", &gateway.to_string()])?;
             topo.pods.push(Pod { ns, ip, node_iface });
+        }
+        for pod in &topo.pods {
+            topo.node.wait_link_up(&pod.node_iface)?;
+            pod.ns.wait_link_up("eth0")?;
         }
         Ok(topo)
     }
