@@ -10,6 +10,10 @@
 //!
 //! Output: a Markdown table on stdout (the README's), raw numbers on stderr.
 
+mod common;
+
+use common::{endpoint, vip};
+
 use std::{
     net::{Ipv4Addr, SocketAddrV4},
     time::{Duration, Instant},
@@ -18,9 +22,7 @@ use std::{
 use k8s_openapi::api::{core::v1::Service, discovery::v1::EndpointSlice};
 use skiff_agent::{
     datapath::{Datapath, DatapathConfig, LbCapacity, LogLevel},
-    proxy::{
-        BackendAddr, Dataplane, Frontend, FrontendKey, Protocol, ProxyContext, ServiceProxy, ServiceRef,
-    },
+    proxy::{ProxyContext, ServiceProxy},
 };
 use skiff_common::lb::LbConfig;
 use skiff_tests::{
@@ -31,15 +33,6 @@ use skiff_tests::{
 const LEVELS: [u32; 4] = [10, 1_000, 10_000, 100_000];
 const PACKETS: usize = 20_000;
 const M_PACKET_BENCH: u32 = 61;
-
-fn vip(i: u32) -> Ipv4Addr {
-    // 10.96.0.0/12 holds a million ClusterIPs.
-    Ipv4Addr::from(u32::from(Ipv4Addr::new(10, 96, 0, 0)) + i)
-}
-
-fn endpoint(i: u32) -> Ipv4Addr {
-    Ipv4Addr::from(u32::from(Ipv4Addr::new(10, 128, 0, 0)) + i)
-}
 
 fn load(label: &str, services: u32, m: u32, backends: u32) -> (Datapath, PinDir) {
     let pins = PinDir::new(label).expect("pin dir");
@@ -63,21 +56,7 @@ fn median(mut v: Vec<Duration>) -> Duration {
 /// A datapath with `services` frontends of 2 backends each, and the frontend packets go to.
 fn programmed(services: u32) -> (Datapath, PinDir, SocketAddrV4) {
     let (mut dp, pins) = load(&format!("bench-pkt-{services}"), services, M_PACKET_BENCH, services * 2);
-    for i in 0..services {
-        let key = FrontendKey { vip: vip(i), port: 80, proto: Protocol::Tcp };
-        let backends = [0, 1].map(|b| BackendAddr::remote(endpoint(i * 2 + b), 8080, Protocol::Tcp));
-        let frontend = Frontend {
-            service: ServiceRef { namespace: "bench".into(), name: format!("s{i}") },
-            port_name: String::new(),
-            active: backends.into_iter().collect(),
-            draining: Default::default(),
-            affinity_timeout_s: None,
-            local_only: false,
-            external: false,
-            source_ranges: Default::default(),
-        };
-        dp.dataplane().upsert(key, &frontend).expect("upsert");
-    }
+    common::program(&mut dp, services);
     (dp, pins, SocketAddrV4::new(vip(services / 2), 80))
 }
 

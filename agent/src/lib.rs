@@ -3,3 +3,4 @@ pub mod inspect;
 pub mod kubelet;
 pub mod proxy;
 pub mod runtime;
+pub mod status;

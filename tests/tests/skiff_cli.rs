@@ -180,3 +180,16 @@ fn bad_input_gets_one_line_and_a_non_zero_exit() {
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("not a positive number of seconds"));
 }
+
+#[test]
+fn completions_cover_every_command_and_version_prints_the_crate_version() {
+    let bash = ok(&["completions", "bash"]);
+    for command in ["svc", "ct", "trace", "explain", "drops", "maps", "completions"] {
+        assert!(bash.contains(command), "bash completion lacks {command}");
+    }
+    assert!(ok(&["completions", "zsh"]).starts_with("#compdef skiff"));
+    let version = ok(&["version"]);
+    assert_eq!(version.trim(), format!("skiff {}", env!("CARGO_PKG_VERSION")));
+    let out = skiff(&["completions", "tcsh"]);
+    assert!(!out.status.success() && String::from_utf8_lossy(&out.stderr).contains("invalid value"));
+}

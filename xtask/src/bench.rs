@@ -10,6 +10,8 @@ use crate::step::{self, cargo, step};
 pub enum Bench {
     /// The ClusterIP load balancer: per-packet cost by frontend count, programming and reconcile latency.
     Lb,
+    /// Tracing's cost per packet: compiled out vs in but off vs on (unrelated and matching traffic).
+    Trace,
     /// The API server: durable creates/s, list latency, watch fan-out, memory.
     Api,
     /// The CNI plugin: ADD/DEL latency over 200 pods, beside the reference ptp plugin.
@@ -27,6 +29,7 @@ impl Bench {
     fn name(self) -> &'static str {
         match self {
             Bench::Lb => "lb",
+            Bench::Trace => "trace",
             Bench::Api => "api",
             Bench::Cni => "cni",
             Bench::Pods => "pods",
@@ -38,6 +41,7 @@ impl Bench {
     fn package(self) -> &'static str {
         match self {
             Bench::Lb => "skiff-agent",
+            Bench::Trace => "skiff-agent",
             Bench::Api => "skiff-control",
             Bench::Cni => "skiff-cni",
             Bench::Pods => "skiff-tests",

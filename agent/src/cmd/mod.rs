@@ -82,3 +82,70 @@ pub fn require_interfaces<'a>(interfaces: impl IntoIterator<Item = &'a String>) 
     }
     Ok(())
 }
+
+/// Where the agent reports on itself (`run` and `service-proxy` alike).
+#[derive(Debug, Clone, clap::Args)]
+pub struct StatusArgs {
+    /// Unix socket for `skiff` on this node (default: /run/skiff/agent.sock for the default
+    /// --pin-dir, else a socket named after the pin dir, which `skiff --pin-dir` finds).
+    #[arg(long)]
+    pub status_socket: Option<std::path::PathBuf>,
+    /// TCP address for /metrics, /healthz and /readyz (Prometheus), or `off`.
+    #[arg(long, default_value = "127.0.0.1:10249", value_parser = metrics_address)]
+    pub metrics_address: MetricsAddress,
+}
+
+/// `--metrics-address`: an address, or off.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MetricsAddress(pub Option<std::net::SocketAddr>);
+
+fn metrics_address(text: &str) -> Result<MetricsAddress, String> {
+    match text {
+        "off" | "" => Ok(MetricsAddress(None)),
+        _ => text
+            .parse()
+            .map(|a| MetricsAddress(Some(a)))
+            .map_err(|_| format!("{text:?} is not ADDRESS:PORT or off")),
+    }
+}
+
+impl StatusArgs {
+    /// Binds the socket and the metrics port now (so a clash fails the start, not later) and
+    /// serves both until `stop` completes.
+    pub async fn serve<F, Fut>(
+        &self,
+        status: std::sync::Arc<skiff_agent::status::Status>,
+        pin_dir: &std::path::Path,
+        stop: F,
+    ) -> anyhow::Result<Vec<tokio::task::JoinHandle<()>>>
+    where
+        F: Fn() -> Fut,
+        Fut: Future<Output = ()> + Send + 'static,
+    {
+        use skiff_agent::{inspect::agent::socket_for, status};
+        let socket = self.status_socket.clone().unwrap_or_else(|| socket_for(pin_dir));
+        let unix = status::bind_unix(&socket)?;
+        let mut tasks = vec![tokio::spawn({
+            let status = status.clone();
+            let stop = stop();
+            async move {
+                if let Err(e) = status::serve_unix(unix, status, stop).await {
+                    tracing::warn!(error = %e, "status socket stopped");
+                }
+                let _ = std::fs::remove_file(&socket);
+            }
+        })];
+        if let MetricsAddress(Some(addr)) = self.metrics_address {
+            let listener = tokio::net::TcpListener::bind(addr)
+                .await
+                .with_context(|| format!("listening on {addr} for metrics (--metrics-address)"))?;
+            let stop = stop();
+            tasks.push(tokio::spawn(async move {
+                if let Err(e) = status::serve_tcp(status, listener, stop).await {
+                    tracing::warn!(error = %e, "metrics endpoint stopped");
+                }
+            }));
+        }
+        Ok(tasks)
+    }
+}

@@ -20,6 +20,7 @@ use skiff_agent::{
         watch,
     },
     runtime::{DEFAULT_NAMESPACE, DEFAULT_SOCKET, Runtime, busybox},
+    status::Status,
 };
 
 use skiff_common::lb::LbConfig;
@@ -93,6 +94,8 @@ pub struct RunArgs {
     pub uplink: super::UplinkArgs,
     #[command(flatten)]
     pub mode: ModeArgs,
+    #[command(flatten)]
+    pub status: super::StatusArgs,
 }
 
 pub async fn run(args: RunArgs) -> anyhow::Result<()> {
@@ -188,7 +191,14 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     let logs = tokio::net::TcpListener::bind((args.node_ip, args.kubelet_port))
         .await
         .with_context(|| format!("listening on {}:{}", args.node_ip, args.kubelet_port))?;
-    let tasks = vec![
+    let status = Status::new(
+        &node_name,
+        if proxy.is_ebpf() { "ebpf" } else { "iptables" },
+        proxy.is_ebpf().then(|| args.pin_dir.clone()),
+        Some(client.clone()),
+    );
+    let servers = args.status.serve(status.clone(), &args.pin_dir, until_stopped.clone()).await?;
+    let mut tasks = vec![
         tokio::spawn({
             let agent = node_agent.clone();
             let stop = until_stopped();
@@ -211,13 +221,15 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         )),
         tokio::spawn(pods::run(ctx, until_stopped())),
     ];
+    tasks.extend(servers);
     tracing::info!(node = %node_name, "skiff-agent running");
     let shutdown = wait_for_shutdown()?;
     let proxy_ctx = ProxyContext { node_name, proxy_name: None, nodeport_addresses: vec![args.node_ip] };
     // Health-check node ports on every address, as kube-proxy serves them.
     let health = HealthChecks::new(Ipv4Addr::UNSPECIFIED);
     let mut feeder =
-        watch::Feeder::new(ServiceProxy::new(proxy_ctx, proxy.dataplane()).with_health_checks(health));
+        watch::Feeder::new(ServiceProxy::new(proxy_ctx, proxy.dataplane()).with_health_checks(health))
+            .with_status(status);
     tokio::select! {
         result = watch::run(client, &mut feeder) => result?,
         () = shutdown => tracing::info!("shutting down; pods keep running"),

@@ -11,6 +11,7 @@ use skiff_agent::{
         mode::{self, ModeArgs, Proxy},
         watch,
     },
+    status::Status,
 };
 use skiff_common::lb::LbConfig;
 
@@ -58,6 +59,8 @@ pub struct ServiceProxyArgs {
     pub uplink: super::UplinkArgs,
     #[command(flatten)]
     pub mode: ModeArgs,
+    #[command(flatten)]
+    pub status: super::StatusArgs,
 }
 
 pub async fn run(args: ServiceProxyArgs) -> anyhow::Result<()> {
@@ -85,6 +88,7 @@ pub async fn run(args: ServiceProxyArgs) -> anyhow::Result<()> {
         max_ct: args.max_conntrack,
         ..LbCapacity::default()
     };
+    let pin_dir = args.pin_dir.clone();
     let config = DatapathConfig { pin_dir: args.pin_dir, log_level: args.datapath_log_level, lb };
     let nodeport_addresses: Vec<_> = args.node_ip.into_iter().collect();
     let mut proxy = mode::prepare(&args.mode, &config, None, nodeport_addresses.clone())?;
@@ -101,12 +105,31 @@ pub async fn run(args: ServiceProxyArgs) -> anyhow::Result<()> {
     let mode = args.mode.proxy_mode;
     tracing::info!(node = %node_name, ?mode, interfaces = ?args.lb_ifaces, ?uplink, "service proxy started");
     let shutdown = wait_for_shutdown()?;
+    let status = Status::new(
+        &node_name,
+        if proxy.is_ebpf() { "ebpf" } else { "iptables" },
+        proxy.is_ebpf().then(|| pin_dir.clone()),
+        Some(client.clone()),
+    );
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    let until_stopped = move || {
+        let mut rx = stopped.clone();
+        async move {
+            let _ = rx.wait_for(|s| *s).await;
+        }
+    };
+    let servers = args.status.serve(status.clone(), &pin_dir, until_stopped).await?;
     let ctx = ProxyContext { node_name, proxy_name: args.proxy_name, nodeport_addresses };
     let health = HealthChecks::new(std::net::Ipv4Addr::UNSPECIFIED);
-    let mut feeder = watch::Feeder::new(ServiceProxy::new(ctx, proxy.dataplane()).with_health_checks(health));
+    let mut feeder = watch::Feeder::new(ServiceProxy::new(ctx, proxy.dataplane()).with_health_checks(health))
+        .with_status(status);
     tokio::select! {
         result = watch::run(client, &mut feeder) => result?,
         () = shutdown => tracing::info!("shutting down; the load balancer stays attached (pinned links)"),
+    }
+    let _ = stop.send(true);
+    for task in servers {
+        let _ = task.await;
     }
     Ok(())
 }

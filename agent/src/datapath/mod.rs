@@ -83,6 +83,11 @@ impl Default for LbCapacity {
     }
 }
 
+/// Backend ids run from 1 to `max_backends` (0 is never used), so their counters need one more slot.
+fn be_stats_entries(max_backends: u32) -> u32 {
+    max_backends.saturating_add(1)
+}
+
 /// What a test run of a program returned.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct TestRunOutcome {
@@ -174,6 +179,8 @@ impl Datapath {
             (names::MAP_RNAT, cap.max_ct),
             (names::MAP_AFFINITY, cap.max_affinity),
             (names::MAP_FRAGS, cap.max_frags),
+            (names::MAP_SVC_STATS, cap.max_services),
+            (names::MAP_BE_STATS, be_stats_entries(cap.max_backends)),
         ] {
             let pin = config.pin_dir.join(name);
             if let Ok(info) = aya::maps::MapInfo::from_pin(&pin)
@@ -194,6 +201,8 @@ impl Datapath {
             .map_max_entries(names::MAP_RNAT, cap.max_ct)
             .map_max_entries(names::MAP_AFFINITY, cap.max_affinity)
             .map_max_entries(names::MAP_FRAGS, cap.max_frags)
+            .map_max_entries(names::MAP_SVC_STATS, cap.max_services)
+            .map_max_entries(names::MAP_BE_STATS, be_stats_entries(cap.max_backends))
             .load(object::OBJECT)
             .map_err(|source| {
                 if nix::unistd::geteuid().is_root() {

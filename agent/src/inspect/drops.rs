@@ -36,7 +36,7 @@ pub fn read(pin_dir: &Path) -> anyhow::Result<Vec<DropCount>> {
             let per_cpu = counters.get(&reason.slot(), 0).context("reading SKIFF_DROPS")?;
             Ok(DropCount {
                 reason: reason.slot(),
-                name: format!("{reason:?}"),
+                name: reason.name().to_owned(),
                 description: reason.as_str(),
                 count: per_cpu.iter().sum(),
                 delta: None,
@@ -83,7 +83,7 @@ mod tests {
     fn row(reason: DropReason, count: u64) -> DropCount {
         DropCount {
             reason: reason.slot(),
-            name: format!("{reason:?}"),
+            name: reason.name().to_owned(),
             description: reason.as_str(),
             count,
             delta: None,

@@ -90,6 +90,10 @@ pub trait MapStore {
     /// socket-level load balancer's; no-op when that is off).
     fn end_udp_sockets(&mut self, _backend: &BackendAddr) {}
     fn set_maglev_row(&mut self, row: u32, ids: &[u32]) -> Result<(), DatapathError>;
+    /// Zeroes the traffic counters of a row or backend id taken into (re)use.
+    fn reset_stats(&mut self, _row: Option<u32>, _backend: Option<u32>) -> Result<(), DatapathError> {
+        Ok(())
+    }
     /// Ends the flows of frontend `key` (Maglev row `row`) that go to `backend_id`.
     fn purge_flows(&mut self, key: &ServiceKey, row: u32, backend_id: u32) -> Result<usize, DatapathError>;
     /// Ends every flow that goes to `backend_id` (it is leaving the maps; its id will be reused).
@@ -134,6 +138,9 @@ impl MapStore for LbMaps {
     }
     fn set_maglev_row(&mut self, row: u32, ids: &[u32]) -> Result<(), DatapathError> {
         LbMaps::set_maglev_row(self, row, ids)
+    }
+    fn reset_stats(&mut self, row: Option<u32>, backend: Option<u32>) -> Result<(), DatapathError> {
+        LbMaps::reset_stats(self, row, backend)
     }
     fn purge_flows(&mut self, key: &ServiceKey, row: u32, backend_id: u32) -> Result<usize, DatapathError> {
         LbMaps::purge_frontend_flows(self, key, row, backend_id)
@@ -269,18 +276,25 @@ impl<S: MapStore> LbDataplane<S> {
         if let Some(row) = self.adopted_rows.remove(key) {
             return Ok(row);
         }
-        if let Some(row) = self.free_rows.pop_front() {
-            return Ok(row);
+        let row = match self.free_rows.pop_front() {
+            Some(row) => row,
+            None if self.next_row >= self.store.rows() => {
+                return Err(DataplaneError::Full {
+                    what: "the frontend table",
+                    capacity: self.store.rows(),
+                    key: key.to_string(),
+                });
+            }
+            None => {
+                self.next_row += 1;
+                self.next_row - 1
+            }
+        };
+        if let Err(err) = self.store.reset_stats(Some(row), None) {
+            self.free_rows.push_front(row);
+            return Err(err.into());
         }
-        if self.next_row >= self.store.rows() {
-            return Err(DataplaneError::Full {
-                what: "the frontend table",
-                capacity: self.store.rows(),
-                key: key.to_string(),
-            });
-        }
-        self.next_row += 1;
-        Ok(self.next_row - 1)
+        Ok(row)
     }
 
     fn acquire_backend(&mut self, addr: BackendAddr) -> Result<u32, DataplaneError> {
@@ -305,7 +319,9 @@ impl<S: MapStore> LbDataplane<S> {
             proto: addr.proto.number(),
             flags: if addr.local { BACKEND_F_LOCAL } else { 0 },
         };
-        if let Err(err) = self.store.set_backend(id, backend) {
+        if let Err(err) =
+            self.store.reset_stats(None, Some(id)).and_then(|()| self.store.set_backend(id, backend))
+        {
             self.free_ids.push_back(id);
             return Err(err.into());
         }

@@ -32,11 +32,26 @@ pub struct ServiceProxy<D> {
     health: Option<HealthChecks>,
     current: HashMap<ServiceRef, ServiceFrontends>,
     stats: ProxyStats,
+    /// A copy of `current` for the status endpoints, kept in step one Service at a time.
+    view: Option<crate::status::DesiredView>,
 }
 
 impl<D: Dataplane> ServiceProxy<D> {
     pub fn new(ctx: ProxyContext, dataplane: D) -> Self {
-        Self { ctx, dataplane, health: None, current: HashMap::new(), stats: ProxyStats::default() }
+        Self {
+            ctx,
+            dataplane,
+            health: None,
+            current: HashMap::new(),
+            stats: ProxyStats::default(),
+            view: None,
+        }
+    }
+
+    /// Also keep `view` in step with what is applied (for `/v1/state` and the metrics).
+    pub fn with_view(mut self, view: crate::status::DesiredView) -> Self {
+        self.view = Some(view);
+        self
     }
 
     /// Also serve the Services' health-check node ports.
@@ -132,7 +147,16 @@ impl<D: Dataplane> ServiceProxy<D> {
         for vip in old.vips.difference(&desired.vips) {
             self.dataplane.remove_clusterip(*vip)?;
         }
-        if !applied.vips.is_empty() || !applied.frontends.is_empty() || applied.health.is_some() {
+        let keep = !applied.vips.is_empty() || !applied.frontends.is_empty() || applied.health.is_some();
+        if let Some(view) = &self.view {
+            let mut view = view.lock().unwrap_or_else(|e| e.into_inner());
+            if keep {
+                view.insert(sref.clone(), applied.clone());
+            } else {
+                view.remove(&sref);
+            }
+        }
+        if keep {
             self.current.insert(sref, applied);
         }
         Ok(())

@@ -59,9 +59,18 @@ pub struct Feeder<D> {
     /// cache, so a restarted agent never programs a Service whose EndpointSlices it has not seen
     /// yet (which would reject new connections to it for a moment).
     ready: bool,
+    /// Readiness and reconcile latency for the status endpoints.
+    status: Option<std::sync::Arc<crate::status::Status>>,
 }
 
 impl<D: Dataplane> Feeder<D> {
+    /// Reports readiness, the applied state and reconcile latency to `status`.
+    pub fn with_status(mut self, status: std::sync::Arc<crate::status::Status>) -> Self {
+        self.proxy = self.proxy.with_view(status.desired_view());
+        self.status = Some(status);
+        self
+    }
+
     pub fn new(proxy: ServiceProxy<D>) -> Self {
         Self {
             proxy,
@@ -71,6 +80,7 @@ impl<D: Dataplane> Feeder<D> {
             relist_slices: None,
             listed: (false, false),
             ready: false,
+            status: None,
         }
     }
 
@@ -91,6 +101,9 @@ impl<D: Dataplane> Feeder<D> {
             self.sync(sref)?;
         }
         self.proxy.dataplane_mut().sweep_unclaimed()?;
+        if let Some(status) = &self.status {
+            status.set_ready();
+        }
         tracing::info!(services = all.len(), "first listing applied; stale datapath entries swept");
         Ok(())
     }
@@ -215,6 +228,7 @@ pub async fn run<D: Dataplane>(client: Client, feeder: &mut Feeder<D>) -> Result
             .map(|r| r.map(Change::Slice));
     let mut changes = std::pin::pin!(futures::stream::select(services, slices));
     while let Some(first) = changes.next().await {
+        let started = std::time::Instant::now();
         // Everything already waiting goes into one commit (one iptables-restore in that mode).
         let mut next = Some(first);
         while let Some(change) = next {
@@ -225,6 +239,11 @@ pub async fn run<D: Dataplane>(client: Client, feeder: &mut Feeder<D>) -> Result
             next = changes.next().now_or_never().flatten();
         }
         feeder.commit()?;
+        if feeder.ready
+            && let Some(status) = &feeder.status
+        {
+            status.observe_reconcile(started.elapsed());
+        }
     }
     Ok(())
 }

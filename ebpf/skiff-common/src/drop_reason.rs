@@ -63,6 +63,32 @@ impl DropReason {
         self as u32
     }
 
+    /// The reason with `slot`, if there is one.
+    pub fn from_slot(slot: u32) -> Option<DropReason> {
+        DropReason::ALL.iter().copied().find(|r| r.slot() == slot)
+    }
+
+    /// The variant's name (`NoEndpoints`): stable, for scripts and metric labels.
+    pub const fn name(self) -> &'static str {
+        match self {
+            DropReason::NoEndpoints => "NoEndpoints",
+            DropReason::NoLocalEndpoints => "NoLocalEndpoints",
+            DropReason::UnsupportedProtocol => "UnsupportedProtocol",
+            DropReason::InvalidPacket => "InvalidPacket",
+            DropReason::BackendGone => "BackendGone",
+            DropReason::CtInsertFailed => "CtInsertFailed",
+            DropReason::MaglevInconsistent => "MaglevInconsistent",
+            DropReason::FragmentNotTracked => "FragmentNotTracked",
+            DropReason::UnknownPort => "UnknownPort",
+            DropReason::RejectFailed => "RejectFailed",
+            DropReason::SnatPortsExhausted => "SnatPortsExhausted",
+            DropReason::NoRoute => "NoRoute",
+            DropReason::TtlExceeded => "TtlExceeded",
+            DropReason::NoNodeAddress => "NoNodeAddress",
+            DropReason::SourceRangeDenied => "SourceRangeDenied",
+        }
+    }
+
     /// The reason in words, for CLIs and logs.
     pub const fn as_str(self) -> &'static str {
         match self {
@@ -102,5 +128,15 @@ mod tests {
         // Pinned maps and traces depend on these values; a change here is an ABI break.
         let values: [u32; 15] = DropReason::ALL.map(DropReason::slot);
         assert_eq!(values, [1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15]);
+    }
+
+    #[test]
+    fn names_are_the_variant_names_and_slots_round_trip() {
+        extern crate std;
+        for r in DropReason::ALL {
+            assert_eq!(r.name(), std::format!("{r:?}"));
+            assert_eq!(DropReason::from_slot(r.slot()), Some(r));
+        }
+        assert_eq!(DropReason::from_slot(0), None);
     }
 }

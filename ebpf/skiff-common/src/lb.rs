@@ -260,8 +260,12 @@ pub struct LbConfig {
     /// The node's network namespace (its cookie): the socket-level load balancer serves only
     /// sockets of this namespace, the node's own processes. 0: no socket-level balancing.
     pub netns_cookie: u64,
+    /// Non-zero: the trace hooks are in. Zero: the verifier sees a constant and removes them, the
+    /// same machine code as a build without tracing (what the trace-cost benchmark compares to).
+    pub tracing: u32,
+    pub _pad: u32,
 }
-const _: () = assert!(core::mem::size_of::<LbConfig>() == 40);
+const _: () = assert!(core::mem::size_of::<LbConfig>() == 48);
 
 /// Default Maglev table size: prime, ≥ 100 × a typical backend count; 10k frontends take about
 /// 78 MiB (the kernel stores array values at 8-byte strides).
@@ -281,6 +285,8 @@ impl LbConfig {
         snat_port_min: 32768,
         snat_port_max: 65535,
         netns_cookie: 0,
+        tracing: 1,
+        _pad: 0,
     };
 }
 

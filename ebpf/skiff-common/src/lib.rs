@@ -9,6 +9,7 @@ pub mod counters;
 pub mod drop_reason;
 pub mod lb;
 pub mod names;
+pub mod trace;
 
 pub use counters::{Hook, PacketCounter};
 pub use drop_reason::DropReason;

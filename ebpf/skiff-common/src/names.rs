@@ -27,6 +27,14 @@ pub const MAP_SRC_RANGES: &str = "SKIFF_SRC_RANGE";
 pub const MAP_SOCK_RNAT: &str = "SKIFF_SOCK_RNAT";
 /// Per-CPU drop/reject counters indexed by `DropReason`.
 pub const MAP_DROPS: &str = "SKIFF_DROPS";
+/// Per-CPU `FlowStats` per frontend row (client → service traffic).
+pub const MAP_SVC_STATS: &str = "SKIFF_SVC_STATS";
+/// Per-CPU `FlowStats` per backend id.
+pub const MAP_BE_STATS: &str = "SKIFF_BE_STATS";
+/// Ring buffer of `TraceEvent`s for `skiff trace`.
+pub const MAP_TRACE: &str = "SKIFF_TRACE";
+/// The trace session's switch and filter (one `TraceConfig`).
+pub const MAP_TRACE_CFG: &str = "SKIFF_TRACE_CFG";
 /// aya-log's ring buffer (defined by `aya-log-ebpf`; listed so the name check covers it).
 pub const MAP_LOGS: &str = "AYA_LOGS";
 
@@ -88,6 +96,10 @@ pub const MAPS: &[&str] = &[
     MAP_SRC_RANGES,
     MAP_SOCK_RNAT,
     MAP_DROPS,
+    MAP_SVC_STATS,
+    MAP_BE_STATS,
+    MAP_TRACE,
+    MAP_TRACE_CFG,
     MAP_LOGS,
 ];
 /// Every program name, for existence checks.

@@ -8,6 +8,7 @@
 mod counters;
 mod lb;
 mod socklb;
+mod trace;
 mod uplink;
 
 use aya_ebpf::{

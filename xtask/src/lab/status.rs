@@ -103,7 +103,9 @@ pub fn summary(lab: &LabState) -> anyhow::Result<()> {
          kubectl get pods -o wide                     # the demo: echo pods on every node, lab-client\n  \
          kubectl get svc,endpointslices\n  \
          ip netns exec {ext} busybox wget -qO- http://{n1}:{np}/      # NodePort from outside\n  \
-         bpftool map dump pinned {pins}/n1/SKIFF_CT                    # node 1's conntrack\n  \
+         {skiff1} svc list          # node 1's frontends, backends, counters\n  \
+         {skiff1} trace --svc default/echo   # its packet path, live\n  \
+         {skiff1} ct list           # node 1's conntrack\n  \
          cargo xtask lab agent restart 1              # traffic keeps flowing\n  \
          cargo xtask lab status\n  \
          cargo xtask lab down",
@@ -112,7 +114,12 @@ pub fn summary(lab: &LabState) -> anyhow::Result<()> {
         ext = topology::EXT_NS,
         ext_ip = topology::EXT_IP,
         np = super::demo::NODE_PORT,
-        pins = topology::PIN_ROOT,
+        skiff1 = format!(
+            "{}/skiff --pin-dir {} --agent-socket {}",
+            topology::bin_dir().display(),
+            NodeSpec { index: 1 }.pin_dir().display(),
+            NodeSpec { index: 1 }.status_socket().display()
+        ),
     );
     Ok(())
 }

@@ -65,6 +65,11 @@ impl NodeSpec {
     pub fn pin_dir(&self) -> PathBuf {
         Path::new(PIN_ROOT).join(format!("n{}", self.index))
     }
+    /// The agent's status socket (`skiff … --agent-socket`), inside the lab dir so `down`
+    /// removes it whatever happened to the agent.
+    pub fn status_socket(&self) -> PathBuf {
+        self.dir().join("agent.sock")
+    }
     pub fn netns_path(&self) -> PathBuf {
         Path::new("/run/netns").join(self.name())
     }

@@ -260,6 +260,8 @@ pub fn start_agent(node: &NodeSpec, proxy_mode: &str) -> anyhow::Result<u32> {
         .args(["--cni-bin-dir", "/usr/lib/cni"])
         .arg("--pin-dir")
         .arg(node.pin_dir())
+        .arg("--status-socket")
+        .arg(node.status_socket())
         .args(["--cgroup-root", &node.cgroup_root()])
         .arg("--pod-manifest-path")
         .arg(dir.join("manifests"))

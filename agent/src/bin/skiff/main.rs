@@ -1,16 +1,18 @@
 //! `skiff`: the operator's CLI on a node.
-//! - `skiff drops [--watch]` and `skiff maps`: the datapath's drop reasons and map fill, read
-//!   from its pins (`-o table|json|yaml`);
+//! - `skiff svc list|diff`, `skiff ct list|flush`, `skiff trace`, `skiff explain`, `skiff drops
+//!   [--watch]` and `skiff maps`: the datapath's state, read from its pins and completed with what
+//!   the agent wants (its status socket) (`-o table|json|yaml`);
 //! - `skiff image import <archive>` (an image into the node's containerd without a registry),
 //!   `skiff image build-busybox <out>` and `skiff image build-echo <out> --echo <static
 //!   skiff-echo>` (the lab's demo image);
-//! - `skiff version`.
-//!
-//! `svc`, `ct`, `trace` and `explain` come next (issue 11).
+//! - `skiff version`, `skiff completions <shell>`.
+
+mod commands;
 
 use std::{path::PathBuf, time::Duration};
 
-use clap::{Args, Parser, Subcommand};
+use clap::{Args, CommandFactory as _, Parser, Subcommand};
+use commands::{CtArgs, ExplainArgs, SvcCommand, TraceArgs};
 use skiff_agent::{
     inspect::{self, Format},
     runtime::{DEFAULT_NAMESPACE, DEFAULT_SOCKET, Runtime, busybox},
@@ -26,6 +28,16 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
+    /// Frontends with their backends and traffic, and drift from what the agent wants.
+    #[command(subcommand)]
+    Svc(SvcCommand),
+    /// The load balancer's conntrack: list or flush flows.
+    #[command(subcommand)]
+    Ct(CtCommand),
+    /// Live events from the packet path, filtered in the kernel.
+    Trace(TraceArgs),
+    /// A dry run: what the datapath would do with a packet from SOURCE to DESTINATION.
+    Explain(ExplainArgs),
     /// Drop and reject counters of the datapath by reason, summed over CPUs.
     Drops {
         #[command(flatten)]
@@ -47,16 +59,41 @@ enum Command {
     Image(ImageCommand),
     /// This skiff's version.
     Version,
+    /// A shell completion script (e.g. `skiff completions bash > /etc/bash_completion.d/skiff`).
+    Completions { shell: clap_complete::Shell },
+}
+
+#[derive(Debug, Subcommand)]
+enum CtCommand {
+    /// Flows, most recently active first.
+    List(CtArgs),
+    /// Deletes the matching flows (both directions); their next packet is balanced anew.
+    Flush {
+        #[command(flatten)]
+        args: CtArgs,
+        /// Flush every flow (required when no filter is given).
+        #[arg(long)]
+        all: bool,
+    },
 }
 
 /// Where the datapath is pinned and how to print what is read there.
 #[derive(Debug, Args)]
-struct ReadArgs {
+pub struct ReadArgs {
     /// The agent's `--pin-dir`.
     #[arg(long, default_value = names::DEFAULT_PIN_DIR)]
     pin_dir: PathBuf,
+    /// The agent's status socket (default: the one of the agent using --pin-dir).
+    #[arg(long)]
+    agent_socket: Option<PathBuf>,
     #[arg(short, long, value_enum, default_value_t = Format::Table)]
     output: Format,
+}
+
+impl ReadArgs {
+    fn socket(&self) -> PathBuf {
+        self.agent_socket.clone().unwrap_or_else(|| inspect::agent::socket_for(&self.pin_dir))
+    }
 }
 
 fn positive_seconds(s: &str) -> Result<f64, String> {
@@ -138,6 +175,15 @@ fn drops(read: &ReadArgs, watch: bool, interval: f64) -> Result<(), String> {
 
 fn main() {
     let result = match Cli::parse().command {
+        Command::Svc(cmd) => commands::svc(&cmd),
+        Command::Ct(CtCommand::List(args)) => commands::ct_list(&args),
+        Command::Ct(CtCommand::Flush { args, all }) => commands::ct_flush(&args, all),
+        Command::Trace(args) => commands::trace(&args),
+        Command::Explain(args) => commands::explain(&args),
+        Command::Completions { shell } => {
+            clap_complete::generate(shell, &mut Cli::command(), "skiff", &mut std::io::stdout());
+            Ok(())
+        }
         Command::Drops { read, watch, interval } => drops(&read, watch, interval),
         Command::Maps { read } => inspect::maps::read(&read.pin_dir)
             .and_then(|rows| inspect::output::render(read.output, &rows, inspect::maps::as_table))

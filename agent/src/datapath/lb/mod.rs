@@ -14,6 +14,7 @@ use skiff_common::{
         SourceRange,
     },
     names,
+    trace::FlowStats,
 };
 
 pub use table::MaglevTable;
@@ -39,6 +40,8 @@ pub struct LbMaps {
     affinity: HashMap<MapData, AffinityKey, AffinityValue>,
     source_ranges: LpmTrie<MapData, SourceRange, u8>,
     drops: PerCpuArray<MapData, u64>,
+    svc_stats: PerCpuArray<MapData, FlowStats>,
+    be_stats: PerCpuArray<MapData, FlowStats>,
     maglev: MaglevTable,
     max_backends: u32,
     /// The socket-level load balancer is on: UDP sockets it sent to a backend that leaves are
@@ -86,10 +89,30 @@ impl LbMaps {
             affinity: take(ebpf, names::MAP_AFFINITY)?,
             source_ranges: take(ebpf, names::MAP_SRC_RANGES)?,
             drops: take(ebpf, names::MAP_DROPS)?,
+            svc_stats: take(ebpf, names::MAP_SVC_STATS)?,
+            be_stats: take(ebpf, names::MAP_BE_STATS)?,
             maglev,
             max_backends,
             socket_lb: None,
         })
+    }
+
+    /// Zeroes the traffic counters of a frontend row or backend id about to be (re)used, so a new
+    /// frontend or endpoint never inherits what an earlier one counted.
+    pub fn reset_stats(&mut self, row: Option<u32>, backend: Option<u32>) -> Result<(), DatapathError> {
+        let zeros = || {
+            let cpus =
+                aya::util::nr_cpus().map_err(|_| DatapathError::Config("cannot count the possible CPUs"))?;
+            aya::maps::PerCpuValues::try_from(vec![FlowStats::default(); cpus])
+                .map_err(|_| DatapathError::Config("cannot count the possible CPUs"))
+        };
+        if let Some(row) = row {
+            self.svc_stats.set(row, zeros()?, 0).map_err(map_err(names::MAP_SVC_STATS))?;
+        }
+        if let Some(id) = backend {
+            self.be_stats.set(id, zeros()?, 0).map_err(map_err(names::MAP_BE_STATS))?;
+        }
+        Ok(())
     }
 
     /// Adds or replaces a frontend.

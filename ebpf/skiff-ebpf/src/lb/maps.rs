@@ -5,7 +5,7 @@ use aya_ebpf::{
     Global,
     bindings::BPF_F_MMAPABLE,
     macros::map,
-    maps::{Array, HashMap, LpmTrie, LruHashMap, PerCpuArray},
+    maps::{Array, HashMap, LpmTrie, LruHashMap, PerCpuArray, RingBuf},
 };
 use skiff_common::{
     DropReason,
@@ -15,6 +15,7 @@ use skiff_common::{
         DEFAULT_MAX_SOCKETS, DEFAULT_MAX_SOURCE_RANGES, FragKey, FragValue, LbConfig, ServiceKey,
         ServiceValue, SockFrontend, SockKey, SourceRange,
     },
+    trace::{FlowStats, TRACE_RING_BYTES, TraceConfig},
 };
 
 #[map]
@@ -51,6 +52,32 @@ pub static SKIFF_SOCK_RNAT: LruHashMap<SockKey, SockFrontend> = LruHashMap::pinn
 
 #[map]
 pub static SKIFF_DROPS: PerCpuArray<u64> = PerCpuArray::pinned(DropReason::SLOTS, 0);
+
+/// Client → service traffic per frontend row and per backend id (sized by the agent at load).
+#[map]
+pub static SKIFF_SVC_STATS: PerCpuArray<FlowStats> = PerCpuArray::pinned(DEFAULT_MAX_SERVICES, 0);
+
+#[map]
+pub static SKIFF_BE_STATS: PerCpuArray<FlowStats> = PerCpuArray::pinned(DEFAULT_MAX_BACKENDS + 1, 0);
+
+/// `skiff trace`'s events and its switch/filter (see `crate::trace`).
+#[map]
+pub static SKIFF_TRACE: RingBuf = RingBuf::pinned(TRACE_RING_BYTES, 0);
+
+#[map]
+pub static SKIFF_TRACE_CFG: Array<TraceConfig> = Array::pinned(1, 0);
+
+/// Counts a client → service packet on its frontend row and its backend.
+#[inline(always)]
+pub fn count_flow(svc_id: u32, backend_id: u32, len: u32, new: bool) {
+    // SAFETY (both): per-CPU slots from successful lookups; no concurrent writer on this CPU.
+    if let Some(s) = SKIFF_SVC_STATS.get_ptr_mut(svc_id) {
+        unsafe { (*s).record(u64::from(len), new) };
+    }
+    if let Some(s) = SKIFF_BE_STATS.get_ptr_mut(backend_id) {
+        unsafe { (*s).record(u64::from(len), new) };
+    }
+}
 
 /// Patched in by the agent at load (`names::GLOBAL_LB_CONFIG`).
 #[unsafe(no_mangle)]

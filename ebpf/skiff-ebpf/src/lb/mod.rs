@@ -27,10 +27,11 @@ use skiff_common::{
 };
 
 use self::{
-    maps::{SKIFF_CT, SKIFF_FRAGS, SKIFF_RNAT, SKIFF_SVC, config, count_drop, is_vip},
+    maps::{SKIFF_CT, SKIFF_FRAGS, SKIFF_RNAT, SKIFF_SVC, config, count_drop, count_flow, is_vip},
     nat::End,
     packet::{Ipv4, Packet as _},
 };
+use crate::trace::{self, Note};
 
 /// Why processing stopped short of a verdict.
 pub enum LbError {
@@ -44,36 +45,46 @@ pub enum LbError {
 /// not leave, and the counter says why it did not.
 #[inline(always)]
 pub fn run(ctx: &TcContext) -> i32 {
-    match try_lb(ctx) {
+    let mut note = Note::new();
+    let action = match try_lb(ctx, &mut note) {
         Ok(action) => action,
-        Err(LbError::Drop(reason)) => {
+        Err(err) => {
+            let reason = match err {
+                LbError::Drop(reason) => reason,
+                LbError::Helper => DropReason::InvalidPacket,
+            };
             count_drop(reason);
+            note.drop(reason);
             TC_ACT_SHOT
         }
-        Err(LbError::Helper) => {
-            count_drop(DropReason::InvalidPacket);
-            TC_ACT_SHOT
-        }
-    }
+    };
+    // SAFETY: `skb` points at the context the kernel handed this program.
+    let ifindex = unsafe { (*ctx.skb.skb).ifindex };
+    trace::emit(skiff_common::trace::TraceHook::TcPod, ifindex, ctx.len(), &note);
+    action
 }
 
 #[inline(always)]
-fn try_lb(ctx: &TcContext) -> Result<i32, LbError> {
+fn try_lb(ctx: &TcContext, note: &mut Note) -> Result<i32, LbError> {
     let Some(ip) = packet::ipv4(ctx) else { return Ok(TC_ACT_OK) };
     if ip.is_later_fragment() {
         return later_fragment(ctx, &ip);
     }
     match ip.proto {
-        proto::TCP | proto::UDP => flow(ctx, &ip),
+        proto::TCP | proto::UDP => flow(ctx, &ip, note),
         proto::ICMP => icmp::translate_error(ctx, &ip),
-        _ if is_vip(ip.daddr_be) => reject::port_unreachable(ctx, &ip, DropReason::UnsupportedProtocol),
+        _ if is_vip(ip.daddr_be) => {
+            note.orig =
+                CtKey { saddr_be: ip.saddr_be, daddr_be: ip.daddr_be, proto: ip.proto, ..CtKey::default() };
+            reject::port_unreachable(ctx, &ip, DropReason::UnsupportedProtocol, note)
+        }
         _ => Ok(TC_ACT_OK),
     }
 }
 
 /// A TCP or UDP packet (or the first fragment of a datagram).
 #[inline(always)]
-fn flow(ctx: &TcContext, ip: &Ipv4) -> Result<i32, LbError> {
+fn flow(ctx: &TcContext, ip: &Ipv4, note: &mut Note) -> Result<i32, LbError> {
     let Some(tuple) = packet::flow(ctx, ip) else {
         return if is_vip(ip.daddr_be) {
             Err(LbError::Drop(DropReason::InvalidPacket))
@@ -81,20 +92,21 @@ fn flow(ctx: &TcContext, ip: &Ipv4) -> Result<i32, LbError> {
             Ok(TC_ACT_OK)
         };
     };
+    note.orig = tuple;
     let dport = tuple.dport_be;
     // SAFETY (all map reads below): plain-data values copied out of the map at once.
     let now = unsafe { bpf_ktime_get_ns() };
 
     if let Some(rev) = unsafe { SKIFF_RNAT.get(tuple).copied() } {
         if ct::reverse_is_current(&tuple, &rev, now) {
-            return reply(ctx, ip, &tuple, rev, now);
+            return reply(ctx, ip, &tuple, rev, now, note);
         }
         // Left over from a finished flow: this packet is not a reply of it.
         let _ = SKIFF_RNAT.remove(tuple);
     }
     let Some(svc) = (unsafe { SKIFF_SVC.get(ServiceKey::new(ip.daddr_be, dport, ip.proto)).copied() }) else {
         if is_vip(ip.daddr_be) {
-            return reject::port_unreachable(ctx, ip, DropReason::UnknownPort);
+            return reject::port_unreachable(ctx, ip, DropReason::UnknownPort, note);
         }
         // A new TCP connection straight to an address whose replies a translated flow is still
         // waiting on (the client reused a port right after its Service connection to the same
@@ -108,7 +120,7 @@ fn flow(ctx: &TcContext, ip: &Ipv4) -> Result<i32, LbError> {
     };
     let tcp_flags =
         if ip.proto == proto::TCP { packet::tcp_at(ctx, ip.l4()).map_or(0, |t| t.flags) } else { 0 };
-    forward(ctx, ip, &tuple, &svc, tcp_flags, now)
+    forward(ctx, ip, &tuple, &svc, tcp_flags, now, note)
 }
 
 /// Client → frontend: pick (or recall) the backend, DNAT, record the flow.
@@ -120,12 +132,14 @@ fn forward(
     svc: &ServiceValue,
     tcp_flags: u8,
     now: u64,
+    note: &mut Note,
 ) -> Result<i32, LbError> {
+    note.svc_id = svc.id;
     let (backend_id, backend, mut entry, new) = match select::choose(tuple, svc, now)? {
         select::Choice::Backend { id, backend, entry, new } => (id, backend, entry, new),
         // TCP: tell the client at once.
-        select::Choice::Gone => return reject::tcp_reset(ctx, ip, DropReason::BackendGone),
-        select::Choice::NoEndpoints => return no_endpoints(ctx, ip, svc, tcp_flags),
+        select::Choice::Gone => return reject::tcp_reset(ctx, ip, DropReason::BackendGone, note),
+        select::Choice::NoEndpoints => return no_endpoints(ctx, ip, svc, tcp_flags, note),
     };
     if ct::is_fresh_syn(tcp_flags) {
         entry.flags = 0;
@@ -168,6 +182,9 @@ fn forward(
     if ip.is_fragment() {
         remember_fragment(ip, new_saddr, backend.addr_be);
     }
+    count_flow(svc.id, backend_id, ctx.len(), new);
+    let out = CtKey { saddr_be: new_saddr, daddr_be: backend.addr_be, dport_be: backend.port_be, ..*tuple };
+    note.forward(svc.id, backend_id, new, out);
     Ok(TC_ACT_OK)
 }
 
@@ -175,19 +192,32 @@ fn forward(
 /// unreachable; a segment of an established TCP connection gets a RST, because ICMP is only a
 /// soft error to an established socket and it would hang until its retransmissions run out.
 #[inline(always)]
-fn no_endpoints(ctx: &TcContext, ip: &Ipv4, svc: &ServiceValue, tcp_flags: u8) -> Result<i32, LbError> {
+fn no_endpoints(
+    ctx: &TcContext,
+    ip: &Ipv4,
+    svc: &ServiceValue,
+    tcp_flags: u8,
+    note: &mut Note,
+) -> Result<i32, LbError> {
     let reason =
         if svc.flags & SVC_F_LOCAL != 0 { DropReason::NoLocalEndpoints } else { DropReason::NoEndpoints };
     if ip.proto == proto::TCP && tcp_flags & packet::TCP_SYN == 0 {
-        return reject::tcp_reset(ctx, ip, reason);
+        return reject::tcp_reset(ctx, ip, reason, note);
     }
-    reject::port_unreachable(ctx, ip, reason)
+    reject::port_unreachable(ctx, ip, reason, note)
 }
 
 /// Backend → client: the source becomes the frontend again (and a hairpin flow's destination the
 /// client's real address).
 #[inline(always)]
-fn reply(ctx: &TcContext, ip: &Ipv4, tuple: &CtKey, rev: CtReverse, now: u64) -> Result<i32, LbError> {
+fn reply(
+    ctx: &TcContext,
+    ip: &Ipv4,
+    tuple: &CtKey,
+    rev: CtReverse,
+    now: u64,
+    note: &mut Note,
+) -> Result<i32, LbError> {
     let new_daddr = if rev.client_be != 0 { rev.client_be } else { ip.daddr_be };
     nat::set_addr(ctx, ip, End::Source, ip.saddr_be, rev.vip_be, true)?;
     nat::set_port(ctx, ip, End::Source, tuple.sport_be, rev.vport_be)?;
@@ -199,6 +229,8 @@ fn reply(ctx: &TcContext, ip: &Ipv4, tuple: &CtKey, rev: CtReverse, now: u64) ->
     if ip.is_fragment() {
         remember_fragment(ip, rev.vip_be, new_daddr);
     }
+    let out = CtKey { saddr_be: rev.vip_be, daddr_be: new_daddr, sport_be: rev.vport_be, ..*tuple };
+    note.reply(rev.backend_id, out);
     Ok(TC_ACT_OK)
 }
 

@@ -13,6 +13,8 @@ use aya_ebpf::{
 };
 use skiff_common::{DropReason, lb::proto};
 
+use crate::trace::Note;
+
 use super::{
     LbError,
     maps::count_drop,
@@ -62,7 +64,12 @@ fn send_back<const N: usize>(ctx: &TcContext, frame: &[u8; N]) -> Result<i32, Lb
 
 /// Answers the packet with ICMP destination unreachable / port unreachable and counts `reason`.
 #[inline(always)]
-pub fn port_unreachable(ctx: &TcContext, ip: &Ipv4, reason: DropReason) -> Result<i32, LbError> {
+pub fn port_unreachable(
+    ctx: &TcContext,
+    ip: &Ipv4,
+    reason: DropReason,
+    note: &mut Note,
+) -> Result<i32, LbError> {
     if ip.ihl != IP_LEN {
         return Err(LbError::Drop(DropReason::RejectFailed));
     }
@@ -81,12 +88,13 @@ pub fn port_unreachable(ctx: &TcContext, ip: &Ipv4, reason: DropReason) -> Resul
     frame[ETH_LEN + IP_LEN..].copy_from_slice(&icmp);
     let action = send_back(ctx, &frame)?;
     count_drop(reason);
+    note.reject(reason);
     Ok(action)
 }
 
 /// Answers a TCP segment with a reset (RFC 793 "Reset Generation") and counts `reason`.
 #[inline(always)]
-pub fn tcp_reset(ctx: &TcContext, ip: &Ipv4, reason: DropReason) -> Result<i32, LbError> {
+pub fn tcp_reset(ctx: &TcContext, ip: &Ipv4, reason: DropReason, note: &mut Note) -> Result<i32, LbError> {
     let tcp = tcp_at(ctx, ip.l4()).ok_or(LbError::Drop(DropReason::InvalidPacket))?;
     let ports: [u8; 4] = ctx.load(ip.l4()).map_err(|_| LbError::Drop(DropReason::InvalidPacket))?;
     let eth: [u8; 12] = ctx.load(0).map_err(|_| LbError::Drop(DropReason::RejectFailed))?;
@@ -123,5 +131,6 @@ pub fn tcp_reset(ctx: &TcContext, ip: &Ipv4, reason: DropReason) -> Result<i32, 
     frame[ETH_LEN + IP_LEN..].copy_from_slice(&th);
     let action = send_back(ctx, &frame)?;
     count_drop(reason);
+    note.reject(reason);
     Ok(action)
 }

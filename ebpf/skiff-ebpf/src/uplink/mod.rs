@@ -35,43 +35,52 @@ use skiff_common::{
     },
 };
 
-use crate::lb::{
-    LbError, ct,
-    maps::{SKIFF_CT, SKIFF_RNAT, SKIFF_SRC_RANGE, SKIFF_SVC, config, count_drop},
-    packet::{self, Ipv4},
-    select,
+use crate::{
+    lb::{
+        LbError, ct,
+        maps::{SKIFF_CT, SKIFF_RNAT, SKIFF_SRC_RANGE, SKIFF_SVC, config, count_drop, count_flow},
+        packet::{self, Ipv4},
+        select,
+    },
+    trace::{self, Note},
 };
 
 /// Entry point body. On error the frame is dropped and counted: a half-translated frame must not
 /// leave, and the counter says why it did not.
 #[inline(always)]
 pub fn run(ctx: &XdpContext) -> u32 {
-    match try_uplink(ctx) {
+    let mut note = Note::new();
+    let len = (ctx.data_end() - ctx.data()) as u32;
+    let action = match try_uplink(ctx, &mut note) {
         Ok(action) => action,
-        Err(LbError::Drop(reason)) => {
+        Err(err) => {
+            let reason = match err {
+                LbError::Drop(reason) => reason,
+                LbError::Helper => DropReason::InvalidPacket,
+            };
             count_drop(reason);
+            note.drop(reason);
             xdp_action::XDP_DROP
         }
-        Err(LbError::Helper) => {
-            count_drop(DropReason::InvalidPacket);
-            xdp_action::XDP_DROP
-        }
-    }
+    };
+    trace::emit(skiff_common::trace::TraceHook::XdpUplink, ctx.ingress_ifindex() as u32, len, &note);
+    action
 }
 
 #[inline(always)]
-fn try_uplink(ctx: &XdpContext) -> Result<u32, LbError> {
+fn try_uplink(ctx: &XdpContext, note: &mut Note) -> Result<u32, LbError> {
     let Some(ip) = packet::ipv4(ctx) else { return Ok(xdp_action::XDP_PASS) };
     if ip.is_fragment() || !matches!(ip.proto, proto::TCP | proto::UDP) {
         return Ok(xdp_action::XDP_PASS);
     }
     let Some(tuple) = packet::flow(ctx, &ip) else { return Ok(xdp_action::XDP_PASS) };
+    note.orig = tuple;
     // SAFETY (all map reads below): plain-data values copied out of the map at once.
     let now = unsafe { bpf_ktime_get_ns() };
     if let Some(rev) = unsafe { SKIFF_RNAT.get(tuple).copied() }
         && ct::reverse_is_current(&tuple, &rev, now)
     {
-        return reply(ctx, &ip, &tuple, rev, now);
+        return reply(ctx, &ip, &tuple, rev, now, note);
     }
     let Some(svc) =
         (unsafe { SKIFF_SVC.get(ServiceKey::new(ip.daddr_be, tuple.dport_be, ip.proto)).copied() })
@@ -93,7 +102,7 @@ fn try_uplink(ctx: &XdpContext) -> Result<u32, LbError> {
     }
     let tcp_flags =
         if ip.proto == proto::TCP { packet::tcp_at(ctx, ip.l4()).map_or(0, |t| t.flags) } else { 0 };
-    forward(ctx, &ip, &tuple, &svc, tcp_flags, now)
+    forward(ctx, &ip, &tuple, &svc, tcp_flags, now, note)
 }
 
 /// Client → external frontend.
@@ -105,16 +114,19 @@ fn forward(
     svc: &ServiceValue,
     tcp_flags: u8,
     now: u64,
+    note: &mut Note,
 ) -> Result<u32, LbError> {
+    note.svc_id = svc.id;
     let (backend_id, backend, mut entry, new) = match select::choose(tuple, svc, now)? {
         select::Choice::Backend { id, backend, entry, new } => (id, backend, entry, new),
         // TCP whose backend is gone: the kernel answers the untranslated segment with a RST
         // (nothing listens on a NodePort).
         select::Choice::Gone => {
             count_drop(DropReason::BackendGone);
+            note.reject(DropReason::BackendGone);
             return Ok(xdp_action::XDP_PASS);
         }
-        select::Choice::NoEndpoints => return no_endpoints(svc),
+        select::Choice::NoEndpoints => return no_endpoints(svc, note),
     };
     if ct::is_fresh_syn(tcp_flags) {
         entry.flags &= CT_F_SNAT;
@@ -166,6 +178,8 @@ fn forward(
             count_drop(DropReason::CtInsertFailed);
         }
     }
+    count_flow(svc.id, backend_id, (ctx.data_end() - ctx.data()) as u32, new);
+    note.forward(svc.id, backend_id, new, out);
     match hop {
         Some(hop) => fib::send(ctx, &hop),
         None => Ok(xdp_action::XDP_PASS),
@@ -174,19 +188,27 @@ fn forward(
 
 /// An external frontend with no usable endpoint.
 #[inline(always)]
-fn no_endpoints(svc: &ServiceValue) -> Result<u32, LbError> {
+fn no_endpoints(svc: &ServiceValue, note: &mut Note) -> Result<u32, LbError> {
     if svc.flags & SVC_F_LOCAL != 0 {
         // externalTrafficPolicy: Local without a local endpoint: drop, as kube-proxy does, so an
         // external load balancer's health check steers clients elsewhere.
         return Err(LbError::Drop(DropReason::NoLocalEndpoints));
     }
     count_drop(DropReason::NoEndpoints);
+    note.reject(DropReason::NoEndpoints);
     Ok(xdp_action::XDP_PASS)
 }
 
 /// Backend → client, for a flow translated on this node whose backend is elsewhere.
 #[inline(always)]
-fn reply(ctx: &XdpContext, ip: &Ipv4, tuple: &CtKey, rev: CtReverse, now: u64) -> Result<u32, LbError> {
+fn reply(
+    ctx: &XdpContext,
+    ip: &Ipv4,
+    tuple: &CtKey,
+    rev: CtReverse,
+    now: u64,
+    note: &mut Note,
+) -> Result<u32, LbError> {
     let snat = rev.cport_be != 0;
     let out = CtKey {
         saddr_be: rev.vip_be,
@@ -207,6 +229,7 @@ fn reply(ctx: &XdpContext, ip: &Ipv4, tuple: &CtKey, rev: CtReverse, now: u64) -
     if now.saturating_sub(rev.last_seen_ns) >= ct::REFRESH_NS {
         let _ = SKIFF_RNAT.insert(tuple, CtReverse { last_seen_ns: now, ..rev }, 0);
     }
+    note.reply(rev.backend_id, out);
     match hop {
         Some(hop) => fib::send(ctx, &hop),
         None => Ok(xdp_action::XDP_PASS),
