@@ -2,7 +2,10 @@
 //! the first control loops (garbage collector, namespace lifecycle).
 
 pub mod api;
+pub mod auth;
 pub mod controllers;
 pub mod local;
+pub mod pki;
 pub mod scheduler;
 pub mod store;
+pub mod tls;

@@ -1,5 +1,7 @@
 //! `skiff-control`: skiff's control plane.
 
+mod cli_pki;
+
 use std::{
     net::{Ipv4Addr, SocketAddr},
     path::PathBuf,
@@ -25,6 +27,11 @@ struct Cli {
 enum Command {
     /// Serve the Kubernetes API from the embedded store.
     Serve(ServeArgs),
+    /// Create the cluster's CA, certificates and kubeconfigs (kept where still valid).
+    Init(cli_pki::InitArgs),
+    /// Check and renew the cluster's certificates.
+    #[command(subcommand)]
+    Certs(cli_pki::CertsCommand),
 }
 
 #[derive(Debug, clap::Args)]
@@ -32,9 +39,18 @@ struct ServeArgs {
     /// Directory holding the store.
     #[arg(long, default_value = "/var/lib/skiff-control")]
     data_dir: PathBuf,
-    /// Address to listen on (plain HTTP for now; TLS arrives with the PKI).
+    /// Address to listen on.
     #[arg(long, default_value = "127.0.0.1:6443")]
     bind_address: SocketAddr,
+    /// PKI root made by `skiff-control init`: serve HTTPS with its `pki/apiserver.{crt,key}`,
+    /// authenticate client certificates its CA signed, and refuse anonymous requests (except
+    /// /healthz, /livez, /readyz, /version). Without it the API is served over plain HTTP with no
+    /// authentication — for tests and the lab until they move to the PKI.
+    #[arg(long)]
+    pki_dir: Option<PathBuf>,
+    /// Static bearer tokens (kube-apiserver's format: token,user,uid,"group1,group2").
+    #[arg(long, requires = "pki_dir")]
+    token_auth_file: Option<PathBuf>,
     /// CIDR ClusterIPs are allocated from.
     #[arg(long, default_value = "10.96.0.0/12")]
     service_cluster_ip_range: String,
@@ -127,7 +143,11 @@ fn loops_config(args: &ServeArgs) -> anyhow::Result<controllers::Config> {
 }
 
 fn run(cli: Cli) -> anyhow::Result<()> {
-    let Command::Serve(args) = cli.command;
+    let args = match cli.command {
+        Command::Serve(args) => args,
+        Command::Init(args) => return cli_pki::init(&args),
+        Command::Certs(cmd) => return cli_pki::certs(&cmd),
+    };
     let cidr = parse_cidr(&args.service_cluster_ip_range)
         .with_context(|| format!("--service-cluster-ip-range {}", args.service_cluster_ip_range))?;
     let loops = loops_config(&args)?;
@@ -151,14 +171,36 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             .await
             .map_err(|e| anyhow::anyhow!(e.message))
             .context("bootstrapping")?;
+        let secure = match &args.pki_dir {
+            Some(dir) => {
+                let pki = skiff_control::pki::Pki::new(dir);
+                let tls = skiff_control::tls::server_config(&pki)?;
+                let auth = match &args.token_auth_file {
+                    Some(file) => skiff_control::auth::Authenticator::with_token_file(file)?,
+                    None => skiff_control::auth::Authenticator::default(),
+                };
+                Some((tls, Arc::new(auth)))
+            }
+            None => None,
+        };
         if let Some(path) = &args.write_kubeconfig {
+            anyhow::ensure!(secure.is_none(), "--write-kubeconfig is for plain HTTP; use the PKI's admin.conf");
             std::fs::write(path, api::kubeconfig(&format!("http://{addr}")))
                 .with_context(|| format!("writing {}", path.display()))?;
         }
         controllers::spawn(server.clone(), loops, controllers::leader::Election::new(identity));
-        tracing::info!(%addr, "serving the Kubernetes API");
         println!("listening on {addr}");
-        axum::serve(listener, api::router(server)).with_graceful_shutdown(shutdown()).await.context("serving")
+        match secure {
+            Some((tls, auth)) => {
+                tracing::info!(%addr, "serving the Kubernetes API over HTTPS");
+                let app = skiff_control::auth::protect(api::router(server), auth);
+                skiff_control::tls::serve(listener, tls, app, shutdown()).await
+            }
+            None => {
+                tracing::warn!(%addr, "serving the Kubernetes API over plain HTTP without authentication (no --pki-dir)");
+                axum::serve(listener, api::router(server)).with_graceful_shutdown(shutdown()).await.context("serving")
+            }
+        }
     })
 }
 

@@ -1,0 +1,228 @@
+//! The real `skiff-control serve --pki-dir` process over HTTPS: the PKI `init` made, kubectl and
+//! kube-rs with the admin kubeconfig, bearer tokens, and what is refused — no credentials (401),
+//! a wrong token (401), an expired certificate and one from a foreign CA (the handshake fails) —
+//! and garbage on the wire that must neither crash nor wedge the server.
+
+use std::{
+    io::{BufRead as _, BufReader, Read as _, Write as _},
+    net::{SocketAddr, TcpStream},
+    path::{Path, PathBuf},
+    process::{Child, Command, Stdio},
+    time::Duration,
+};
+
+use k8s_openapi::api::core::v1::Namespace;
+use kube::{Api, Client, api::ListParams, config::Kubeconfig};
+use skiff_control::pki::{self, InitConfig, Pki, issue};
+
+struct Server {
+    child: Child,
+    addr: SocketAddr,
+    pki: Pki,
+    _dir: tempfile::TempDir,
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn start() -> Server {
+    let dir = tempfile::tempdir().expect("tmp");
+    let pki = Pki::new(dir.path().join("pki"));
+    let config = InitConfig { nodes: vec!["n1".into()], ..InitConfig::default() };
+    pki.init(&config).expect("init");
+    std::fs::write(dir.path().join("tokens.csv"), "s3cret-token,alice,1001,\"dev\"\n").expect("tokens");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_skiff-control"))
+        .args(["serve", "--bind-address", "127.0.0.1:0"])
+        .arg("--data-dir")
+        .arg(dir.path().join("data"))
+        .arg("--pki-dir")
+        .arg(pki.root())
+        .arg("--token-auth-file")
+        .arg(dir.path().join("tokens.csv"))
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("skiff-control");
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().expect("stdout")).read_line(&mut line).expect("listening line");
+    let addr = line.trim().strip_prefix("listening on ").expect("listening on ADDR").parse().expect("addr");
+    Server { child, addr, pki, _dir: dir }
+}
+
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread().enable_all().build().expect("tokio")
+}
+
+impl Server {
+    fn url(&self) -> String {
+        format!("https://{}", self.addr)
+    }
+
+    /// A client from `kubeconfig`, pointed at this server.
+    async fn client_from(&self, kubeconfig: &Path) -> Client {
+        let raw = Kubeconfig::read_from(kubeconfig).expect("kubeconfig");
+        let mut config =
+            kube::Config::from_custom_kubeconfig(raw, &Default::default()).await.expect("config");
+        config.cluster_url = self.url().parse().expect("url");
+        Client::try_from(config).expect("client")
+    }
+
+    /// A client trusting the CA, with no identity, or with a bearer token.
+    fn client_with(&self, token: Option<&str>) -> Client {
+        let mut config = kube::Config::new(self.url().parse().expect("url"));
+        let ca = std::fs::read(self.pki.ca_cert()).expect("ca");
+        config.root_cert = Some(vec![
+            rustls_pki_types::pem::PemObject::from_pem_slice(&ca)
+                .map(|c: rustls_pki_types::CertificateDer| c.to_vec())
+                .expect("ca der"),
+        ]);
+        config.auth_info.token = token.map(|t| t.to_owned().into());
+        Client::try_from(config).expect("client")
+    }
+
+    /// A kubeconfig like admin.conf whose client certificate is `client`.
+    fn kubeconfig_with(&self, dir: &Path, name: &str, client: &issue::Issued) -> PathBuf {
+        let text = pki::kubeconfig::with_client(
+            &std::fs::read_to_string(self.pki.admin_kubeconfig()).expect("admin"),
+            client,
+        )
+        .expect("kubeconfig");
+        let path = dir.join(name);
+        std::fs::write(&path, text).expect("write");
+        path
+    }
+}
+
+async fn list_namespaces(client: Client) -> Result<usize, kube::Error> {
+    Api::<Namespace>::all(client).list(&ListParams::default()).await.map(|l| l.items.len())
+}
+
+fn code(err: &kube::Error) -> Option<u16> {
+    match err {
+        kube::Error::Api(status) => Some(status.code),
+        _ => None,
+    }
+}
+
+#[test]
+fn admin_kubeconfig_and_tokens_work_and_everyone_else_is_refused() {
+    let server = start();
+    let scratch = tempfile::tempdir().expect("tmp");
+    runtime().block_on(async {
+        let admin = server.client_from(&server.pki.admin_kubeconfig()).await;
+        assert!(list_namespaces(admin).await.expect("admin lists namespaces") >= 4);
+        let node = server.client_from(&server.pki.node_kubeconfig("n1")).await;
+        assert!(list_namespaces(node).await.is_ok(), "a node certificate authenticates");
+        assert!(list_namespaces(server.client_with(Some("s3cret-token"))).await.is_ok(), "a static token");
+
+        let anonymous = list_namespaces(server.client_with(None)).await.expect_err("anonymous refused");
+        assert_eq!(code(&anonymous), Some(401), "{anonymous}");
+        let wrong = list_namespaces(server.client_with(Some("guess"))).await.expect_err("wrong token");
+        assert_eq!(code(&wrong), Some(401), "{wrong}");
+
+        // Health and version stay open to anyone.
+        let version = server.client_with(None).apiserver_version().await.expect("version is public");
+        assert_eq!(version.major, "1");
+
+        // A certificate of this CA that has expired, and one of a CA the server never heard of.
+        let ca = server.pki.ca().expect("ca");
+        let subject = issue::Subject {
+            common_name: "kubernetes-admin".into(),
+            organizations: vec!["system:masters".into()],
+            sans: vec![],
+            usage: issue::Usage::Client,
+        };
+        let long_ago = time::OffsetDateTime::now_utc() - time::Duration::days(10);
+        let expired = ca.issue(&subject, long_ago, time::Duration::days(1)).expect("expired cert");
+        let path = server.kubeconfig_with(scratch.path(), "expired.conf", &expired);
+        let err = list_namespaces(server.client_from(&path).await).await.expect_err("expired certificate");
+        // Refused in the handshake (the server's TLS alert), not by a handler.
+        assert!(format!("{err:?}").contains("AlertReceived(CertificateExpired)"), "{err:?}");
+
+        let foreign = issue::new_ca("someone-else", time::Duration::days(30)).expect("foreign CA");
+        let foreign = issue::Ca::load(&foreign.cert_pem, &foreign.key_pem).expect("load");
+        let stranger = foreign
+            .issue(
+                &subject,
+                time::OffsetDateTime::now_utc() - time::Duration::minutes(1),
+                time::Duration::days(1),
+            )
+            .expect("foreign cert");
+        let path = server.kubeconfig_with(scratch.path(), "foreign.conf", &stranger);
+        let err = list_namespaces(server.client_from(&path).await).await.expect_err("foreign CA");
+        assert!(format!("{err:?}").contains("AlertReceived("), "{err:?}");
+    });
+
+    // kubectl with the generated kubeconfig (its server URL named the default port; point it here).
+    let out = Command::new("kubectl")
+        .arg("--kubeconfig")
+        .arg(server.pki.admin_kubeconfig())
+        .args(["--server", &server.url(), "get", "namespaces", "-o", "name"])
+        .output()
+        .expect("kubectl");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("namespace/kube-system"));
+}
+
+/// xorshift64*: a fixed, reproducible stream of bytes for the garbage.
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
+    }
+
+    fn bytes(&mut self, n: usize) -> Vec<u8> {
+        (0..n).map(|_| self.next() as u8).collect()
+    }
+}
+
+/// A TLS 1.2 ClientHello record header and the start of a handshake: what a real client's first
+/// bytes look like, so mutations reach past the first byte check.
+const HELLO_PREFIX: [u8; 9] = [0x16, 0x03, 0x01, 0x00, 0xc8, 0x01, 0x00, 0x00, 0xc4];
+
+#[test]
+fn garbage_and_stalled_handshakes_neither_crash_nor_wedge_the_server() {
+    let server = start();
+    // Connections that send half a handshake and then nothing, held open throughout.
+    let stalled: Vec<TcpStream> = (0..20)
+        .map(|_| {
+            let mut s = TcpStream::connect(server.addr).expect("connect");
+            s.write_all(&HELLO_PREFIX[..5]).expect("write");
+            s
+        })
+        .collect();
+    // A fixed budget of malformed first flights: random bytes, mutated ClientHellos, plain HTTP.
+    let mut rng = Rng(0x5eed_cafe_f00d_0001);
+    for round in 0..300 {
+        let Ok(mut s) = TcpStream::connect(server.addr) else { panic!("connect refused at round {round}") };
+        s.set_read_timeout(Some(Duration::from_millis(100))).expect("timeout");
+        let len = (rng.next() % 600) as usize;
+        let payload = match round % 3 {
+            0 => rng.bytes(len),
+            1 => {
+                let mut p = HELLO_PREFIX.to_vec();
+                p.extend(rng.bytes(len));
+                p
+            }
+            _ => b"GET /api/v1/namespaces HTTP/1.1\r\nHost: x\r\n\r\n".to_vec(),
+        };
+        let _ = s.write_all(&payload);
+        let mut buf = [0u8; 256];
+        let _ = s.read(&mut buf);
+    }
+    // Still serving, promptly, with the stalled connections still open.
+    runtime().block_on(async {
+        let admin = server.client_from(&server.pki.admin_kubeconfig()).await;
+        let listed = tokio::time::timeout(Duration::from_secs(10), list_namespaces(admin)).await;
+        assert!(matches!(listed, Ok(Ok(n)) if n >= 4), "server wedged or failing: {listed:?}");
+    });
+    drop(stalled);
+}
