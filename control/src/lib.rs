@@ -3,6 +3,7 @@
 
 pub mod api;
 pub mod auth;
+pub mod authz;
 pub mod controllers;
 pub mod local;
 pub mod pki;

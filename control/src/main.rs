@@ -193,7 +193,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         match secure {
             Some((tls, auth)) => {
                 tracing::info!(%addr, "serving the Kubernetes API over HTTPS");
-                let app = skiff_control::auth::protect(api::router(server), auth);
+                let app = api::secure_router(server, auth);
                 skiff_control::tls::serve(listener, tls, app, shutdown()).await
             }
             None => {

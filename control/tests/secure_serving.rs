@@ -11,8 +11,17 @@ use std::{
     time::Duration,
 };
 
-use k8s_openapi::api::core::v1::Namespace;
-use kube::{Api, Client, api::ListParams, config::Kubeconfig};
+use k8s_openapi::api::{
+    coordination::v1::Lease,
+    core::v1::{Namespace, Node, Pod, Secret},
+    rbac::v1::{ClusterRole, ClusterRoleBinding, RoleBinding},
+};
+use kube::{
+    Api, Client,
+    api::{ListParams, Patch, PatchParams, PostParams},
+    config::Kubeconfig,
+};
+use serde_json::json;
 use skiff_control::pki::{self, InitConfig, Pki, issue};
 
 struct Server {
@@ -32,7 +41,7 @@ impl Drop for Server {
 fn start() -> Server {
     let dir = tempfile::tempdir().expect("tmp");
     let pki = Pki::new(dir.path().join("pki"));
-    let config = InitConfig { nodes: vec!["n1".into()], ..InitConfig::default() };
+    let config = InitConfig { nodes: vec!["n1".into(), "n2".into()], ..InitConfig::default() };
     pki.init(&config).expect("init");
     std::fs::write(dir.path().join("tokens.csv"), "s3cret-token,alice,1001,\"dev\"\n").expect("tokens");
     let mut child = Command::new(env!("CARGO_BIN_EXE_skiff-control"))
@@ -108,6 +117,123 @@ fn code(err: &kube::Error) -> Option<u16> {
     }
 }
 
+fn message(err: &kube::Error) -> String {
+    match err {
+        kube::Error::Api(status) => status.message.clone(),
+        other => other.to_string(),
+    }
+}
+
+/// Creates `object` as the admin.
+async fn create<K>(admin: &Client, namespace: Option<&str>, object: serde_json::Value) -> K
+where
+    K: kube::Resource<Scope = k8s_openapi::NamespaceResourceScope>
+        + Clone
+        + serde::de::DeserializeOwned
+        + serde::Serialize
+        + std::fmt::Debug,
+    K::DynamicType: Default,
+{
+    let api: Api<K> = Api::namespaced(admin.clone(), namespace.unwrap_or("default"));
+    api.create(&PostParams::default(), &serde_json::from_value(object).expect("object"))
+        .await
+        .expect("create")
+}
+
+async fn create_cluster<K>(admin: &Client, object: serde_json::Value) -> K
+where
+    K: kube::Resource<Scope = k8s_openapi::ClusterResourceScope>
+        + Clone
+        + serde::de::DeserializeOwned
+        + serde::Serialize
+        + std::fmt::Debug,
+    K::DynamicType: Default,
+{
+    let api: Api<K> = Api::all(admin.clone());
+    api.create(&PostParams::default(), &serde_json::from_value(object).expect("object"))
+        .await
+        .expect("create")
+}
+
+#[test]
+fn rbac_grants_what_bindings_say_and_a_403_names_verb_and_resource() {
+    let server = start();
+    runtime().block_on(async {
+        let admin = server.client_from(&server.pki.admin_kubeconfig()).await;
+        let alice = server.client_with(Some("s3cret-token"));
+        let err = list_namespaces(alice.clone()).await.expect_err("no role yet");
+        assert_eq!(code(&err), Some(403));
+        assert_eq!(
+            message(&err),
+            "namespaces is forbidden: User \"alice\" cannot list resource \"namespaces\" in API group \"\" at the cluster scope"
+        );
+        // The default policy is there for kubectl to see.
+        let roles: Api<ClusterRole> = Api::all(admin.clone());
+        for name in ["cluster-admin", "admin", "edit", "view", "system:discovery"] {
+            roles.get(name).await.unwrap_or_else(|e| panic!("default ClusterRole {name}: {e}"));
+        }
+        // Group "dev" may list namespaces; alice is in it.
+        create_cluster::<ClusterRole>(&admin, json!({"metadata": {"name": "ns-reader"},
+            "rules": [{"apiGroups": [""], "resources": ["namespaces"], "verbs": ["list"]}]})).await;
+        create_cluster::<ClusterRoleBinding>(&admin, json!({"metadata": {"name": "dev-ns"},
+            "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": "ns-reader"},
+            "subjects": [{"kind": "Group", "name": "dev"}]})).await;
+        assert!(list_namespaces(alice.clone()).await.is_ok(), "bound through her group");
+        // view in one namespace only.
+        create::<RoleBinding>(&admin, Some("default"), json!({"metadata": {"name": "alice-view"},
+            "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": "view"},
+            "subjects": [{"kind": "User", "name": "alice"}]})).await;
+        let pods = |ns: &str| Api::<Pod>::namespaced(alice.clone(), ns);
+        assert!(pods("default").list(&ListParams::default()).await.is_ok());
+        let err = pods("kube-system").list(&ListParams::default()).await.expect_err("not in kube-system");
+        assert_eq!(code(&err), Some(403));
+        let err = Api::<Secret>::namespaced(alice.clone(), "default").list(&ListParams::default()).await.expect_err("view has no secrets");
+        assert!(message(&err).contains("cannot list resource \"secrets\""), "{}", message(&err));
+        // Discovery is open to every authenticated user.
+        assert!(alice.list_core_api_versions().await.is_ok());
+    });
+}
+
+#[test]
+fn a_node_may_touch_only_its_own_node_lease_pods_and_their_secrets() {
+    let server = start();
+    runtime().block_on(async {
+        let admin = server.client_from(&server.pki.admin_kubeconfig()).await;
+        for n in ["n1", "n2"] {
+            create_cluster::<Node>(&admin, json!({"metadata": {"name": n}})).await;
+            create::<Lease>(&admin, Some("kube-node-lease"), json!({"metadata": {"name": n}, "spec": {"holderIdentity": n}})).await;
+            create::<Secret>(&admin, None, json!({"metadata": {"name": format!("{n}-secret")}, "stringData": {"k": "v"}})).await;
+            create::<Pod>(&admin, None, json!({"metadata": {"name": format!("on-{n}")}, "spec": {"nodeName": n,
+                "containers": [{"name": "c", "image": "busybox", "envFrom": [{"secretRef": {"name": format!("{n}-secret")}}]}]}})).await;
+        }
+        let n1 = server.client_from(&server.pki.node_kubeconfig("n1")).await;
+        let nodes: Api<Node> = Api::all(n1.clone());
+        let label = Patch::Merge(json!({"metadata": {"labels": {"touched": "yes"}}}));
+        nodes.patch("n1", &PatchParams::default(), &label).await.expect("its own Node");
+        let err = nodes.patch("n2", &PatchParams::default(), &label).await.expect_err("another Node");
+        assert_eq!(code(&err), Some(403), "{err}");
+        assert!(message(&err).contains("cannot patch resource \"nodes\""), "{}", message(&err));
+
+        let leases: Api<Lease> = Api::namespaced(n1.clone(), "kube-node-lease");
+        let renew = Patch::Merge(json!({"spec": {"renewTime": "2026-12-07T08:00:00.000000Z"}}));
+        leases.patch("n1", &PatchParams::default(), &renew).await.expect("its own Lease");
+        assert_eq!(code(&leases.patch("n2", &PatchParams::default(), &renew).await.expect_err("n2's Lease")), Some(403));
+
+        let pods: Api<Pod> = Api::namespaced(n1.clone(), "default");
+        let running = Patch::Merge(json!({"status": {"phase": "Running"}}));
+        pods.patch_status("on-n1", &PatchParams::default(), &running).await.expect("status of its own pod");
+        let err = pods.patch_status("on-n2", &PatchParams::default(), &running).await.expect_err("n2's pod");
+        assert_eq!(code(&err), Some(403));
+        assert_eq!(code(&pods.delete("on-n2", &Default::default()).await.expect_err("delete n2's pod")), Some(403));
+
+        let secrets: Api<Secret> = Api::namespaced(n1, "default");
+        secrets.get("n1-secret").await.expect("the secret its pod uses");
+        let err = secrets.get("n2-secret").await.expect_err("a secret of a pod elsewhere");
+        assert_eq!(code(&err), Some(403));
+        assert!(message(&err).contains("no relationship found between node 'n1'"), "{}", message(&err));
+    });
+}
+
 #[test]
 fn admin_kubeconfig_and_tokens_work_and_everyone_else_is_refused() {
     let server = start();
@@ -115,9 +241,13 @@ fn admin_kubeconfig_and_tokens_work_and_everyone_else_is_refused() {
     runtime().block_on(async {
         let admin = server.client_from(&server.pki.admin_kubeconfig()).await;
         assert!(list_namespaces(admin).await.expect("admin lists namespaces") >= 4);
+        // A node and a token holder are authenticated; what they may do is RBAC's business.
         let node = server.client_from(&server.pki.node_kubeconfig("n1")).await;
-        assert!(list_namespaces(node).await.is_ok(), "a node certificate authenticates");
-        assert!(list_namespaces(server.client_with(Some("s3cret-token"))).await.is_ok(), "a static token");
+        let err = list_namespaces(node).await.expect_err("nodes do not list namespaces");
+        assert_eq!(code(&err), Some(403), "{err}");
+        let err =
+            list_namespaces(server.client_with(Some("s3cret-token"))).await.expect_err("alice has no role");
+        assert_eq!(code(&err), Some(403), "{err}");
 
         let anonymous = list_namespaces(server.client_with(None)).await.expect_err("anonymous refused");
         assert_eq!(code(&anonymous), Some(401), "{anonymous}");

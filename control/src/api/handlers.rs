@@ -737,6 +737,18 @@ pub async fn bootstrap<S: Store>(
         prepare_create(slices, Some("default"), &mut slice)?;
         create_if_missing(server, &slices.key(Some("default"), "kubernetes"), &slice).await?;
     }
+    // The default RBAC policy (created once; an operator's edits to it are kept).
+    for (plural, objects) in [
+        ("clusterroles", crate::authz::policy::cluster_roles()),
+        ("clusterrolebindings", crate::authz::policy::cluster_role_bindings()),
+    ] {
+        let r = registry::builtin(plural, "rbac.authorization.k8s.io")?;
+        for mut object in objects {
+            let name = object["metadata"]["name"].as_str().unwrap_or_default().to_owned();
+            prepare_create(r, None, &mut object)?;
+            create_if_missing(server, &r.key(None, &name), &object).await?;
+        }
+    }
     Ok(())
 }
 

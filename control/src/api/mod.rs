@@ -107,6 +107,25 @@ impl<S: Store + Clone> ApiServer<S> {
     }
 }
 
+/// What a resource path addresses (`None` for non-resource paths and unknown resources).
+pub fn parse_path(path: &str) -> Option<path::Target> {
+    path::parse(path)
+}
+
+pub use path::Target;
+
+/// The routes behind authentication (`auth`) and authorization (the node authorizer, then RBAC
+/// over the stored policy): what `serve --pki-dir` serves.
+pub fn secure_router<S: Store + Clone>(
+    server: Arc<ApiServer<S>>,
+    auth: Arc<crate::auth::Authenticator>,
+) -> Router {
+    let authz = Arc::new(crate::authz::Authorizer::new(server.clone()));
+    router(server)
+        .layer(axum::middleware::from_fn_with_state(authz, crate::authz::middleware::<S>))
+        .layer(axum::middleware::from_fn_with_state(auth, crate::auth::middleware))
+}
+
 /// The HTTP routes: everything goes through one dispatcher, since Kubernetes paths are data.
 pub fn router<S: Store + Clone>(server: Arc<ApiServer<S>>) -> Router {
     Router::new().fallback(dispatch::<S>).layer(DefaultBodyLimit::disable()).with_state(server)

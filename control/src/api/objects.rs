@@ -70,7 +70,19 @@ pub fn prepare_create(
                 ));
             }
         };
-    if !valid_name(&name) {
+    if resource.group == "rbac.authorization.k8s.io" {
+        // RBAC names are path segments (`system:node-proxier`), as Kubernetes validates them.
+        if name == "." || name == ".." || name.contains(['/', '%']) {
+            return Err(ApiError::invalid(
+                resource.kind,
+                &name,
+                vec![(
+                    "metadata.name".into(),
+                    format!("Invalid value: \"{name}\": may not be '.', '..' or contain '/' or '%'"),
+                )],
+            ));
+        }
+    } else if !valid_name(&name) {
         return Err(ApiError::invalid(
             resource.kind,
             &name,

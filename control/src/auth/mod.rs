@@ -109,11 +109,6 @@ fn unauthorized(message: &str) -> Response {
         .into_response()
 }
 
-/// `router` with every request authenticated first.
-pub fn protect(router: axum::Router, auth: Arc<Authenticator>) -> axum::Router {
-    router.layer(axum::middleware::from_fn_with_state(auth, middleware))
-}
-
 /// Middleware: authenticates the request and stores its [`UserInfo`], or answers 401.
 pub async fn middleware(State(auth): State<Arc<Authenticator>>, mut req: Request, next: Next) -> Response {
     let header = req.headers().get(header::AUTHORIZATION).map(|v| v.to_str().unwrap_or("\u{0}"));
