@@ -179,7 +179,13 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                     Some(file) => skiff_control::auth::Authenticator::with_token_file(file)?,
                     None => skiff_control::auth::Authenticator::default(),
                 };
-                Some((tls, Arc::new(auth)))
+                let sa_key = std::fs::read(pki.sa_key()).with_context(|| format!("reading {}", pki.sa_key().display()))?;
+                let keys = Arc::new(skiff_control::auth::sa_token::TokenKeys::from_pem(&sa_key)?);
+                server.set_token_keys(keys.clone());
+                let accounts = server.clone();
+                let lookup: skiff_control::auth::AccountLookup =
+                    Arc::new(move |ns, name| accounts.service_account_uid(ns, name));
+                Some((tls, Arc::new(auth.with_service_accounts(keys, lookup))))
             }
             None => None,
         };

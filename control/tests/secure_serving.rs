@@ -356,3 +356,56 @@ fn garbage_and_stalled_handshakes_neither_crash_nor_wedge_the_server() {
     });
     drop(stalled);
 }
+
+#[test]
+fn service_account_tokens_from_kubectl_authenticate_until_the_account_is_gone() {
+    let server = start();
+    let kubectl = |args: &[&str]| {
+        let out = Command::new("kubectl")
+            .arg("--kubeconfig")
+            .arg(server.pki.admin_kubeconfig())
+            .args(["--server", &server.url()])
+            .args(args)
+            .output()
+            .expect("kubectl");
+        assert!(out.status.success(), "kubectl {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8(out.stdout).expect("utf-8")
+    };
+    kubectl(&["create", "serviceaccount", "robot"]);
+    // TokenRequest, sent by kubectl as protobuf.
+    let token = kubectl(&["create", "token", "robot", "--duration", "20m"]).trim().to_owned();
+    assert_eq!(token.matches('.').count(), 2, "a JWT: {token}");
+    runtime().block_on(async {
+        let robot = server.client_with(Some(&token));
+        let pods = Api::<Pod>::namespaced(robot.clone(), "default");
+        let err = pods.list(&ListParams::default()).await.expect_err("no role yet");
+        assert_eq!(code(&err), Some(403));
+        assert!(message(&err).contains("User \"system:serviceaccount:default:robot\""), "{}", message(&err));
+    });
+    kubectl(&[
+        "create",
+        "rolebinding",
+        "robot-view",
+        "--clusterrole",
+        "view",
+        "--serviceaccount",
+        "default:robot",
+    ]);
+    runtime().block_on(async {
+        let pods = Api::<Pod>::namespaced(server.client_with(Some(&token)), "default");
+        pods.list(&ListParams::default()).await.expect("view through the RoleBinding");
+    });
+    kubectl(&["delete", "serviceaccount", "robot"]);
+    runtime().block_on(async {
+        let pods = Api::<Pod>::namespaced(server.client_with(Some(&token)), "default");
+        let err = pods.list(&ListParams::default()).await.expect_err("its account is gone");
+        assert_eq!(code(&err), Some(401), "{err}");
+        // A token with one byte of its signature changed.
+        let mut forged = token.clone().into_bytes();
+        let last = forged.len() - 2;
+        forged[last] = if forged[last] == b'A' { b'B' } else { b'A' };
+        let forged = String::from_utf8(forged).expect("ascii");
+        let err = list_namespaces(server.client_with(Some(&forged))).await.expect_err("forged");
+        assert_eq!(code(&err), Some(401), "{err}");
+    });
+}

@@ -42,6 +42,7 @@ fn subresource(r: &Resource, sub: &str) -> (&'static str, &'static [&'static str
     match sub {
         "binding" => ("Binding", &["create"]),
         "eviction" => ("Eviction", &["create"]),
+        "token" => ("TokenRequest", &["create"]),
         "scale" => ("Scale", &["get", "patch", "update"]),
         "log" => (r.kind, &["get"]),
         _ => (r.kind, &["get", "patch", "update"]),

@@ -19,6 +19,7 @@ mod scale;
 mod selector;
 mod status;
 mod tables;
+mod tokens;
 mod watch;
 
 use std::{collections::HashMap, net::Ipv4Addr, sync::Arc};
@@ -75,11 +76,30 @@ pub struct ApiServer<S> {
     /// `--service-cluster-ip-range`.
     pub service_cidr: (Ipv4Addr, u8),
     allocations: tokio::sync::Mutex<()>,
+    /// The ServiceAccount token key (`--pki-dir`'s `sa.key`), once set.
+    token_keys: std::sync::OnceLock<Arc<crate::auth::sa_token::TokenKeys>>,
 }
 
 impl<S: Store + Clone> ApiServer<S> {
     pub fn new(store: S, service_cidr: (Ipv4Addr, u8)) -> Self {
-        Self { store, service_cidr, allocations: tokio::sync::Mutex::new(()) }
+        Self { store, service_cidr, allocations: tokio::sync::Mutex::new(()), token_keys: Default::default() }
+    }
+
+    /// Issue ServiceAccount tokens with `keys` (TokenRequest); once.
+    pub fn set_token_keys(&self, keys: Arc<crate::auth::sa_token::TokenKeys>) {
+        let _ = self.token_keys.set(keys);
+    }
+
+    pub fn token_keys(&self) -> Option<&Arc<crate::auth::sa_token::TokenKeys>> {
+        self.token_keys.get()
+    }
+
+    /// The uid of ServiceAccount `namespace/name`, if it exists (for token authentication).
+    pub fn service_account_uid(&self, namespace: &str, name: &str) -> Option<String> {
+        let r = registry::find("", "v1", "serviceaccounts")?;
+        let stored = self.store.get(&r.key(Some(namespace), name))?;
+        let value: serde_json::Value = serde_json::from_slice(&stored.value).ok()?;
+        value["metadata"]["uid"].as_str().map(str::to_owned)
     }
 
     /// Creates what every cluster starts with: the built-in namespaces and the `kubernetes`
@@ -278,6 +298,11 @@ async fn route<S: Store + Clone>(
             if target.resource.kind == "Pod" && target.subresource.as_deref() == Some("eviction") =>
         {
             pods::evict(server, &target, name, req).await
+        }
+        (&Method::POST, Some(name))
+            if target.resource.kind == "ServiceAccount" && target.subresource.as_deref() == Some("token") =>
+        {
+            tokens::create_token(server, &target, name, req).await
         }
         (&Method::PUT, Some(name)) => handlers::update(server, &target, name, req).await,
         (&Method::PATCH, Some(name)) => handlers::patch(server, &target, name, req).await,

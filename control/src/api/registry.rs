@@ -147,7 +147,7 @@ pub static RESOURCES: &[Resource] = &[
         true,
         &["sa"],
         &[],
-        &[]
+        &["token"]
     ),
     resource!("", "v1", Endpoints, core::Endpoints, "endpoints", "endpoints", true, &["ep"], &[], &[]),
     resource!(

@@ -13,7 +13,12 @@ use axum::{
     response::{IntoResponse, Response},
 };
 
+pub mod sa_token;
+
 use crate::pki::inspect::CertInfo;
+
+/// Finds a ServiceAccount's uid by namespace and name (`None`: it does not exist).
+pub type AccountLookup = Arc<dyn Fn(&str, &str) -> Option<String> + Send + Sync>;
 
 /// The authenticated user of a request (a request extension once authenticated).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -33,13 +38,30 @@ pub fn is_public(path: &str) -> bool {
         .any(|p| path == *p || path.strip_prefix(p).is_some_and(|rest| rest.starts_with('/')))
 }
 
-/// Who may ask: token holders (the static token file).
-#[derive(Debug, Default)]
+/// Who may ask: token holders (the static token file, ServiceAccount tokens).
+#[derive(Default)]
 pub struct Authenticator {
     tokens: HashMap<String, UserInfo>,
+    service_accounts: Option<(Arc<sa_token::TokenKeys>, AccountLookup)>,
+}
+
+impl std::fmt::Debug for Authenticator {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Authenticator").field("static_tokens", &self.tokens.len()).finish_non_exhaustive()
+    }
+}
+
+fn unix_now() -> i64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs() as i64)
 }
 
 impl Authenticator {
+    /// Also accept ServiceAccount tokens signed with `keys` whose account `lookup` still finds.
+    pub fn with_service_accounts(mut self, keys: Arc<sa_token::TokenKeys>, lookup: AccountLookup) -> Self {
+        self.service_accounts = Some((keys, lookup));
+        self
+    }
+
     /// Reads kube-apiserver's `--token-auth-file` format: `token,user,uid[,"group1,group2"]` per
     /// line (`#` comments and blank lines skipped).
     pub fn with_token_file(path: &Path) -> anyhow::Result<Self> {
@@ -70,7 +92,7 @@ impl Authenticator {
             }
             tokens.insert(token.to_owned(), UserInfo { name: user.to_owned(), groups });
         }
-        Ok(Self { tokens })
+        Ok(Self { tokens, service_accounts: None })
     }
 
     /// The user behind a certificate or an `Authorization` header; `Err` for a header that names
@@ -82,7 +104,17 @@ impl Authenticator {
     ) -> Result<Option<UserInfo>, &'static str> {
         let mut user = if let Some(value) = authorization {
             let token = value.strip_prefix("Bearer ").ok_or("only bearer tokens are accepted")?.trim();
-            self.tokens.get(token).cloned().ok_or("invalid bearer token")?
+            match (self.tokens.get(token), &self.service_accounts) {
+                (Some(user), _) => user.clone(),
+                (None, Some((keys, lookup))) if token.matches('.').count() == 2 => {
+                    let sa = keys.verify(token, unix_now())?;
+                    if lookup(&sa.namespace, &sa.name).as_deref() != Some(sa.uid.as_str()) {
+                        return Err("the token's ServiceAccount no longer exists");
+                    }
+                    UserInfo { name: sa.user(), groups: sa.groups() }
+                }
+                _ => return Err("invalid bearer token"),
+            }
         } else if let Some(PeerCertificate(cert)) = cert {
             UserInfo { name: cert.common_name.clone(), groups: cert.organizations.clone() }
         } else {
