@@ -121,6 +121,8 @@ impl Node {
             let client =
                 Client::try_from(kube::Config::new(server.url.parse().expect("url"))).expect("client");
             let status = Status::new("obs", "ebpf", Some(pins.path().to_owned()), Some(client.clone()));
+            // The proxy works in the node namespace, as an agent run with --node-netns does.
+            status.set_node_netns(Some(topo.node.path()));
             let socket = dir.path().join("agent.sock");
             let listener = status::bind_unix(&socket).expect("status socket");
             tokio::spawn(status::serve_unix(listener, status.clone(), std::future::pending()));

@@ -197,6 +197,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         proxy.is_ebpf().then(|| args.pin_dir.clone()),
         Some(client.clone()),
     );
+    status.set_node_netns(args.node_netns.clone());
     let servers = args.status.serve(status.clone(), &args.pin_dir, until_stopped.clone()).await?;
     let mut tasks = vec![
         tokio::spawn({

@@ -41,6 +41,10 @@ pub struct AgentState {
     /// Every ClusterIP (each is marked in the frontend map, so its unserved ports are rejected).
     pub cluster_ips: Vec<Ipv4Addr>,
     pub frontends: Vec<DesiredFrontend>,
+    /// The node namespace's interfaces (index, name): trace events carry indexes from there,
+    /// which may not be the namespace `skiff` runs in.
+    #[serde(default)]
+    pub interfaces: Vec<(u32, String)>,
 }
 
 /// One frontend as the agent computed it.

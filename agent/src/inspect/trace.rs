@@ -228,6 +228,10 @@ impl Names {
         for (id, b) in live.backends() {
             names.backends.insert(id, super::svc::backend_name(&b));
         }
+        // Indexes are the node namespace's; the agent knows its names.
+        if let Some(state) = desired {
+            names.interfaces.extend(state.interfaces.iter().cloned());
+        }
         Ok(names)
     }
 

@@ -52,6 +52,8 @@ pub struct Status {
     reconcile: Mutex<Histogram>,
     /// For pods by phase: the API and this node's name.
     client: Option<kube::Client>,
+    /// The node's network namespace when it is not the agent's own (for interface names).
+    node_netns: Mutex<Option<PathBuf>>,
 }
 
 impl std::fmt::Debug for Status {
@@ -75,7 +77,26 @@ impl Status {
             desired: DesiredView::default(),
             reconcile: Mutex::new(Histogram::reconcile()),
             client,
+            node_netns: Mutex::new(None),
         })
+    }
+
+    /// The node's network namespace, when the agent runs outside it (`--node-netns`).
+    pub fn set_node_netns(&self, netns: Option<PathBuf>) {
+        *self.node_netns.lock().unwrap_or_else(|e| e.into_inner()) = netns;
+    }
+
+    /// The node namespace's interfaces, by index.
+    fn interfaces(&self) -> Vec<(u32, String)> {
+        let netns = self.node_netns.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        crate::kubelet::netns::on_thread(netns.as_deref(), || {
+            nix::net::if_::if_nameindex()
+                .map(|list| {
+                    list.iter().map(|i| (i.index(), i.name().to_string_lossy().into_owned())).collect()
+                })
+                .unwrap_or_default()
+        })
+        .unwrap_or_default()
     }
 
     /// The view the service proxy keeps up to date.
@@ -117,6 +138,7 @@ impl Status {
             ready: self.is_ready(),
             cluster_ips,
             frontends: frontends.into_iter().map(|(_, f)| f).collect(),
+            interfaces: self.interfaces(),
         }
     }
 }

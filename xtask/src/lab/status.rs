@@ -96,16 +96,16 @@ pub fn summary(lab: &LabState) -> anyhow::Result<()> {
     let kubeconfig = topology::kubeconfig();
     let n1 = NodeSpec { index: 1 }.ip();
     println!(
-        "\nAPI server  http://{api}   kubeconfig  {kc}\n\
+        "\nAPI server  https://{api}   kubeconfig  {kc}\n\
          outside     ip netns exec {ext} … ({ext_ip})   logs  {LAB_DIR}/control.log, {LAB_DIR}/nK/agent.log\n\n\
          Next:\n  \
          export KUBECONFIG={kc}\n  \
          kubectl get pods -o wide                     # the demo: echo pods on every node, lab-client\n  \
          kubectl get svc,endpointslices\n  \
          ip netns exec {ext} busybox wget -qO- http://{n1}:{np}/      # NodePort from outside\n  \
-         {skiff1} svc list          # node 1's frontends, backends, counters\n  \
-         {skiff1} trace --svc default/echo   # its packet path, live\n  \
-         {skiff1} ct list           # node 1's conntrack\n  \
+         {skiff} svc list {node1}          # node 1's frontends, backends, counters\n  \
+         {skiff} trace --svc default/echo {node1}   # its packet path, live\n  \
+         {skiff} ct list {node1}           # node 1's conntrack\n  \
          cargo xtask lab agent restart 1              # traffic keeps flowing\n  \
          cargo xtask lab status\n  \
          cargo xtask lab down",
@@ -114,9 +114,9 @@ pub fn summary(lab: &LabState) -> anyhow::Result<()> {
         ext = topology::EXT_NS,
         ext_ip = topology::EXT_IP,
         np = super::demo::NODE_PORT,
-        skiff1 = format!(
-            "{}/skiff --pin-dir {} --agent-socket {}",
-            topology::bin_dir().display(),
+        skiff = topology::bin_dir().join("skiff").display(),
+        node1 = format!(
+            "--pin-dir {} --agent-socket {}",
             NodeSpec { index: 1 }.pin_dir().display(),
             NodeSpec { index: 1 }.status_socket().display()
         ),

@@ -2,7 +2,8 @@
 //! veths, routes, the iptables rule).
 //!
 //! ```text
-//!  host: skiff-control on 10.100.0.1:6443, kubeconfig /run/skiff-lab/kubeconfig
+//!  host: skiff-control on https://10.100.0.1:6443 (PKI in /run/skiff-lab/pki), admin
+//!        kubeconfig /run/skiff-lab/kubeconfig, node K's in /run/skiff-lab/pki/nodes/
 //!  ═══════════════ bridge skiff-lab0, 10.100.0.1/24 ════════════════════════
 //!        │ skl-n1               │ skl-n2        …          │ skl-ext
 //!  ┌─────┴─────────────┐  ┌─────┴─────────────┐  ┌─────────┴─────────┐
@@ -83,6 +84,10 @@ impl NodeSpec {
     pub fn agent_root(&self) -> PathBuf {
         self.dir().join("agent")
     }
+    /// The node's kubeconfig: its own client certificate (`system:node:<name>`).
+    pub fn kubeconfig(&self) -> PathBuf {
+        pki_dir().join("nodes").join(format!("{}.conf", self.name()))
+    }
     pub fn cgroup_root(&self) -> String {
         format!("/{NAME_PREFIX}/n{}", self.index)
     }
@@ -91,8 +96,14 @@ impl NodeSpec {
     }
 }
 
+/// The admin's kubeconfig (a copy of the PKI's `admin.conf`).
 pub fn kubeconfig() -> PathBuf {
     Path::new(LAB_DIR).join("kubeconfig")
+}
+
+/// The lab's PKI root (`skiff-control init --pki-dir`).
+pub fn pki_dir() -> PathBuf {
+    Path::new(LAB_DIR).join("pki")
 }
 
 pub fn bin_dir() -> PathBuf {

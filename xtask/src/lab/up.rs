@@ -180,9 +180,30 @@ fn copy_binaries() -> anyhow::Result<()> {
     Ok(())
 }
 
+/// The cluster PKI (kept if `up` ran before): the API server's certificate for the host's
+/// bridge address, the admin's kubeconfig, one client certificate per node.
+fn init_pki(lab: &LabState) -> anyhow::Result<()> {
+    let mut cmd = Command::new(topology::bin_dir().join("skiff-control"));
+    cmd.arg("init")
+        .arg("--pki-dir")
+        .arg(topology::pki_dir())
+        .args(["--apiserver-advertise-address", &topology::HOST_IP.to_string()])
+        .args(["--secure-port", &topology::API_PORT.to_string()]);
+    for index in 1..=lab.nodes {
+        cmd.args(["--node", &NodeSpec { index }.name()]);
+    }
+    step::run(cmd.stdout(Stdio::null()))?;
+    // The admin kubeconfig where the lab has always kept it (0600, like the original).
+    let admin = std::fs::read(topology::pki_dir().join("admin.conf")).context("reading admin.conf")?;
+    std::fs::write(topology::kubeconfig(), admin).context("writing the lab kubeconfig")?;
+    std::fs::set_permissions(topology::kubeconfig(), std::os::unix::fs::PermissionsExt::from_mode(0o600))
+        .context("restricting the lab kubeconfig")
+}
+
 fn start_control(lab: &mut LabState) -> anyhow::Result<()> {
     let data = Path::new(LAB_DIR).join("control");
     std::fs::create_dir_all(&data)?;
+    init_pki(lab)?;
     let mut cmd = Command::new(topology::bin_dir().join("skiff-control"));
     cmd.arg("serve")
         .arg("--data-dir")
@@ -190,8 +211,8 @@ fn start_control(lab: &mut LabState) -> anyhow::Result<()> {
         .args(["--bind-address", &topology::api_address()])
         .args(["--cluster-cidr", topology::CLUSTER_CIDR])
         .args(["--load-balancer-pool", topology::LB_POOL])
-        .arg("--write-kubeconfig")
-        .arg(topology::kubeconfig());
+        .arg("--pki-dir")
+        .arg(topology::pki_dir());
     let pid = procs::spawn_detached(&mut cmd, &Path::new(LAB_DIR).join("control.log"))?;
     lab.control_pid = Some(pid);
     state::save(lab)?;
@@ -244,7 +265,7 @@ pub fn start_agent(node: &NodeSpec, proxy_mode: &str) -> anyhow::Result<u32> {
     procs::in_netns(&mut cmd, &node.netns_path())?;
     cmd.arg("run")
         .arg("--kubeconfig")
-        .arg(topology::kubeconfig())
+        .arg(node.kubeconfig())
         .args(["--node-name", &node.name(), "--node-ip", &node.ip().to_string()])
         .args(["--proxy-mode", proxy_mode, "--cluster-cidr", topology::CLUSTER_CIDR])
         .arg("--containerd")
