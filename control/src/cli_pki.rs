@@ -92,3 +92,62 @@ pub fn certs(cmd: &CertsCommand) -> anyhow::Result<()> {
     }
     Ok(())
 }
+
+#[derive(Debug, clap::Subcommand)]
+pub enum TokenCommand {
+    /// Create a bootstrap token a new node joins with (`skiff-agent run --bootstrap-kubeconfig`):
+    /// a Secret in kube-system, created through the API as the admin of `--pki-dir`.
+    Create {
+        #[arg(long, default_value = pki::DEFAULT_ROOT)]
+        pki_dir: PathBuf,
+        /// Hours until the token expires.
+        #[arg(long, default_value_t = 24)]
+        ttl_hours: u32,
+        /// Also write a kubeconfig holding the token and the cluster CA, for joining nodes.
+        #[arg(long)]
+        write_bootstrap_kubeconfig: Option<PathBuf>,
+        /// The API server's URL (default: the one `init` was given).
+        #[arg(long)]
+        server: Option<String>,
+    },
+}
+
+pub fn token(cmd: &TokenCommand) -> anyhow::Result<()> {
+    use anyhow::Context as _;
+    let TokenCommand::Create { pki_dir, ttl_hours, write_bootstrap_kubeconfig, server } = cmd;
+    let pki = Pki::new(pki_dir);
+    let config = pki.config()?;
+    let server = server.clone().unwrap_or(config.server.clone());
+    let token = skiff_control::auth::bootstrap::generate();
+    let expires = jiff::Timestamp::now()
+        .checked_add(jiff::SignedDuration::from_hours(i64::from(*ttl_hours)))
+        .context("expiration out of range")?
+        .strftime("%Y-%m-%dT%H:%M:%SZ")
+        .to_string();
+    let secret = skiff_control::auth::bootstrap::secret_for(&token, &expires, "skiff-control token create")
+        .context("a generated token has the wrong shape")?;
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().context("starting tokio")?;
+    rt.block_on(async {
+        let raw = kube::config::Kubeconfig::read_from(pki.admin_kubeconfig())?;
+        let mut kube_config = kube::Config::from_custom_kubeconfig(raw, &Default::default()).await?;
+        kube_config.cluster_url = server.parse().context("the server URL")?;
+        let client = kube::Client::try_from(kube_config)?;
+        let secrets: kube::Api<k8s_openapi::api::core::v1::Secret> =
+            kube::Api::namespaced(client, skiff_control::auth::bootstrap::NAMESPACE);
+        secrets
+            .create(&Default::default(), &serde_json::from_value(secret)?)
+            .await
+            .context("creating the bootstrap token's Secret")?;
+        anyhow::Ok(())
+    })?;
+    if let Some(path) = write_bootstrap_kubeconfig {
+        let ca = pki::files::read(&pki.ca_cert())?;
+        let text =
+            pki::kubeconfig::render_token(&config.cluster_name, &server, &ca, "kubelet-bootstrap", &token);
+        pki::files::write_secret(path, text.as_bytes())?;
+        eprintln!("bootstrap kubeconfig written to {} (valid until {expires})", path.display());
+    }
+    // The token itself goes to stdout (for scripts); it is a credential: keep it out of logs.
+    println!("{token}");
+    Ok(())
+}

@@ -32,6 +32,9 @@ enum Command {
     /// Check and renew the cluster's certificates.
     #[command(subcommand)]
     Certs(cli_pki::CertsCommand),
+    /// Bootstrap tokens for joining nodes.
+    #[command(subcommand)]
+    Token(cli_pki::TokenCommand),
 }
 
 #[derive(Debug, clap::Args)]
@@ -147,6 +150,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Serve(args) => args,
         Command::Init(args) => return cli_pki::init(&args),
         Command::Certs(cmd) => return cli_pki::certs(&cmd),
+        Command::Token(cmd) => return cli_pki::token(&cmd),
     };
     let cidr = parse_cidr(&args.service_cluster_ip_range)
         .with_context(|| format!("--service-cluster-ip-range {}", args.service_cluster_ip_range))?;
@@ -185,7 +189,11 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 let accounts = server.clone();
                 let lookup: skiff_control::auth::AccountLookup =
                     Arc::new(move |ns, name| accounts.service_account_uid(ns, name));
-                Some((tls, Arc::new(auth.with_service_accounts(keys, lookup))))
+                let secrets = server.clone();
+                let bootstrap: skiff_control::auth::SecretLookup = Arc::new(move |ns, name| secrets.secret(ns, name));
+                server.set_ca(Arc::new(pki.ca()?));
+                let auth = auth.with_service_accounts(keys, lookup).with_bootstrap_tokens(bootstrap);
+                Some((tls, Arc::new(auth)))
             }
             None => None,
         };

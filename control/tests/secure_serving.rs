@@ -409,3 +409,111 @@ fn service_account_tokens_from_kubectl_authenticate_until_the_account_is_gone() 
         assert_eq!(code(&err), Some(401), "{err}");
     });
 }
+
+/// A PEM CSR for `cn` in `orgs`, with its key.
+fn csr(cn: &str, orgs: &[&str]) -> (String, rcgen::KeyPair) {
+    let key = rcgen::KeyPair::generate().expect("key");
+    let mut params = rcgen::CertificateParams::default();
+    params.distinguished_name = rcgen::DistinguishedName::new();
+    for o in orgs {
+        params.distinguished_name.push(rcgen::DnType::OrganizationName, *o);
+    }
+    params.distinguished_name.push(rcgen::DnType::CommonName, cn);
+    (params.serialize_request(&key).expect("csr").pem().expect("pem"), key)
+}
+
+fn csr_object(pem: &str) -> k8s_openapi::api::certificates::v1::CertificateSigningRequest {
+    use base64::Engine as _;
+    serde_json::from_value(json!({
+        "metadata": {"generateName": "node-csr-"},
+        "spec": {"request": base64::engine::general_purpose::STANDARD.encode(pem),
+                 "signerName": "kubernetes.io/kube-apiserver-client-kubelet",
+                 "usages": ["digital signature", "key encipherment", "client auth"]},
+    }))
+    .expect("csr object")
+}
+
+#[test]
+fn a_node_joins_with_a_bootstrap_token_and_gets_its_own_identity_only() {
+    use k8s_openapi::api::certificates::v1::CertificateSigningRequest;
+    let server = start();
+    let scratch = tempfile::tempdir().expect("tmp");
+    let bootstrap = scratch.path().join("bootstrap.conf");
+    let out = Command::new(env!("CARGO_BIN_EXE_skiff-control"))
+        .args(["token", "create", "--ttl-hours", "1", "--server", &server.url()])
+        .arg("--pki-dir")
+        .arg(server.pki.root())
+        .arg("--write-bootstrap-kubeconfig")
+        .arg(&bootstrap)
+        .output()
+        .expect("token create");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let token = String::from_utf8(out.stdout).expect("utf-8").trim().to_owned();
+    assert!(skiff_control::auth::bootstrap::parse(&token).is_some(), "{token}");
+    runtime().block_on(async {
+        let joiner = server.client_from(&bootstrap).await;
+        // The token may ask for a certificate and nothing else.
+        assert_eq!(code(&list_namespaces(joiner.clone()).await.expect_err("no listing")), Some(403));
+        let csrs: Api<CertificateSigningRequest> = Api::all(joiner.clone());
+        let (pem, key) = csr("system:node:n9", &["system:nodes"]);
+        let created = csrs.create(&PostParams::default(), &csr_object(&pem)).await.expect("create CSR");
+        let spec = &created.spec;
+        assert_eq!(spec.username.as_deref(), Some(format!("system:bootstrap:{}", &token[..6]).as_str()));
+        let status = created.status.expect("status");
+        assert!(status.conditions.iter().flatten().any(|c| c.type_ == "Approved" && c.status == "True"));
+        let cert = String::from_utf8(status.certificate.expect("signed").0).expect("PEM");
+        let info = pki::inspect::parse_pem(&cert).expect("parses");
+        assert_eq!((info.common_name.as_str(), info.issuer.as_str()), ("system:node:n9", "skiff-ca"));
+
+        // The new identity is node n9's and no other's.
+        let issued = issue::Issued { cert_pem: cert, key_pem: key.serialize_pem() };
+        let path = server.kubeconfig_with(scratch.path(), "n9.conf", &issued);
+        let n9 = server.client_from(&path).await;
+        let nodes: Api<Node> = Api::all(n9);
+        nodes
+            .create(
+                &PostParams::default(),
+                &serde_json::from_value(json!({"metadata": {"name": "n9"}})).expect("node"),
+            )
+            .await
+            .expect("n9 registers");
+        let label = Patch::Merge(json!({"metadata": {"labels": {"joined": "yes"}}}));
+        nodes.patch("n9", &PatchParams::default(), &label).await.expect("its own Node");
+        let admin = server.client_from(&server.pki.admin_kubeconfig()).await;
+        Api::<Node>::all(admin)
+            .create(
+                &PostParams::default(),
+                &serde_json::from_value(json!({"metadata": {"name": "n1"}})).expect("n1"),
+            )
+            .await
+            .expect("n1");
+        assert_eq!(
+            code(&nodes.patch("n1", &PatchParams::default(), &label).await.expect_err("n1's")),
+            Some(403)
+        );
+
+        // A request for more than a node's identity is left pending: no approval, no certificate.
+        let (pem, _) = csr("system:node:n9", &["system:masters"]);
+        let pending = csrs.create(&PostParams::default(), &csr_object(&pem)).await.expect("create CSR");
+        let status = pending.status.unwrap_or_default();
+        assert!(status.certificate.is_none() && status.conditions.is_none(), "{status:?}");
+
+        // A token of the right shape that the cluster never issued.
+        let err =
+            list_namespaces(server.client_with(Some("abcdef.0123456789abcdef"))).await.expect_err("unknown");
+        assert_eq!(code(&err), Some(401), "{err}");
+    });
+    // What an administrator sees.
+    let out = Command::new("kubectl")
+        .arg("--kubeconfig")
+        .arg(server.pki.admin_kubeconfig())
+        .args(["--server", &server.url(), "get", "csr"])
+        .output()
+        .expect("kubectl");
+    let table = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        table.contains("REQUESTOR") && table.contains("Approved,Issued") && table.contains("Pending"),
+        "{table}"
+    );
+    assert!(table.contains(&format!("system:bootstrap:{}", &token[..6])), "{table}");
+}

@@ -30,8 +30,14 @@ use super::wait_for_shutdown;
 #[derive(Debug, clap::Args)]
 pub struct RunArgs {
     /// kubeconfig to reach the API server (default: $KUBECONFIG, ~/.kube/config, or in-cluster).
+    /// With --bootstrap-kubeconfig, where the node's own kubeconfig is written once it has joined.
     #[arg(long)]
     pub kubeconfig: Option<PathBuf>,
+    /// Join with a bootstrap token: when --kubeconfig does not exist yet, make a key, have the
+    /// control plane certify system:node:<name> (a CertificateSigningRequest) and write
+    /// --kubeconfig with the certificate (kubelet's TLS bootstrapping).
+    #[arg(long, requires = "kubeconfig")]
+    pub bootstrap_kubeconfig: Option<PathBuf>,
     /// This node's name (default: the host name).
     #[arg(long)]
     pub node_name: Option<String>,
@@ -100,6 +106,14 @@ pub struct RunArgs {
 
 pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     let node_name = super::node_name(args.node_name)?;
+    if let (Some(bootstrap), Some(kubeconfig)) = (&args.bootstrap_kubeconfig, &args.kubeconfig)
+        && !kubeconfig.exists()
+    {
+        kubelet::join::join(bootstrap, kubeconfig, &node_name)
+            .await
+            .with_context(|| format!("joining the cluster with {}", bootstrap.display()))?;
+        tracing::info!(kubeconfig = %kubeconfig.display(), "joined: the node's certificate is signed");
+    }
     let client = super::service_proxy::client(args.kubeconfig.as_deref()).await?;
     let runtime = Runtime::connect(&args.containerd, &args.containerd_namespace).await?;
     let mut config = DatapathConfig { pin_dir: args.pin_dir.clone(), ..DatapathConfig::default() };

@@ -5,6 +5,7 @@
 pub mod cni;
 pub mod events;
 pub mod host;
+pub mod join;
 pub mod logs;
 pub mod neighbours;
 pub mod netns;

@@ -1,6 +1,7 @@
 //! The Kubernetes-compatible API server over a [`Store`].
 
 mod admission;
+mod csr;
 pub mod deletion;
 mod discovery;
 mod fields;
@@ -67,6 +68,8 @@ pub struct Request {
     pub user_agent: String,
     /// The client asked for `as=Table` (kubectl get).
     pub table: bool,
+    /// Who is asking (authenticated servers only).
+    pub user: Option<crate::auth::UserInfo>,
 }
 
 /// Server state shared by every request.
@@ -78,11 +81,19 @@ pub struct ApiServer<S> {
     allocations: tokio::sync::Mutex<()>,
     /// The ServiceAccount token key (`--pki-dir`'s `sa.key`), once set.
     token_keys: std::sync::OnceLock<Arc<crate::auth::sa_token::TokenKeys>>,
+    /// The cluster CA, to sign node client certificates with (`--pki-dir`), once set.
+    ca: std::sync::OnceLock<Arc<crate::pki::issue::Ca>>,
 }
 
 impl<S: Store + Clone> ApiServer<S> {
     pub fn new(store: S, service_cidr: (Ipv4Addr, u8)) -> Self {
-        Self { store, service_cidr, allocations: tokio::sync::Mutex::new(()), token_keys: Default::default() }
+        Self {
+            store,
+            service_cidr,
+            allocations: tokio::sync::Mutex::new(()),
+            token_keys: Default::default(),
+            ca: Default::default(),
+        }
     }
 
     /// Issue ServiceAccount tokens with `keys` (TokenRequest); once.
@@ -92,6 +103,21 @@ impl<S: Store + Clone> ApiServer<S> {
 
     pub fn token_keys(&self) -> Option<&Arc<crate::auth::sa_token::TokenKeys>> {
         self.token_keys.get()
+    }
+
+    /// Sign approved node client certificates with `ca`; once.
+    pub fn set_ca(&self, ca: Arc<crate::pki::issue::Ca>) {
+        let _ = self.ca.set(ca);
+    }
+
+    pub fn ca(&self) -> Option<&Arc<crate::pki::issue::Ca>> {
+        self.ca.get()
+    }
+
+    /// A Secret as stored (bootstrap token authentication).
+    pub fn secret(&self, namespace: &str, name: &str) -> Option<serde_json::Value> {
+        let r = registry::find("", "v1", "secrets")?;
+        serde_json::from_slice(&self.store.get(&r.key(Some(namespace), name))?.value).ok()
     }
 
     /// The uid of ServiceAccount `namespace/name`, if it exists (for token authentication).
@@ -153,6 +179,7 @@ pub fn router<S: Store + Clone>(server: Arc<ApiServer<S>>) -> Router {
 
 async fn dispatch<S: Store + Clone>(
     State(server): State<Arc<ApiServer<S>>>,
+    user: Option<axum::Extension<crate::auth::UserInfo>>,
     method: Method,
     uri: Uri,
     headers: axum::http::HeaderMap,
@@ -176,6 +203,7 @@ async fn dispatch<S: Store + Clone>(
         accept,
         user_agent: text(header::USER_AGENT),
         table,
+        user: user.map(|axum::Extension(u)| u),
     };
     match route(&server, &method, uri.path(), &req).await {
         Ok(response) => response,
@@ -288,6 +316,9 @@ async fn route<S: Store + Clone>(
         }
         (&Method::GET, None) => handlers::list(server, &target, req),
         (&Method::GET, Some(name)) => handlers::get(server, &target, name, req),
+        (&Method::POST, None) if target.resource.kind == "CertificateSigningRequest" => {
+            csr::create(server, &target, req).await
+        }
         (&Method::POST, None) => handlers::create(server, &target, req).await,
         (&Method::POST, Some(name))
             if target.resource.kind == "Pod" && target.subresource.as_deref() == Some("binding") =>

@@ -102,8 +102,8 @@ macro_rules! resource {
 }
 
 use k8s_openapi::api::{
-    apps::v1 as apps, coordination::v1 as coordination, core::v1 as core, discovery::v1 as discovery,
-    rbac::v1 as rbac,
+    apps::v1 as apps, certificates::v1 as certificates, coordination::v1 as coordination, core::v1 as core,
+    discovery::v1 as discovery, rbac::v1 as rbac,
 };
 
 /// Every served resource.
@@ -212,6 +212,18 @@ pub static RESOURCES: &[Resource] = &[
     ),
     // Stored and served so manifests carrying their RBAC apply; this server does not enforce
     // them yet (issue 12).
+    resource!(
+        "certificates.k8s.io",
+        "v1",
+        CertificateSigningRequest,
+        certificates::CertificateSigningRequest,
+        "certificatesigningrequests",
+        "certificatesigningrequest",
+        false,
+        &["csr"],
+        &[],
+        &["status", "approval"]
+    ),
     resource!("rbac.authorization.k8s.io", "v1", Role, rbac::Role, "roles", "role", true, &[], &[], &[]),
     resource!(
         "rbac.authorization.k8s.io",

@@ -24,6 +24,13 @@ fn columns(kind: &str) -> Vec<Column> {
             ("Nominated Node", "string", 1, "Nominated node"),
             ("Readiness Gates", "string", 1, "Readiness gates"),
         ],
+        "CertificateSigningRequest" => vec![
+            AGE,
+            ("SignerName", "string", 0, "The signer asked for"),
+            ("Requestor", "string", 0, "Who created the request"),
+            ("RequestedDuration", "string", 0, "The lifetime asked for"),
+            ("Condition", "string", 0, "Approved, Denied, Failed, Issued or Pending"),
+        ],
         "Deployment" => vec![
             ("Ready", "string", 0, "Ready replicas / desired"),
             ("Up-to-date", "integer", 0, "Replicas running the latest template"),
@@ -170,6 +177,27 @@ fn cells(kind: &str, o: &Value) -> Vec<Value> {
                 json!(or_none(s(o, "/spec/nodeName"))),
                 json!("<none>"),
                 json!("<none>"),
+            ]);
+        }
+        "CertificateSigningRequest" => {
+            let mut conditions: Vec<String> = arr(o, "/status/conditions")
+                .iter()
+                .filter(|c| c.get("status") == Some(&json!("True")))
+                .filter_map(|c| c.get("type").and_then(Value::as_str).map(str::to_owned))
+                .collect();
+            if !s(o, "/status/certificate").is_empty() {
+                conditions.push("Issued".into());
+            }
+            let duration = o
+                .pointer("/spec/expirationSeconds")
+                .and_then(Value::as_i64)
+                .map_or_else(|| "<none>".to_owned(), |secs| format!("{}h", secs / 3600));
+            c.extend([
+                json!(age(o)),
+                json!(s(o, "/spec/signerName")),
+                json!(s(o, "/spec/username")),
+                json!(duration),
+                json!(if conditions.is_empty() { "Pending".to_owned() } else { conditions.join(",") }),
             ]);
         }
         "Deployment" => c.extend([

@@ -13,12 +13,15 @@ use axum::{
     response::{IntoResponse, Response},
 };
 
+pub mod bootstrap;
 pub mod sa_token;
 
 use crate::pki::inspect::CertInfo;
 
 /// Finds a ServiceAccount's uid by namespace and name (`None`: it does not exist).
 pub type AccountLookup = Arc<dyn Fn(&str, &str) -> Option<String> + Send + Sync>;
+/// Finds a Secret by namespace and name (bootstrap tokens).
+pub type SecretLookup = Arc<dyn Fn(&str, &str) -> Option<serde_json::Value> + Send + Sync>;
 
 /// The authenticated user of a request (a request extension once authenticated).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -43,6 +46,7 @@ pub fn is_public(path: &str) -> bool {
 pub struct Authenticator {
     tokens: HashMap<String, UserInfo>,
     service_accounts: Option<(Arc<sa_token::TokenKeys>, AccountLookup)>,
+    bootstrap: Option<SecretLookup>,
 }
 
 impl std::fmt::Debug for Authenticator {
@@ -56,6 +60,12 @@ fn unix_now() -> i64 {
 }
 
 impl Authenticator {
+    /// Also accept bootstrap tokens whose Secrets `lookup` finds.
+    pub fn with_bootstrap_tokens(mut self, lookup: SecretLookup) -> Self {
+        self.bootstrap = Some(lookup);
+        self
+    }
+
     /// Also accept ServiceAccount tokens signed with `keys` whose account `lookup` still finds.
     pub fn with_service_accounts(mut self, keys: Arc<sa_token::TokenKeys>, lookup: AccountLookup) -> Self {
         self.service_accounts = Some((keys, lookup));
@@ -92,7 +102,7 @@ impl Authenticator {
             }
             tokens.insert(token.to_owned(), UserInfo { name: user.to_owned(), groups });
         }
-        Ok(Self { tokens, service_accounts: None })
+        Ok(Self { tokens, service_accounts: None, bootstrap: None })
     }
 
     /// The user behind a certificate or an `Authorization` header; `Err` for a header that names
@@ -106,6 +116,12 @@ impl Authenticator {
             let token = value.strip_prefix("Bearer ").ok_or("only bearer tokens are accepted")?.trim();
             match (self.tokens.get(token), &self.service_accounts) {
                 (Some(user), _) => user.clone(),
+                (None, _) if bootstrap::parse(token).is_some() && self.bootstrap.is_some() => {
+                    let (id, half) = bootstrap::parse(token).ok_or("invalid bearer token")?;
+                    let lookup = self.bootstrap.as_ref().ok_or("invalid bearer token")?;
+                    let secret = lookup(bootstrap::NAMESPACE, &format!("bootstrap-token-{id}"));
+                    bootstrap::authenticate(id, half, secret.as_ref(), unix_now())?
+                }
                 (None, Some((keys, lookup))) if token.matches('.').count() == 2 => {
                     let sa = keys.verify(token, unix_now())?;
                     if lookup(&sa.namespace, &sa.name).as_deref() != Some(sa.uid.as_str()) {

@@ -95,6 +95,14 @@ pub fn cluster_roles() -> Vec<Value> {
             ],
         ),
         cluster_role("system:kube-controller-manager", vec![rule(&["*"], &["*"], &["*"])]),
+        cluster_role(
+            "system:node-bootstrapper",
+            vec![rule(
+                &["certificates.k8s.io"],
+                &["certificatesigningrequests"],
+                &["create", "get", "list", "watch"],
+            )],
+        ),
     ]
 }
 
@@ -104,6 +112,9 @@ pub fn cluster_role_bindings() -> Vec<Value> {
         binding("cluster-admin", "cluster-admin", "Group", "system:masters"),
         binding("system:discovery", "system:discovery", "Group", "system:authenticated"),
         binding("system:kube-scheduler", "system:kube-scheduler", "User", "system:kube-scheduler"),
+        // Joining nodes ask for their certificate; nodes renew theirs the same way.
+        binding("kubeadm:kubelet-bootstrap", "system:node-bootstrapper", "Group", "system:bootstrappers"),
+        binding("system:node-certificate-renewal", "system:node-bootstrapper", "Group", "system:nodes"),
         binding(
             "system:kube-controller-manager",
             "system:kube-controller-manager",

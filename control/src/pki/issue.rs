@@ -104,6 +104,22 @@ impl Ca {
         Ok(Issued { cert_pem, key_pem: key_pem.to_owned() })
     }
 
+    /// Signs a PEM certificate signing request as a client certificate valid for `lifetime`:
+    /// only the subject and key come from the request; usages, validity and serial are ours.
+    pub fn sign_request(&self, pem: &str, lifetime: Duration) -> anyhow::Result<String> {
+        let mut csr = rcgen::CertificateSigningRequestParams::from_pem(pem).context("not a valid PEM CSR")?;
+        let dn = csr.params.distinguished_name.clone();
+        let mut params = CertificateParams::default();
+        params.distinguished_name = dn;
+        params.key_usages = vec![KeyUsagePurpose::DigitalSignature, KeyUsagePurpose::KeyEncipherment];
+        params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
+        params.use_authority_key_identifier_extension = true;
+        params.serial_number = Some(serial());
+        validity(&mut params, OffsetDateTime::now_utc() - Duration::minutes(1), lifetime);
+        csr.params = params;
+        Ok(csr.signed_by(&self.issuer).context("signing the request")?.pem())
+    }
+
     fn sign(
         &self,
         subject: &Subject,
@@ -138,4 +154,42 @@ impl Ca {
             .with_context(|| format!("signing {}", subject.common_name))?;
         Ok(cert.pem())
     }
+}
+
+fn dn_text(value: &rcgen::DnValue) -> String {
+    match value {
+        rcgen::DnValue::Utf8String(s) => s.clone(),
+        rcgen::DnValue::PrintableString(s) => s.as_str().to_owned(),
+        rcgen::DnValue::Ia5String(s) => s.as_str().to_owned(),
+        _ => String::new(),
+    }
+}
+
+/// The subject a PEM certificate signing request asks for (its signature checked).
+pub fn csr_subject(pem: &str) -> anyhow::Result<Subject> {
+    let csr = rcgen::CertificateSigningRequestParams::from_pem(pem).context("not a valid PEM CSR")?;
+    let mut subject = Subject {
+        common_name: String::new(),
+        organizations: Vec::new(),
+        sans: Vec::new(),
+        usage: Usage::Client,
+    };
+    for (kind, value) in csr.params.distinguished_name.iter() {
+        match kind {
+            DnType::CommonName => subject.common_name = dn_text(value),
+            DnType::OrganizationName => subject.organizations.push(dn_text(value)),
+            _ => {}
+        }
+    }
+    subject.sans = csr
+        .params
+        .subject_alt_names
+        .iter()
+        .map(|s| match s {
+            SanType::DnsName(d) => d.as_str().to_owned(),
+            SanType::IpAddress(ip) => ip.to_string(),
+            other => format!("{other:?}"),
+        })
+        .collect();
+    Ok(subject)
 }

@@ -24,6 +24,21 @@ pub fn render(cluster: &str, server: &str, ca_pem: &str, user: &str, client: &Is
     serde_yaml::to_string(&doc).unwrap_or_default()
 }
 
+/// A kubeconfig for a bearer `token` at `server`, trusting `ca_pem` (bootstrap kubeconfigs).
+pub fn render_token(cluster: &str, server: &str, ca_pem: &str, user: &str, token: &str) -> String {
+    let b64 = |s: &str| base64::engine::general_purpose::STANDARD.encode(s.as_bytes());
+    let context = format!("{user}@{cluster}");
+    let doc = json!({
+        "apiVersion": "v1",
+        "kind": "Config",
+        "clusters": [{"name": cluster, "cluster": {"server": server, "certificate-authority-data": b64(ca_pem)}}],
+        "users": [{"name": user, "user": {"token": token}}],
+        "contexts": [{"name": context, "context": {"cluster": cluster, "user": user}}],
+        "current-context": context,
+    });
+    serde_yaml::to_string(&doc).unwrap_or_default()
+}
+
 /// The client certificate and key embedded in a kubeconfig (for renewal and expiry checks).
 pub fn client_of(text: &str) -> anyhow::Result<Issued> {
     let doc: serde_yaml::Value = serde_yaml::from_str(text)?;

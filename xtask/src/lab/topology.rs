@@ -3,7 +3,8 @@
 //!
 //! ```text
 //!  host: skiff-control on https://10.100.0.1:6443 (PKI in /run/skiff-lab/pki), admin
-//!        kubeconfig /run/skiff-lab/kubeconfig, node K's in /run/skiff-lab/pki/nodes/
+//!        kubeconfig /run/skiff-lab/kubeconfig; agents join with a bootstrap token
+//!        (/run/skiff-lab/bootstrap.conf) and keep their own in /run/skiff-lab/nK/kubelet.conf
 //!  ═══════════════ bridge skiff-lab0, 10.100.0.1/24 ════════════════════════
 //!        │ skl-n1               │ skl-n2        …          │ skl-ext
 //!  ┌─────┴─────────────┐  ┌─────┴─────────────┐  ┌─────────┴─────────┐
@@ -84,9 +85,10 @@ impl NodeSpec {
     pub fn agent_root(&self) -> PathBuf {
         self.dir().join("agent")
     }
-    /// The node's kubeconfig: its own client certificate (`system:node:<name>`).
+    /// The node's kubeconfig, written by its agent when it joins: its own client certificate
+    /// (`system:node:<name>`), its key made on the node.
     pub fn kubeconfig(&self) -> PathBuf {
-        pki_dir().join("nodes").join(format!("{}.conf", self.name()))
+        self.dir().join("kubelet.conf")
     }
     pub fn cgroup_root(&self) -> String {
         format!("/{NAME_PREFIX}/n{}", self.index)
@@ -99,6 +101,11 @@ impl NodeSpec {
 /// The admin's kubeconfig (a copy of the PKI's `admin.conf`).
 pub fn kubeconfig() -> PathBuf {
     Path::new(LAB_DIR).join("kubeconfig")
+}
+
+/// The bootstrap token's kubeconfig agents join with.
+pub fn bootstrap_kubeconfig() -> PathBuf {
+    Path::new(LAB_DIR).join("bootstrap.conf")
 }
 
 /// The lab's PKI root (`skiff-control init --pki-dir`).

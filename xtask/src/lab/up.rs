@@ -181,17 +181,14 @@ fn copy_binaries() -> anyhow::Result<()> {
 }
 
 /// The cluster PKI (kept if `up` ran before): the API server's certificate for the host's
-/// bridge address, the admin's kubeconfig, one client certificate per node.
-fn init_pki(lab: &LabState) -> anyhow::Result<()> {
+/// bridge address and the admin's kubeconfig. Nodes get theirs by joining (`bootstrap_token`).
+fn init_pki() -> anyhow::Result<()> {
     let mut cmd = Command::new(topology::bin_dir().join("skiff-control"));
     cmd.arg("init")
         .arg("--pki-dir")
         .arg(topology::pki_dir())
         .args(["--apiserver-advertise-address", &topology::HOST_IP.to_string()])
         .args(["--secure-port", &topology::API_PORT.to_string()]);
-    for index in 1..=lab.nodes {
-        cmd.args(["--node", &NodeSpec { index }.name()]);
-    }
     step::run(cmd.stdout(Stdio::null()))?;
     // The admin kubeconfig where the lab has always kept it (0600, like the original).
     let admin = std::fs::read(topology::pki_dir().join("admin.conf")).context("reading admin.conf")?;
@@ -203,7 +200,7 @@ fn init_pki(lab: &LabState) -> anyhow::Result<()> {
 fn start_control(lab: &mut LabState) -> anyhow::Result<()> {
     let data = Path::new(LAB_DIR).join("control");
     std::fs::create_dir_all(&data)?;
-    init_pki(lab)?;
+    init_pki()?;
     let mut cmd = Command::new(topology::bin_dir().join("skiff-control"));
     cmd.arg("serve")
         .arg("--data-dir")
@@ -221,7 +218,23 @@ fn start_control(lab: &mut LabState) -> anyhow::Result<()> {
             bail!("skiff-control exited (see {LAB_DIR}/control.log)");
         }
         Ok(topology::kubeconfig().exists() && kube::run(&["get", "--raw", "/version"]).is_ok())
-    })
+    })?;
+    bootstrap_token()
+}
+
+/// A bootstrap token and the kubeconfig holding it, which every agent joins with: each makes its
+/// own key and has the control plane sign `system:node:<name>`; no node key is copied around.
+fn bootstrap_token() -> anyhow::Result<()> {
+    step::run(
+        Command::new(topology::bin_dir().join("skiff-control"))
+            .args(["token", "create", "--ttl-hours", "24"])
+            .arg("--pki-dir")
+            .arg(topology::pki_dir())
+            .arg("--write-bootstrap-kubeconfig")
+            .arg(topology::bootstrap_kubeconfig())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null()),
+    )
 }
 
 /// One containerd per node: its own root, state and sockets under the node's dir, so a node's
@@ -264,6 +277,8 @@ pub fn start_agent(node: &NodeSpec, proxy_mode: &str) -> anyhow::Result<u32> {
     let mut cmd = Command::new(topology::bin_dir().join("skiff-agent"));
     procs::in_netns(&mut cmd, &node.netns_path())?;
     cmd.arg("run")
+        .arg("--bootstrap-kubeconfig")
+        .arg(topology::bootstrap_kubeconfig())
         .arg("--kubeconfig")
         .arg(node.kubeconfig())
         .args(["--node-name", &node.name(), "--node-ip", &node.ip().to_string()])

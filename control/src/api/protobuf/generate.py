@@ -40,7 +40,7 @@ ROOTS = [
     "api.apps.v1.Deployment", "api.apps.v1.ReplicaSet", "api.apps.v1.DaemonSet",
     "api.discovery.v1.EndpointSlice", "api.coordination.v1.Lease", "api.policy.v1.Eviction",
     "api.autoscaling.v1.Scale", "apimachinery.pkg.apis.meta.v1.DeleteOptions",
-    "api.authentication.v1.TokenRequest",
+    "api.authentication.v1.TokenRequest", "api.certificates.v1.CertificateSigningRequest",
 ] + ["api.rbac.v1." + t for t in ["Role", "RoleBinding", "ClusterRole", "ClusterRoleBinding"]]
 
 # Decoded by hand (their JSON form is not their message form): no fields listed.
