@@ -6,37 +6,34 @@ use serde_json::json;
 
 use super::issue::Issued;
 
-/// A kubeconfig for `user` at `server`, trusting `ca_pem`.
-pub fn render(cluster: &str, server: &str, ca_pem: &str, user: &str, client: &Issued) -> String {
-    let b64 = |s: &str| base64::engine::general_purpose::STANDARD.encode(s.as_bytes());
+fn b64(s: &str) -> String {
+    base64::engine::general_purpose::STANDARD.encode(s.as_bytes())
+}
+
+/// One cluster, one user with `credentials`, one context joining them.
+fn document(cluster: &str, server: &str, ca_pem: &str, user: &str, credentials: serde_json::Value) -> String {
     let context = format!("{user}@{cluster}");
     let doc = json!({
         "apiVersion": "v1",
         "kind": "Config",
         "clusters": [{"name": cluster, "cluster": {"server": server, "certificate-authority-data": b64(ca_pem)}}],
-        "users": [{"name": user, "user": {
-            "client-certificate-data": b64(&client.cert_pem),
-            "client-key-data": b64(&client.key_pem),
-        }}],
+        "users": [{"name": user, "user": credentials}],
         "contexts": [{"name": context, "context": {"cluster": cluster, "user": user}}],
         "current-context": context,
     });
     serde_yaml::to_string(&doc).unwrap_or_default()
 }
 
+/// A kubeconfig for `user` at `server`, trusting `ca_pem`.
+pub fn render(cluster: &str, server: &str, ca_pem: &str, user: &str, client: &Issued) -> String {
+    let credentials =
+        json!({"client-certificate-data": b64(&client.cert_pem), "client-key-data": b64(&client.key_pem)});
+    document(cluster, server, ca_pem, user, credentials)
+}
+
 /// A kubeconfig for a bearer `token` at `server`, trusting `ca_pem` (bootstrap kubeconfigs).
 pub fn render_token(cluster: &str, server: &str, ca_pem: &str, user: &str, token: &str) -> String {
-    let b64 = |s: &str| base64::engine::general_purpose::STANDARD.encode(s.as_bytes());
-    let context = format!("{user}@{cluster}");
-    let doc = json!({
-        "apiVersion": "v1",
-        "kind": "Config",
-        "clusters": [{"name": cluster, "cluster": {"server": server, "certificate-authority-data": b64(ca_pem)}}],
-        "users": [{"name": user, "user": {"token": token}}],
-        "contexts": [{"name": context, "context": {"cluster": cluster, "user": user}}],
-        "current-context": context,
-    });
-    serde_yaml::to_string(&doc).unwrap_or_default()
+    document(cluster, server, ca_pem, user, json!({"token": token}))
 }
 
 /// The client certificate and key embedded in a kubeconfig (for renewal and expiry checks).
@@ -54,7 +51,6 @@ pub fn client_of(text: &str) -> anyhow::Result<Issued> {
 /// Replaces the client certificate (and key) of a kubeconfig, keeping the rest.
 pub fn with_client(text: &str, client: &Issued) -> anyhow::Result<String> {
     let mut doc: serde_yaml::Value = serde_yaml::from_str(text)?;
-    let b64 = |s: &str| base64::engine::general_purpose::STANDARD.encode(s.as_bytes());
     let user = &mut doc["users"][0]["user"];
     user["client-certificate-data"] = b64(&client.cert_pem).into();
     user["client-key-data"] = b64(&client.key_pem).into();
