@@ -93,6 +93,19 @@ impl Server {
         Client::try_from(config).expect("client")
     }
 
+    /// `kubectl args…` as the admin; its stdout (a failure fails the test).
+    fn kubectl(&self, args: &[&str]) -> String {
+        let out = Command::new("kubectl")
+            .arg("--kubeconfig")
+            .arg(self.pki.admin_kubeconfig())
+            .args(["--server", &self.url()])
+            .args(args)
+            .output()
+            .expect("kubectl");
+        assert!(out.status.success(), "kubectl {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8(out.stdout).expect("utf-8")
+    }
+
     /// A kubeconfig like admin.conf whose client certificate is `client`.
     fn kubeconfig_with(&self, dir: &Path, name: &str, client: &issue::Issued) -> PathBuf {
         let text = pki::kubeconfig::with_client(
@@ -360,17 +373,7 @@ fn garbage_and_stalled_handshakes_neither_crash_nor_wedge_the_server() {
 #[test]
 fn service_account_tokens_from_kubectl_authenticate_until_the_account_is_gone() {
     let server = start();
-    let kubectl = |args: &[&str]| {
-        let out = Command::new("kubectl")
-            .arg("--kubeconfig")
-            .arg(server.pki.admin_kubeconfig())
-            .args(["--server", &server.url()])
-            .args(args)
-            .output()
-            .expect("kubectl");
-        assert!(out.status.success(), "kubectl {args:?}: {}", String::from_utf8_lossy(&out.stderr));
-        String::from_utf8(out.stdout).expect("utf-8")
-    };
+    let kubectl = |args: &[&str]| server.kubectl(args);
     kubectl(&["create", "serviceaccount", "robot"]);
     // TokenRequest, sent by kubectl as protobuf.
     let token = kubectl(&["create", "token", "robot", "--duration", "20m"]).trim().to_owned();
@@ -434,7 +437,7 @@ fn csr_object(pem: &str) -> k8s_openapi::api::certificates::v1::CertificateSigni
 }
 
 #[test]
-fn a_node_joins_with_a_bootstrap_token_and_gets_its_own_identity_only() {
+fn nodes_join_with_bootstrap_tokens_and_other_requests_wait_for_an_administrator() {
     use k8s_openapi::api::certificates::v1::CertificateSigningRequest;
     let server = start();
     let scratch = tempfile::tempdir().expect("tmp");
@@ -502,6 +505,42 @@ fn a_node_joins_with_a_bootstrap_token_and_gets_its_own_identity_only() {
         let err =
             list_namespaces(server.client_with(Some("abcdef.0123456789abcdef"))).await.expect_err("unknown");
         assert_eq!(code(&err), Some(401), "{err}");
+    });
+    // A user's certificate, approved by hand with kubectl.
+    let (pem, jane_key) = csr("jane", &["dev"]);
+    let mut request = csr_object(&pem);
+    request.metadata.generate_name = None;
+    request.metadata.name = Some("jane".into());
+    request.spec.signer_name = "kubernetes.io/kube-apiserver-client".into();
+    request.spec.usages = Some(vec!["client auth".into()]);
+    let (deny_pem, _) = csr("mallory", &[]);
+    let mut denied = csr_object(&deny_pem);
+    denied.metadata.generate_name = None;
+    denied.metadata.name = Some("mallory".into());
+    denied.spec.signer_name = "kubernetes.io/kube-apiserver-client".into();
+    runtime().block_on(async {
+        let admin = server.client_from(&server.pki.admin_kubeconfig()).await;
+        let csrs: Api<k8s_openapi::api::certificates::v1::CertificateSigningRequest> = Api::all(admin);
+        let pending = csrs.create(&PostParams::default(), &request).await.expect("jane's CSR");
+        assert!(pending.status.unwrap_or_default().certificate.is_none(), "not for auto-approval");
+        csrs.create(&PostParams::default(), &denied).await.expect("mallory's CSR");
+    });
+    let kubectl = |args: &[&str]| server.kubectl(args);
+    kubectl(&["certificate", "approve", "jane"]);
+    kubectl(&["certificate", "deny", "mallory"]);
+    runtime().block_on(async {
+        let admin = server.client_from(&server.pki.admin_kubeconfig()).await;
+        let csrs: Api<k8s_openapi::api::certificates::v1::CertificateSigningRequest> = Api::all(admin);
+        let mallory = csrs.get("mallory").await.expect("mallory").status.unwrap_or_default();
+        assert!(mallory.certificate.is_none());
+        assert!(mallory.conditions.iter().flatten().any(|c| c.type_ == "Denied"), "{mallory:?}");
+        let jane = csrs.get("jane").await.expect("jane").status.unwrap_or_default();
+        let cert = String::from_utf8(jane.certificate.expect("signed on approval").0).expect("PEM");
+        let issued = issue::Issued { cert_pem: cert, key_pem: jane_key.serialize_pem() };
+        let path = server.kubeconfig_with(scratch.path(), "jane.conf", &issued);
+        let err = list_namespaces(server.client_from(&path).await).await.expect_err("jane has no role");
+        assert_eq!(code(&err), Some(403));
+        assert!(message(&err).contains("User \"jane\""), "{}", message(&err));
     });
     // What an administrator sees.
     let out = Command::new("kubectl")

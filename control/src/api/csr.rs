@@ -54,6 +54,21 @@ pub fn kubelet_client_request(spec: &Value, requester: &UserInfo) -> Result<Stri
     Ok(node)
 }
 
+/// Signs the request in `spec` with `ca` for its asked lifetime (default a year): the
+/// base64 PEM `status.certificate`.
+fn sign_spec(ca: &crate::pki::issue::Ca, spec: &Value) -> Result<String, ApiError> {
+    let pem = base64::engine::general_purpose::STANDARD
+        .decode(spec["request"].as_str().unwrap_or_default())
+        .ok()
+        .and_then(|b| String::from_utf8(b).ok())
+        .ok_or_else(|| ApiError::bad_request("spec.request is not a base64 PEM CSR"))?;
+    let lifetime = spec["expirationSeconds"].as_i64().map_or(365 * 86400, |s| s.clamp(600, 365 * 86400));
+    let cert = ca
+        .sign_request(&pem, time::Duration::seconds(lifetime))
+        .map_err(|e| ApiError::bad_request(format!("signing the request: {e:#}")))?;
+    Ok(base64::engine::general_purpose::STANDARD.encode(cert))
+}
+
 fn now_rfc3339() -> String {
     jiff::Timestamp::now().strftime("%Y-%m-%dT%H:%M:%SZ").to_string()
 }
@@ -80,23 +95,13 @@ pub async fn create<S: Store + Clone>(
     if let (Some(ca), Some(user)) = (server.ca(), &req.user) {
         match kubelet_client_request(&value["spec"], user) {
             Ok(node) => {
-                let lifetime = value["spec"]["expirationSeconds"]
-                    .as_i64()
-                    .map_or(365 * 86400, |s| s.clamp(600, 365 * 86400));
-                let pem = base64::engine::general_purpose::STANDARD
-                    .decode(value["spec"]["request"].as_str().unwrap_or_default())
-                    .ok()
-                    .and_then(|b| String::from_utf8(b).ok())
-                    .unwrap_or_default();
-                let cert = ca
-                    .sign_request(&pem, time::Duration::seconds(lifetime))
-                    .map_err(|e| ApiError::bad_request(format!("signing the request: {e:#}")))?;
+                let certificate = sign_spec(ca, &value["spec"])?;
                 let now = now_rfc3339();
                 value["status"] = json!({
                     "conditions": [{"type": "Approved", "status": "True", "reason": "AutoApproved",
                         "message": format!("Auto approving the client certificate of node {node}."),
                         "lastUpdateTime": now, "lastTransitionTime": now}],
-                    "certificate": base64::engine::general_purpose::STANDARD.encode(cert),
+                    "certificate": certificate,
                 });
                 tracing::info!(%node, requester = %user.name, "node client certificate approved and signed");
             }
@@ -106,4 +111,58 @@ pub async fn create<S: Store + Clone>(
     let validation = FieldValidation::from_param(req.params.get("fieldValidation"))?;
     let (stored, _) = handlers::create_stored(server, target, value, validation, None).await?;
     Ok((StatusCode::CREATED, axum::Json(handlers::render(&stored)?)).into_response())
+}
+
+/// Signers whose approved requests the cluster CA signs as client certificates.
+const CLIENT_SIGNERS: [&str; 2] = [KUBELET_CLIENT_SIGNER, "kubernetes.io/kube-apiserver-client"];
+
+/// PUT certificatesigningrequests/<name>/approval (`kubectl certificate approve|deny`): records
+/// the conditions; an approved client-certificate request is signed then, its subject as asked
+/// (an administrator's approval is the authority here).
+pub async fn approve<S: Store + Clone>(
+    server: &ApiServer<S>,
+    target: &Target,
+    name: &str,
+    req: &Request,
+) -> Result<Response, ApiError> {
+    let body = handlers::parse_body(&req.body, &req.content_type)?;
+    let mut conditions = body["status"]["conditions"].as_array().cloned().unwrap_or_default();
+    let now = now_rfc3339();
+    for c in &mut conditions {
+        for field in ["lastUpdateTime", "lastTransitionTime"] {
+            if c[field].is_null() {
+                c[field] = json!(now);
+            }
+        }
+    }
+    let holds = |kind: &str| conditions.iter().any(|c| c["type"] == kind && c["status"] == "True");
+    let (approved, denied) = (holds("Approved"), holds("Denied"));
+    if approved && denied {
+        return Err(ApiError::invalid(
+            "CertificateSigningRequest",
+            name,
+            vec![("status.conditions".into(), "Approved and Denied are mutually exclusive".into())],
+        ));
+    }
+    let ca = server.ca().cloned();
+    // The write goes to the status (the approval subresource is part of it).
+    let mut status_target = target.clone();
+    status_target.subresource = Some("status".into());
+    let (stored, _) =
+        handlers::write_existing(server, &status_target, name, None, FieldValidation::Ignore, None, |old| {
+            let mut new = old.clone();
+            new["status"]["conditions"] = json!(conditions);
+            let signer = old["spec"]["signerName"].as_str().unwrap_or_default();
+            let unsigned = old["status"]["certificate"].as_str().is_none_or(str::is_empty);
+            if approved
+                && unsigned
+                && CLIENT_SIGNERS.contains(&signer)
+                && let Some(ca) = &ca
+            {
+                new["status"]["certificate"] = json!(sign_spec(ca, &old["spec"])?);
+            }
+            Ok(new)
+        })
+        .await?;
+    Ok((StatusCode::OK, axum::Json(handlers::render(&stored)?)).into_response())
 }

@@ -335,6 +335,12 @@ async fn route<S: Store + Clone>(
         {
             tokens::create_token(server, &target, name, req).await
         }
+        (&Method::PUT, Some(name))
+            if target.resource.kind == "CertificateSigningRequest"
+                && target.subresource.as_deref() == Some("approval") =>
+        {
+            csr::approve(server, &target, name, req).await
+        }
         (&Method::PUT, Some(name)) => handlers::update(server, &target, name, req).await,
         (&Method::PATCH, Some(name)) => handlers::patch(server, &target, name, req).await,
         (&Method::DELETE, Some(name)) => handlers::delete(server, &target, name, req).await,
