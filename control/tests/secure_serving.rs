@@ -137,32 +137,11 @@ fn message(err: &kube::Error) -> String {
     }
 }
 
-/// Creates `object` as the admin.
-async fn create<K>(admin: &Client, namespace: Option<&str>, object: serde_json::Value) -> K
+/// Creates `object` through `api` (as whoever `api`'s client is).
+async fn create<K>(api: &Api<K>, object: serde_json::Value) -> K
 where
-    K: kube::Resource<Scope = k8s_openapi::NamespaceResourceScope>
-        + Clone
-        + serde::de::DeserializeOwned
-        + serde::Serialize
-        + std::fmt::Debug,
-    K::DynamicType: Default,
+    K: kube::Resource + Clone + serde::de::DeserializeOwned + serde::Serialize + std::fmt::Debug,
 {
-    let api: Api<K> = Api::namespaced(admin.clone(), namespace.unwrap_or("default"));
-    api.create(&PostParams::default(), &serde_json::from_value(object).expect("object"))
-        .await
-        .expect("create")
-}
-
-async fn create_cluster<K>(admin: &Client, object: serde_json::Value) -> K
-where
-    K: kube::Resource<Scope = k8s_openapi::ClusterResourceScope>
-        + Clone
-        + serde::de::DeserializeOwned
-        + serde::Serialize
-        + std::fmt::Debug,
-    K::DynamicType: Default,
-{
-    let api: Api<K> = Api::all(admin.clone());
     api.create(&PostParams::default(), &serde_json::from_value(object).expect("object"))
         .await
         .expect("create")
@@ -186,14 +165,14 @@ fn rbac_grants_what_bindings_say_and_a_403_names_verb_and_resource() {
             roles.get(name).await.unwrap_or_else(|e| panic!("default ClusterRole {name}: {e}"));
         }
         // Group "dev" may list namespaces; alice is in it.
-        create_cluster::<ClusterRole>(&admin, json!({"metadata": {"name": "ns-reader"},
+        create(&Api::<ClusterRole>::all(admin.clone()), json!({"metadata": {"name": "ns-reader"},
             "rules": [{"apiGroups": [""], "resources": ["namespaces"], "verbs": ["list"]}]})).await;
-        create_cluster::<ClusterRoleBinding>(&admin, json!({"metadata": {"name": "dev-ns"},
+        create(&Api::<ClusterRoleBinding>::all(admin.clone()), json!({"metadata": {"name": "dev-ns"},
             "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": "ns-reader"},
             "subjects": [{"kind": "Group", "name": "dev"}]})).await;
         assert!(list_namespaces(alice.clone()).await.is_ok(), "bound through her group");
         // view in one namespace only.
-        create::<RoleBinding>(&admin, Some("default"), json!({"metadata": {"name": "alice-view"},
+        create(&Api::<RoleBinding>::namespaced(admin.clone(), "default"), json!({"metadata": {"name": "alice-view"},
             "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": "view"},
             "subjects": [{"kind": "User", "name": "alice"}]})).await;
         let pods = |ns: &str| Api::<Pod>::namespaced(alice.clone(), ns);
@@ -213,10 +192,10 @@ fn a_node_may_touch_only_its_own_node_lease_pods_and_their_secrets() {
     runtime().block_on(async {
         let admin = server.client_from(&server.pki.admin_kubeconfig()).await;
         for n in ["n1", "n2"] {
-            create_cluster::<Node>(&admin, json!({"metadata": {"name": n}})).await;
-            create::<Lease>(&admin, Some("kube-node-lease"), json!({"metadata": {"name": n}, "spec": {"holderIdentity": n}})).await;
-            create::<Secret>(&admin, None, json!({"metadata": {"name": format!("{n}-secret")}, "stringData": {"k": "v"}})).await;
-            create::<Pod>(&admin, None, json!({"metadata": {"name": format!("on-{n}")}, "spec": {"nodeName": n,
+            create(&Api::<Node>::all(admin.clone()), json!({"metadata": {"name": n}})).await;
+            create(&Api::<Lease>::namespaced(admin.clone(), "kube-node-lease"), json!({"metadata": {"name": n}, "spec": {"holderIdentity": n}})).await;
+            create(&Api::<Secret>::namespaced(admin.clone(), "default"), json!({"metadata": {"name": format!("{n}-secret")}, "stringData": {"k": "v"}})).await;
+            create(&Api::<Pod>::namespaced(admin.clone(), "default"), json!({"metadata": {"name": format!("on-{n}")}, "spec": {"nodeName": n,
                 "containers": [{"name": "c", "image": "busybox", "envFrom": [{"secretRef": {"name": format!("{n}-secret")}}]}]}})).await;
         }
         let n1 = server.client_from(&server.pki.node_kubeconfig("n1")).await;

@@ -18,7 +18,7 @@ use skiff_common::{
 use super::{
     output::{number, table, text},
     pins,
-    svc::backend_name,
+    svc::{backend_name, ip},
 };
 
 /// Which entries a command is about; every set condition must hold.
@@ -30,10 +30,6 @@ pub struct CtFilter {
     pub pod: Option<Ipv4Addr>,
     /// Any address of the flow: client, frontend, backend.
     pub ip: Option<Ipv4Addr>,
-}
-
-fn ip(addr_be: u32) -> Ipv4Addr {
-    Ipv4Addr::from(addr_be.to_ne_bytes())
 }
 
 fn proto_name(n: u8) -> &'static str {

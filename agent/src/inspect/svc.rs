@@ -162,13 +162,13 @@ impl std::fmt::Debug for LiveMaps {
 
 impl LiveMaps {
     pub fn open(pin_dir: &Path) -> anyhow::Result<Self> {
+        let services_data = pins::open(pin_dir, names::MAP_SERVICES)?;
+        let rows = services_data.info().context("SKIFF_SVC's info")?.max_entries();
         let services: HashMap<MapData, ServiceKey, ServiceValue> =
-            HashMap::try_from(Map::HashMap(pins::open(pin_dir, names::MAP_SERVICES)?))
+            HashMap::try_from(Map::HashMap(services_data))
                 .context("SKIFF_SVC is not a hash map of frontends")?;
         let maglev_data = pins::open(pin_dir, names::MAP_MAGLEV)?;
         let maglev_entries = maglev_data.info().context("SKIFF_MAGLEV's info")?.max_entries();
-        let rows =
-            pins::open(pin_dir, names::MAP_SERVICES)?.info().context("SKIFF_SVC's info")?.max_entries();
         let m = maglev_entries.checked_div(rows).filter(|m| *m > 0).context("SKIFF_MAGLEV is empty")?;
         let maglev = MaglevTable::map(maglev_data.fd(), maglev_entries, m).context("mapping SKIFF_MAGLEV")?;
         Ok(Self {
@@ -223,7 +223,7 @@ impl LiveMaps {
     }
 }
 
-fn ip(addr_be: u32) -> Ipv4Addr {
+pub(super) fn ip(addr_be: u32) -> Ipv4Addr {
     Ipv4Addr::from(addr_be.to_ne_bytes())
 }
 

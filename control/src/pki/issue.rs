@@ -50,6 +50,21 @@ fn validity(params: &mut CertificateParams, not_before: OffsetDateTime, lifetime
     params.not_after = not_before + lifetime;
 }
 
+/// What every leaf the CA signs has: key and extended key usages for `usage`, an authority key
+/// identifier, a fresh serial, and its validity. The subject is the caller's.
+fn leaf_params(usage: Usage, not_before: OffsetDateTime, lifetime: Duration) -> CertificateParams {
+    let mut params = CertificateParams::default();
+    params.key_usages = vec![KeyUsagePurpose::DigitalSignature, KeyUsagePurpose::KeyEncipherment];
+    params.extended_key_usages = vec![match usage {
+        Usage::Server => ExtendedKeyUsagePurpose::ServerAuth,
+        Usage::Client => ExtendedKeyUsagePurpose::ClientAuth,
+    }];
+    params.use_authority_key_identifier_extension = true;
+    params.serial_number = Some(serial());
+    validity(&mut params, not_before, lifetime);
+    params
+}
+
 /// A new self-signed CA named `common_name`, valid from now (less a minute of clock skew).
 pub fn new_ca(common_name: &str, lifetime: Duration) -> anyhow::Result<Issued> {
     let key = KeyPair::generate().context("generating the CA key")?;
@@ -108,14 +123,9 @@ impl Ca {
     /// only the subject and key come from the request; usages, validity and serial are ours.
     pub fn sign_request(&self, pem: &str, lifetime: Duration) -> anyhow::Result<String> {
         let mut csr = rcgen::CertificateSigningRequestParams::from_pem(pem).context("not a valid PEM CSR")?;
-        let dn = csr.params.distinguished_name.clone();
-        let mut params = CertificateParams::default();
-        params.distinguished_name = dn;
-        params.key_usages = vec![KeyUsagePurpose::DigitalSignature, KeyUsagePurpose::KeyEncipherment];
-        params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
-        params.use_authority_key_identifier_extension = true;
-        params.serial_number = Some(serial());
-        validity(&mut params, OffsetDateTime::now_utc() - Duration::minutes(1), lifetime);
+        let mut params =
+            leaf_params(Usage::Client, OffsetDateTime::now_utc() - Duration::minutes(1), lifetime);
+        params.distinguished_name = csr.params.distinguished_name.clone();
         csr.params = params;
         Ok(csr.signed_by(&self.issuer).context("signing the request")?.pem())
     }
@@ -127,7 +137,7 @@ impl Ca {
         not_before: OffsetDateTime,
         lifetime: Duration,
     ) -> anyhow::Result<String> {
-        let mut params = CertificateParams::default();
+        let mut params = leaf_params(subject.usage, not_before, lifetime);
         params.distinguished_name = DistinguishedName::new();
         for org in &subject.organizations {
             params.distinguished_name.push(DnType::OrganizationName, org.as_str());
@@ -141,14 +151,6 @@ impl Ca {
                 Err(_) => s.clone().try_into().map(SanType::DnsName).with_context(|| format!("SAN {s:?}")),
             })
             .collect::<anyhow::Result<_>>()?;
-        params.key_usages = vec![KeyUsagePurpose::DigitalSignature, KeyUsagePurpose::KeyEncipherment];
-        params.extended_key_usages = vec![match subject.usage {
-            Usage::Server => ExtendedKeyUsagePurpose::ServerAuth,
-            Usage::Client => ExtendedKeyUsagePurpose::ClientAuth,
-        }];
-        params.use_authority_key_identifier_extension = true;
-        params.serial_number = Some(serial());
-        validity(&mut params, not_before, lifetime);
         let cert = params
             .signed_by(key, &self.issuer)
             .with_context(|| format!("signing {}", subject.common_name))?;
