@@ -58,16 +58,24 @@ fn main() {
     let mut server = Command::new(env!("CARGO_BIN_EXE_skiff-control"))
         .args(["serve", "--bind-address", "127.0.0.1:0", "--data-dir"])
         .arg(dir.path())
+        .arg("--pki-dir")
+        .arg(dir.path().join("pki"))
+        .arg("--write-kubeconfig")
+        .arg(dir.path().join("admin.conf"))
         .stdout(Stdio::piped())
         .spawn()
         .expect("start skiff-control");
     let mut line = String::new();
     BufReader::new(server.stdout.take().expect("stdout")).read_line(&mut line).expect("address");
-    let url = format!("http://{}", line.trim().trim_start_matches("listening on "));
+    assert!(line.starts_with("listening on "), "skiff-control said {line:?}");
+    // Written before the address is printed.
+    let kubeconfig = std::fs::read_to_string(dir.path().join("admin.conf")).expect("admin kubeconfig");
     let rt =
         tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().expect("runtime");
     let rows = rt.block_on(async {
-        let client = kube::Client::try_from(kube::Config::new(url.parse().expect("url"))).expect("client");
+        let raw = kube::config::Kubeconfig::from_yaml(&kubeconfig).expect("kubeconfig");
+        let config = kube::Config::from_custom_kubeconfig(raw, &Default::default()).await.expect("config");
+        let client = kube::Client::try_from(config).expect("client");
         let pods: Api<Pod> = Api::namespaced(client.clone(), "default");
 
         // Creates.

@@ -8,5 +8,6 @@ pub mod controllers;
 pub mod local;
 pub mod pki;
 pub mod scheduler;
+pub mod secure;
 pub mod store;
 pub mod tls;

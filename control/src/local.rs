@@ -1,21 +1,33 @@
 //! An API server on a loopback port inside this process, over a fresh embedded store, with the
-//! control loops running: what tests, benchmarks and embedders start.
+//! control loops running: what tests, benchmarks and embedders start. It serves exactly what
+//! `skiff-control serve` serves — HTTPS on its own PKI (under `dir/pki`), authentication and
+//! authorization — so a test talks to it with a kubeconfig, as a user would.
 
 use std::{net::Ipv4Addr, path::Path, sync::Arc};
 
+use anyhow::Context as _;
+use time::{Duration, OffsetDateTime};
+
 use crate::{
-    api::{self, ApiServer},
+    api::ApiServer,
     controllers::{self, leader::Election},
+    pki::{
+        Pki,
+        issue::{Subject, Usage},
+    },
+    secure,
     store::embedded::{EmbeddedStore, Options},
 };
 
 /// A running local server; dropping it stops it.
 #[derive(Debug)]
 pub struct LocalServer {
-    /// `http://127.0.0.1:<port>`.
+    /// `https://127.0.0.1:<port>`.
     pub url: String,
-    /// A kubeconfig for it.
+    /// The admin's kubeconfig for it (group `system:masters`).
     pub kubeconfig: String,
+    /// Its PKI.
+    pub pki: Pki,
     serve: tokio::task::JoinHandle<()>,
     loops: tokio::task::JoinHandle<()>,
 }
@@ -27,8 +39,8 @@ impl LocalServer {
         Self::start_with(dir, history, "127.0.0.1:0".parse()?, controllers::Config::default()).await
     }
 
-    /// Like [`LocalServer::start`], on `addr` (a restarted server keeps its address), with the
-    /// loops tuned by `loops`.
+    /// Like [`LocalServer::start`], on `addr` (a restarted server keeps its address and its
+    /// PKI), with the loops tuned by `loops`.
     pub async fn start_with(
         dir: &Path,
         history: usize,
@@ -38,15 +50,47 @@ impl LocalServer {
         let store = EmbeddedStore::open(&dir.join("store.redb"), Options { history })?;
         let server = Arc::new(ApiServer::new(store, (Ipv4Addr::new(10, 96, 0, 0), 12)));
         server.bootstrap(None).await.map_err(|e| anyhow::anyhow!(e.message))?;
+        let listener = tokio::net::TcpListener::bind(addr).await?;
+        let addr = listener.local_addr()?;
+        let url = format!("https://{addr}");
+        let pki = Pki::new(dir.join("pki"));
+        secure::ensure_pki(&pki, addr, "10.96.0.0/12")?;
+        let stack = secure::prepare(&server, &pki, None)?;
         // One identity per store: a server restarted on it takes its own Lease back at once.
         let loops =
             controllers::spawn(server.clone(), loops, Election::new(format!("local@{}", dir.display())));
-        let listener = tokio::net::TcpListener::bind(addr).await?;
-        let url = format!("http://{}", listener.local_addr()?);
         let serve = tokio::spawn(async move {
-            let _ = axum::serve(listener, api::router(server)).await;
+            let _ = secure::serve(listener, server, stack, std::future::pending()).await;
         });
-        Ok(Self { kubeconfig: api::kubeconfig(&url), url, serve, loops })
+        Ok(Self { kubeconfig: secure::admin_kubeconfig(&pki, &url)?, url, pki, serve, loops })
+    }
+
+    /// A kube-rs configuration from the admin's kubeconfig.
+    pub async fn config(&self) -> anyhow::Result<kube::Config> {
+        let raw = kube::config::Kubeconfig::from_yaml(&self.kubeconfig)?;
+        Ok(kube::Config::from_custom_kubeconfig(raw, &Default::default()).await?)
+    }
+
+    /// A client acting as the admin.
+    pub async fn client(&self) -> anyhow::Result<kube::Client> {
+        Ok(kube::Client::try_from(self.config().await?)?)
+    }
+
+    /// A kubeconfig for `user` in `groups`, with a fresh client certificate from this server's CA
+    /// (a node is `system:node:<name>` in `system:nodes`).
+    pub fn kubeconfig_for(&self, user: &str, groups: &[&str]) -> anyhow::Result<String> {
+        let subject = Subject {
+            common_name: user.to_owned(),
+            organizations: groups.iter().map(|g| (*g).to_owned()).collect(),
+            sans: Vec::new(),
+            usage: Usage::Client,
+        };
+        let ca = self.pki.ca()?;
+        let issued = ca
+            .issue(&subject, OffsetDateTime::now_utc() - Duration::minutes(1), Duration::days(1))
+            .context("issuing a client certificate")?;
+        let cluster = self.pki.config()?.cluster_name;
+        Ok(crate::pki::kubeconfig::render(&cluster, &self.url, &ca.cert_pem, user, &issued))
     }
 }
 

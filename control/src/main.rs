@@ -12,7 +12,7 @@ use std::{
 use anyhow::Context as _;
 use clap::{Parser, Subcommand};
 use skiff_control::{
-    api, controllers,
+    api, controllers, secure,
     store::embedded::{EmbeddedStore, Options},
 };
 
@@ -45,19 +45,20 @@ struct ServeArgs {
     /// Address to listen on.
     #[arg(long, default_value = "127.0.0.1:6443")]
     bind_address: SocketAddr,
-    /// PKI root made by `skiff-control init`: serve HTTPS with its `pki/apiserver.{crt,key}`,
-    /// authenticate client certificates its CA signed, and refuse anonymous requests (except
-    /// /healthz, /livez, /readyz, /version). Without it the API is served over plain HTTP with no
-    /// authentication — for tests and the lab until they move to the PKI.
-    #[arg(long)]
-    pki_dir: Option<PathBuf>,
+    /// PKI root (`skiff-control init`): the API is served over HTTPS with its
+    /// `pki/apiserver.{crt,key}`, client certificates its CA signed are authenticated, and
+    /// anonymous requests are refused (except /healthz, /livez, /readyz, /version). When the
+    /// directory holds no CA yet, the PKI is created there for this server's address.
+    #[arg(long, default_value = skiff_control::pki::DEFAULT_ROOT)]
+    pki_dir: PathBuf,
     /// Static bearer tokens (kube-apiserver's format: token,user,uid,"group1,group2").
-    #[arg(long, requires = "pki_dir")]
+    #[arg(long)]
     token_auth_file: Option<PathBuf>,
     /// CIDR ClusterIPs are allocated from.
     #[arg(long, default_value = "10.96.0.0/12")]
     service_cluster_ip_range: String,
-    /// Write a kubeconfig for this server here once it listens.
+    /// Write the admin kubeconfig, pointed at the address this server listens on, here once it
+    /// listens (0600).
     #[arg(long)]
     write_kubeconfig: Option<PathBuf>,
     /// Seconds a node's Lease may go unrenewed before the node is marked Unknown and tainted
@@ -175,46 +176,20 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             .await
             .map_err(|e| anyhow::anyhow!(e.message))
             .context("bootstrapping")?;
-        let secure = match &args.pki_dir {
-            Some(dir) => {
-                let pki = skiff_control::pki::Pki::new(dir);
-                let tls = skiff_control::tls::server_config(&pki)?;
-                let auth = match &args.token_auth_file {
-                    Some(file) => skiff_control::auth::Authenticator::with_token_file(file)?,
-                    None => skiff_control::auth::Authenticator::default(),
-                };
-                let sa_key = std::fs::read(pki.sa_key()).with_context(|| format!("reading {}", pki.sa_key().display()))?;
-                let keys = Arc::new(skiff_control::auth::sa_token::TokenKeys::from_pem(&sa_key)?);
-                server.set_token_keys(keys.clone());
-                let accounts = server.clone();
-                let lookup: skiff_control::auth::AccountLookup =
-                    Arc::new(move |ns, name| accounts.service_account_uid(ns, name));
-                let secrets = server.clone();
-                let bootstrap: skiff_control::auth::SecretLookup = Arc::new(move |ns, name| secrets.secret(ns, name));
-                server.set_ca(Arc::new(pki.ca()?));
-                let auth = auth.with_service_accounts(keys, lookup).with_bootstrap_tokens(bootstrap);
-                Some((tls, Arc::new(auth)))
-            }
-            None => None,
-        };
+        let pki = skiff_control::pki::Pki::new(&args.pki_dir);
+        if secure::ensure_pki(&pki, addr, &args.service_cluster_ip_range)? {
+            tracing::info!(dir = %args.pki_dir.display(), "created the cluster PKI");
+        }
+        let stack = secure::prepare(&server, &pki, args.token_auth_file.as_deref())?;
         if let Some(path) = &args.write_kubeconfig {
-            anyhow::ensure!(secure.is_none(), "--write-kubeconfig is for plain HTTP; use the PKI's admin.conf");
-            std::fs::write(path, api::kubeconfig(&format!("http://{addr}")))
+            let text = secure::admin_kubeconfig(&pki, &format!("https://{addr}"))?;
+            skiff_control::pki::files::write_secret(path, text.as_bytes())
                 .with_context(|| format!("writing {}", path.display()))?;
         }
         controllers::spawn(server.clone(), loops, controllers::leader::Election::new(identity));
         println!("listening on {addr}");
-        match secure {
-            Some((tls, auth)) => {
-                tracing::info!(%addr, "serving the Kubernetes API over HTTPS");
-                let app = api::secure_router(server, auth);
-                skiff_control::tls::serve(listener, tls, app, shutdown()).await
-            }
-            None => {
-                tracing::warn!(%addr, "serving the Kubernetes API over plain HTTP without authentication (no --pki-dir)");
-                axum::serve(listener, api::router(server)).with_graceful_shutdown(shutdown()).await.context("serving")
-            }
-        }
+        tracing::info!(%addr, "serving the Kubernetes API over HTTPS");
+        secure::serve(listener, server, stack, shutdown()).await
     })
 }
 

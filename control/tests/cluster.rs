@@ -92,7 +92,7 @@ impl Cluster {
         let hollow = hollow::start(&server.client, nodes, json!({}), options).await;
         let dir = tempfile::tempdir().expect("tmp");
         let kubeconfig = dir.path().join("kubeconfig");
-        std::fs::write(&kubeconfig, skiff_control::api::kubeconfig(&server.url)).expect("kubeconfig");
+        std::fs::write(&kubeconfig, &server.local.kubeconfig).expect("kubeconfig");
         Cluster { hollow, kubectl: Kubectl { kubeconfig }, server, dir }
     }
 

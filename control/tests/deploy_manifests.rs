@@ -165,7 +165,7 @@ async fn cluster(nodes: &[&str]) -> Cluster {
     let hollow = hollow::start(&server.client, nodes, json!({}), hollow::Options::default()).await;
     let dir = tempfile::tempdir().expect("tmp");
     let kubeconfig = dir.path().join("kubeconfig");
-    std::fs::write(&kubeconfig, skiff_control::api::kubeconfig(&server.url)).expect("kubeconfig");
+    std::fs::write(&kubeconfig, &server.local.kubeconfig).expect("kubeconfig");
     Cluster { _hollow: hollow, kubectl: Kubectl { kubeconfig }, server, _dir: dir }
 }
 

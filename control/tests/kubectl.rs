@@ -17,7 +17,7 @@ impl Kubectl {
         let server = rt.block_on(common::start(1000));
         let dir = tempfile::tempdir().expect("tmp");
         let kubeconfig = dir.path().join("kubeconfig");
-        std::fs::write(&kubeconfig, skiff_control::api::kubeconfig(&server.url)).expect("kubeconfig");
+        std::fs::write(&kubeconfig, &server.local.kubeconfig).expect("kubeconfig");
         (rt, server, dir, Kubectl { kubeconfig })
     }
 

@@ -23,8 +23,11 @@ fn the_python_client_lists_creates_patches_watches_and_deletes() {
     let rt = common::runtime();
     let server = rt.block_on(common::start(1000));
     let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/python/client.py");
+    let dir = tempfile::tempdir().expect("tmp");
+    let kubeconfig = dir.path().join("admin.conf");
+    std::fs::write(&kubeconfig, &server.local.kubeconfig).expect("kubeconfig");
     let out =
-        std::process::Command::new(python()).arg(&script).arg(&server.url).output().expect("run python");
+        std::process::Command::new(python()).arg(&script).arg(&kubeconfig).output().expect("run python");
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(
         out.status.success(),

@@ -20,7 +20,7 @@ use std::{
 use common::{NodeParts, eventually};
 use k8s_openapi::api::core::v1::Pod;
 use kube::{
-    Api, Client,
+    Api,
     api::{DeleteParams, PostParams},
 };
 use serde_json::json;
@@ -150,7 +150,7 @@ fn the_echo_image_runs_as_a_pod_and_stops_on_sigterm() {
         let cni = Cni::load(&parts.dir.path().join("net.d"), vec![cni_dir], parts.dir.path().join("cni-cache"))
             .expect("cni")
             .in_netns(parts.ns.path());
-        let client = Client::try_from(kube::Config::new(parts.server.url.parse().expect("url"))).expect("client");
+        let client = parts.server.client().await.expect("admin client");
         let mut config = PodConfig::new(NODE, NODE_IP);
         config.root_dir = parts.dir.path().join("agent");
         config.cgroup_root = format!("/skiff-test-{}-echo", std::process::id());

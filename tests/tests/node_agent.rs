@@ -23,8 +23,8 @@ fn runtime() -> tokio::runtime::Runtime {
     tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().expect("tokio")
 }
 
-fn client(server: &LocalServer) -> Client {
-    Client::try_from(kube::Config::new(server.url.parse().expect("url"))).expect("client")
+async fn client(server: &LocalServer) -> Client {
+    server.client().await.expect("admin client")
 }
 
 /// Polls `check` every 20 ms for up to 10 s; panics naming `what` after that.
@@ -49,7 +49,7 @@ fn a_node_registers_heartbeats_and_reports_its_conditions() {
     let dir = tempfile::tempdir().expect("tmp");
     runtime().block_on(async {
         let server = LocalServer::start(dir.path(), 1000).await.expect("server");
-        let client = client(&server);
+        let client = client(&server).await;
         let mut config = NodeConfig::new("node-a", Ipv4Addr::new(192, 168, 77, 1));
         config.pod_cidr = Some("10.244.1.0/24".into());
         config.data_dir = dir.path().to_owned();
@@ -135,7 +135,7 @@ fn routes_to_other_nodes_pods_follow_the_node_objects() {
     let rt = runtime();
     rt.block_on(async {
         let server = LocalServer::start(dir.path(), 1000).await.expect("server");
-        let client = client(&server);
+        let client = client(&server).await;
         // The netlink socket is made inside the node's namespace, and stays bound to it.
         let handle = tokio::runtime::Handle::current();
         let (connection, netlink, _) = ns

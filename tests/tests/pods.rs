@@ -74,7 +74,7 @@ impl Node {
         let cni = Cni::load(&dir.path().join("net.d"), vec![cni_bin_dir()], dir.path().join("cni-cache"))
             .expect("cni")
             .in_netns(ns.path());
-        let client = Client::try_from(kube::Config::new(server.url.parse().expect("url"))).expect("client");
+        let client = server.client().await.expect("admin client");
         let mut config = PodConfig::new(NODE, NODE_IP);
         config.root_dir = dir.path().join("agent");
         config.cgroup_root = format!("/skiff-test-{}-{label}", std::process::id());
@@ -869,10 +869,13 @@ fn resource_limits_become_cgroup_limits() {
     });
 }
 
-/// `skiff-control serve` as a process (built with the workspace), on `addr` with its store in `dir`.
+/// `skiff-control serve` as a process (built with the workspace), on `addr` with its store and
+/// its PKI (`dir/pki`) in `dir`.
 fn spawn_control(dir: &std::path::Path, addr: std::net::SocketAddr) -> std::process::Child {
     std::process::Command::new(cni_bin_dir().join("skiff-control"))
         .args(["serve", "--data-dir", &dir.display().to_string(), "--bind-address", &addr.to_string()])
+        .arg("--pki-dir")
+        .arg(dir.join("pki"))
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::null())
         .spawn()
@@ -886,8 +889,14 @@ fn the_agent_carries_on_when_the_api_server_is_killed_and_restarted() {
         // A real API server process this time, so that it can die.
         let addr = std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).expect("a free port");
         let data = node.dir.path().join("control-process");
+        // The PKI made up front, so that the admin kubeconfig is at hand before the server is up.
+        let pki = skiff_control::pki::Pki::new(data.join("pki"));
+        skiff_control::secure::ensure_pki(&pki, addr, "10.96.0.0/12").expect("PKI");
+        let kubeconfig =
+            skiff_control::secure::admin_kubeconfig(&pki, &format!("https://{addr}")).expect("kubeconfig");
         let mut control = spawn_control(&data, addr);
-        let mut config = kube::Config::new(format!("http://{addr}").parse().expect("url"));
+        let raw = kube::config::Kubeconfig::from_yaml(&kubeconfig).expect("kubeconfig");
+        let mut config = kube::Config::from_custom_kubeconfig(raw, &Default::default()).await.expect("config");
         config.default_retry = false;
         let client = Client::try_from(config).expect("client");
         let ctx = Arc::new(Ctx {

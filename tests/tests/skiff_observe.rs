@@ -118,8 +118,7 @@ impl Node {
         let dir = tempfile::tempdir().expect("tmp");
         let (server, client, status, socket) = rt.block_on(async {
             let server = LocalServer::start(dir.path(), 1000).await.expect("skiff-control");
-            let client =
-                Client::try_from(kube::Config::new(server.url.parse().expect("url"))).expect("client");
+            let client = server.client().await.expect("admin client");
             let status = Status::new("obs", "ebpf", Some(pins.path().to_owned()), Some(client.clone()));
             // The proxy works in the node namespace, as an agent run with --node-netns does.
             status.set_node_netns(Some(topo.node.path()));
@@ -192,7 +191,7 @@ impl Node {
     /// agent's does (on its own thread and runtime), once it has applied every one of `services`.
     fn with_proxy<R>(&mut self, services: &[&str], body: impl FnOnce(&Node) -> R) -> R {
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-        let url = self._server.url.clone();
+        let kubeconfig = self._server.kubeconfig.clone();
         let status = self.status.clone();
         let mut dp = self.dp.take().expect("datapath");
         let dataplane = dp.dataplane();
@@ -201,8 +200,11 @@ impl Node {
             let proxy = s.spawn(move || {
                 let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("tokio");
                 rt.block_on(async move {
-                    let client =
-                        Client::try_from(kube::Config::new(url.parse().expect("url"))).expect("client");
+                    let raw = kube::config::Kubeconfig::from_yaml(&kubeconfig).expect("kubeconfig");
+                    let config = kube::Config::from_custom_kubeconfig(raw, &Default::default())
+                        .await
+                        .expect("admin config");
+                    let client = Client::try_from(config).expect("client");
                     let ctx = ProxyContext { node_name: "obs".into(), ..ProxyContext::default() };
                     let mut feeder =
                         watch::Feeder::new(ServiceProxy::new(ctx, dataplane)).with_status(status);

@@ -161,7 +161,7 @@ pub fn parse_path(path: &str) -> Option<path::Target> {
 pub use path::Target;
 
 /// The routes behind authentication (`auth`) and authorization (the node authorizer, then RBAC
-/// over the stored policy): what `serve --pki-dir` serves.
+/// over the stored policy): all the API server serves.
 pub fn secure_router<S: Store + Clone>(
     server: Arc<ApiServer<S>>,
     auth: Arc<crate::auth::Authenticator>,
@@ -173,7 +173,7 @@ pub fn secure_router<S: Store + Clone>(
 }
 
 /// The HTTP routes: everything goes through one dispatcher, since Kubernetes paths are data.
-pub fn router<S: Store + Clone>(server: Arc<ApiServer<S>>) -> Router {
+fn router<S: Store + Clone>(server: Arc<ApiServer<S>>) -> Router {
     Router::new().fallback(dispatch::<S>).layer(DefaultBodyLimit::disable()).with_state(server)
 }
 
@@ -347,13 +347,4 @@ async fn route<S: Store + Clone>(
         (&Method::DELETE, None) => handlers::delete_collection(server, &target, req).await,
         _ => Err(ApiError::method_not_allowed(format!("{method} is not supported on {path}"))),
     }
-}
-
-/// A kubeconfig for a client of the server at `url`.
-pub fn kubeconfig(url: &str) -> String {
-    format!(
-        "apiVersion: v1\nkind: Config\nclusters:\n- name: skiff\n  cluster:\n    server: {url}\n\
-         contexts:\n- name: skiff\n  context:\n    cluster: skiff\n    user: admin\n    namespace: default\n\
-         current-context: skiff\nusers:\n- name: admin\n  user: {{}}\n"
-    )
 }

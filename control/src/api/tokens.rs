@@ -24,7 +24,7 @@ pub async fn create_token<S: Store + Clone>(
     req: &Request,
 ) -> Result<Response, ApiError> {
     let keys = server.token_keys().ok_or_else(|| {
-        ApiError::bad_request("this server issues no ServiceAccount tokens (serve it with --pki-dir)")
+        ApiError::bad_request("this server issues no ServiceAccount tokens (it was started without a PKI)")
     })?;
     let namespace = target.namespace.clone().unwrap_or_default();
     let key = target.resource.key(Some(&namespace), name);

@@ -10,7 +10,7 @@ use skiff_control::{controllers, local::LocalServer};
 pub struct Server {
     pub url: String,
     pub client: kube::Client,
-    _server: LocalServer,
+    pub local: LocalServer,
     _dir: tempfile::TempDir,
 }
 
@@ -24,11 +24,11 @@ pub async fn start_with(history: usize, loops: controllers::Config) -> Server {
     let dir = tempfile::tempdir().expect("tmp");
     let addr = "127.0.0.1:0".parse().expect("addr");
     let server = LocalServer::start_with(dir.path(), history, addr, loops).await.expect("server");
-    let mut config = kube::Config::new(server.url.parse().expect("url"));
+    let mut config = server.config().await.expect("admin config");
     // The tests check the server's answers themselves; kube-rs would retry 5xx behind their back.
     config.default_retry = false;
     let client = kube::Client::try_from(config).expect("client");
-    Server { url: server.url.clone(), client, _server: server, _dir: dir }
+    Server { url: server.url.clone(), client, local: server, _dir: dir }
 }
 
 pub fn runtime() -> tokio::runtime::Runtime {

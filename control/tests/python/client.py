@@ -1,16 +1,16 @@
 """The official Python `kubernetes` client against skiff-control: list, create, patch, watch with
-resume from a resourceVersion, delete. Prints one line per check; exits non-zero on the first failure."""
+resume from a resourceVersion, delete — over HTTPS, as the admin of the kubeconfig it is given. Prints one line per check; exits non-zero on the first failure."""
 
 import sys
 
-from kubernetes import client, watch
+from kubernetes import client, config, watch
 from kubernetes.client.rest import ApiException
 
 
-def main(url: str) -> None:
-    config = client.Configuration()
-    config.host = url
-    api = client.ApiClient(config)
+def main(kubeconfig: str) -> None:
+    configuration = client.Configuration()
+    config.load_kube_config(config_file=kubeconfig, client_configuration=configuration)
+    api = client.ApiClient(configuration)
     core = client.CoreV1Api(api)
 
     names = [ns.metadata.name for ns in core.list_namespace().items]
