@@ -13,7 +13,7 @@ use crate::{
     controllers::{self, leader::Election},
     pki::{
         Pki,
-        issue::{Subject, Usage},
+        issue::{Issued, Subject, Usage},
     },
     secure,
     store::embedded::{EmbeddedStore, Options},
@@ -76,21 +76,27 @@ impl LocalServer {
         Ok(kube::Client::try_from(self.config().await?)?)
     }
 
-    /// A kubeconfig for `user` in `groups`, with a fresh client certificate from this server's CA
-    /// (a node is `system:node:<name>` in `system:nodes`).
-    pub fn kubeconfig_for(&self, user: &str, groups: &[&str]) -> anyhow::Result<String> {
+    /// A fresh client certificate from this server's CA for `user` in `groups` (a node is
+    /// `system:node:<name>` in `system:nodes`), valid for a day.
+    pub fn issue_client(&self, user: &str, groups: &[&str]) -> anyhow::Result<Issued> {
         let subject = Subject {
             common_name: user.to_owned(),
             organizations: groups.iter().map(|g| (*g).to_owned()).collect(),
             sans: Vec::new(),
             usage: Usage::Client,
         };
-        let ca = self.pki.ca()?;
-        let issued = ca
+        self.pki
+            .ca()?
             .issue(&subject, OffsetDateTime::now_utc() - Duration::minutes(1), Duration::days(1))
-            .context("issuing a client certificate")?;
+            .context("issuing a client certificate")
+    }
+
+    /// A kubeconfig for `user` in `groups` with a certificate from [`LocalServer::issue_client`].
+    pub fn kubeconfig_for(&self, user: &str, groups: &[&str]) -> anyhow::Result<String> {
+        let issued = self.issue_client(user, groups)?;
+        let ca = crate::pki::files::read(&self.pki.ca_cert())?;
         let cluster = self.pki.config()?.cluster_name;
-        Ok(crate::pki::kubeconfig::render(&cluster, &self.url, &ca.cert_pem, user, &issued))
+        Ok(crate::pki::kubeconfig::render(&cluster, &self.url, &ca, user, &issued))
     }
 }
 

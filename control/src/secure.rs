@@ -14,9 +14,13 @@ use crate::{
 };
 
 /// Creates the PKI under `pki` when it has no CA yet (the first start of a cluster), for a server
-/// reached at `addr`; an existing PKI is used as it is. Returns whether it was created.
+/// reached at `addr`; an existing PKI is used as it is, completed with what a newer version of
+/// `init` issues. Returns whether it was created.
 pub fn ensure_pki(pki: &Pki, addr: SocketAddr, service_cidr: &str) -> anyhow::Result<bool> {
     if pki.ca_cert().exists() {
+        if !pki.kubelet_client_cert().exists() {
+            pki.init(&pki.config()?).context("adding the kubelet client certificate to the PKI")?;
+        }
         return Ok(false);
     }
     let mut sans = Vec::new();
@@ -60,6 +64,7 @@ pub fn prepare<S: Store + Clone>(
     let keys = Arc::new(TokenKeys::from_pem(&sa_key)?);
     server.set_token_keys(keys.clone());
     server.set_ca(Arc::new(pki.ca()?));
+    server.set_kubelet_tls(crate::tls::kubelet_client_config(pki)?);
     let accounts = server.clone();
     let lookup: AccountLookup = Arc::new(move |ns, name| accounts.service_account_uid(ns, name));
     let secrets = server.clone();
@@ -75,5 +80,6 @@ pub async fn serve<S: Store + Clone>(
     (tls, auth): (Arc<rustls::ServerConfig>, Arc<Authenticator>),
     stop: impl Future<Output = ()>,
 ) -> anyhow::Result<()> {
-    crate::tls::serve(listener, tls, api::secure_router(server, auth), stop).await
+    crate::tls::serve(listener, tls, api::secure_router(server, auth), stop).await;
+    Ok(())
 }

@@ -535,3 +535,117 @@ fn nodes_join_with_bootstrap_tokens_and_other_requests_wait_for_an_administrator
     );
     assert!(table.contains(&format!("system:bootstrap:{}", &token[..6])), "{table}");
 }
+
+/// A base64 PEM CSR for `cn` in `system:nodes` naming `sans`.
+fn serving_csr(cn: &str, sans: &[&str]) -> k8s_openapi::api::certificates::v1::CertificateSigningRequest {
+    use base64::Engine as _;
+    let key = rcgen::KeyPair::generate().expect("key");
+    let mut params = rcgen::CertificateParams::new(sans.iter().map(|s| (*s).to_owned()).collect::<Vec<_>>())
+        .expect("params");
+    params.distinguished_name = rcgen::DistinguishedName::new();
+    params.distinguished_name.push(rcgen::DnType::OrganizationName, "system:nodes");
+    params.distinguished_name.push(rcgen::DnType::CommonName, cn);
+    let pem = params.serialize_request(&key).expect("csr").pem().expect("pem");
+    serde_json::from_value(json!({
+        "metadata": {"generateName": "kubelet-serving-"},
+        "spec": {"request": base64::engine::general_purpose::STANDARD.encode(pem),
+                 "signerName": "kubernetes.io/kubelet-serving",
+                 "usages": ["digital signature", "key encipherment", "server auth"]},
+    }))
+    .expect("csr object")
+}
+
+#[test]
+fn nodes_get_serving_certificates_for_their_own_addresses_and_reviews_answer_who_may_do_what() {
+    use k8s_openapi::api::{
+        authorization::v1::SubjectAccessReview, certificates::v1::CertificateSigningRequest,
+    };
+    let server = start();
+    runtime().block_on(async {
+        let n1 = server.client_from(&server.pki.node_kubeconfig("n1")).await;
+        let node = json!({"metadata": {"name": "n1"}});
+        Api::<Node>::all(n1.clone())
+            .create(&PostParams::default(), &serde_json::from_value(node).expect("node"))
+            .await
+            .expect("n1 registers");
+        let status = Patch::Merge(json!({"status": {"addresses": [{"type": "InternalIP", "address": "10.0.0.1"}]}}));
+        Api::<Node>::all(n1.clone()).patch_status("n1", &PatchParams::default(), &status).await.expect("status");
+
+        // Its own name and address: signed at once, for serving.
+        let csrs: Api<CertificateSigningRequest> = Api::all(n1.clone());
+        let signed = csrs
+            .create(&PostParams::default(), &serving_csr("system:node:n1", &["n1", "10.0.0.1"]))
+            .await
+            .expect("create");
+        let cert = String::from_utf8(signed.status.and_then(|s| s.certificate).expect("signed").0).expect("PEM");
+        let info = pki::inspect::parse_pem(&cert).expect("parses");
+        assert_eq!(info.sans, ["n1", "10.0.0.1"]);
+        assert!(cert_is_for_serving(&cert), "a serving certificate");
+        // An address it does not report, or another node's name: left for an administrator.
+        for (cn, sans) in [("system:node:n1", ["n1", "10.9.9.9"]), ("system:node:n2", ["n2", "10.0.0.1"])] {
+            let pending = csrs.create(&PostParams::default(), &serving_csr(cn, &sans)).await.expect("create");
+            assert!(pending.status.unwrap_or_default().certificate.is_none(), "{cn} {sans:?} was signed");
+        }
+
+        // Reviews, as an agent asks them: the API server's kubelet client may read n1's logs,
+        // another node may not.
+        let reviews: Api<SubjectAccessReview> = Api::all(n1);
+        let ask = |user: &str, groups: &[&str]| {
+            serde_json::from_value::<SubjectAccessReview>(json!({"spec": {"user": user, "groups": groups,
+                "resourceAttributes": {"verb": "get", "resource": "nodes", "subresource": "proxy", "name": "n1"}}}))
+            .expect("review")
+        };
+        let allowed = |r: SubjectAccessReview| r.status.expect("status").allowed;
+        let apiserver = reviews
+            .create(&PostParams::default(), &ask("kube-apiserver-kubelet-client", &[]))
+            .await
+            .expect("review");
+        assert!(allowed(apiserver));
+        let other = reviews
+            .create(&PostParams::default(), &ask("system:node:n2", &["system:nodes"]))
+            .await
+            .expect("review");
+        assert!(!allowed(other));
+        let both = serde_json::from_value::<SubjectAccessReview>(json!({"spec": {"user": "x",
+            "resourceAttributes": {"verb": "get", "resource": "pods"}, "nonResourceAttributes": {"path": "/", "verb": "get"}}}))
+        .expect("review");
+        let err = reviews.create(&PostParams::default(), &both).await.expect_err("both kinds of attributes");
+        assert_eq!(code(&err), Some(422), "{err}");
+    });
+    // `kubectl auth can-i` (SelfSubjectAccessReview) for the admin and for a token user.
+    let scratch = tempfile::tempdir().expect("tmp");
+    let alice_conf = scratch.path().join("alice.conf");
+    let ca = std::fs::read_to_string(server.pki.ca_cert()).expect("CA");
+    std::fs::write(
+        &alice_conf,
+        pki::kubeconfig::render_token("skiff", &server.url(), &ca, "alice", "s3cret-token"),
+    )
+    .expect("alice.conf");
+    let can_i = |kubeconfig: &Path, args: &[&str]| {
+        Command::new("kubectl")
+            .arg("--kubeconfig")
+            .arg(kubeconfig)
+            .args(["--server", &server.url(), "auth", "can-i"])
+            .args(args)
+            .output()
+            .expect("kubectl")
+    };
+    let admin = can_i(&server.pki.admin_kubeconfig(), &["delete", "nodes"]);
+    assert!(admin.status.success(), "{}", String::from_utf8_lossy(&admin.stderr));
+    assert_eq!(String::from_utf8_lossy(&admin.stdout).trim(), "yes");
+    let alice = can_i(&alice_conf, &["delete", "nodes"]);
+    assert_eq!(
+        String::from_utf8_lossy(&alice.stdout).trim(),
+        "no",
+        "{}",
+        String::from_utf8_lossy(&alice.stderr)
+    );
+    assert!(!alice.status.success());
+}
+
+/// Whether a PEM certificate's extended key usage is TLS server authentication.
+fn cert_is_for_serving(pem: &str) -> bool {
+    let (_, pem) = x509_parser::pem::parse_x509_pem(pem.as_bytes()).expect("PEM");
+    let cert = pem.parse_x509().expect("certificate");
+    cert.extended_key_usage().ok().flatten().is_some_and(|e| e.value.server_auth && !e.value.client_auth)
+}

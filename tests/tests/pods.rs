@@ -60,6 +60,48 @@ struct Node {
 }
 
 impl Node {
+    /// The agent's HTTPS endpoint (logs, metrics) on loopback, with a serving certificate signed
+    /// through the API for the Node this registers (InternalIP 127.0.0.1, the endpoint's port):
+    /// its port, what stops it, and its task.
+    async fn serve_endpoint(&self) -> (u16, tokio::sync::oneshot::Sender<()>, tokio::task::JoinHandle<()>) {
+        use skiff_agent::kubelet::server::{self, authz::Authorizer, identity::Identity};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let port = listener.local_addr().expect("addr").port();
+        let nodes: Api<k8s_openapi::api::core::v1::Node> = Api::all(self.client.clone());
+        let n: k8s_openapi::api::core::v1::Node =
+            serde_json::from_value(json!({"metadata": {"name": NODE}})).expect("node");
+        nodes.create(&PostParams::default(), &n).await.expect("node");
+        let status_patch = json!({"status": {"addresses": [{"type": "InternalIP", "address": "127.0.0.1"}], "daemonEndpoints": {"kubeletEndpoint": {"Port": port}}}});
+        nodes
+            .patch_status(NODE, &kube::api::PatchParams::default(), &kube::api::Patch::Merge(&status_patch))
+            .await
+            .expect("node status");
+        let sans = [NODE.to_owned(), "127.0.0.1".to_owned()];
+        let identity = Identity::obtain(
+            self.client.clone(),
+            NODE,
+            &sans,
+            &self.dir.path().join("agent-pki"),
+            Duration::from_secs(10),
+        )
+        .await
+        .expect("a serving certificate signed through the API");
+        let server = self.server.as_ref().expect("server");
+        let ca = skiff_tls::pem_certs(&std::fs::read(server.pki.ca_cert()).expect("CA")).expect("CA PEM");
+        let tls = server::tls_config(&identity, &ca).expect("TLS");
+        let status = skiff_agent::status::Status::new(NODE, "ebpf", None, Some(self.client.clone()));
+        let app = server::router(
+            self.ctx.clone(),
+            Some(status),
+            Arc::new(Authorizer::new(self.client.clone(), NODE)),
+        );
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let task = tokio::spawn(server::serve(listener, tls, app, async {
+            let _ = stopped.await;
+        }));
+        (port, stop, task)
+    }
+
     async fn start(label: &str, subnet: &str) -> Node {
         Node::start_with(label, subnet, &[]).await
     }
@@ -618,18 +660,7 @@ fn container_logs_reach_kubectl_through_the_api_server() {
     runtime().block_on(async {
         let node = Node::start("pods-logs", "10.244.28.0/24").await;
         let (stop, agent) = node.run_agent();
-        // The agent's log endpoint, and the Node saying where it is.
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
-        let port = listener.local_addr().expect("addr").port();
-        let (stop_logs, logs_stopped) = tokio::sync::oneshot::channel::<()>();
-        let logs = tokio::spawn(skiff_agent::kubelet::logs::serve(node.ctx.clone(), listener, async {
-            let _ = logs_stopped.await;
-        }));
-        let nodes: Api<k8s_openapi::api::core::v1::Node> = Api::all(node.client.clone());
-        let n: k8s_openapi::api::core::v1::Node = serde_json::from_value(json!({"metadata": {"name": NODE}})).expect("node");
-        nodes.create(&PostParams::default(), &n).await.expect("node");
-        let status_patch = json!({"status": {"addresses": [{"type": "InternalIP", "address": "127.0.0.1"}], "daemonEndpoints": {"kubeletEndpoint": {"Port": port}}}});
-        nodes.patch_status(NODE, &kube::api::PatchParams::default(), &kube::api::Patch::Merge(&status_patch)).await.expect("node status");
+        let (_port, stop_logs, logs) = node.serve_endpoint().await;
 
         let counter = "echo one; echo two; i=0; while :; do echo tick $i; i=$((i+1)); sleep 0.2; done";
         node.create(json!({
@@ -648,19 +679,27 @@ fn container_logs_reach_kubectl_through_the_api_server() {
         })
         .await;
         assert!(all.starts_with("one\ntwo\ntick 0\n"), "{all}");
-        let tail = pods.logs("talker", &LogParams { tail_lines: Some(1), ..params.clone() }).await.expect("tail");
+        let tail =
+            pods.logs("talker", &LogParams { tail_lines: Some(1), ..params.clone() }).await.expect("tail");
         assert_eq!(tail.lines().count(), 1, "{tail}");
         // Following: new lines keep arriving on the open stream.
-        let mut lines = pods.log_stream("talker", &LogParams { follow: true, tail_lines: Some(1), ..params.clone() }).await.expect("follow").lines();
+        let mut lines = pods
+            .log_stream("talker", &LogParams { follow: true, tail_lines: Some(1), ..params.clone() })
+            .await
+            .expect("follow")
+            .lines();
         let mut seen = Vec::new();
         while seen.len() < 4 {
-            let line = tokio::time::timeout(Duration::from_secs(5), lines.next()).await.expect("a line in time");
+            let line =
+                tokio::time::timeout(Duration::from_secs(5), lines.next()).await.expect("a line in time");
             seen.push(line.expect("stream").expect("line"));
         }
         assert!(seen.iter().all(|l| l.starts_with("tick")), "{seen:?}");
         // Two containers: kubectl must be told which (the API server says so).
         match pods.logs("talker", &LogParams::default()).await {
-            Err(kube::Error::Api(s)) => assert!(s.code == 400 && s.message.contains("choose one of: [c quiet]"), "{s:?}"),
+            Err(kube::Error::Api(s)) => {
+                assert!(s.code == 400 && s.message.contains("choose one of: [c quiet]"), "{s:?}")
+            }
             other => panic!("logs without a container: {other:?}"),
         }
         // And kubectl itself.
@@ -681,6 +720,94 @@ fn container_logs_reach_kubectl_through_the_api_server() {
         logs.await.expect("log endpoint");
         let _ = stop.send(());
         agent.await.expect("agent");
+    });
+}
+
+/// `curl` to `url` trusting `ca`, with the client certificate of `client` if any: whether a
+/// response came, its status code and body.
+fn curl(
+    ca: &std::path::Path,
+    client: Option<&skiff_control::pki::issue::Issued>,
+    dir: &std::path::Path,
+    url: &str,
+) -> Option<(u16, String)> {
+    let mut cmd = std::process::Command::new("curl");
+    cmd.args(["-sS", "--max-time", "10", "--cacert"]).arg(ca).args(["-w", "\n%{http_code}", url]);
+    if let Some(issued) = client {
+        let (cert, key) = (dir.join("client.crt"), dir.join("client.key"));
+        std::fs::write(&cert, &issued.cert_pem).expect("cert");
+        std::fs::write(&key, &issued.key_pem).expect("key");
+        cmd.arg("--cert").arg(cert).arg("--key").arg(key);
+    }
+    let out = cmd.output().expect("curl (cargo xtask setup installs it)");
+    if !out.status.success() {
+        return None;
+    }
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let (body, code) = text.rsplit_once('\n').expect("status code line");
+    Some((code.trim().parse().expect("code"), body.to_owned()))
+}
+
+#[test]
+fn the_agent_endpoint_wants_a_ca_certificate_and_the_api_servers_permission() {
+    use skiff_control::pki::issue::{self, Subject, Usage};
+    runtime().block_on(async {
+        let node = Node::start("pods-endpoint", "10.244.33.0/24").await;
+        let (port, stop_endpoint, endpoint) = node.serve_endpoint().await;
+        let server = node.server.as_ref().expect("server");
+        let ca_file = server.pki.ca_cert();
+        let person = |name: &str, groups: &[&str]| server.issue_client(name, groups).expect("certificate");
+        // A metrics reader, bound before it first asks (a denial is remembered for 30 s).
+        let reader = json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRole", "metadata": {"name": "node-metrics"},
+            "rules": [{"apiGroups": [""], "resources": ["nodes/metrics"], "verbs": ["get"]}]});
+        let binding = json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRoleBinding", "metadata": {"name": "prometheus-node-metrics"},
+            "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": "node-metrics"},
+            "subjects": [{"kind": "User", "name": "prometheus", "apiGroup": "rbac.authorization.k8s.io"}]});
+        let api = |kind: &str| {
+            let ar = kube::discovery::ApiResource::from_gvk(&kube::api::GroupVersionKind::gvk("rbac.authorization.k8s.io", "v1", kind));
+            Api::<kube::api::DynamicObject>::all_with(node.client.clone(), &ar)
+        };
+        for (kind, object) in [("ClusterRole", reader), ("ClusterRoleBinding", binding)] {
+            let object: kube::api::DynamicObject = serde_json::from_value(object).expect("object");
+            api(kind).create(&PostParams::default(), &object).await.expect("create RBAC");
+        }
+        let dir = tempfile::tempdir().expect("tmp");
+        let base = format!("https://127.0.0.1:{port}");
+        let logs = format!("{base}/containerLogs/default/absent/c");
+        let metrics = format!("{base}/metrics");
+        let ask = |who: Option<issue::Issued>, url: String| {
+            let (ca_file, dir) = (ca_file.clone(), dir.path().to_owned());
+            tokio::task::spawn_blocking(move || curl(&ca_file, who.as_ref(), &dir, &url))
+        };
+        // No certificate, or one of another CA: no handshake.
+        assert_eq!(ask(None, metrics.clone()).await.expect("curl"), None);
+        let other_ca = issue::new_ca("elsewhere", time::Duration::days(1)).expect("CA");
+        let other = issue::Ca::load(&other_ca.cert_pem, &other_ca.key_pem).expect("CA");
+        let stranger = other
+            .issue(&Subject { common_name: "kube-apiserver-kubelet-client".into(), organizations: vec![], sans: vec![], usage: Usage::Client }, time::OffsetDateTime::now_utc() - time::Duration::minutes(1), time::Duration::hours(1))
+            .expect("foreign certificate");
+        assert_eq!(ask(Some(stranger), logs.clone()).await.expect("curl"), None);
+        // The cluster CA's, for someone RBAC grants nothing, and another node: 403 naming what.
+        let (code, body) = ask(Some(person("someone", &[])), metrics.clone()).await.expect("curl").expect("an answer");
+        assert_eq!((code, body.as_str()), (403, "Forbidden (user=someone, verb=get, resource=nodes, subresource=metrics)"));
+        let (code, body) = ask(Some(person("system:node:node-b", &["system:nodes"])), logs.clone()).await.expect("curl").expect("an answer");
+        assert_eq!((code, body.as_str()), (403, "Forbidden (user=system:node:node-b, verb=get, resource=nodes, subresource=proxy)"));
+        // The metrics reader reads metrics and nothing else.
+        let (code, body) = ask(Some(person("prometheus", &[])), metrics.clone()).await.expect("curl").expect("an answer");
+        assert_eq!(code, 200, "{body}");
+        assert!(body.contains("skiff_"), "{body}");
+        let (code, _) = ask(Some(person("prometheus", &[])), logs.clone()).await.expect("curl").expect("an answer");
+        assert_eq!(code, 403);
+        // The API server's identity may read logs (this pod is not here: the handler's 404).
+        let kubelet_client = issue::Issued {
+            cert_pem: std::fs::read_to_string(server.pki.kubelet_client_cert()).expect("cert"),
+            key_pem: std::fs::read_to_string(server.pki.kubelet_client_key()).expect("key"),
+        };
+        let (code, body) = ask(Some(kubelet_client), logs.clone()).await.expect("curl").expect("an answer");
+        assert_eq!(code, 404, "{body}");
+        assert!(body.contains("is not running on this node"), "{body}");
+        let _ = stop_endpoint.send(());
+        endpoint.await.expect("endpoint");
     });
 }
 

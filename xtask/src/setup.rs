@@ -32,6 +32,7 @@ const APT_PACKAGES: &[(&str, &str, &str)] = &[
         "/usr/lib/cni/portmap",
         "the reference CNI plugins (portmap, loopback) chained after skiff-cni",
     ),
+    ("curl", "/usr/bin/curl", "an HTTPS client with client certificates for the agent endpoint tests"),
     ("systemd", "/usr/bin/systemd-analyze", "systemd-analyze verify, which checks deploy/systemd's units"),
     // This machine kind ships a current kubectl at /usr/bin/kubectl; Debian's is the fallback.
     ("kubernetes-client", "/usr/bin/kubectl", "kubectl, a real client the API server is tested with"),

@@ -81,9 +81,23 @@ pub struct RunArgs {
     /// cgroup parent of the pods.
     #[arg(long, default_value = "/skiff")]
     pub cgroup_root: String,
-    /// Port of the log endpoint the API server proxies `kubectl logs` to (on --node-ip).
+    /// Port of the agent's HTTPS endpoint (on --node-ip): container logs, which the API server
+    /// proxies `kubectl logs` to, and metrics; clients need a certificate from the cluster CA
+    /// and the API server's permission (nodes/proxy, nodes/metrics).
     #[arg(long, default_value_t = 10250)]
     pub kubelet_port: u16,
+    /// The endpoint's serving certificate (PEM, with --tls-private-key-file). Without it the
+    /// agent asks the control plane for one (signer kubernetes.io/kubelet-serving, SANs the node
+    /// name and --node-ip) and keeps it in --root-dir/pki.
+    #[arg(long, requires = "tls_private_key_file")]
+    pub tls_cert_file: Option<PathBuf>,
+    /// The key of --tls-cert-file.
+    #[arg(long, requires = "tls_cert_file")]
+    pub tls_private_key_file: Option<PathBuf>,
+    /// CA certificates (PEM) whose client certificates the endpoint accepts (default: the CA the
+    /// kubeconfig trusts for the API server).
+    #[arg(long)]
+    pub client_ca_file: Option<PathBuf>,
     /// Directory of static pod manifests, mirrored to the API and run here.
     #[arg(long, default_value = "/etc/kubernetes/manifests")]
     pub pod_manifest_path: PathBuf,
@@ -114,7 +128,19 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
             .with_context(|| format!("joining the cluster with {}", bootstrap.display()))?;
         tracing::info!(kubeconfig = %kubeconfig.display(), "joined: the node's certificate is signed");
     }
-    let client = super::service_proxy::client(args.kubeconfig.as_deref()).await?;
+    let kube_config = super::service_proxy::config(args.kubeconfig.as_deref()).await?;
+    let client_ca = match &args.client_ca_file {
+        Some(path) => skiff_tls::pem_certs(
+            &std::fs::read(path).with_context(|| format!("reading --client-ca-file {}", path.display()))?,
+        )
+        .with_context(|| format!("--client-ca-file {}", path.display()))?,
+        None => kube_config.root_cert.iter().flatten().map(|der| der.clone().into()).collect(),
+    };
+    anyhow::ensure!(
+        !client_ca.is_empty(),
+        "no CA to verify the agent endpoint's clients with: the kubeconfig names none; pass --client-ca-file"
+    );
+    let client = kube::Client::try_from(kube_config).context("building the API client")?;
     let runtime = Runtime::connect(&args.containerd, &args.containerd_namespace).await?;
     let mut config = DatapathConfig { pin_dir: args.pin_dir.clone(), ..DatapathConfig::default() };
     // The socket-level load balancer serves the node namespace's own sockets.
@@ -202,7 +228,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         }
     };
     let netlink = route_handle(args.node_netns.clone())?;
-    let logs = tokio::net::TcpListener::bind((args.node_ip, args.kubelet_port))
+    let endpoint = tokio::net::TcpListener::bind((args.node_ip, args.kubelet_port))
         .await
         .with_context(|| format!("listening on {}:{}", args.node_ip, args.kubelet_port))?;
     let status = Status::new(
@@ -212,6 +238,23 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         Some(client.clone()),
     );
     status.set_node_netns(args.node_netns.clone());
+    let endpoint = serve_endpoint(
+        EndpointSetup {
+            client: client.clone(),
+            node: node_name.clone(),
+            sans: vec![node_name.clone(), args.node_ip.to_string()],
+            given: args.tls_cert_file.clone().zip(args.tls_private_key_file.clone()),
+            keep_dir: args.root_dir.join("pki"),
+            client_ca,
+        },
+        kubelet::server::router(
+            ctx.clone(),
+            Some(status.clone()),
+            Arc::new(kubelet::server::authz::Authorizer::new(client.clone(), &node_name)),
+        ),
+        endpoint,
+        until_stopped(),
+    );
     let servers = args.status.serve(status.clone(), &args.pin_dir, until_stopped.clone()).await?;
     let mut tasks = vec![
         tokio::spawn({
@@ -226,7 +269,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
             uplink_index,
             until_stopped(),
         )),
-        tokio::spawn(kubelet::logs::serve(ctx.clone(), logs, until_stopped())),
+        tokio::spawn(endpoint),
         tokio::spawn(kubelet::static_pods::run(
             client.clone(),
             args.pod_manifest_path.clone(),
@@ -254,6 +297,58 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         let _ = task.await;
     }
     Ok(())
+}
+
+/// What the agent's HTTPS endpoint is served with.
+struct EndpointSetup {
+    client: kube::Client,
+    node: String,
+    sans: Vec<String>,
+    /// --tls-cert-file and --tls-private-key-file.
+    given: Option<(PathBuf, PathBuf)>,
+    /// Where an obtained serving certificate is kept.
+    keep_dir: PathBuf,
+    /// The CAs whose clients are accepted.
+    client_ca: Vec<rustls::pki_types::CertificateDer<'static>>,
+}
+
+/// Serves the endpoint once it has a serving certificate (given, or signed through the API: an
+/// administrator may have to approve it, so the rest of the agent does not wait) until `stop`.
+async fn serve_endpoint(
+    setup: EndpointSetup,
+    app: axum::Router,
+    listener: tokio::net::TcpListener,
+    stop: impl Future<Output = ()> + Send + 'static,
+) {
+    use kubelet::server::{identity::Identity, serve, tls_config};
+    let identity = async {
+        let identity = match &setup.given {
+            Some((cert, key)) => Identity::from_files(cert, key)?,
+            None => {
+                Identity::obtain(
+                    setup.client,
+                    &setup.node,
+                    &setup.sans,
+                    &setup.keep_dir,
+                    Duration::from_secs(3600),
+                )
+                .await?
+            }
+        };
+        tls_config(&identity, &setup.client_ca)
+    };
+    let mut stop = Box::pin(stop);
+    let tls = tokio::select! {
+        tls = identity => tls,
+        () = &mut stop => return,
+    };
+    match tls {
+        Ok(tls) => {
+            tracing::info!(addr = ?listener.local_addr().ok(), "serving the agent endpoint over HTTPS");
+            serve(listener, tls, app, stop).await;
+        }
+        Err(e) => tracing::error!("the agent endpoint (logs, metrics) is not served: {e:#}"),
+    }
 }
 
 /// Waits until the control plane assigns the node a pod CIDR.

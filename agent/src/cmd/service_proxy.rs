@@ -136,7 +136,12 @@ pub async fn run(args: ServiceProxyArgs) -> anyhow::Result<()> {
 
 /// An API client from `kubeconfig`, or the usual places ($KUBECONFIG, ~/.kube/config, in-cluster).
 pub async fn client(kubeconfig: Option<&std::path::Path>) -> anyhow::Result<kube::Client> {
-    let kube_config = match kubeconfig {
+    kube::Client::try_from(config(kubeconfig).await?).context("building the API client")
+}
+
+/// The client configuration [`client`] uses.
+pub async fn config(kubeconfig: Option<&std::path::Path>) -> anyhow::Result<kube::Config> {
+    Ok(match kubeconfig {
         Some(path) => {
             let raw = kube::config::Kubeconfig::read_from(path)
                 .with_context(|| format!("reading {}", path.display()))?;
@@ -145,6 +150,5 @@ pub async fn client(kubeconfig: Option<&std::path::Path>) -> anyhow::Result<kube
                 .with_context(|| format!("using {}", path.display()))?
         }
         None => kube::Config::infer().await.context("finding a kubeconfig")?,
-    };
-    kube::Client::try_from(kube_config).context("building the API client")
+    })
 }

@@ -20,6 +20,50 @@ fn b64(data: &[u8]) -> String {
     base64::engine::general_purpose::STANDARD.encode(data)
 }
 
+/// Asks the control plane to sign the PEM CSR `request` by `signer` for `usages` (a
+/// CertificateSigningRequest named `<prefix><random>`) and waits up to `wait` for the certificate
+/// (PEM). An administrator may approve a pending request meanwhile (`kubectl certificate approve`).
+pub async fn certify(
+    client: Client,
+    request: &str,
+    signer: &str,
+    usages: &[&str],
+    prefix: &str,
+    wait: Duration,
+) -> anyhow::Result<Vec<u8>> {
+    let csrs: Api<CertificateSigningRequest> = Api::all(client);
+    let csr: CertificateSigningRequest = serde_json::from_value(json!({
+        "metadata": {"generateName": prefix},
+        "spec": {"request": b64(request.as_bytes()), "signerName": signer, "usages": usages},
+    }))?;
+    let created =
+        csrs.create(&PostParams::default(), &csr).await.context("creating the CertificateSigningRequest")?;
+    let name = created.metadata.name.clone().unwrap_or_default();
+    tracing::info!(csr = %name, %signer, "asked the control plane for a certificate");
+    let deadline = tokio::time::Instant::now() + wait;
+    let mut told = false;
+    loop {
+        let current = csrs.get(&name).await.with_context(|| format!("reading CSR {name}"))?;
+        let status = current.status.unwrap_or_default();
+        if let Some(cert) = status.certificate.filter(|c| !c.0.is_empty()) {
+            return Ok(cert.0);
+        }
+        if status.conditions.iter().flatten().any(|c| c.type_ == "Denied" || c.type_ == "Failed") {
+            bail!("the control plane refused CSR {name}");
+        }
+        if tokio::time::Instant::now() >= deadline {
+            bail!(
+                "CSR {name} was not signed within {wait:?} (approve it: kubectl certificate approve {name})"
+            );
+        }
+        if !told {
+            tracing::warn!(csr = %name, "waiting for the certificate (approve it: kubectl certificate approve {name})");
+            told = true;
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
+
 /// Obtains a client certificate for `node` with the bootstrap kubeconfig `bootstrap` and writes
 /// the node's kubeconfig to `out` (0600).
 pub async fn join(bootstrap: &Path, out: &Path, node: &str) -> anyhow::Result<()> {
@@ -37,33 +81,8 @@ pub async fn join(bootstrap: &Path, out: &Path, node: &str) -> anyhow::Result<()
     let request =
         params.serialize_request(&key).context("building the CSR")?.pem().context("encoding the CSR")?;
 
-    let csrs: Api<CertificateSigningRequest> = Api::all(client);
-    let csr: CertificateSigningRequest = serde_json::from_value(json!({
-        "metadata": {"generateName": format!("node-csr-{node}-")},
-        "spec": {"request": b64(request.as_bytes()), "signerName": SIGNER,
-                 "usages": ["digital signature", "key encipherment", "client auth"]},
-    }))?;
-    let created =
-        csrs.create(&PostParams::default(), &csr).await.context("creating the CertificateSigningRequest")?;
-    let name = created.metadata.name.clone().unwrap_or_default();
-    tracing::info!(csr = %name, "asked the control plane to certify system:node:{node}");
-    let deadline = tokio::time::Instant::now() + WAIT;
-    let certificate = loop {
-        let current = csrs.get(&name).await.with_context(|| format!("reading CSR {name}"))?;
-        let status = current.status.unwrap_or_default();
-        if let Some(cert) = status.certificate.filter(|c| !c.0.is_empty()) {
-            break cert.0;
-        }
-        if status.conditions.iter().flatten().any(|c| c.type_ == "Denied" || c.type_ == "Failed") {
-            bail!("the control plane refused CSR {name} for node {node}");
-        }
-        if tokio::time::Instant::now() >= deadline {
-            bail!(
-                "CSR {name} was not signed within {WAIT:?} (approve it: kubectl certificate approve {name})"
-            );
-        }
-        tokio::time::sleep(Duration::from_millis(500)).await;
-    };
+    let usages = ["digital signature", "key encipherment", "client auth"];
+    let certificate = certify(client, &request, SIGNER, &usages, &format!("node-csr-{node}-"), WAIT).await?;
 
     // The node's kubeconfig: the bootstrap one's cluster, this certificate as the user.
     let cluster = raw
@@ -85,7 +104,7 @@ pub async fn join(bootstrap: &Path, out: &Path, node: &str) -> anyhow::Result<()
 }
 
 /// Writes `contents` to `path` with mode 0600, through a temporary file and a rename.
-fn write_private(path: &Path, contents: &[u8]) -> anyhow::Result<()> {
+pub(crate) fn write_private(path: &Path, contents: &[u8]) -> anyhow::Result<()> {
     use std::{io::Write as _, os::unix::fs::OpenOptionsExt as _};
     let dir = path.parent().context("the kubeconfig path has no directory")?;
     std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;

@@ -1,4 +1,4 @@
-//! The agent's log endpoint, as the kubelet serves it: `GET /containerLogs/<ns>/<pod>/<container>`
+//! The agent's log route, as the kubelet serves it: `GET /containerLogs/<ns>/<pod>/<container>`
 //! with `follow`, `previous`, `tailLines` and `limitBytes`. skiff-control proxies `pods/<name>/log`
 //! here, so `kubectl logs` works.
 
@@ -139,17 +139,9 @@ async fn container_logs(
     ([(header::CONTENT_TYPE, "text/plain")], Body::from_stream(stream)).into_response()
 }
 
-/// Serves the log endpoint on `listener` until `shutdown` completes.
-pub async fn serve(
-    ctx: Arc<Ctx>,
-    listener: tokio::net::TcpListener,
-    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
-) {
-    let app =
-        Router::new().route("/containerLogs/{ns}/{pod}/{container}", get(container_logs)).with_state(ctx);
-    if let Err(e) = axum::serve(listener, app).with_graceful_shutdown(shutdown).await {
-        tracing::warn!("log endpoint: {e}");
-    }
+/// The log route (served by [`super::server`], behind TLS and authorization).
+pub fn router(ctx: Arc<Ctx>) -> Router {
+    Router::new().route("/containerLogs/{ns}/{pod}/{container}", get(container_logs)).with_state(ctx)
 }
 
 #[cfg(test)]

@@ -12,6 +12,7 @@ pub mod netns;
 pub mod node;
 pub mod pods;
 pub mod routes;
+pub mod server;
 pub mod static_pods;
 
 use futures::StreamExt as _;

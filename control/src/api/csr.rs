@@ -4,7 +4,10 @@
 //! `system:node:<name>` in `system:nodes`, client-auth usages only) from a bootstrap token or from
 //! that node itself is approved and signed by the cluster CA at once — the CSR approving and
 //! signing controllers collapsed into the create, so a joining node waits one round trip.
-//! Anything else stays pending (no certificate) for an administrator.
+//! A node agent's serving certificate (signer `kubernetes.io/kubelet-serving`, the same subject,
+//! server-auth usages, SANs among the addresses and name its Node reports) asked by that node or
+//! by a cluster admin is approved the same way: the API server verifies agents' endpoints against
+//! the CA, so they need one. Anything else stays pending (no certificate) for an administrator.
 
 use axum::{
     http::StatusCode,
@@ -14,16 +17,18 @@ use base64::Engine as _;
 use serde_json::{Value, json};
 
 use super::{ApiServer, Request, handlers, objects::FieldValidation, path::Target, status::ApiError};
-use crate::{auth::UserInfo, store::Store};
+use crate::{auth::UserInfo, pki::issue::Usage, store::Store};
 
 /// The signer of kubelet client certificates.
 pub const KUBELET_CLIENT_SIGNER: &str = "kubernetes.io/kube-apiserver-client-kubelet";
 
-/// Why a request is not auto-approved (`None`: it is, for this node name).
-pub fn kubelet_client_request(spec: &Value, requester: &UserInfo) -> Result<String, String> {
-    if spec["signerName"].as_str() != Some(KUBELET_CLIENT_SIGNER) {
-        return Err("not a kubelet client certificate request".into());
-    }
+/// The signer of node agents' serving certificates.
+pub const KUBELET_SERVING_SIGNER: &str = "kubernetes.io/kubelet-serving";
+
+/// The subject a request asks for, if it is `system:node:<name>` in `system:nodes` with
+/// exactly the usage `usage` (plus digital signature, key encipherment): the node's name and the
+/// subject.
+fn node_subject(spec: &Value, usage: &str) -> Result<(String, crate::pki::issue::Subject), String> {
     let pem = spec["request"]
         .as_str()
         .and_then(|b| base64::engine::general_purpose::STANDARD.decode(b).ok())
@@ -36,27 +41,79 @@ pub fn kubelet_client_request(spec: &Value, requester: &UserInfo) -> Result<Stri
         .filter(|n| !n.is_empty())
         .ok_or("the subject is not system:node:<name>")?
         .to_owned();
-    if subject.organizations != ["system:nodes"] || !subject.sans.is_empty() {
-        return Err("a kubelet client certificate names only system:nodes and no SANs".into());
+    if subject.organizations != ["system:nodes"] {
+        return Err("a node certificate names only the organization system:nodes".into());
     }
     let usages: Vec<&str> =
         spec["usages"].as_array().into_iter().flatten().filter_map(Value::as_str).collect();
-    let allowed = ["digital signature", "key encipherment", "client auth"];
-    if !usages.contains(&"client auth") || usages.iter().any(|u| !allowed.contains(u)) {
-        return Err("usages must be client auth (with digital signature, key encipherment)".into());
+    let allowed = ["digital signature", "key encipherment", usage];
+    if !usages.contains(&usage) || usages.iter().any(|u| !allowed.contains(u)) {
+        return Err(format!("usages must be {usage} (with digital signature, key encipherment)"));
+    }
+    Ok((node, subject))
+}
+
+/// Whether `requester` is node `subject` itself.
+fn is_node(requester: &UserInfo, subject: &crate::pki::issue::Subject) -> bool {
+    requester.groups.iter().any(|g| g == "system:nodes") && requester.name == subject.common_name
+}
+
+/// Why a node's serving-certificate request is not auto-approved (`Ok`: it is, for this node
+/// name). `addresses` gives what the named Node reports (its addresses), `None` if there is no
+/// such Node.
+pub fn kubelet_serving_request(
+    spec: &Value,
+    requester: &UserInfo,
+    addresses: impl Fn(&str) -> Option<Vec<String>>,
+) -> Result<String, String> {
+    if spec["signerName"].as_str() != Some(KUBELET_SERVING_SIGNER) {
+        return Err("not a kubelet serving certificate request".into());
+    }
+    let (node, subject) = node_subject(spec, "server auth")?;
+    let admin = requester.groups.iter().any(|g| g == "system:masters");
+    if !(admin || is_node(requester, &subject)) {
+        return Err(format!("{} may not request a serving certificate for node {node}", requester.name));
+    }
+    let known = addresses(&node).ok_or_else(|| format!("there is no node {node}"))?;
+    if subject.sans.is_empty() {
+        return Err("a serving certificate names at least one address".into());
+    }
+    if let Some(foreign) = subject.sans.iter().find(|s| **s != node && !known.contains(s)) {
+        return Err(format!("node {node} does not report the address {foreign}"));
+    }
+    Ok(node)
+}
+
+/// Why a request is not auto-approved (`Ok`: it is, for this node name).
+pub fn kubelet_client_request(spec: &Value, requester: &UserInfo) -> Result<String, String> {
+    if spec["signerName"].as_str() != Some(KUBELET_CLIENT_SIGNER) {
+        return Err("not a kubelet client certificate request".into());
+    }
+    let (node, subject) = node_subject(spec, "client auth")?;
+    if !subject.sans.is_empty() {
+        return Err("a kubelet client certificate names no SANs".into());
     }
     let bootstrapper = requester.groups.iter().any(|g| g == crate::auth::bootstrap::GROUP);
-    let itself =
-        requester.groups.iter().any(|g| g == "system:nodes") && requester.name == subject.common_name;
-    if !(bootstrapper || itself) {
+    if !(bootstrapper || is_node(requester, &subject)) {
         return Err(format!("{} may not request a certificate for node {node}", requester.name));
     }
     Ok(node)
 }
 
+/// What the CA signs a request of `signer` as, if it signs such requests at all.
+fn usage_of(signer: &str) -> Option<Usage> {
+    match signer {
+        KUBELET_CLIENT_SIGNER | "kubernetes.io/kube-apiserver-client" => Some(Usage::Client),
+        KUBELET_SERVING_SIGNER => Some(Usage::Server),
+        _ => None,
+    }
+}
+
 /// Signs the request in `spec` with `ca` for its asked lifetime (default a year): the
 /// base64 PEM `status.certificate`.
 fn sign_spec(ca: &crate::pki::issue::Ca, spec: &Value) -> Result<String, ApiError> {
+    let usage = usage_of(spec["signerName"].as_str().unwrap_or_default())
+        .ok_or_else(|| ApiError::bad_request("the cluster CA does not sign for this signer"))?;
     let pem = base64::engine::general_purpose::STANDARD
         .decode(spec["request"].as_str().unwrap_or_default())
         .ok()
@@ -64,7 +121,7 @@ fn sign_spec(ca: &crate::pki::issue::Ca, spec: &Value) -> Result<String, ApiErro
         .ok_or_else(|| ApiError::bad_request("spec.request is not a base64 PEM CSR"))?;
     let lifetime = spec["expirationSeconds"].as_i64().map_or(365 * 86400, |s| s.clamp(600, 365 * 86400));
     let cert = ca
-        .sign_request(&pem, time::Duration::seconds(lifetime))
+        .sign_request(&pem, usage, time::Duration::seconds(lifetime))
         .map_err(|e| ApiError::bad_request(format!("signing the request: {e:#}")))?;
     Ok(base64::engine::general_purpose::STANDARD.encode(cert))
 }
@@ -93,17 +150,23 @@ pub async fn create<S: Store + Clone>(
     }
     value["status"] = json!({});
     if let (Some(ca), Some(user)) = (server.ca(), &req.user) {
-        match kubelet_client_request(&value["spec"], user) {
-            Ok(node) => {
-                let certificate = sign_spec(ca, &value["spec"])?;
+        let spec = &value["spec"];
+        let decision = if spec["signerName"].as_str() == Some(KUBELET_SERVING_SIGNER) {
+            kubelet_serving_request(spec, user, |node| node_addresses(server, node)).map(|n| (n, "serving"))
+        } else {
+            kubelet_client_request(spec, user).map(|n| (n, "client"))
+        };
+        match decision {
+            Ok((node, kind)) => {
+                let certificate = sign_spec(ca, spec)?;
                 let now = now_rfc3339();
                 value["status"] = json!({
                     "conditions": [{"type": "Approved", "status": "True", "reason": "AutoApproved",
-                        "message": format!("Auto approving the client certificate of node {node}."),
+                        "message": format!("Auto approving the {kind} certificate of node {node}."),
                         "lastUpdateTime": now, "lastTransitionTime": now}],
                     "certificate": certificate,
                 });
-                tracing::info!(%node, requester = %user.name, "node client certificate approved and signed");
+                tracing::info!(%node, requester = %user.name, kind, "node certificate approved and signed");
             }
             Err(why) => tracing::info!(requester = %user.name, %why, "certificate request left pending"),
         }
@@ -113,12 +176,24 @@ pub async fn create<S: Store + Clone>(
     Ok((StatusCode::CREATED, axum::Json(handlers::render(&stored)?)).into_response())
 }
 
-/// Signers whose approved requests the cluster CA signs as client certificates.
-const CLIENT_SIGNERS: [&str; 2] = [KUBELET_CLIENT_SIGNER, "kubernetes.io/kube-apiserver-client"];
+/// The addresses (and host names) Node `name` reports, `None` if there is no such Node.
+fn node_addresses<S: Store + Clone>(server: &ApiServer<S>, name: &str) -> Option<Vec<String>> {
+    let nodes = super::registry::find("", "v1", "nodes")?;
+    let node: Value = serde_json::from_slice(&server.store.get(&nodes.key(None, name))?.value).ok()?;
+    Some(
+        node.pointer("/status/addresses")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+            .filter_map(|a| a["address"].as_str().map(str::to_owned))
+            .collect(),
+    )
+}
 
 /// PUT certificatesigningrequests/<name>/approval (`kubectl certificate approve|deny`): records
-/// the conditions; an approved client-certificate request is signed then, its subject as asked
-/// (an administrator's approval is the authority here).
+/// the conditions; an approved request of a signer the cluster CA serves (client certificates,
+/// node serving certificates) is signed then, its subject as asked (an administrator's approval
+/// is the authority here).
 pub async fn approve<S: Store + Clone>(
     server: &ApiServer<S>,
     target: &Target,
@@ -156,7 +231,7 @@ pub async fn approve<S: Store + Clone>(
             let unsigned = old["status"]["certificate"].as_str().is_none_or(str::is_empty);
             if approved
                 && unsigned
-                && CLIENT_SIGNERS.contains(&signer)
+                && usage_of(signer).is_some()
                 && let Some(ca) = &ca
             {
                 new["status"]["certificate"] = json!(sign_spec(ca, &old["spec"])?);

@@ -1,9 +1,11 @@
 //! `pods/<name>/log`: the API server finds the pod's node and proxies the request to the node
 //! agent's log endpoint (`/containerLogs/<ns>/<pod>/<container>` on the port the Node reports in
 //! `status.daemonEndpoints.kubeletEndpoint`), streaming the answer back — `kubectl logs`,
-//! `-f` included.
+//! `-f` included. The agent is reached over TLS: its serving certificate is checked against the
+//! cluster CA for the node's address, and the API server shows its own client certificate
+//! (`kube-apiserver-kubelet-client`), which the agent authorizes through a SubjectAccessReview.
 
-use std::{sync::LazyLock, time::Duration};
+use std::{sync::Arc, time::Duration};
 
 use axum::{
     body::Body,
@@ -11,10 +13,7 @@ use axum::{
     response::{IntoResponse, Response},
 };
 use http_body_util::{BodyExt as _, Empty};
-use hyper_util::{
-    client::legacy::{Client, connect::HttpConnector},
-    rt::TokioExecutor,
-};
+use hyper_util::rt::TokioIo;
 use serde_json::Value;
 
 use super::{ApiServer, Request, handlers::render, path::Target, registry, status::ApiError};
@@ -23,12 +22,32 @@ use crate::store::Store;
 /// Query parameters passed on to the node.
 const PASSED: &[&str] = &["follow", "previous", "tailLines", "limitBytes", "sinceSeconds", "timestamps"];
 
-/// The client for the nodes' log endpoints. It keeps no idle connections: each request has its
-/// own, closed when the answer ends (and none outlives the runtime that opened it).
-static CLIENT: LazyLock<Client<HttpConnector, Empty<axum::body::Bytes>>> =
-    LazyLock::new(|| Client::builder(TokioExecutor::new()).pool_max_idle_per_host(0).build_http());
+/// GET `path` (with its query) from the agent at `ip:port` over TLS with `tls`, on a connection
+/// of its own that closes when the answer ends (none outlives the runtime that opened it).
+async fn fetch(
+    tls: Arc<rustls::ClientConfig>,
+    ip: &str,
+    port: u16,
+    path: &str,
+) -> Result<hyper::Response<hyper::body::Incoming>, String> {
+    let address: std::net::IpAddr = ip.parse().map_err(|_| format!("{ip:?} is not an IP address"))?;
+    let tcp = tokio::net::TcpStream::connect((address, port)).await.map_err(|e| e.to_string())?;
+    let name = rustls_pki_types::ServerName::IpAddress(address.into());
+    let stream = tokio_rustls::TlsConnector::from(tls)
+        .connect(name, tcp)
+        .await
+        .map_err(|e| format!("TLS with the agent: {e}"))?;
+    let (mut sender, connection) =
+        hyper::client::conn::http1::handshake(TokioIo::new(stream)).await.map_err(|e| e.to_string())?;
+    tokio::spawn(connection);
+    let request = hyper::Request::get(path)
+        .header(header::HOST, format!("{ip}:{port}"))
+        .body(Empty::<axum::body::Bytes>::new())
+        .map_err(|e| e.to_string())?;
+    sender.send_request(request).await.map_err(|e| e.to_string())
+}
 
-pub async fn logs<S: Store>(
+pub async fn logs<S: Store + Clone>(
     server: &ApiServer<S>,
     target: &Target,
     name: &str,
@@ -72,13 +91,15 @@ pub async fn logs<S: Store>(
     let port = node_obj
         .pointer("/status/daemonEndpoints/kubeletEndpoint/Port")
         .and_then(Value::as_u64)
+        .and_then(|p| u16::try_from(p).ok())
         .unwrap_or(10250);
     let query: Vec<String> =
         PASSED.iter().filter_map(|k| req.params.get(k).map(|v| format!("{k}={v}"))).collect();
-    let url = format!("http://{ip}:{port}/containerLogs/{ns}/{name}/{container}?{}", query.join("&"));
-    let request =
-        hyper::Request::get(&url).body(Empty::new()).map_err(|e| ApiError::internal(e.to_string()))?;
-    let response = tokio::time::timeout(Duration::from_secs(30), CLIENT.request(request))
+    let path = format!("/containerLogs/{ns}/{name}/{container}?{}", query.join("&"));
+    let tls = server
+        .kubelet_tls()
+        .ok_or_else(|| ApiError::internal("this server has no identity to reach node agents with"))?;
+    let response = tokio::time::timeout(Duration::from_secs(30), fetch(tls.clone(), &ip, port, &path))
         .await
         .map_err(|_| ApiError::timeout(format!("the node {node} did not answer for the logs")))?
         .map_err(|e| ApiError::internal(format!("reaching node {node} for the logs: {e}")))?;

@@ -1,5 +1,6 @@
 //! The Kubernetes-compatible API server over a [`Store`].
 
+mod access_review;
 mod admission;
 mod csr;
 pub mod deletion;
@@ -83,6 +84,8 @@ pub struct ApiServer<S> {
     token_keys: std::sync::OnceLock<Arc<crate::auth::sa_token::TokenKeys>>,
     /// The cluster CA, to sign node client certificates with (`--pki-dir`), once set.
     ca: std::sync::OnceLock<Arc<crate::pki::issue::Ca>>,
+    /// How to reach node agents (the CA to check them with, the kubelet client identity).
+    kubelet_tls: std::sync::OnceLock<Arc<rustls::ClientConfig>>,
 }
 
 impl<S: Store + Clone> ApiServer<S> {
@@ -93,6 +96,7 @@ impl<S: Store + Clone> ApiServer<S> {
             allocations: tokio::sync::Mutex::new(()),
             token_keys: Default::default(),
             ca: Default::default(),
+            kubelet_tls: Default::default(),
         }
     }
 
@@ -112,6 +116,15 @@ impl<S: Store + Clone> ApiServer<S> {
 
     pub fn ca(&self) -> Option<&Arc<crate::pki::issue::Ca>> {
         self.ca.get()
+    }
+
+    /// Reach node agents' endpoints with `tls`; once.
+    pub fn set_kubelet_tls(&self, tls: Arc<rustls::ClientConfig>) {
+        let _ = self.kubelet_tls.set(tls);
+    }
+
+    pub fn kubelet_tls(&self) -> Option<&Arc<rustls::ClientConfig>> {
+        self.kubelet_tls.get()
     }
 
     /// A Secret as stored (bootstrap token authentication).
@@ -304,6 +317,12 @@ async fn route<S: Store + Clone>(
         return Err(ApiError::no_such_path(path));
     }
     match (method, target.name.as_deref()) {
+        (&Method::POST, None) if target.resource.kind.ends_with("SubjectAccessReview") => {
+            access_review::create(server, target.resource.kind, req)
+        }
+        (_, _) if target.resource.kind.ends_with("SubjectAccessReview") => {
+            Err(ApiError::method_not_allowed(format!("{method} is not supported on {path}")))
+        }
         (&Method::GET, _) if watching => watch::watch(server, &target, req),
         (&Method::GET, Some(name)) if target.subresource.as_deref() == Some("log") => {
             logs::logs(server, &target, name, req).await

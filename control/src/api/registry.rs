@@ -102,8 +102,8 @@ macro_rules! resource {
 }
 
 use k8s_openapi::api::{
-    apps::v1 as apps, certificates::v1 as certificates, coordination::v1 as coordination, core::v1 as core,
-    discovery::v1 as discovery, rbac::v1 as rbac,
+    apps::v1 as apps, authorization::v1 as authorization, certificates::v1 as certificates,
+    coordination::v1 as coordination, core::v1 as core, discovery::v1 as discovery, rbac::v1 as rbac,
 };
 
 /// Every served resource.
@@ -223,6 +223,31 @@ pub static RESOURCES: &[Resource] = &[
         &["csr"],
         &[],
         &["status", "approval"]
+    ),
+    // Reviews are answered, never stored (api/access_review.rs).
+    resource!(
+        "authorization.k8s.io",
+        "v1",
+        SubjectAccessReview,
+        authorization::SubjectAccessReview,
+        "subjectaccessreviews",
+        "subjectaccessreview",
+        false,
+        &[],
+        &[],
+        &[]
+    ),
+    resource!(
+        "authorization.k8s.io",
+        "v1",
+        SelfSubjectAccessReview,
+        authorization::SelfSubjectAccessReview,
+        "selfsubjectaccessreviews",
+        "selfsubjectaccessreview",
+        false,
+        &[],
+        &[],
+        &[]
     ),
     resource!("rbac.authorization.k8s.io", "v1", Role, rbac::Role, "roles", "role", true, &[], &[], &[]),
     resource!(

@@ -16,8 +16,6 @@ use axum::{
 pub mod bootstrap;
 pub mod sa_token;
 
-use crate::pki::inspect::CertInfo;
-
 /// Finds a ServiceAccount's uid by namespace and name (`None`: it does not exist).
 pub type AccountLookup = Arc<dyn Fn(&str, &str) -> Option<String> + Send + Sync>;
 /// Finds a Secret by namespace and name (bootstrap tokens).
@@ -30,9 +28,7 @@ pub struct UserInfo {
     pub groups: Vec<String>,
 }
 
-/// The verified client certificate of the connection a request came on.
-#[derive(Debug, Clone)]
-pub struct PeerCertificate(pub Arc<CertInfo>);
+pub use skiff_tls::PeerCertificate;
 
 /// Paths anyone may read: liveness, readiness and the version (kube-apiserver's defaults).
 pub fn is_public(path: &str) -> bool {
@@ -174,6 +170,7 @@ pub async fn middleware(State(auth): State<Arc<Authenticator>>, mut req: Request
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::pki::inspect::CertInfo;
 
     #[test]
     fn tokens_certificates_and_anonymous() {

@@ -67,36 +67,56 @@ impl<S: Store + Clone> Authorizer<S> {
         {
             return policy.clone();
         }
-        let read = |plural: &str| -> Vec<Value> {
-            let Some(r) = registry::find("rbac.authorization.k8s.io", "v1", plural) else {
-                return Vec::new();
-            };
-            store.list(&r.prefix()).0.iter().filter_map(|o| serde_json::from_slice(&o.value).ok()).collect()
-        };
-        let policy = Arc::new(rbac::Policy {
-            roles: read("roles"),
-            cluster_roles: read("clusterroles"),
-            role_bindings: read("rolebindings"),
-            cluster_role_bindings: read("clusterrolebindings"),
-        });
+        let policy = Arc::new(load_policy(store));
         *cache = Some((now, policy.clone()));
         policy
     }
 
     pub fn authorize(&self, attrs: &Attributes) -> Verdict {
-        if attrs.user.groups.iter().any(|g| g == "system:masters") {
-            return Verdict::Allow("group system:masters".into());
-        }
-        match node::decide(attrs, &StoreGraph(&self.server.store)) {
-            node::Decision::Allow => return Verdict::Allow("node authorizer".into()),
-            node::Decision::Deny(why) => return Verdict::Deny(why),
-            node::Decision::NoOpinion => {}
-        }
-        match self.policy().allows(attrs) {
-            Some(by) => Verdict::Allow(by),
-            None => Verdict::Deny(String::new()),
-        }
+        decide(&self.server.store, attrs, || self.policy())
     }
+}
+
+/// The RBAC objects stored in `store`.
+fn load_policy<S: Store>(store: &S) -> rbac::Policy {
+    let read = |plural: &str| -> Vec<Value> {
+        let Some(r) = registry::find("rbac.authorization.k8s.io", "v1", plural) else {
+            return Vec::new();
+        };
+        store.list(&r.prefix()).0.iter().filter_map(|o| serde_json::from_slice(&o.value).ok()).collect()
+    };
+    rbac::Policy {
+        roles: read("roles"),
+        cluster_roles: read("clusterroles"),
+        role_bindings: read("rolebindings"),
+        cluster_role_bindings: read("clusterrolebindings"),
+    }
+}
+
+/// The decision on `attrs`: `system:masters`, then the node authorizer over the pods in `store`,
+/// then RBAC (`policy`, asked for only when it is needed).
+fn decide<S: Store, P: std::ops::Deref<Target = rbac::Policy>>(
+    store: &S,
+    attrs: &Attributes,
+    policy: impl FnOnce() -> P,
+) -> Verdict {
+    if attrs.user.groups.iter().any(|g| g == "system:masters") {
+        return Verdict::Allow("group system:masters".into());
+    }
+    match node::decide(attrs, &StoreGraph(store)) {
+        node::Decision::Allow => return Verdict::Allow("node authorizer".into()),
+        node::Decision::Deny(why) => return Verdict::Deny(why),
+        node::Decision::NoOpinion => {}
+    }
+    match policy().allows(attrs) {
+        Some(by) => Verdict::Allow(by),
+        None => Verdict::Deny(String::new()),
+    }
+}
+
+/// The decision on `attrs` against what `store` holds now, without a cache (SubjectAccessReviews).
+pub fn review<S: Store>(store: &S, attrs: &Attributes) -> Verdict {
+    decide(store, attrs, || Box::new(load_policy(store)))
 }
 
 fn forbidden(attrs: &Attributes, why: &str) -> Response {

@@ -89,6 +89,8 @@ pub fn decide(attrs: &Attributes, graph: &impl Graph) -> Decision {
         ("", "events") | ("events.k8s.io", "events") if ["create", "update", "patch"].contains(&verb) => {
             Decision::Allow
         }
+        // Authorization delegation: the agent asks who may read its logs and metrics.
+        ("authorization.k8s.io", "subjectaccessreviews") if verb == "create" => Decision::Allow,
         ("", kind @ ("secrets" | "configmaps")) => {
             if verb != "get" {
                 return deny(format!("node \"{node}\" can only get individual {kind}"));
@@ -108,6 +110,11 @@ pub fn decide(attrs: &Attributes, graph: &impl Graph) -> Decision {
 }
 
 fn nodes(r: &ResourceAttributes, verb: &str, node: &str) -> Decision {
+    // Node objects and their status only: nodes/proxy, nodes/log, nodes/metrics and the like
+    // (another agent's endpoint) are RBAC's to grant.
+    if !matches!(r.subresource.as_str(), "" | "status") {
+        return Decision::NoOpinion;
+    }
     match verb {
         "get" | "list" | "watch" | "create" => Decision::Allow,
         "update" | "patch" if r.name == node => Decision::Allow,
@@ -192,6 +199,33 @@ mod tests {
         assert!(matches!(as_node("a", Method::DELETE, "/api/v1/namespaces/d/pods/on-b"), Decision::Deny(_)));
         assert_eq!(as_node("a", Method::GET, "/api/v1/pods"), Decision::Allow);
         assert_eq!(as_node("a", Method::GET, "/apis/discovery.k8s.io/v1/endpointslices"), Decision::Allow);
+    }
+
+    #[test]
+    fn agent_endpoints_are_left_to_rbac_and_reviews_may_be_asked() {
+        let user = UserInfo { name: "system:node:a".into(), groups: vec!["system:nodes".into()] };
+        let on = |group: &str, resource: &str, subresource: &str, name: &str, verb: &str| {
+            let resource = ResourceAttributes {
+                group: group.into(),
+                resource: resource.into(),
+                subresource: subresource.into(),
+                namespace: String::new(),
+                name: name.into(),
+            };
+            let attrs = Attributes {
+                user: user.clone(),
+                verb: verb.into(),
+                resource: Some(resource),
+                path: String::new(),
+            };
+            decide(&attrs, &graph())
+        };
+        for sub in ["proxy", "log", "metrics", "stats"] {
+            assert_eq!(on("", "nodes", sub, "b", "get"), Decision::NoOpinion, "nodes/{sub}");
+            assert_eq!(on("", "nodes", sub, "a", "get"), Decision::NoOpinion, "own nodes/{sub}");
+        }
+        assert_eq!(on("", "nodes", "", "b", "get"), Decision::Allow);
+        assert_eq!(on("authorization.k8s.io", "subjectaccessreviews", "", "", "create"), Decision::Allow);
     }
 
     #[test]

@@ -96,6 +96,28 @@ pub fn cluster_roles() -> Vec<Value> {
         ),
         cluster_role("system:kube-controller-manager", vec![rule(&["*"], &["*"], &["*"])]),
         cluster_role(
+            "system:basic-user",
+            vec![rule(&["authorization.k8s.io"], &["selfsubjectaccessreviews"], &["create"])],
+        ),
+        cluster_role(
+            "system:kubelet-api-admin",
+            vec![
+                rule(&[""], &["nodes"], &["get", "list", "watch", "proxy"]),
+                rule(
+                    &[""],
+                    &["nodes/proxy", "nodes/log", "nodes/stats", "nodes/metrics", "nodes/spec"],
+                    &["*"],
+                ),
+            ],
+        ),
+        cluster_role(
+            "system:auth-delegator",
+            vec![
+                rule(&["authentication.k8s.io"], &["tokenreviews"], &["create"]),
+                rule(&["authorization.k8s.io"], &["subjectaccessreviews"], &["create"]),
+            ],
+        ),
+        cluster_role(
             "system:node-bootstrapper",
             vec![rule(
                 &["certificates.k8s.io"],
@@ -111,7 +133,15 @@ pub fn cluster_role_bindings() -> Vec<Value> {
     vec![
         binding("cluster-admin", "cluster-admin", "Group", "system:masters"),
         binding("system:discovery", "system:discovery", "Group", "system:authenticated"),
+        binding("system:basic-user", "system:basic-user", "Group", "system:authenticated"),
         binding("system:kube-scheduler", "system:kube-scheduler", "User", "system:kube-scheduler"),
+        // The API server reaching node agents (kubectl logs) as kube-apiserver-kubelet-client.
+        binding(
+            "system:kube-apiserver-kubelet-client",
+            "system:kubelet-api-admin",
+            "User",
+            crate::pki::KUBELET_CLIENT_USER,
+        ),
         // Joining nodes ask for their certificate; nodes renew theirs the same way.
         binding("kubeadm:kubelet-bootstrap", "system:node-bootstrapper", "Group", "system:bootstrappers"),
         binding("system:node-certificate-renewal", "system:node-bootstrapper", "Group", "system:nodes"),

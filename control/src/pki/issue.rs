@@ -119,13 +119,16 @@ impl Ca {
         Ok(Issued { cert_pem, key_pem: key_pem.to_owned() })
     }
 
-    /// Signs a PEM certificate signing request as a client certificate valid for `lifetime`:
-    /// only the subject and key come from the request; usages, validity and serial are ours.
-    pub fn sign_request(&self, pem: &str, lifetime: Duration) -> anyhow::Result<String> {
+    /// Signs a PEM certificate signing request for `usage`, valid for `lifetime`: only the
+    /// subject, the key and (for a serving certificate) the SANs come from the request; usages,
+    /// validity and serial are ours.
+    pub fn sign_request(&self, pem: &str, usage: Usage, lifetime: Duration) -> anyhow::Result<String> {
         let mut csr = rcgen::CertificateSigningRequestParams::from_pem(pem).context("not a valid PEM CSR")?;
-        let mut params =
-            leaf_params(Usage::Client, OffsetDateTime::now_utc() - Duration::minutes(1), lifetime);
+        let mut params = leaf_params(usage, OffsetDateTime::now_utc() - Duration::minutes(1), lifetime);
         params.distinguished_name = csr.params.distinguished_name.clone();
+        if usage == Usage::Server {
+            params.subject_alt_names = csr.params.subject_alt_names.clone();
+        }
         csr.params = params;
         Ok(csr.signed_by(&self.issuer).context("signing the request")?.pem())
     }

@@ -4,7 +4,8 @@
 //! writes kubeconfigs; `certs check-expiration` and `certs renew` keep them alive.
 //!
 //! Layout under the PKI root (default `/etc/skiff`, mirroring kubeadm's `/etc/kubernetes`):
-//! `pki/ca.{crt,key}`, `pki/apiserver.{crt,key}`, `pki/sa.{key,pub}` (ServiceAccount token
+//! `pki/ca.{crt,key}`, `pki/apiserver.{crt,key}`, `pki/apiserver-kubelet-client.{crt,key}` (the
+//! API server's identity towards node agents), `pki/sa.{key,pub}` (ServiceAccount token
 //! signing), `pki/init.json` (what `init` was asked, so `renew` reissues the same names),
 //! `admin.conf`, `scheduler.conf`, `controller-manager.conf`, `nodes/<name>.conf`. Keys and
 //! kubeconfigs are 0600; nothing secret is ever printed or logged.
@@ -24,6 +25,9 @@ use serde::{Deserialize, Serialize};
 use time::{Duration, OffsetDateTime};
 
 use self::issue::{Ca, Issued, Subject, Usage};
+
+/// The user the API server is to node agents (bound to `system:kubelet-api-admin`).
+pub const KUBELET_CLIENT_USER: &str = "kube-apiserver-kubelet-client";
 
 /// Where the PKI lives unless told otherwise.
 pub const DEFAULT_ROOT: &str = "/etc/skiff";
@@ -151,6 +155,15 @@ impl Pki {
         self.root.join("pki/apiserver.key")
     }
 
+    /// The identity the API server shows node agents (their log and metrics endpoints).
+    pub fn kubelet_client_cert(&self) -> PathBuf {
+        self.root.join("pki/apiserver-kubelet-client.crt")
+    }
+
+    pub fn kubelet_client_key(&self) -> PathBuf {
+        self.root.join("pki/apiserver-kubelet-client.key")
+    }
+
     pub fn sa_key(&self) -> PathBuf {
         self.root.join("pki/sa.key")
     }
@@ -212,6 +225,11 @@ impl Pki {
             },
             place: Place::Files { cert: self.apiserver_cert(), key: self.apiserver_key() },
         }];
+        leaves.push(Leaf {
+            name: "apiserver-kubelet-client".into(),
+            subject: client(KUBELET_CLIENT_USER, &[]),
+            place: Place::Files { cert: self.kubelet_client_cert(), key: self.kubelet_client_key() },
+        });
         for (name, subject) in [
             ("admin.conf", client("kubernetes-admin", &["system:masters"])),
             ("scheduler.conf", client("system:kube-scheduler", &[])),

@@ -104,7 +104,8 @@ fn check_expiration_and_renew_keep_keys_and_extend_lifetimes() {
     )
     .expect("config");
     let renewed = pki.renew("all").expect("renew");
-    assert_eq!(renewed.len(), 5, "{renewed:?}");
+    assert_eq!(renewed.len(), 6, "{renewed:?}");
+    assert!(renewed.iter().any(|n| n == "apiserver-kubelet-client"), "{renewed:?}");
     let rows = pki.check_expiration().expect("check");
     assert!(rows.iter().skip(1).all(|r| (89..=90).contains(&r.residual_days)), "{rows:?}");
     assert_eq!(files::read(&pki.apiserver_key()).expect("key"), key_before, "renewal keeps the key");

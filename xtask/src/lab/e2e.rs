@@ -43,6 +43,7 @@ pub fn run() -> anyhow::Result<()> {
     teardown?;
     eprintln!(
         "\nlab e2e passed: ClusterIP and NodePort traffic on both nodes, pod-to-pod across nodes, \
+         kubectl logs through both agents' HTTPS endpoints, \
          agent restarts without a lost request, nothing left."
     );
     Ok(())
@@ -74,6 +75,14 @@ fn checks() -> anyhow::Result<()> {
             Command::new("ping").args(["-c", "2", "-W", "2", &remote]).stdout(std::process::Stdio::null()),
         )
     })?;
+    // kubectl logs: the API server reaches each agent's HTTPS endpoint as
+    // kube-apiserver-kubelet-client, and the agent asks the API server whether that may.
+    for pod in pods.iter().filter(|p| p.name.starts_with(demo::DEPLOYMENT)) {
+        let node = pod.node.as_deref().unwrap_or("?");
+        step(&format!("kubectl logs {} (through {node}'s agent endpoint)", pod.name), || {
+            kube::run(&["logs", &pod.name, "--tail=5"]).map(drop)
+        })?;
+    }
     restarts_under_traffic(&client_ns)
 }
 
