@@ -13,7 +13,11 @@ use anyhow::Context as _;
 use clap::{Parser, Subcommand};
 use skiff_control::{
     api, controllers, secure,
-    store::embedded::{EmbeddedStore, Options},
+    store::{
+        Store,
+        embedded::{EmbeddedStore, Options},
+        etcd,
+    },
 };
 
 #[derive(Debug, Parser)]
@@ -39,9 +43,17 @@ enum Command {
 
 #[derive(Debug, clap::Args)]
 struct ServeArgs {
-    /// Directory holding the store.
+    /// Directory holding the store (the embedded one; with --etcd-servers nothing is stored here).
     #[arg(long, default_value = "/var/lib/skiff-control")]
     data_dir: PathBuf,
+    /// Store the cluster in etcd at these client URLs (comma-separated, e.g.
+    /// http://10.0.0.5:2379) instead of the embedded store, so that several API servers can serve
+    /// one cluster; the control loops then run on one of them at a time (leader election).
+    #[arg(long, value_delimiter = ',')]
+    etcd_servers: Vec<String>,
+    /// Where the cluster's keys live in etcd.
+    #[arg(long, default_value = "/registry")]
+    etcd_prefix: String,
     /// Address to listen on.
     #[arg(long, default_value = "127.0.0.1:6443")]
     bind_address: SocketAddr,
@@ -160,37 +172,53 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
         format!("{}@{}", host.trim(), args.data_dir.display())
     });
-    std::fs::create_dir_all(&args.data_dir)
-        .with_context(|| format!("creating {}", args.data_dir.display()))?;
-    let store = EmbeddedStore::open(&args.data_dir.join("store.redb"), Options::default())
-        .context("opening the store")?;
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().context("starting tokio")?;
-    rt.block_on(async move {
-        let server = Arc::new(api::ApiServer::new(store, cidr));
-        let listener = tokio::net::TcpListener::bind(args.bind_address)
-            .await
-            .with_context(|| format!("listening on {}", args.bind_address))?;
-        let addr = listener.local_addr()?;
-        server
-            .bootstrap(Some(addr))
-            .await
-            .map_err(|e| anyhow::anyhow!(e.message))
-            .context("bootstrapping")?;
-        let pki = skiff_control::pki::Pki::new(&args.pki_dir);
-        if secure::ensure_pki(&pki, addr, &args.service_cluster_ip_range)? {
-            tracing::info!(dir = %args.pki_dir.display(), "created the cluster PKI");
-        }
-        let stack = secure::prepare(&server, &pki, args.token_auth_file.as_deref())?;
-        if let Some(path) = &args.write_kubeconfig {
-            let text = secure::admin_kubeconfig(&pki, &format!("https://{addr}"))?;
-            skiff_control::pki::files::write_secret(path, text.as_bytes())
-                .with_context(|| format!("writing {}", path.display()))?;
-        }
-        controllers::spawn(server.clone(), loops, controllers::leader::Election::new(identity));
-        println!("listening on {addr}");
-        tracing::info!(%addr, "serving the Kubernetes API over HTTPS");
-        secure::serve(listener, server, stack, shutdown()).await
-    })
+    if args.etcd_servers.is_empty() {
+        std::fs::create_dir_all(&args.data_dir)
+            .with_context(|| format!("creating {}", args.data_dir.display()))?;
+        let store = EmbeddedStore::open(&args.data_dir.join("store.redb"), Options::default())
+            .context("opening the store")?;
+        rt.block_on(serve(store, args, cidr, loops, identity))
+    } else {
+        rt.block_on(async {
+            let options = etcd::Options { prefix: args.etcd_prefix.clone(), ..etcd::Options::default() };
+            let store = etcd::EtcdStore::open(&args.etcd_servers, options)
+                .await
+                .with_context(|| format!("opening the store in etcd at {}", args.etcd_servers.join(",")))?;
+            serve(store, args, cidr, loops, identity).await
+        })
+    }
+}
+
+/// Serves the API from `store` with the control loops (under leader election as `identity`)
+/// until SIGTERM or Ctrl-C.
+async fn serve<S: Store + Clone>(
+    store: S,
+    args: ServeArgs,
+    cidr: (Ipv4Addr, u8),
+    loops: controllers::Config,
+    identity: String,
+) -> anyhow::Result<()> {
+    let server = Arc::new(api::ApiServer::new(store, cidr));
+    let listener = tokio::net::TcpListener::bind(args.bind_address)
+        .await
+        .with_context(|| format!("listening on {}", args.bind_address))?;
+    let addr = listener.local_addr()?;
+    server.bootstrap(Some(addr)).await.map_err(|e| anyhow::anyhow!(e.message)).context("bootstrapping")?;
+    let pki = skiff_control::pki::Pki::new(&args.pki_dir);
+    if secure::ensure_pki(&pki, addr, &args.service_cluster_ip_range)? {
+        tracing::info!(dir = %args.pki_dir.display(), "created the cluster PKI");
+    }
+    let stack = secure::prepare(&server, &pki, args.token_auth_file.as_deref())?;
+    if let Some(path) = &args.write_kubeconfig {
+        let text = secure::admin_kubeconfig(&pki, &format!("https://{addr}"))?;
+        skiff_control::pki::files::write_secret(path, text.as_bytes())
+            .with_context(|| format!("writing {}", path.display()))?;
+    }
+    controllers::spawn(server.clone(), loops, controllers::leader::Election::new(identity));
+    println!("listening on {addr}");
+    tracing::info!(%addr, "serving the Kubernetes API over HTTPS");
+    secure::serve(listener, server, stack, shutdown()).await
 }
 
 /// Ctrl-C or SIGTERM (what systemd and container runtimes send) ends serving gracefully.

@@ -3,11 +3,13 @@
 //! a wrong token (401), an expired certificate and one from a foreign CA (the handshake fails) —
 //! and garbage on the wire that must neither crash nor wedge the server.
 
+mod common;
+
 use std::{
-    io::{BufRead as _, BufReader, Read as _, Write as _},
+    io::{Read as _, Write as _},
     net::{SocketAddr, TcpStream},
     path::{Path, PathBuf},
-    process::{Child, Command, Stdio},
+    process::{Child, Command},
     time::Duration,
 };
 
@@ -44,21 +46,10 @@ fn start() -> Server {
     let config = InitConfig { nodes: vec!["n1".into(), "n2".into()], ..InitConfig::default() };
     pki.init(&config).expect("init");
     std::fs::write(dir.path().join("tokens.csv"), "s3cret-token,alice,1001,\"dev\"\n").expect("tokens");
-    let mut child = Command::new(env!("CARGO_BIN_EXE_skiff-control"))
-        .args(["serve", "--bind-address", "127.0.0.1:0"])
-        .arg("--data-dir")
-        .arg(dir.path().join("data"))
-        .arg("--pki-dir")
-        .arg(pki.root())
-        .arg("--token-auth-file")
-        .arg(dir.path().join("tokens.csv"))
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("skiff-control");
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().expect("stdout")).read_line(&mut line).expect("listening line");
-    let addr = line.trim().strip_prefix("listening on ").expect("listening on ADDR").parse().expect("addr");
+    let (child, addr) = common::spawn_serve(|cmd| {
+        cmd.arg("--data-dir").arg(dir.path().join("data")).arg("--pki-dir").arg(pki.root());
+        cmd.arg("--token-auth-file").arg(dir.path().join("tokens.csv"));
+    });
     Server { child, addr, pki, _dir: dir }
 }
 

@@ -32,6 +32,11 @@ const APT_PACKAGES: &[(&str, &str, &str)] = &[
         "/usr/lib/cni/portmap",
         "the reference CNI plugins (portmap, loopback) chained after skiff-cni",
     ),
+    (
+        "etcd-server",
+        "/usr/bin/etcd",
+        "etcd, the store several skiff-control processes share (tests start their own)",
+    ),
     ("curl", "/usr/bin/curl", "an HTTPS client with client certificates for the agent endpoint tests"),
     ("systemd", "/usr/bin/systemd-analyze", "systemd-analyze verify, which checks deploy/systemd's units"),
     // This machine kind ships a current kubectl at /usr/bin/kubectl; Debian's is the fallback.

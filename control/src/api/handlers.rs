@@ -9,7 +9,7 @@ use axum::{
 use serde_json::{Value, json};
 
 use super::{
-    ApiServer, Params, Request, admission, deletion,
+    ApiServer, Params, Request, admission, claims, deletion,
     managed::{self, Writer},
     objects::{self, FieldValidation, allocate_cluster_ip, check_object, merge_update, prepare_create},
     patch::{PatchType, json_patch, merge, strategic},
@@ -394,17 +394,68 @@ pub(super) async fn create_stored<S: Store>(
     namespace_exists(server, target).await?;
     let key = r.key(target.namespace.as_deref(), &name);
     let stored = if r.kind == "Service" {
-        // One allocation at a time: the store's compare-and-swap is per key, ClusterIPs are global.
-        let _guard = server.allocations.lock().await;
-        let (ips, node_ports) = used_addresses(server, r, None);
-        allocate_cluster_ip(&mut value, server.service_cidr, &ips)?;
-        objects::allocate_node_ports(&mut value, &node_ports)?;
-        server.store.create(&key, to_bytes(&value)?).await
+        create_service(server, r, &key, &name, &value).await?
     } else {
-        server.store.create(&key, to_bytes(&value)?).await
-    }
-    .map_err(|e| store_error(e, r.plural, &name))?;
+        server.store.create(&key, to_bytes(&value)?).await.map_err(|e| store_error(e, r.plural, &name))?
+    };
     Ok((stored, warnings))
+}
+
+/// The 422 for an address a client asked for that another Service holds.
+fn already_allocated(name: &str, address: claims::Address) -> ApiError {
+    let (field, what) = match address {
+        claims::Address::ClusterIp(ip) => ("spec.clusterIP".to_owned(), format!("\"{ip}\": provided IP")),
+        claims::Address::NodePort(port) => {
+            ("spec.ports.nodePort".to_owned(), format!("{port}: provided port"))
+        }
+    };
+    ApiError::invalid("Service", name, vec![(field, format!("Invalid value: {what} is already allocated"))])
+}
+
+/// Creates a Service with its ClusterIP and node ports: picked from what this server sees,
+/// claimed cluster-wide (`claims.rs`), then written. An address another API server claimed first
+/// is skipped on the next pick, or refused when the client asked for it.
+async fn create_service<S: Store>(
+    server: &ApiServer<S>,
+    r: &Resource,
+    key: &str,
+    name: &str,
+    value: &Value,
+) -> Result<Object, ApiError> {
+    // One allocation at a time here; the claims order allocations across API servers.
+    let _guard = server.allocations.lock().await;
+    let mut lost = HashSet::new();
+    for _ in 0..32 {
+        let (mut ips, mut ports) = used_addresses(server, r, None);
+        for address in &lost {
+            match *address {
+                claims::Address::ClusterIp(ip) => ips.insert(ip),
+                claims::Address::NodePort(port) => ports.insert(port),
+            };
+        }
+        let mut candidate = value.clone();
+        allocate_cluster_ip(&mut candidate, server.service_cidr, &ips)?;
+        objects::allocate_node_ports(&mut candidate, &ports)?;
+        match claims::claim(server, key, &claims::held(&candidate)).await {
+            Ok(made) => {
+                return match server.store.create(key, to_bytes(&candidate)?).await {
+                    Ok(stored) => Ok(stored),
+                    Err(e) => {
+                        claims::release(server, key, &made).await;
+                        Err(store_error(e, r.plural, name))
+                    }
+                };
+            }
+            Err(Ok(address)) if claims::held(value).contains(&address) => {
+                return Err(already_allocated(name, address));
+            }
+            Err(Ok(address)) => {
+                lost.insert(address);
+            }
+            Err(Err(e)) => return Err(e),
+        }
+    }
+    Err(ApiError::internal("no free address: other API servers kept claiming the ones picked"))
 }
 
 /// Adds a `Warning: 299` header per warning, as kubectl prints them.
@@ -460,10 +511,16 @@ pub(super) async fn write_existing<S: Store>(
     admission::immutable(r.kind, name, &old, &value)?;
     // Node ports are global like ClusterIPs: allocate under the same lock as creates, held until
     // the write is done.
+    let mut claimed = Vec::new();
     let _guard = if r.kind == "Service" {
         let guard = server.allocations.lock().await;
         let (_, node_ports) = used_addresses(server, r, Some(&key));
         objects::allocate_node_ports(&mut value, &node_ports)?;
+        claimed = match claims::claim(server, &key, &claims::held(&value)).await {
+            Ok(made) => made,
+            Err(Ok(address)) => return Err(already_allocated(name, address)),
+            Err(Err(e)) => return Err(e),
+        };
         Some(guard)
     } else {
         None
@@ -473,16 +530,28 @@ pub(super) async fn write_existing<S: Store>(
     }
     let expected = Some(expected.unwrap_or(current.mod_revision));
     // Removing the last finalizer of an object being deleted completes the deletion.
-    if deletion::finished(r.kind, &value) {
-        let gone = server.store.delete(&key, expected).await.map_err(|e| store_error(e, r.plural, name))?;
-        return Ok((gone, warnings));
+    let result = if deletion::finished(r.kind, &value) {
+        server.store.delete(&key, expected).await.map(|gone| (gone, Vec::new()))
+    } else {
+        server
+            .store
+            .update(&key, to_bytes(&value)?, expected)
+            .await
+            .map(|stored| (stored, claims::held(&value)))
+    };
+    match result {
+        Ok((stored, kept)) => {
+            if r.kind == "Service" {
+                let dropped: Vec<_> = claims::held(&old).into_iter().filter(|a| !kept.contains(a)).collect();
+                claims::release(server, &key, &dropped).await;
+            }
+            Ok((stored, warnings))
+        }
+        Err(e) => {
+            claims::release(server, &key, &claimed).await;
+            Err(store_error(e, r.plural, name))
+        }
     }
-    let stored = server
-        .store
-        .update(&key, to_bytes(&value)?, expected)
-        .await
-        .map_err(|e| store_error(e, r.plural, name))?;
-    Ok((stored, warnings))
 }
 
 pub async fn update<S: Store>(
@@ -627,7 +696,12 @@ pub async fn delete_object<S: Store>(
             deletion::Plan::AlreadyMarked => return Ok(current),
         };
         match result {
-            Ok(o) => return Ok(o),
+            Ok(o) => {
+                if r.kind == "Service" && server.store.get(key).is_none() {
+                    claims::release(server, key, &claims::held(&object)).await;
+                }
+                return Ok(o);
+            }
             Err(StoreError::Conflict { .. }) => continue,
             Err(e) => return Err(store_error(e, r.plural, name)),
         }

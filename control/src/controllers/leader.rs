@@ -51,12 +51,19 @@ impl Election {
 pub async fn run<S: Store + Clone>(ctx: Ctx<S>, election: Election) {
     loop {
         loop {
-            match try_hold(&ctx, &election).await {
-                Ok(true) => break,
-                Ok(false) => {}
-                Err(e) => tracing::debug!("leader election: {}", e.message),
-            }
-            tokio::time::sleep(election.retry_period).await;
+            // A standby tries again when the holder's Lease runs out (if that is sooner than the
+            // retry period), so a dead leader is replaced within the lease duration.
+            let wait = match try_hold(&ctx, &election).await {
+                Ok(Hold::Mine) => break,
+                Ok(Hold::Theirs { expires }) => election
+                    .retry_period
+                    .min(clock::until(ctx.clock.now(), expires) + Duration::from_millis(20)),
+                Err(e) => {
+                    tracing::debug!("leader election: {}", e.message);
+                    election.retry_period
+                }
+            };
+            tokio::time::sleep(wait).await;
         }
         tracing::info!(identity = %election.identity, "leading: running the control loops");
         // Aborted with this task too (a dropped LocalServer stops its loops and frees the store).
@@ -68,8 +75,8 @@ pub async fn run<S: Store + Clone>(ctx: Ctx<S>, election: Election) {
                 return;
             }
             match try_hold(&ctx, &election).await {
-                Ok(true) => renewed = tokio::time::Instant::now(),
-                Ok(false) => break,
+                Ok(Hold::Mine) => renewed = tokio::time::Instant::now(),
+                Ok(Hold::Theirs { .. }) => break,
                 Err(e) if renewed.elapsed() >= election.renew_deadline => {
                     tracing::warn!("leader election: could not renew: {}", e.message);
                     break;
@@ -112,8 +119,17 @@ fn seconds(d: Duration) -> i32 {
     i32::try_from(d.as_secs()).unwrap_or(i32::MAX)
 }
 
-/// Takes or renews the Lease; `Ok(false)`: someone else holds it.
-async fn try_hold<S: Store + Clone>(ctx: &Ctx<S>, election: &Election) -> Result<bool, ApiError> {
+/// Who holds the Lease after an attempt to take or renew it.
+enum Hold {
+    Mine,
+    /// Someone else, until `expires` unless they renew it.
+    Theirs {
+        expires: Timestamp,
+    },
+}
+
+/// Takes or renews the Lease.
+async fn try_hold<S: Store + Clone>(ctx: &Ctx<S>, election: &Election) -> Result<Hold, ApiError> {
     let now = ctx.clock.now();
     let key = registry::builtin("leases", "coordination.k8s.io")?.key(Some(NAMESPACE), NAME);
     let Some(stored) = ctx.server.store.get(&key) else {
@@ -133,8 +149,8 @@ async fn try_hold<S: Store + Clone>(ctx: &Ctx<S>, election: &Election) -> Result
             }),
         };
         return match ctx.server.create_as(super::writes::to_json(&lease)?, MANAGER).await {
-            Ok(_) => Ok(true),
-            Err(e) if e.reason == "AlreadyExists" => Ok(false),
+            Ok(_) => Ok(Hold::Mine),
+            Err(e) if e.reason == "AlreadyExists" => Ok(Hold::Theirs { expires: now }),
             Err(e) => Err(e),
         };
     };
@@ -147,8 +163,9 @@ async fn try_hold<S: Store + Clone>(ctx: &Ctx<S>, election: &Election) -> Result
         .lease_duration_seconds
         .map_or(election.lease_duration, |s| Duration::from_secs(u64::try_from(s).unwrap_or(0)));
     let renewed = spec.renew_time.as_ref().map_or(Timestamp::UNIX_EPOCH, |t| t.0);
-    if !mine && now < clock::after(renewed, duration) {
-        return Ok(false);
+    let expires = clock::after(renewed, duration);
+    if !mine && now < expires {
+        return Ok(Hold::Theirs { expires });
     }
     if !mine {
         spec.holder_identity = Some(election.identity.clone());
@@ -158,9 +175,11 @@ async fn try_hold<S: Store + Clone>(ctx: &Ctx<S>, election: &Election) -> Result
     spec.lease_duration_seconds = Some(seconds(election.lease_duration));
     spec.renew_time = Some(MicroTime(now));
     match ctx.server.replace_as(super::writes::to_json(&lease)?, false, MANAGER).await {
-        Ok(_) => Ok(true),
-        // Someone else wrote it first: they hold it (or renewed it) now.
-        Err(e) if e.reason == "Conflict" && !mine => Ok(false),
+        Ok(_) => Ok(Hold::Mine),
+        // Someone else wrote it first: they hold it (or renewed it) now, for a lease duration.
+        Err(e) if e.reason == "Conflict" && !mine => {
+            Ok(Hold::Theirs { expires: clock::after(now, election.lease_duration) })
+        }
         Err(e) => Err(e),
     }
 }

@@ -68,7 +68,9 @@ impl<S: Store + Clone> Manager<S> {
     /// Lists everything, queues every object for every loop that cares, and starts watching.
     pub fn new(ctx: Ctx<S>) -> Result<Self, StoreError> {
         let (objects, revision) = ctx.server.store.list(PREFIX);
-        let watch = ctx.server.store.watch(PREFIX, revision)?;
+        // Everything, not only PREFIX: catching up to the store's revision needs every write,
+        // the API server's own bookkeeping keys (address claims) included.
+        let watch = ctx.server.store.watch("/", revision)?;
         let mut manager =
             Self { ctx, cache: Cache::default(), loops: Loops::new(), queue: Queue::default(), watch };
         for o in &objects {
@@ -114,8 +116,10 @@ impl<S: Store + Clone> Manager<S> {
     }
 
     fn on_event(&mut self, event: &Event) {
-        let stored = (event.kind == EventKind::Put).then_some(&event.object);
-        self.observe(&event.object.key, stored);
+        if event.object.key.starts_with(PREFIX) {
+            let stored = (event.kind == EventKind::Put).then_some(&event.object);
+            self.observe(&event.object.key, stored);
+        }
         self.cache.revision = event.revision;
     }
 

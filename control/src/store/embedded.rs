@@ -12,7 +12,7 @@ use std::{
 use redb::{Database, ReadableDatabase as _, ReadableTable as _, TableDefinition};
 use tokio::sync::{mpsc, oneshot};
 
-use super::{Event, EventKind, Object, Result, Revision, Store, StoreError, WatchStream, history::History};
+use super::{Event, EventKind, Object, Result, Revision, Store, StoreError, WatchStream, mirror::Mirror};
 
 /// key → (create revision, mod revision, value)
 const OBJECTS: TableDefinition<&str, (u64, u64, &[u8])> = TableDefinition::new("objects");
@@ -49,17 +49,10 @@ struct Request {
     reply: oneshot::Sender<Result<Object>>,
 }
 
-#[derive(Debug)]
-struct State {
-    objects: BTreeMap<String, Object>,
-    revision: Revision,
-    history: History,
-}
-
 /// The redb-backed store. Cheap to clone; the writer thread ends when the last clone is dropped.
 #[derive(Debug, Clone)]
 pub struct EmbeddedStore {
-    state: Arc<RwLock<State>>,
+    state: Arc<RwLock<Mirror>>,
     writes: mpsc::Sender<Request>,
     writer: Arc<std::sync::Mutex<Option<std::thread::JoinHandle<()>>>>,
 }
@@ -85,11 +78,7 @@ impl EmbeddedStore {
 
     fn start(db: Database, options: Options) -> Result<Self> {
         let (objects, revision) = load(&db)?;
-        let state = Arc::new(RwLock::new(State {
-            objects,
-            revision,
-            history: History::new(revision, options.history),
-        }));
+        let state = Arc::new(RwLock::new(Mirror::new(objects, revision, options.history)));
         let (writes, requests) = mpsc::channel(MAX_BATCH);
         let writer_state = Arc::clone(&state);
         let handle = std::thread::Builder::new()
@@ -120,7 +109,7 @@ impl EmbeddedStore {
         answer.await.map_err(|_| StoreError::Closed)?
     }
 
-    fn read(&self) -> std::sync::RwLockReadGuard<'_, State> {
+    fn read(&self) -> std::sync::RwLockReadGuard<'_, Mirror> {
         // A panic while holding the lock leaves consistent data (writes are applied whole).
         self.state.read().unwrap_or_else(std::sync::PoisonError::into_inner)
     }
@@ -151,7 +140,7 @@ struct Staged {
     event: Event,
 }
 
-fn writer(db: Database, mut requests: mpsc::Receiver<Request>, state: Arc<RwLock<State>>) {
+fn writer(db: Database, mut requests: mpsc::Receiver<Request>, state: Arc<RwLock<Mirror>>) {
     while let Some(first) = requests.blocking_recv() {
         let mut batch = vec![first];
         while batch.len() < MAX_BATCH {
@@ -173,15 +162,10 @@ fn writer(db: Database, mut requests: mpsc::Receiver<Request>, state: Arc<RwLock
             continue;
         }
         let mut st = state.write().unwrap_or_else(std::sync::PoisonError::into_inner);
-        st.revision = revision;
         let mut replies = Vec::with_capacity(staged.len());
         for Staged { reply, event } in staged {
-            match event.kind {
-                EventKind::Put => st.objects.insert(event.object.key.clone(), event.object.clone()),
-                EventKind::Deleted => st.objects.remove(&event.object.key),
-            };
             replies.push((reply, event.object.clone()));
-            st.history.push(event);
+            st.apply(event);
         }
         drop(st);
         for (reply, object) in replies {
@@ -192,7 +176,7 @@ fn writer(db: Database, mut requests: mpsc::Receiver<Request>, state: Arc<RwLock
 
 /// Checks each request against the state plus the batch's earlier writes; rejects the ones that
 /// fail (answering them at once) and gives the rest consecutive revisions.
-fn stage(batch: Vec<Request>, state: &RwLock<State>) -> (Vec<Staged>, Revision) {
+fn stage(batch: Vec<Request>, state: &RwLock<Mirror>) -> (Vec<Staged>, Revision) {
     let st = state.read().unwrap_or_else(std::sync::PoisonError::into_inner);
     let mut revision = st.revision;
     let mut overlay: HashMap<String, Option<Object>> = HashMap::new();
@@ -262,36 +246,7 @@ fn persist(db: &Database, staged: &[Staged], revision: Revision) -> std::result:
 }
 
 impl Store for EmbeddedStore {
-    fn revision(&self) -> Revision {
-        self.read().revision
-    }
-
-    fn get(&self, key: &str) -> Option<Object> {
-        self.read().objects.get(key).cloned()
-    }
-
-    fn list(&self, prefix: &str) -> (Vec<Object>, Revision) {
-        let st = self.read();
-        let items = st
-            .objects
-            .range(prefix.to_owned()..)
-            .take_while(|(k, _)| k.starts_with(prefix))
-            .map(|(_, o)| o.clone())
-            .collect();
-        (items, st.revision)
-    }
-
-    fn list_at(&self, prefix: &str, revision: Revision) -> Result<Vec<Object>> {
-        let st = self.read();
-        let mut items: BTreeMap<String, Object> = st
-            .objects
-            .range(prefix.to_owned()..)
-            .take_while(|(k, _)| k.starts_with(prefix))
-            .map(|(k, o)| (k.clone(), o.clone()))
-            .collect();
-        st.history.undo(prefix, revision, &mut items)?;
-        Ok(items.into_values().collect())
-    }
+    super::mirror::reads_from_mirror!();
 
     async fn create(&self, key: &str, value: Vec<u8>) -> Result<Object> {
         self.write(key, value, Op::Create).await
@@ -303,10 +258,5 @@ impl Store for EmbeddedStore {
 
     async fn delete(&self, key: &str, expected: Option<Revision>) -> Result<Object> {
         self.write(key, Vec::new(), Op::Delete { expected }).await
-    }
-
-    fn watch(&self, prefix: &str, after: Revision) -> Result<WatchStream> {
-        let st = self.read();
-        st.history.watch(prefix, after, st.revision)
     }
 }

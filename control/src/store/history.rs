@@ -36,6 +36,14 @@ impl History {
         let _ = self.live.send(event);
     }
 
+    /// Drops the events up to `revision`: resuming from before it is `Compacted` from now on.
+    pub(crate) fn compact(&mut self, revision: Revision) {
+        while self.events.front().is_some_and(|e| e.revision <= revision) {
+            self.events.pop_front();
+        }
+        self.horizon = self.horizon.max(revision);
+    }
+
     /// Turns `objects` (everything under `prefix` now) back into what was there at `revision`,
     /// undoing the later events newest first.
     pub(crate) fn undo(

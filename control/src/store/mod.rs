@@ -2,11 +2,14 @@
 //! compare-and-swap writes, and watches that resume from a revision within a bounded history.
 //!
 //! [`Store`] is what the API server uses; [`embedded::EmbeddedStore`] implements it on redb
-//! (durable before a write is acknowledged, with group commit). The etcd backend comes later and
-//! implements the same trait.
+//! (durable before a write is acknowledged, with group commit) and [`etcd::EtcdStore`] on an
+//! etcd cluster (several API servers sharing it). Both serve reads from an in-memory mirror
+//! (`mirror.rs`) kept with a bounded history, as kube-apiserver's watch cache does.
 
 pub mod embedded;
+pub mod etcd;
 mod history;
+mod mirror;
 
 use std::future::Future;
 

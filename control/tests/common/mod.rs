@@ -1,9 +1,15 @@
 //! An API server on loopback, in-process, over a fresh store.
 #![allow(dead_code)] // each test binary uses a different part
 
+pub mod etcd;
 pub mod hollow;
 
-use std::time::Duration;
+use std::{
+    io::{BufRead as _, BufReader},
+    net::SocketAddr,
+    process::{Child, Command, Stdio},
+    time::Duration,
+};
 
 use skiff_control::{controllers, local::LocalServer};
 
@@ -29,6 +35,20 @@ pub async fn start_with(history: usize, loops: controllers::Config) -> Server {
     config.default_retry = false;
     let client = kube::Client::try_from(config).expect("client");
     Server { url: server.url.clone(), client, local: server, _dir: dir }
+}
+
+/// `skiff-control serve --bind-address 127.0.0.1:0` plus what `configure` adds, as a process:
+/// the child and the address it printed once listening.
+pub fn spawn_serve(configure: impl FnOnce(&mut Command)) -> (Child, SocketAddr) {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_skiff-control"));
+    cmd.args(["serve", "--bind-address", "127.0.0.1:0"]).stdout(Stdio::piped()).stderr(Stdio::null());
+    configure(&mut cmd);
+    let mut child = cmd.spawn().expect("skiff-control");
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().expect("stdout")).read_line(&mut line).expect("listening line");
+    let addr =
+        line.trim().strip_prefix("listening on ").unwrap_or_else(|| panic!("skiff-control said {line:?}"));
+    (child, addr.parse().expect("an address"))
 }
 
 pub fn runtime() -> tokio::runtime::Runtime {
