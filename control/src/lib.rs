@@ -4,6 +4,7 @@
 pub mod api;
 pub mod auth;
 pub mod authz;
+pub mod backup;
 pub mod controllers;
 pub mod local;
 pub mod pki;

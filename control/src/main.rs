@@ -1,5 +1,6 @@
 //! `skiff-control`: skiff's control plane.
 
+mod cli_backup;
 mod cli_pki;
 
 use std::{
@@ -39,6 +40,10 @@ enum Command {
     /// Bootstrap tokens for joining nodes.
     #[command(subcommand)]
     Token(cli_pki::TokenCommand),
+    /// Back up the cluster: the running API server's store, or etcd (a snapshot).
+    Backup(cli_backup::BackupArgs),
+    /// Restore a backup into a stopped control plane's store (or a new etcd data dir).
+    Restore(cli_backup::RestoreArgs),
 }
 
 #[derive(Debug, clap::Args)]
@@ -164,6 +169,8 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Init(args) => return cli_pki::init(&args),
         Command::Certs(cmd) => return cli_pki::certs(&cmd),
         Command::Token(cmd) => return cli_pki::token(&cmd),
+        Command::Backup(args) => return cli_backup::backup(&args),
+        Command::Restore(args) => return cli_backup::restore(&args),
     };
     let cidr = parse_cidr(&args.service_cluster_ip_range)
         .with_context(|| format!("--service-cluster-ip-range {}", args.service_cluster_ip_range))?;

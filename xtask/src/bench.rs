@@ -12,7 +12,9 @@ pub enum Bench {
     Lb,
     /// Tracing's cost per packet: compiled out vs in but off vs on (unrelated and matching traffic).
     Trace,
-    /// The API server: durable creates/s, list latency, watch fan-out, memory.
+    /// The API server on the embedded store and on etcd, side by side: durable creates/s, list
+    /// latency, watch fan-out, memory (`control` is the same).
+    #[value(alias = "control")]
     Api,
     /// The CNI plugin: ADD/DEL latency over 200 pods, beside the reference ptp plugin.
     Cni,

@@ -37,6 +37,11 @@ const APT_PACKAGES: &[(&str, &str, &str)] = &[
         "/usr/bin/etcd",
         "etcd, the store several skiff-control processes share (tests start their own)",
     ),
+    (
+        "etcd-client",
+        "/usr/bin/etcdctl",
+        "etcdctl snapshot restore, behind skiff-control restore of an etcd backup",
+    ),
     ("curl", "/usr/bin/curl", "an HTTPS client with client certificates for the agent endpoint tests"),
     ("systemd", "/usr/bin/systemd-analyze", "systemd-analyze verify, which checks deploy/systemd's units"),
     // This machine kind ships a current kubectl at /usr/bin/kubectl; Debian's is the fallback.

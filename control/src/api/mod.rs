@@ -278,6 +278,15 @@ async fn route<S: Store + Clone>(
             return Ok((StatusCode::OK, "ok").into_response());
         }
         (&Method::GET, "/openapi/v3") => return Ok(ok_json(openapi::index())),
+        // A consistent copy of the whole store (`skiff-control backup`); RBAC lets only cluster
+        // admins get it (no default role names this path).
+        (&Method::GET, crate::backup::PATH) => {
+            let (objects, revision) = server.store.list("");
+            let mut text = Vec::new();
+            crate::backup::write(&mut text, revision, &objects)
+                .map_err(|e| ApiError::internal(e.to_string()))?;
+            return Ok(([(header::CONTENT_TYPE, "text/plain")], text).into_response());
+        }
         (&Method::GET, "/openapi/v2") => {
             // kubectl asks for the protobuf form only; a 406 sends it down its no-v2 path.
             let json_ok = req.accept.is_empty() || ["json", "*/*"].iter().any(|m| req.accept.contains(m));

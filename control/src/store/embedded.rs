@@ -67,6 +67,26 @@ impl EmbeddedStore {
         Self::start(Database::create(path).map_err(backend)?, options)
     }
 
+    /// Writes a new store at `path` holding `objects` at `revision` (a restored backup); refuses
+    /// to replace an existing file.
+    pub fn restore(path: &Path, revision: Revision, objects: &[Object]) -> Result<()> {
+        if path.exists() {
+            return Err(StoreError::AlreadyExists { key: path.display().to_string() });
+        }
+        let db = Database::create(path).map_err(backend)?;
+        let txn = db.begin_write().map_err(backend)?;
+        {
+            let mut table = txn.open_table(OBJECTS).map_err(backend)?;
+            for o in objects {
+                table
+                    .insert(o.key.as_str(), (o.create_revision, o.mod_revision, o.value.as_slice()))
+                    .map_err(backend)?;
+            }
+            txn.open_table(META).map_err(backend)?.insert(REVISION, revision).map_err(backend)?;
+        }
+        txn.commit().map_err(backend)
+    }
+
     /// A store in memory only (the same code over redb's in-memory backend): for tests of what
     /// runs on top of a store.
     pub fn in_memory(options: Options) -> Result<Self> {

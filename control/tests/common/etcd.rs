@@ -4,6 +4,7 @@
 use std::{
     io::{Read as _, Write as _},
     net::{SocketAddr, TcpListener, TcpStream},
+    path::Path,
     process::{Child, Command, Stdio},
     time::{Duration, Instant},
 };
@@ -11,7 +12,8 @@ use std::{
 pub struct Etcd {
     child: Child,
     client: SocketAddr,
-    _dir: tempfile::TempDir,
+    peer: SocketAddr,
+    dir: tempfile::TempDir,
 }
 
 fn free_port() -> SocketAddr {
@@ -30,32 +32,66 @@ fn healthy(addr: SocketAddr) -> bool {
     body.contains("\"health\":\"true\"")
 }
 
+/// The member name every test etcd has.
+pub const NAME: &str = "skt";
+
+fn spawn(data: &Path, client: SocketAddr, peer: SocketAddr, log: &Path) -> Child {
+    let log = std::fs::File::create(log).expect("log");
+    Command::new("etcd")
+        .args(["--name", NAME, "--data-dir"])
+        .arg(data)
+        .args(["--listen-client-urls", &format!("http://{client}")])
+        .args(["--advertise-client-urls", &format!("http://{client}")])
+        .args(["--listen-peer-urls", &format!("http://{peer}")])
+        .args(["--initial-advertise-peer-urls", &format!("http://{peer}")])
+        .args(["--initial-cluster", &format!("skt=http://{peer}")])
+        .args(["--logger", "zap", "--log-level", "warn"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::from(log))
+        .spawn()
+        .expect("etcd (cargo xtask setup installs etcd-server)")
+}
+
+fn wait_healthy(client: SocketAddr) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !healthy(client) {
+        assert!(Instant::now() < deadline, "etcd did not become healthy on {client}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
 impl Etcd {
     pub fn start() -> Etcd {
         let dir = tempfile::tempdir().expect("tmp");
         let (client, peer) = (free_port(), free_port());
-        let log = std::fs::File::create(dir.path().join("etcd.log")).expect("log");
-        let child = Command::new("etcd")
-            .args(["--name", "skt", "--data-dir"])
-            .arg(dir.path().join("data"))
-            .args(["--listen-client-urls", &format!("http://{client}")])
-            .args(["--advertise-client-urls", &format!("http://{client}")])
-            .args(["--listen-peer-urls", &format!("http://{peer}")])
-            .args(["--initial-advertise-peer-urls", &format!("http://{peer}")])
-            .args(["--initial-cluster", &format!("skt=http://{peer}")])
-            .args(["--logger", "zap", "--log-level", "warn"])
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::from(log))
-            .spawn()
-            .expect("etcd (cargo xtask setup installs etcd-server)");
-        let etcd = Etcd { child, client, _dir: dir };
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while !healthy(client) {
-            assert!(Instant::now() < deadline, "etcd did not become healthy on {client}");
-            std::thread::sleep(Duration::from_millis(50));
-        }
+        let child = spawn(&dir.path().join("data"), client, peer, &dir.path().join("etcd.log"));
+        let etcd = Etcd { child, client, peer, dir };
+        wait_healthy(client);
         etcd
+    }
+
+    /// Stops this etcd (SIGKILL) and starts it again, same ports, on `data` (a restored
+    /// snapshot's data dir).
+    pub fn restart_on(&mut self, data: &Path) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        self.child = spawn(data, self.client, self.peer, &self.dir.path().join("etcd-restored.log"));
+        wait_healthy(self.client);
+    }
+
+    /// `etcdctl snapshot restore` options for a data dir this etcd can start on.
+    pub fn restore_options(&self) -> Vec<String> {
+        vec![
+            format!("--name={NAME}"),
+            format!("--initial-cluster={NAME}=http://{}", self.peer),
+            format!("--initial-advertise-peer-urls=http://{}", self.peer),
+        ]
+    }
+
+    /// A scratch directory that lives as long as this etcd.
+    pub fn scratch(&self) -> &Path {
+        self.dir.path()
     }
 
     /// `http://127.0.0.1:<port>`.

@@ -18,7 +18,7 @@ use anyhow::{Context as _, bail};
 use super::{
     demo, down, experiments, kube,
     probe::{self, EchoSession},
-    state,
+    restore, state,
     topology::{self, NodeSpec},
     up,
 };
@@ -44,6 +44,7 @@ pub fn run() -> anyhow::Result<()> {
     eprintln!(
         "\nlab e2e passed: ClusterIP and NodePort traffic on both nodes, pod-to-pod across nodes, \
          kubectl logs through both agents' HTTPS endpoints, \
+         backup and restore of the control plane's store, \
          agent restarts without a lost request, nothing left."
     );
     Ok(())
@@ -83,7 +84,9 @@ fn checks() -> anyhow::Result<()> {
             kube::run(&["logs", &pod.name, "--tail=5"]).map(drop)
         })?;
     }
-    restarts_under_traffic(&client_ns)
+    restarts_under_traffic(&client_ns)?;
+    let nodes: Vec<NodeSpec> = (1..=NODES).map(|index| NodeSpec { index }).collect();
+    restore::backup_and_restore(&client_ns, &nodes)
 }
 
 /// A traffic path the generator loops over.

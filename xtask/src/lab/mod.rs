@@ -15,6 +15,7 @@ mod experiments;
 mod kube;
 mod probe;
 mod procs;
+mod restore;
 mod smoke;
 mod state;
 mod status;

@@ -197,10 +197,21 @@ fn init_pki() -> anyhow::Result<()> {
         .context("restricting the lab kubeconfig")
 }
 
+/// skiff-control's data dir in the lab.
+pub fn control_data() -> std::path::PathBuf {
+    Path::new(LAB_DIR).join("control")
+}
+
 fn start_control(lab: &mut LabState) -> anyhow::Result<()> {
-    let data = Path::new(LAB_DIR).join("control");
-    std::fs::create_dir_all(&data)?;
+    std::fs::create_dir_all(control_data())?;
     init_pki()?;
+    serve_control(lab)?;
+    bootstrap_token()
+}
+
+/// Starts skiff-control on the lab's data dir and waits until the API answers.
+pub fn serve_control(lab: &mut LabState) -> anyhow::Result<()> {
+    let data = control_data();
     let mut cmd = Command::new(topology::bin_dir().join("skiff-control"));
     cmd.arg("serve")
         .arg("--data-dir")
@@ -218,8 +229,7 @@ fn start_control(lab: &mut LabState) -> anyhow::Result<()> {
             bail!("skiff-control exited (see {LAB_DIR}/control.log)");
         }
         Ok(topology::kubeconfig().exists() && kube::run(&["get", "--raw", "/version"]).is_ok())
-    })?;
-    bootstrap_token()
+    })
 }
 
 /// A bootstrap token and the kubeconfig holding it, which every agent joins with: each makes its
