@@ -141,6 +141,16 @@ async fn identities(client: &Client) -> BTreeMap<String, String> {
     out
 }
 
+/// Every object of `before` is there as it was, and new Services are allocated around them.
+async fn came_back(control: &Control, before: &BTreeMap<String, String>) {
+    let client = control.client().await;
+    let after = identities(&client).await;
+    for (name, identity) in before {
+        assert_eq!(after.get(name), Some(identity), "{name}");
+    }
+    allocates_around_what_it_holds(&client, before).await;
+}
+
 /// A NodePort Service created after the restore: its ClusterIP and node port are not ones the
 /// restored cluster holds.
 async fn allocates_around_what_it_holds(client: &Client, before: &BTreeMap<String, String>) {
@@ -221,14 +231,7 @@ fn an_embedded_store_backed_up_through_the_api_comes_back_as_it_was() {
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
 
     let control = Control::start(dir.path(), &pki, None);
-    runtime().block_on(async {
-        let client = control.client().await;
-        let after = identities(&client).await;
-        for (name, identity) in &before {
-            assert_eq!(after.get(name), Some(identity), "{name}");
-        }
-        allocates_around_what_it_holds(&client, &before).await;
-    });
+    runtime().block_on(came_back(&control, &before));
 }
 
 #[test]
@@ -266,12 +269,5 @@ fn an_etcd_snapshot_restores_the_cluster_into_a_new_etcd_data_dir() {
     etcd.restart_on(&restored);
 
     let control = Control::start(dir.path(), &pki, Some(&etcd));
-    runtime().block_on(async {
-        let client = control.client().await;
-        let after = identities(&client).await;
-        for (name, identity) in &before {
-            assert_eq!(after.get(name), Some(identity), "{name}");
-        }
-        allocates_around_what_it_holds(&client, &before).await;
-    });
+    runtime().block_on(came_back(&control, &before));
 }
