@@ -636,3 +636,74 @@ fn a_daemon_set_runs_one_pod_per_node_and_kubectl_sees_it_rolled_out() {
         assert!(live.iter().all(|p| image(p) == "agent:2"), "every node runs the new image");
     });
 }
+
+/// `kubectl cordon`, `drain --ignore-daemonsets` and `uncordon` with a PodDisruptionBudget of
+/// minAvailable 2 over 3 replicas: the drain evicts one pod at a time, waiting (429s it retries)
+/// until the replacement is Ready elsewhere, and Ready replicas never drop below 2.
+#[test]
+fn drain_evicts_one_at_a_time_within_the_disruption_budget() {
+    common::runtime().block_on(async {
+        let options =
+            hollow::Options { start_delay: Duration::from_millis(500), ..hollow::Options::default() };
+        let c = Cluster::start(Config::default(), &["node-a", "node-b"], options).await;
+        // Everything on node-a first: node-b cordoned while the Deployment rolls out.
+        c.kubectl.ok(&["cordon", "node-b"]).await;
+        c.apply(&web(3)).await;
+        let pods = c.converged(3).await;
+        assert!(
+            pods.iter().all(|p| node_of(p) == "node-a"),
+            "{:?}",
+            pods.iter().map(node_of).collect::<Vec<_>>()
+        );
+        c.apply(
+            "apiVersion: policy/v1\nkind: PodDisruptionBudget\nmetadata: {name: web}\n\
+             spec: {minAvailable: 2, selector: {matchLabels: {app: web}}}\n",
+        )
+        .await;
+        c.kubectl.ok(&["uncordon", "node-b"]).await;
+
+        // Watch the Ready count while kubectl drains node-a.
+        let (done, mut finished) = tokio::sync::watch::channel(false);
+        let watcher = {
+            let pods = c.api::<Pod>();
+            tokio::spawn(async move {
+                let mut lowest = usize::MAX;
+                while !*finished.borrow_and_update() {
+                    if let Ok(list) = pods.list(&ListParams::default().labels("app=web")).await {
+                        let ready = list
+                            .items
+                            .iter()
+                            .filter(|p| p.metadata.deletion_timestamp.is_none() && is_ready(p))
+                            .count();
+                        lowest = lowest.min(ready);
+                    }
+                    let _ = tokio::time::timeout(Duration::from_millis(50), finished.changed()).await;
+                }
+                lowest
+            })
+        };
+        let out = c.kubectl.run(&["drain", "node-a", "--ignore-daemonsets", "--timeout=120s"]).await;
+        let _ = done.send(true);
+        let lowest = watcher.await.expect("watcher");
+        let text =
+            format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+        assert!(out.status.success(), "drain failed: {text}");
+        assert!(
+            text.contains("would violate the pod's disruption budget"),
+            "the drain never had to wait: {text}"
+        );
+        assert!(lowest >= 2, "Ready replicas fell to {lowest} during the drain");
+        let nodes: Api<Node> = Api::all(c.client());
+        let a = nodes.get("node-a").await.expect("node-a");
+        assert_eq!(a.spec.and_then(|s| s.unschedulable), Some(true), "drain cordons");
+        let pods = c.converged(3).await;
+        assert!(
+            pods.iter().all(|p| node_of(p) == "node-b"),
+            "{:?}",
+            pods.iter().map(node_of).collect::<Vec<_>>()
+        );
+        c.kubectl.ok(&["uncordon", "node-a"]).await;
+        let a = nodes.get("node-a").await.expect("node-a");
+        assert_ne!(a.spec.and_then(|s| s.unschedulable), Some(true), "uncordoned");
+    });
+}

@@ -74,7 +74,15 @@ pub fn resource_list(group: &str, version: &str) -> Option<Value> {
         resources.push(entry(r));
         for sub in r.subresources {
             let (kind, verbs) = subresource(r, sub);
-            resources.push(json!({"name": format!("{}/{sub}", r.plural), "singularName": "", "namespaced": r.namespaced, "kind": kind, "verbs": verbs}));
+            let mut entry = json!({"name": format!("{}/{sub}", r.plural), "singularName": "", "namespaced": r.namespaced, "kind": kind, "verbs": verbs});
+            // A subresource of another group's kind names it (kubectl drain looks for
+            // pods/eviction in policy/v1 here before it evicts rather than deletes).
+            let (group, version) = kind_group_version(r, kind);
+            if group != r.group {
+                entry["group"] = json!(group);
+                entry["version"] = json!(version);
+            }
+            resources.push(entry);
         }
     }
     if resources.is_empty() {
@@ -102,6 +110,17 @@ pub fn aggregated_content_type(version: &str) -> String {
     format!("application/json;g=apidiscovery.k8s.io;v={version};as=APIGroupDiscoveryList")
 }
 
+/// The group and version of a subresource's `kind` (Scale, Eviction and TokenRequest live in
+/// groups of their own).
+fn kind_group_version<'a>(r: &'a Resource, kind: &str) -> (&'a str, &'a str) {
+    match kind {
+        "Scale" => ("autoscaling", "v1"),
+        "Eviction" => ("policy", "v1"),
+        "TokenRequest" => ("authentication.k8s.io", "v1"),
+        _ => (r.group, r.version),
+    }
+}
+
 fn gvk(group: &str, version: &str, kind: &str) -> Value {
     json!({"group": group, "version": version, "kind": kind})
 }
@@ -112,14 +131,7 @@ fn aggregated_entry(r: &Resource) -> Value {
         .iter()
         .map(|sub| {
             let (kind, verbs) = subresource(r, sub);
-            let group = if kind == "Scale" {
-                "autoscaling"
-            } else if kind == "Eviction" {
-                "policy"
-            } else {
-                r.group
-            };
-            let version = if group == r.group { r.version } else { "v1" };
+            let (group, version) = kind_group_version(r, kind);
             json!({"subresource": sub, "responseKind": gvk(group, version, kind), "verbs": verbs})
         })
         .collect();

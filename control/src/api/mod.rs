@@ -6,6 +6,7 @@ mod claims;
 mod csr;
 pub mod deletion;
 mod discovery;
+mod disruption;
 mod fields;
 mod handlers;
 mod internal;

@@ -82,7 +82,7 @@ pub(super) async fn bind_key<S: Store>(
 
 /// POST pods/<name>/eviction: deletes the pod as the Eviction's `deleteOptions` say (disruption
 /// budgets arrive with their controller).
-pub async fn evict<S: Store>(
+pub async fn evict<S: Store + Clone>(
     server: &ApiServer<S>,
     target: &Target,
     name: &str,
@@ -92,6 +92,13 @@ pub async fn evict<S: Store>(
     let options = eviction.get("deleteOptions").cloned().unwrap_or(Value::Null);
     let options = deletion::Options::parse(&req.params, &options)?;
     let key = target.resource.key(target.namespace.as_deref(), name);
+    let stored = server.store.get(&key).ok_or_else(|| ApiError::not_found("pods", name))?;
+    let pod: k8s_openapi::api::core::v1::Pod =
+        serde_json::from_slice(&stored.value).map_err(|e| ApiError::internal(e.to_string()))?;
+    // A pod already on its way out needs no budget (Kubernetes lets such evictions through).
+    if pod.metadata.deletion_timestamp.is_none() {
+        super::disruption::admit(server, target.namespace.as_deref().unwrap_or_default(), &pod).await?;
+    }
     handlers::delete_object(server, target.resource, &key, &options).await?;
     Ok(success(""))
 }

@@ -103,7 +103,8 @@ macro_rules! resource {
 
 use k8s_openapi::api::{
     apps::v1 as apps, authorization::v1 as authorization, certificates::v1 as certificates,
-    coordination::v1 as coordination, core::v1 as core, discovery::v1 as discovery, rbac::v1 as rbac,
+    coordination::v1 as coordination, core::v1 as core, discovery::v1 as discovery, policy::v1 as policy,
+    rbac::v1 as rbac,
 };
 
 /// Every served resource.
@@ -223,6 +224,18 @@ pub static RESOURCES: &[Resource] = &[
         &["csr"],
         &[],
         &["status", "approval"]
+    ),
+    resource!(
+        "policy",
+        "v1",
+        PodDisruptionBudget,
+        policy::PodDisruptionBudget,
+        "poddisruptionbudgets",
+        "poddisruptionbudget",
+        true,
+        &["pdb"],
+        &[],
+        &["status"]
     ),
     // Reviews are answered, never stored (api/access_review.rs).
     resource!(
