@@ -16,6 +16,11 @@ use crate::store::{Object, Revision};
 
 /// The first line of an embedded-store snapshot.
 pub const MAGIC: &str = "skiff-snapshot/v1";
+/// How far a restored embedded store's revision jumps past the snapshot's: every resourceVersion
+/// a client saw before the restore is then older than the restored store's history, so its
+/// watch gets a 410 and it re-lists, instead of resuming past events it would never see.
+pub const RESTORE_BUMP: Revision = 1_000_000;
+
 /// The path a running API server serves its snapshot on.
 pub const PATH: &str = "/skiff/v1/snapshot";
 

@@ -90,8 +90,13 @@ pub fn restore(args: &RestoreArgs) -> anyhow::Result<()> {
         if path.exists() {
             bail!("{} exists: stop skiff-control and move it aside first", path.display());
         }
-        EmbeddedStore::restore(&path, revision, &objects).context("writing the restored store")?;
-        println!("restored {} objects at revision {revision} into {}", objects.len(), path.display());
+        let bumped = revision + backup::RESTORE_BUMP;
+        EmbeddedStore::restore(&path, bumped, &objects).context("writing the restored store")?;
+        println!(
+            "restored {} objects of revision {revision} into {} (the store goes on from {bumped})",
+            objects.len(),
+            path.display()
+        );
         return Ok(());
     }
     let Some(data_dir) = &args.etcd_data_dir else {

@@ -65,6 +65,8 @@ pub fn prepare<S: Store + Clone>(
     server.set_token_keys(keys.clone());
     server.set_ca(Arc::new(pki.ca()?));
     server.set_kubelet_tls(crate::tls::kubelet_client_config(pki)?);
+    let serving = pki::inspect::parse_pem(&pki::files::read(&pki.apiserver_cert())?)?;
+    server.set_apiserver_sans(serving.sans);
     let accounts = server.clone();
     let lookup: AccountLookup = Arc::new(move |ns, name| accounts.service_account_uid(ns, name));
     let secrets = server.clone();

@@ -572,8 +572,17 @@ fn nodes_get_serving_certificates_for_their_own_addresses_and_reviews_answer_who
         let info = pki::inspect::parse_pem(&cert).expect("parses");
         assert_eq!(info.sans, ["n1", "10.0.0.1"]);
         assert!(cert_is_for_serving(&cert), "a serving certificate");
-        // An address it does not report, or another node's name: left for an administrator.
-        for (cn, sans) in [("system:node:n1", ["n1", "10.9.9.9"]), ("system:node:n2", ["n2", "10.0.0.1"])] {
+        // An address it does not report, another node's name, or one of the API server's own
+        // names even when the node claims it in its status: left for an administrator.
+        let claim = Patch::Merge(json!({"status": {"addresses": [{"type": "InternalIP", "address": "10.0.0.1"},
+            {"type": "ExternalIP", "address": "127.0.0.1"}, {"type": "InternalIP", "address": "10.96.0.1"}]}}));
+        Api::<Node>::all(n1.clone()).patch_status("n1", &PatchParams::default(), &claim).await.expect("status");
+        for (cn, sans) in [
+            ("system:node:n1", ["n1", "10.9.9.9"]),
+            ("system:node:n2", ["n2", "10.0.0.1"]),
+            ("system:node:n1", ["n1", "127.0.0.1"]),
+            ("system:node:n1", ["n1", "10.96.0.1"]),
+        ] {
             let pending = csrs.create(&PostParams::default(), &serving_csr(cn, &sans)).await.expect("create");
             assert!(pending.status.unwrap_or_default().certificate.is_none(), "{cn} {sans:?} was signed");
         }

@@ -154,6 +154,10 @@ async fn watches_replay_from_a_revision_then_follow_live_and_410_when_too_old<S:
     );
     assert_eq!(live.previous.as_ref().map(|p| p.mod_revision), Some(base + 1));
 
+    // A revision the store has not reached (a client of a store since restored to an older one)
+    // is refused too: resuming there would skip every event up to it.
+    assert!(matches!(store.watch("/svc/", store.revision() + 5), Err(StoreError::Compacted { .. })));
+
     // The history holds 4 events; resuming from before it is refused, like etcd's 410.
     for i in 10..14 {
         store.create(&format!("/svc/{i}"), vec![i]).await.expect("create");

@@ -61,22 +61,23 @@ struct Node {
 
 impl Node {
     /// The agent's HTTPS endpoint (logs, metrics) on loopback, with a serving certificate signed
-    /// through the API for the Node this registers (InternalIP 127.0.0.1, the endpoint's port):
+    /// through the API for the Node this registers (InternalIP 127.0.0.2 — 127.0.0.1 is the API server's, which no node is certified for — and the
+    /// endpoint's port):
     /// its port, what stops it, and its task.
     async fn serve_endpoint(&self) -> (u16, tokio::sync::oneshot::Sender<()>, tokio::task::JoinHandle<()>) {
         use skiff_agent::kubelet::server::{self, authz::Authorizer, identity::Identity};
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let listener = tokio::net::TcpListener::bind("127.0.0.2:0").await.expect("bind");
         let port = listener.local_addr().expect("addr").port();
         let nodes: Api<k8s_openapi::api::core::v1::Node> = Api::all(self.client.clone());
         let n: k8s_openapi::api::core::v1::Node =
             serde_json::from_value(json!({"metadata": {"name": NODE}})).expect("node");
         nodes.create(&PostParams::default(), &n).await.expect("node");
-        let status_patch = json!({"status": {"addresses": [{"type": "InternalIP", "address": "127.0.0.1"}], "daemonEndpoints": {"kubeletEndpoint": {"Port": port}}}});
+        let status_patch = json!({"status": {"addresses": [{"type": "InternalIP", "address": "127.0.0.2"}], "daemonEndpoints": {"kubeletEndpoint": {"Port": port}}}});
         nodes
             .patch_status(NODE, &kube::api::PatchParams::default(), &kube::api::Patch::Merge(&status_patch))
             .await
             .expect("node status");
-        let sans = [NODE.to_owned(), "127.0.0.1".to_owned()];
+        let sans = [NODE.to_owned(), "127.0.0.2".to_owned()];
         let identity = Identity::obtain(
             self.client.clone(),
             NODE,
@@ -772,7 +773,7 @@ fn the_agent_endpoint_wants_a_ca_certificate_and_the_api_servers_permission() {
             api(kind).create(&PostParams::default(), &object).await.expect("create RBAC");
         }
         let dir = tempfile::tempdir().expect("tmp");
-        let base = format!("https://127.0.0.1:{port}");
+        let base = format!("https://127.0.0.2:{port}");
         let logs = format!("{base}/containerLogs/default/absent/c");
         let metrics = format!("{base}/metrics");
         let ask = |who: Option<issue::Issued>, url: String| {

@@ -61,10 +61,15 @@ fn is_node(requester: &UserInfo, subject: &crate::pki::issue::Subject) -> bool {
 /// Why a node's serving-certificate request is not auto-approved (`Ok`: it is, for this node
 /// name). `addresses` gives what the named Node reports (its addresses), `None` if there is no
 /// such Node.
+///
+/// A node writes its own Node status, so the addresses alone would let it name anything; a SAN
+/// that `reserved` says belongs to the API server (its certificate's names and addresses) or a
+/// wildcard is never approved automatically.
 pub fn kubelet_serving_request(
     spec: &Value,
     requester: &UserInfo,
     addresses: impl Fn(&str) -> Option<Vec<String>>,
+    reserved: impl Fn(&str) -> bool,
 ) -> Result<String, String> {
     if spec["signerName"].as_str() != Some(KUBELET_SERVING_SIGNER) {
         return Err("not a kubelet serving certificate request".into());
@@ -80,6 +85,9 @@ pub fn kubelet_serving_request(
     }
     if let Some(foreign) = subject.sans.iter().find(|s| **s != node && !known.contains(s)) {
         return Err(format!("node {node} does not report the address {foreign}"));
+    }
+    if let Some(taken) = subject.sans.iter().find(|s| s.contains('*') || reserved(s)) {
+        return Err(format!("{taken} is not a name a node may serve as"));
     }
     Ok(node)
 }
@@ -152,7 +160,13 @@ pub async fn create<S: Store + Clone>(
     if let (Some(ca), Some(user)) = (server.ca(), &req.user) {
         let spec = &value["spec"];
         let decision = if spec["signerName"].as_str() == Some(KUBELET_SERVING_SIGNER) {
-            kubelet_serving_request(spec, user, |node| node_addresses(server, node)).map(|n| (n, "serving"))
+            kubelet_serving_request(
+                spec,
+                user,
+                |node| node_addresses(server, node),
+                |san| server.reserved_name(san),
+            )
+            .map(|n| (n, "serving"))
         } else {
             kubelet_client_request(spec, user).map(|n| (n, "client"))
         };

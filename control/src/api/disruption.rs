@@ -57,13 +57,28 @@ fn too_many_requests(budget: &str, desired: i32, healthy: i32) -> ApiError {
     error
 }
 
+/// Whether `budget` covers `pod`: policy/v1's selector semantics, where an empty selector is
+/// every pod of the namespace and a missing one none.
+fn covers(budget: &PodDisruptionBudget, pod: &Pod) -> bool {
+    match budget.spec.as_ref().and_then(|s| s.selector.as_ref()) {
+        None => false,
+        Some(sel) => selector::is_empty(sel) || selector::matches(sel, pod.metadata.labels.as_ref()),
+    }
+}
+
 /// Admits the eviction of `pod` in `namespace` against the budgets covering it (recording it in
-/// the budget), or refuses it.
+/// the budget), or refuses it. A pod not yet running or already finished is never held back.
 pub async fn admit<S: Store + Clone>(
     server: &ApiServer<S>,
     namespace: &str,
     pod: &Pod,
 ) -> Result<(), ApiError> {
+    if matches!(
+        pod.status.as_ref().and_then(|s| s.phase.as_deref()),
+        Some("Pending" | "Succeeded" | "Failed")
+    ) {
+        return Ok(());
+    }
     let budgets_resource = registry::builtin("poddisruptionbudgets", "policy")?;
     let pods_resource = registry::builtin("pods", "")?;
     let name = pod.metadata.name.clone().unwrap_or_default();
@@ -75,10 +90,7 @@ pub async fn admit<S: Store + Clone>(
             .filter_map(|o| {
                 Some((serde_json::from_value::<PodDisruptionBudget>(decode(o)?).ok()?, o.mod_revision))
             })
-            .filter(|(b, _)| {
-                let sel = b.spec.as_ref().and_then(|s| s.selector.clone()).unwrap_or_default();
-                selector::is_empty(&sel) || selector::matches(&sel, pod.metadata.labels.as_ref())
-            })
+            .filter(|(b, _)| covers(b, pod))
             .collect();
         let (budget, revision) = match covering.as_slice() {
             [] => return Ok(()),
@@ -90,7 +102,6 @@ pub async fn admit<S: Store + Clone>(
             }
         };
         let budget_name = budget.metadata.name.clone().unwrap_or_default();
-        let sel = budget.spec.as_ref().and_then(|s| s.selector.clone()).unwrap_or_default();
         let now = jiff::Timestamp::now();
         let mut disrupted: BTreeMap<String, String> = budget
             .status
@@ -105,7 +116,7 @@ pub async fn admit<S: Store + Clone>(
         let matching: Vec<Pod> = pods
             .iter()
             .filter_map(|o| serde_json::from_value::<Pod>(decode(o)?).ok())
-            .filter(|p| selector::is_empty(&sel) || selector::matches(&sel, p.metadata.labels.as_ref()))
+            .filter(|p| covers(&budget, p))
             .filter(active)
             .collect();
         let expected = i32::try_from(matching.len()).unwrap_or(i32::MAX);

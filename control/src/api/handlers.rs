@@ -441,7 +441,11 @@ async fn create_service<S: Store>(
                 return match server.store.create(key, to_bytes(&candidate)?).await {
                     Ok(stored) => Ok(stored),
                     Err(e) => {
-                        claims::release(server, key, &made).await;
+                        // A backend error may hide a write that happened: keep the claims (a
+                        // left-over claim is taken over once stale; a lost one is not).
+                        if !matches!(e, StoreError::Backend(_)) {
+                            claims::release(server, key, &made).await;
+                        }
                         Err(store_error(e, r.plural, name))
                     }
                 };
@@ -548,7 +552,9 @@ pub(super) async fn write_existing<S: Store>(
             Ok((stored, warnings))
         }
         Err(e) => {
-            claims::release(server, &key, &claimed).await;
+            if !matches!(e, StoreError::Backend(_)) {
+                claims::release(server, &key, &claimed).await;
+            }
             Err(store_error(e, r.plural, name))
         }
     }

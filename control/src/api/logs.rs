@@ -22,10 +22,11 @@ use crate::store::Store;
 /// Query parameters passed on to the node.
 const PASSED: &[&str] = &["follow", "previous", "tailLines", "limitBytes", "sinceSeconds", "timestamps"];
 
-/// GET `path` (with its query) from the agent at `ip:port` over TLS with `tls`, on a connection
+/// GET `path` (with its query) from node `node`'s agent at `ip:port` over TLS with `tls`, on a connection
 /// of its own that closes when the answer ends (none outlives the runtime that opened it).
 async fn fetch(
     tls: Arc<rustls::ClientConfig>,
+    node: &str,
     ip: &str,
     port: u16,
     path: &str,
@@ -37,6 +38,17 @@ async fn fetch(
         .connect(name, tcp)
         .await
         .map_err(|e| format!("TLS with the agent: {e}"))?;
+    // The CA signs other servers too: the certificate must be this node's own.
+    let holder = stream
+        .get_ref()
+        .1
+        .peer_certificates()
+        .and_then(|c| c.first())
+        .and_then(|der| crate::pki::inspect::parse_der(der).ok())
+        .map(|info| info.common_name);
+    if holder.as_deref() != Some(format!("system:node:{node}").as_str()) {
+        return Err(format!("the agent at {ip} presented the certificate of {holder:?}, not of node {node}"));
+    }
     let (mut sender, connection) =
         hyper::client::conn::http1::handshake(TokioIo::new(stream)).await.map_err(|e| e.to_string())?;
     tokio::spawn(connection);
@@ -99,7 +111,7 @@ pub async fn logs<S: Store + Clone>(
     let tls = server
         .kubelet_tls()
         .ok_or_else(|| ApiError::internal("this server has no identity to reach node agents with"))?;
-    let response = tokio::time::timeout(Duration::from_secs(30), fetch(tls.clone(), &ip, port, &path))
+    let response = tokio::time::timeout(Duration::from_secs(30), fetch(tls.clone(), node, &ip, port, &path))
         .await
         .map_err(|_| ApiError::timeout(format!("the node {node} did not answer for the logs")))?
         .map_err(|e| ApiError::internal(format!("reaching node {node} for the logs: {e}")))?;

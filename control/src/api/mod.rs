@@ -88,6 +88,8 @@ pub struct ApiServer<S> {
     ca: std::sync::OnceLock<Arc<crate::pki::issue::Ca>>,
     /// How to reach node agents (the CA to check them with, the kubelet client identity).
     kubelet_tls: std::sync::OnceLock<Arc<rustls::ClientConfig>>,
+    /// The names and addresses in the API server's own certificate.
+    apiserver_sans: std::sync::OnceLock<Vec<String>>,
 }
 
 impl<S: Store + Clone> ApiServer<S> {
@@ -99,6 +101,7 @@ impl<S: Store + Clone> ApiServer<S> {
             token_keys: Default::default(),
             ca: Default::default(),
             kubelet_tls: Default::default(),
+            apiserver_sans: Default::default(),
         }
     }
 
@@ -127,6 +130,17 @@ impl<S: Store + Clone> ApiServer<S> {
 
     pub fn kubelet_tls(&self) -> Option<&Arc<rustls::ClientConfig>> {
         self.kubelet_tls.get()
+    }
+
+    /// The names and addresses the API server's certificate holds; once.
+    pub fn set_apiserver_sans(&self, sans: Vec<String>) {
+        let _ = self.apiserver_sans.set(sans);
+    }
+
+    /// Whether `name` is the API server's (in its certificate: its names, addresses and the
+    /// `kubernetes` Service's): no node may be certified for it.
+    pub fn reserved_name(&self, name: &str) -> bool {
+        self.apiserver_sans.get().is_some_and(|sans| sans.iter().any(|s| s.eq_ignore_ascii_case(name)))
     }
 
     /// A Secret as stored (bootstrap token authentication).

@@ -82,7 +82,12 @@ impl EtcdStore {
     /// Connects to `endpoints` (`http://127.0.0.1:2379`, …), lists everything under the prefix
     /// and starts following it (on the current tokio runtime).
     pub async fn open(endpoints: &[String], options: Options) -> Result<Self> {
-        let connect = ConnectOptions::new().with_connect_timeout(Duration::from_secs(5));
+        // Keepalives notice a dead connection; require_leader keeps a partitioned member from
+        // serving a silent watch.
+        let connect = ConnectOptions::new()
+            .with_connect_timeout(Duration::from_secs(5))
+            .with_keep_alive(Duration::from_secs(10), Duration::from_secs(5))
+            .with_require_leader(true);
         let client = Client::connect(endpoints, Some(connect)).await.map_err(backend)?;
         let prefix = options.prefix.trim_end_matches('/').to_owned();
         let (objects, revision) = list_all(&client, &prefix).await?;
@@ -103,7 +108,7 @@ impl EtcdStore {
     pub async fn compact(&self, revision: Revision) -> Result<()> {
         let at =
             i64::try_from(revision).map_err(|_| StoreError::Compacted { requested: revision, oldest: 0 })?;
-        let mut kv = self.inner.client.kv_client();
+        let mut kv = kv(&self.inner.client);
         kv.compact(at, Some(CompactionOptions::new().with_physical())).await.map_err(backend)?;
         self.write_mirror().compact(revision);
         Ok(())
@@ -124,7 +129,7 @@ impl EtcdStore {
     /// Runs `txn`; `Ok(Ok(..))` when its comparison held, `Ok(Err(current))` with the key's
     /// current value (from the `or_else` get) when it did not.
     async fn run(&self, txn: Txn) -> Result<std::result::Result<TxnResponse, Option<KeyValue>>> {
-        let mut kv = self.inner.client.kv_client();
+        let mut kv = kv(&self.inner.client);
         let response = kv.txn(txn).await.map_err(backend)?;
         if response.succeeded() {
             return Ok(Ok(response));
@@ -162,6 +167,14 @@ impl EtcdStore {
     }
 }
 
+/// Largest etcd response accepted: a whole-prefix listing or a catch-up watch batch of a big
+/// cluster is far beyond gRPC's 4 MiB default.
+const MAX_MESSAGE: usize = 1 << 30;
+
+fn kv(client: &Client) -> etcd_client::KvClient {
+    client.kv_client().max_decoding_message_size(MAX_MESSAGE)
+}
+
 /// The comparison a compare-and-swap on `key` needs: its mod revision is `expected`, or (none
 /// expected) it exists.
 fn unchanged(key: &str, expected: Option<Revision>) -> Compare {
@@ -173,7 +186,7 @@ fn unchanged(key: &str, expected: Option<Revision>) -> Compare {
 
 /// Everything under `prefix` and the revision of that snapshot.
 async fn list_all(client: &Client, prefix: &str) -> Result<(BTreeMap<String, Object>, Revision)> {
-    let mut kv = client.kv_client();
+    let mut kv = kv(client);
     let response =
         kv.get(format!("{prefix}/"), Some(GetOptions::new().with_prefix())).await.map_err(backend)?;
     let revision = revision_of(response.header());
@@ -219,7 +232,7 @@ async fn watch_once(inner: &Inner) -> std::result::Result<(), etcd_client::Error
         .with_prefix()
         .with_prev_key()
         .with_start_revision(i64::try_from(from).unwrap_or(i64::MAX));
-    let mut watch = inner.client.watch_client();
+    let mut watch = inner.client.watch_client().max_decoding_message_size(MAX_MESSAGE);
     let mut stream = watch.watch(format!("{prefix}/"), Some(options)).await?;
     while let Some(response) = stream.message().await? {
         if response.compact_revision() > 0 {

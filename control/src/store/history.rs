@@ -77,7 +77,9 @@ impl History {
         current: Revision,
     ) -> Result<WatchStream, StoreError> {
         let after = if after == 0 { current } else { after };
-        if after < self.horizon {
+        // A revision this store never reached (a client of a store restored to an older one):
+        // resuming from it would skip events, so the client re-lists.
+        if after < self.horizon || after > current {
             return Err(StoreError::Compacted { requested: after, oldest: self.horizon });
         }
         let backlog = self
@@ -100,8 +102,8 @@ pub struct WatchStream {
 }
 
 impl WatchStream {
-    /// The next event; `None` once the store shuts down; `Compacted` if this watcher fell too far
-    /// behind the live stream (it must re-list, as after a 410).
+    /// The next event; `Compacted` if this watcher fell too far behind the live stream or the
+    /// history was started over (it must re-list, as after a 410).
     pub async fn next(&mut self) -> Option<Result<Arc<Event>, StoreError>> {
         if let Some(event) = self.backlog.pop_front() {
             self.last = event.revision;
@@ -122,7 +124,11 @@ impl WatchStream {
                 Err(broadcast::error::RecvError::Lagged(_)) => {
                     return Some(Err(StoreError::Compacted { requested: self.last, oldest: self.last + 1 }));
                 }
-                Err(broadcast::error::RecvError::Closed) => return None,
+                // The history was started over (a backend that lost track of events re-listed):
+                // this watcher must re-list too, as after a 410.
+                Err(broadcast::error::RecvError::Closed) => {
+                    return Some(Err(StoreError::Compacted { requested: self.last, oldest: self.last + 1 }));
+                }
             }
         }
     }
