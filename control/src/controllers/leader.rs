@@ -150,7 +150,10 @@ async fn try_hold<S: Store + Clone>(ctx: &Ctx<S>, election: &Election) -> Result
         };
         return match ctx.server.create_as(super::writes::to_json(&lease)?, MANAGER).await {
             Ok(_) => Ok(Hold::Mine),
-            Err(e) if e.reason == "AlreadyExists" => Ok(Hold::Theirs { expires: now }),
+            // Someone created it first: theirs for a lease duration, as far as we know yet.
+            Err(e) if e.reason == "AlreadyExists" => {
+                Ok(Hold::Theirs { expires: clock::after(now, election.lease_duration) })
+            }
             Err(e) => Err(e),
         };
     };

@@ -212,32 +212,38 @@ fn object(prefix: &str, kv: &KeyValue, mod_revision: Option<i64>) -> Option<Obje
 async fn follow(store: std::sync::Weak<Inner>) {
     let mut backoff = Duration::from_millis(100);
     loop {
-        let Some(inner) = store.upgrade() else { return };
-        let result = watch_once(&inner).await;
-        match result {
+        match watch_once(&store).await {
             Ok(()) => backoff = Duration::from_millis(100),
             Err(e) => tracing::warn!(error = %e, "etcd watch ended; resuming"),
         }
-        drop(inner);
+        if store.strong_count() == 0 {
+            return;
+        }
         tokio::time::sleep(backoff).await;
         backoff = (backoff * 2).min(Duration::from_secs(5));
     }
 }
 
-/// One watch: applies events until the stream ends (`Ok` after a compaction re-list).
-async fn watch_once(inner: &Inner) -> std::result::Result<(), etcd_client::Error> {
-    let prefix = &inner.prefix;
+/// One watch: applies events until the stream ends (`Ok` after a compaction re-list, or once the
+/// store is dropped). It holds the store only while applying a response, so dropping the last
+/// clone of the store ends it.
+async fn watch_once(store: &std::sync::Weak<Inner>) -> std::result::Result<(), etcd_client::Error> {
+    let Some(inner) = store.upgrade() else { return Ok(()) };
+    let (client, prefix) = (inner.client.clone(), inner.prefix.clone());
+    let prefix = &prefix;
     let from = inner.mirror.read().unwrap_or_else(std::sync::PoisonError::into_inner).revision + 1;
     let options = WatchOptions::new()
         .with_prefix()
         .with_prev_key()
         .with_start_revision(i64::try_from(from).unwrap_or(i64::MAX));
-    let mut watch = inner.client.watch_client().max_decoding_message_size(MAX_MESSAGE);
+    drop(inner);
+    let mut watch = client.watch_client().max_decoding_message_size(MAX_MESSAGE);
     let mut stream = watch.watch(format!("{prefix}/"), Some(options)).await?;
     while let Some(response) = stream.message().await? {
+        let Some(inner) = store.upgrade() else { return Ok(()) };
         if response.compact_revision() > 0 {
             // etcd no longer has the events after our revision: start over from a listing.
-            let (objects, revision) = match list_all(&inner.client, prefix).await {
+            let (objects, revision) = match list_all(&client, prefix).await {
                 Ok(listed) => listed,
                 Err(e) => return Err(etcd_client::Error::WatchError(e.to_string())),
             };
