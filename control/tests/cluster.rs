@@ -707,3 +707,41 @@ fn drain_evicts_one_at_a_time_within_the_disruption_budget() {
         assert_ne!(a.spec.and_then(|s| s.unschedulable), Some(true), "uncordoned");
     });
 }
+
+/// maxUnavailable 1 over 3 pods, through the eviction API: once one is evicted (and stays
+/// terminating: its node's agent is stopped), a second eviction is refused (429) — the terminating
+/// pod still counts towards the total the budget applies to.
+#[test]
+fn a_max_unavailable_budget_allows_one_eviction_at_a_time() {
+    common::runtime().block_on(async {
+        let c = Cluster::start(Config::default(), &["node-a"], hollow::Options::default()).await;
+        let api = c.api::<Pod>();
+        for i in 0..3 {
+            let pod = json!({"metadata": {"name": format!("web-{i}"), "labels": {"app": "web"}},
+                "spec": {"containers": [{"name": "web", "image": "web:1"}]}});
+            api.create(&Default::default(), &serde_json::from_value(pod).expect("pod"))
+                .await
+                .expect("create");
+        }
+        common::eventually_within("3 Ready pods", CONVERGE, || async {
+            let pods = api.list(&ListParams::default().labels("app=web")).await.ok()?.items;
+            (pods.iter().filter(|p| is_ready(p)).count() == 3).then_some(())
+        })
+        .await;
+        c.apply(
+            "apiVersion: policy/v1\nkind: PodDisruptionBudget\nmetadata: {name: web}\n\
+             spec: {maxUnavailable: 1, selector: {matchLabels: {app: web}}}\n",
+        )
+        .await;
+        // Nothing finishes deletions any more: an evicted pod stays terminating.
+        c.hollow.stop("node-a");
+        api.evict("web-0", &Default::default()).await.expect("the first eviction is allowed");
+        match api.evict("web-1", &Default::default()).await {
+            Err(kube::Error::Api(s)) => {
+                assert_eq!(s.code, 429, "{s:?}");
+                assert!(s.message.contains("disruption budget"), "{s:?}");
+            }
+            other => panic!("a second eviction while one pod is still going: {other:?}"),
+        }
+    });
+}

@@ -26,9 +26,13 @@ fn ready(pod: &Pod) -> bool {
         .is_some_and(|c| c.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
 }
 
-fn active(pod: &Pod) -> bool {
-    let phase = pod.status.as_ref().and_then(|s| s.phase.as_deref());
-    pod.metadata.deletion_timestamp.is_none() && !matches!(phase, Some("Succeeded" | "Failed"))
+fn terminating(pod: &Pod) -> bool {
+    pod.metadata.deletion_timestamp.is_some()
+}
+
+/// Not finished: running, starting, or on its way out.
+fn unfinished(pod: &Pod) -> bool {
+    !matches!(pod.status.as_ref().and_then(|s| s.phase.as_deref()), Some("Succeeded" | "Failed"))
 }
 
 /// The number of healthy pods `budget` demands of `expected`.
@@ -117,11 +121,14 @@ pub async fn admit<S: Store + Clone>(
             .iter()
             .filter_map(|o| serde_json::from_value::<Pod>(decode(o)?).ok())
             .filter(|p| covers(&budget, p))
-            .filter(active)
+            .filter(unfinished)
             .collect();
+        // Terminating pods still count as expected (their replacements may not exist yet): an
+        // eviction must not shrink the total that maxUnavailable and percentages apply to.
         let expected = i32::try_from(matching.len()).unwrap_or(i32::MAX);
-        let healthy_pods =
-            |p: &&Pod| ready(p) && !disrupted.contains_key(p.metadata.name.as_deref().unwrap_or(""));
+        let healthy_pods = |p: &&Pod| {
+            ready(p) && !terminating(p) && !disrupted.contains_key(p.metadata.name.as_deref().unwrap_or(""))
+        };
         let healthy = i32::try_from(matching.iter().filter(healthy_pods).count()).unwrap_or(0);
         let desired = desired_healthy(&budget, expected);
         let counts = ready(pod) && !disrupted.contains_key(&name);
