@@ -47,11 +47,7 @@ impl Control {
     }
 
     async fn client(&self) -> Client {
-        let raw = kube::config::Kubeconfig::read_from(&self.kubeconfig).expect("kubeconfig");
-        Client::try_from(
-            kube::Config::from_custom_kubeconfig(raw, &Default::default()).await.expect("config"),
-        )
-        .expect("client")
+        common::client_from(&self.kubeconfig, None).await
     }
 }
 

@@ -42,11 +42,7 @@ impl ApiServer {
     }
 
     async fn client(&self, pki: &Pki) -> Client {
-        let raw = kube::config::Kubeconfig::read_from(pki.admin_kubeconfig()).expect("admin kubeconfig");
-        let mut config =
-            kube::Config::from_custom_kubeconfig(raw, &Default::default()).await.expect("config");
-        config.cluster_url = self.url.parse().expect("url");
-        Client::try_from(config).expect("client")
+        common::client_from(&pki.admin_kubeconfig(), Some(&self.url)).await
     }
 }
 

@@ -21,7 +21,6 @@ use k8s_openapi::api::{
 use kube::{
     Api, Client,
     api::{ListParams, Patch, PatchParams, PostParams},
-    config::Kubeconfig,
 };
 use serde_json::json;
 use skiff_control::pki::{self, InitConfig, Pki, issue};
@@ -64,11 +63,7 @@ impl Server {
 
     /// A client from `kubeconfig`, pointed at this server.
     async fn client_from(&self, kubeconfig: &Path) -> Client {
-        let raw = Kubeconfig::read_from(kubeconfig).expect("kubeconfig");
-        let mut config =
-            kube::Config::from_custom_kubeconfig(raw, &Default::default()).await.expect("config");
-        config.cluster_url = self.url().parse().expect("url");
-        Client::try_from(config).expect("client")
+        common::client_from(kubeconfig, Some(&self.url())).await
     }
 
     /// A client trusting the CA, with no identity, or with a bearer token.

@@ -10,7 +10,7 @@ use k8s_openapi::{
     api::{core::v1::Pod, policy::v1::PodDisruptionBudget},
     apimachinery::pkg::util::intstr::IntOrString,
 };
-use serde_json::{Value, json};
+use serde_json::json;
 
 use super::{ApiServer, handlers, objects::FieldValidation, path::Target, registry, status::ApiError};
 use crate::{controllers::workloads::selector, store::Store};
@@ -86,13 +86,12 @@ pub async fn admit<S: Store + Clone>(
     let budgets_resource = registry::builtin("poddisruptionbudgets", "policy")?;
     let pods_resource = registry::builtin("pods", "")?;
     let name = pod.metadata.name.clone().unwrap_or_default();
-    let decode = |o: &crate::store::Object| serde_json::from_slice::<Value>(&o.value).ok();
     for _ in 0..5 {
         let (stored, _) = server.store.list(&format!("{}{namespace}/", budgets_resource.prefix()));
         let covering: Vec<(PodDisruptionBudget, u64)> = stored
             .iter()
             .filter_map(|o| {
-                Some((serde_json::from_value::<PodDisruptionBudget>(decode(o)?).ok()?, o.mod_revision))
+                Some((serde_json::from_slice::<PodDisruptionBudget>(&o.value).ok()?, o.mod_revision))
             })
             .filter(|(b, _)| covers(b, pod))
             .collect();
@@ -119,7 +118,7 @@ pub async fn admit<S: Store + Clone>(
         let (pods, _) = server.store.list(&format!("{}{namespace}/", pods_resource.prefix()));
         let matching: Vec<Pod> = pods
             .iter()
-            .filter_map(|o| serde_json::from_value::<Pod>(decode(o)?).ok())
+            .filter_map(|o| serde_json::from_slice::<Pod>(&o.value).ok())
             .filter(|p| covers(&budget, p))
             .filter(unfinished)
             .collect();
@@ -179,6 +178,8 @@ pub async fn admit<S: Store + Clone>(
 
 #[cfg(test)]
 mod tests {
+    use serde_json::Value;
+
     use super::*;
 
     fn budget(min: Option<Value>, max: Option<Value>) -> PodDisruptionBudget {

@@ -51,6 +51,16 @@ pub fn spawn_serve(configure: impl FnOnce(&mut Command)) -> (Child, SocketAddr) 
     (child, addr.parse().expect("an address"))
 }
 
+/// A client from the kubeconfig file at `path`, pointed at `url` when given (else its server).
+pub async fn client_from(path: &std::path::Path, url: Option<&str>) -> kube::Client {
+    let raw = kube::config::Kubeconfig::read_from(path).expect("kubeconfig");
+    let mut config = kube::Config::from_custom_kubeconfig(raw, &Default::default()).await.expect("config");
+    if let Some(url) = url {
+        config.cluster_url = url.parse().expect("url");
+    }
+    kube::Client::try_from(config).expect("client")
+}
+
 pub fn runtime() -> tokio::runtime::Runtime {
     tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().expect("runtime")
 }
