@@ -9,6 +9,7 @@ use crate::step::{self, nightly, output, step};
 /// Debian packages: (package, a file that proves what it provides is there, why skiff needs it).
 /// A package is installed only when its file is missing.
 const APT_PACKAGES: &[(&str, &str, &str)] = &[
+    ("tzdata", "/usr/share/zoneinfo/UTC", "time zones of CronJob schedules (spec.timeZone)"),
     ("iproute2", "/usr/sbin/ip", "network namespaces, veth pairs and addresses for tests and the lab"),
     ("util-linux", "/usr/bin/nsenter", "entering pod and node namespaces in the lab's checks"),
     ("iputils-ping", "/usr/bin/ping", "the lab's host-to-pod reachability check"),

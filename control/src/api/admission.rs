@@ -5,7 +5,7 @@ use serde_json::{Value, json};
 
 use super::status::ApiError;
 
-fn set_default(object: &mut Value, pointer: &str, value: Value) {
+pub(super) fn set_default(object: &mut Value, pointer: &str, value: Value) {
     if object.pointer(pointer).is_none_or(Value::is_null) {
         let mut parts: Vec<&str> = pointer.trim_start_matches('/').split('/').collect();
         let Some(last) = parts.pop() else { return };
@@ -26,7 +26,7 @@ fn pull_policy(image: &str) -> &'static str {
 }
 
 /// Pod spec defaults (also for Pod templates).
-fn default_pod_spec(spec: &mut Value) {
+pub(super) fn default_pod_spec(spec: &mut Value) {
     set_default(spec, "/restartPolicy", json!("Always"));
     set_default(spec, "/dnsPolicy", json!("ClusterFirst"));
     set_default(spec, "/terminationGracePeriodSeconds", json!(30));
@@ -108,6 +108,7 @@ pub fn default(kind: &str, object: &mut Value) {
                 default_pod_spec(spec);
             }
         }
+        "Job" | "CronJob" => super::batch::default(kind, object),
         _ => {}
     }
 }
@@ -190,6 +191,7 @@ pub fn validate(kind: &str, name: &str, object: &Value) -> Result<(), ApiError> 
                 ));
             }
         }
+        "Job" | "CronJob" => causes.extend(super::batch::causes(kind, name, object)),
         _ => {}
     }
     if causes.is_empty() { Ok(()) } else { Err(ApiError::invalid(kind, name, causes)) }
@@ -201,6 +203,7 @@ pub fn immutable(kind: &str, name: &str, old: &Value, new: &Value) -> Result<(),
         "Service" => &["/spec/clusterIP", "/spec/clusterIPs"],
         "Deployment" | "ReplicaSet" | "DaemonSet" => &["/spec/selector"],
         "Pod" => &["/spec/nodeName"],
+        "Job" => &["/spec/selector", "/spec/template", "/spec/completions", "/spec/completionMode"],
         _ => &[],
     };
     let mut causes = Vec::new();

@@ -2,6 +2,7 @@
 
 mod access_review;
 mod admission;
+mod batch;
 mod claims;
 mod csr;
 pub mod deletion;

@@ -102,9 +102,9 @@ macro_rules! resource {
 }
 
 use k8s_openapi::api::{
-    apps::v1 as apps, authorization::v1 as authorization, certificates::v1 as certificates,
-    coordination::v1 as coordination, core::v1 as core, discovery::v1 as discovery, policy::v1 as policy,
-    rbac::v1 as rbac,
+    apps::v1 as apps, authorization::v1 as authorization, batch::v1 as batch,
+    certificates::v1 as certificates, coordination::v1 as coordination, core::v1 as core,
+    discovery::v1 as discovery, policy::v1 as policy, rbac::v1 as rbac,
 };
 
 /// Every served resource.
@@ -184,6 +184,19 @@ pub static RESOURCES: &[Resource] = &[
         "daemonset",
         true,
         &["ds"],
+        &["all"],
+        &["status"]
+    ),
+    resource!("batch", "v1", Job, batch::Job, "jobs", "job", true, &[], &["all"], &["status"]),
+    resource!(
+        "batch",
+        "v1",
+        CronJob,
+        batch::CronJob,
+        "cronjobs",
+        "cronjob",
+        true,
+        &["cj"],
         &["all"],
         &["status"]
     ),

@@ -81,6 +81,23 @@ fn columns(kind: &str) -> Vec<Column> {
             AGE,
         ],
         "Namespace" => vec![("Status", "string", 0, "Phase"), AGE],
+        "Job" => vec![
+            ("Status", "string", 0, "Running, Complete, Failed or Suspended"),
+            ("Completions", "string", 0, "Succeeded / desired completions"),
+            ("Duration", "string", 0, "How long it ran"),
+            AGE,
+            ("Containers", "string", 1, "Container names"),
+            ("Images", "string", 1, "Container images"),
+            ("Selector", "string", 1, "Label selector"),
+        ],
+        "CronJob" => vec![
+            ("Schedule", "string", 0, "The cron schedule"),
+            ("Timezone", "string", 0, "The schedule's time zone"),
+            ("Suspend", "boolean", 0, "Whether new runs are suspended"),
+            ("Active", "integer", 0, "Jobs running"),
+            ("Last Schedule", "string", 0, "When a Job was last started"),
+            AGE,
+        ],
         _ => vec![AGE],
     });
     c
@@ -157,6 +174,44 @@ fn pod_status(o: &Value) -> String {
     if reason.is_empty() { or(s(o, "/status/phase"), "Pending") } else { reason }
 }
 
+fn time(o: &Value, ptr: &str) -> Option<jiff::Timestamp> {
+    o.pointer(ptr).and_then(Value::as_str).and_then(|t| t.parse().ok())
+}
+
+/// A Job's state as kubectl prints it: the terminal condition, else Suspended or Running.
+fn job_status(o: &Value) -> &'static str {
+    let has = |t: &str| arr(o, "/status/conditions").iter().any(|c| c["type"] == t && c["status"] == "True");
+    match () {
+        _ if has("Complete") => "Complete",
+        _ if has("Failed") => "Failed",
+        _ if has("Suspended") => "Suspended",
+        _ if has("FailureTarget") => "FailureTarget",
+        _ if has("SuccessCriteriaMet") => "SuccessCriteriaMet",
+        _ => "Running",
+    }
+}
+
+fn job_cells(o: &Value) -> [Value; 7] {
+    let template = "/spec/template/spec/containers";
+    let completions = match o.pointer("/spec/completions").and_then(Value::as_i64) {
+        Some(c) => format!("{}/{c}", n(o, "/status/succeeded")),
+        None => format!("{}/1 of {}", n(o, "/status/succeeded"), n(o, "/spec/parallelism")),
+    };
+    let duration = time(o, "/status/startTime").map_or_else(String::new, |start| {
+        let end = time(o, "/status/completionTime").unwrap_or_else(jiff::Timestamp::now);
+        human_age(end.as_second() - start.as_second())
+    });
+    [
+        json!(job_status(o)),
+        json!(completions),
+        json!(duration),
+        json!(age(o)),
+        json!(join(arr(o, template), "name")),
+        json!(join(arr(o, template), "image")),
+        json!(selector(o)),
+    ]
+}
+
 fn cells(kind: &str, o: &Value) -> Vec<Value> {
     let name = json!(s(o, "/metadata/name"));
     let mut c = vec![name];
@@ -200,6 +255,18 @@ fn cells(kind: &str, o: &Value) -> Vec<Value> {
                 json!(if conditions.is_empty() { "Pending".to_owned() } else { conditions.join(",") }),
             ]);
         }
+        "Job" => c.extend(job_cells(o)),
+        "CronJob" => c.extend([
+            json!(s(o, "/spec/schedule")),
+            json!(or_none(s(o, "/spec/timeZone"))),
+            json!(o.pointer("/spec/suspend") == Some(&json!(true))),
+            json!(arr(o, "/status/active").len()),
+            json!(time(o, "/status/lastScheduleTime").map_or_else(
+                || "<none>".to_owned(),
+                |t| human_age(jiff::Timestamp::now().as_second() - t.as_second())
+            )),
+            json!(age(o)),
+        ]),
         "Deployment" => c.extend([
             json!(format!("{}/{}", n(o, "/status/readyReplicas"), n(o, "/spec/replicas"))),
             json!(n(o, "/status/updatedReplicas")),

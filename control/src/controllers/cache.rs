@@ -13,6 +13,7 @@ use k8s_openapi::{
     Metadata,
     api::{
         apps::v1::{DaemonSet, Deployment, ReplicaSet},
+        batch::v1::{CronJob, Job},
         coordination::v1::Lease,
         core::v1::{Node, Pod, Service},
         discovery::v1::EndpointSlice,
@@ -175,6 +176,8 @@ pub enum Change {
     Deployment(Delta<Deployment>),
     DaemonSet(Delta<DaemonSet>),
     Lease(Delta<Lease>),
+    Job(Delta<Job>),
+    CronJob(Delta<CronJob>),
 }
 
 #[derive(Debug, Default)]
@@ -187,6 +190,8 @@ pub struct Cache {
     pub deployments: Objects<Deployment>,
     pub daemonsets: Objects<DaemonSet>,
     pub leases: Objects<Lease>,
+    pub jobs: Objects<Job>,
+    pub cronjobs: Objects<CronJob>,
     /// Node name → keys of the pods bound to it.
     pods_on: HashMap<String, BTreeSet<String>>,
     /// The store revision the cache reflects.
@@ -236,6 +241,8 @@ impl Cache {
             "Deployment" => Change::Deployment(put(&mut self.deployments, &key, stored)),
             "DaemonSet" => Change::DaemonSet(put(&mut self.daemonsets, &key, stored)),
             "Lease" => Change::Lease(put(&mut self.leases, &key, stored)),
+            "Job" => Change::Job(put(&mut self.jobs, &key, stored)),
+            "CronJob" => Change::CronJob(put(&mut self.cronjobs, &key, stored)),
             _ => return None,
         };
         Some(change)

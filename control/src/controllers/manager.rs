@@ -7,7 +7,7 @@ use futures::FutureExt as _;
 use jiff::Timestamp;
 
 use super::{
-    Ctx, Loop, Work,
+    Ctx, Loop, Work, batch,
     cache::Cache,
     clock, daemonsets, deployments, gc, loadbalancer, namespace, nodeipam, nodes,
     queue::{Backoff, Queue},
@@ -37,6 +37,8 @@ struct Loops {
     deployments: deployments::Deployments,
     daemonsets: daemonsets::DaemonSets,
     ipam: nodeipam::NodeIpam,
+    jobs: batch::Jobs,
+    cronjobs: batch::CronJobs,
 }
 
 impl Loops {
@@ -51,6 +53,8 @@ impl Loops {
             deployments: deployments::Deployments,
             daemonsets: daemonsets::DaemonSets::default(),
             ipam: nodeipam::NodeIpam,
+            jobs: batch::Jobs::default(),
+            cronjobs: batch::CronJobs,
         }
     }
 }
@@ -113,6 +117,8 @@ impl<S: Store + Clone> Manager<S> {
         self.loops.deployments.observe(&change, cache, queue);
         self.loops.ipam.observe(&change, cache, queue);
         self.loops.daemonsets.observe(&change, cache, queue);
+        self.loops.jobs.observe(&change, cache, queue);
+        self.loops.cronjobs.observe(&change, cache, queue);
     }
 
     fn on_event(&mut self, event: &Event) {
@@ -167,6 +173,9 @@ impl<S: Store + Clone> Manager<S> {
             Loop::Deployment => self.loops.deployments.reconcile(ctx, cache, key).await,
             Loop::NodeIpam => self.loops.ipam.reconcile(ctx, cache, key).await,
             Loop::DaemonSet => self.loops.daemonsets.reconcile(ctx, cache, key).await,
+            Loop::Job => self.loops.jobs.reconcile(ctx, cache, key).await,
+            Loop::JobPod => self.loops.jobs.release(ctx, cache, key).await,
+            Loop::CronJob => self.loops.cronjobs.reconcile(ctx, cache, key).await,
         };
         let now = self.ctx.clock.now();
         match result {

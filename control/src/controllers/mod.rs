@@ -12,6 +12,7 @@
 //!
 //! One process runs the loops at a time: [`leader`] holds a Lease for it.
 
+pub mod batch;
 pub mod cache;
 pub mod clock;
 mod daemonsets;
@@ -61,6 +62,13 @@ pub enum Loop {
     LoadBalancer,
     /// Pod CIDRs for nodes; keys are node names.
     NodeIpam,
+    /// Jobs; keys are `namespace/name`.
+    Job,
+    /// Pods holding a Job's tracking finalizer that no live Job will count; keys are
+    /// `namespace/name` of pods.
+    JobPod,
+    /// CronJobs; keys are `namespace/name`.
+    CronJob,
 }
 
 /// A queued key for a loop.

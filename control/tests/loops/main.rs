@@ -3,6 +3,7 @@
 
 mod daemonsets;
 mod ipam;
+mod jobs;
 mod lb;
 mod leader;
 mod nodes;

@@ -141,7 +141,8 @@ impl World {
     }
 
     /// One pass of every node's agent: pods bound to a node and not yet Ready are reported
-    /// Running and Ready (each with its own address); pods being deleted are finished off.
+    /// Running and Ready (each with its own address); pods being deleted are finished off; finished
+    /// pods stay finished.
     /// Returns how many pods it touched.
     pub async fn kubelet(&self) -> usize {
         let mut touched = 0;
@@ -161,7 +162,7 @@ impl World {
                 let key = format!("/registry/core/pods/{ns}/{name}");
                 self.server.delete_key(&key, &options).await.expect("finish deletion");
                 touched += 1;
-            } else if pod["status"]["phase"] != "Running" {
+            } else if !matches!(pod["status"]["phase"].as_str(), Some("Running" | "Succeeded" | "Failed")) {
                 let n = self.next_ip.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                 let ip = format!("10.244.{}.{}", n / 250, n % 250 + 1);
                 let now = self.now();

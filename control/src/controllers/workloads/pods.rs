@@ -73,7 +73,7 @@ pub fn next_available_check(pod: &Pod, min_ready_seconds: i32, now: Timestamp) -
 }
 
 /// The earlier of two optional times.
-pub(super) fn earliest(a: Option<Timestamp>, b: Option<Timestamp>) -> Option<Timestamp> {
+pub fn earliest(a: Option<Timestamp>, b: Option<Timestamp>) -> Option<Timestamp> {
     match (a, b) {
         (Some(a), Some(b)) => Some(a.min(b)),
         (a, b) => a.or(b),
