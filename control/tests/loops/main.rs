@@ -1,6 +1,7 @@
 //! The control loops driven deterministically: an in-memory store, a hand-moved clock, and
 //! `Manager::settle` to run every reconcile that is due — no sleeps, no background tasks.
 
+mod cronjobs;
 mod daemonsets;
 mod ipam;
 mod jobs;
