@@ -7,7 +7,7 @@
 mod common;
 
 use std::{
-    collections::{BTreeMap, BTreeSet, HashMap},
+    collections::{BTreeMap, BTreeSet, HashMap, HashSet},
     net::Ipv4Addr,
     path::PathBuf,
     process::Output,
@@ -743,5 +743,107 @@ fn a_max_unavailable_budget_allows_one_eviction_at_a_time() {
             }
             other => panic!("a second eviction while one pod is still going: {other:?}"),
         }
+    });
+}
+
+/// The Job's pods, finished or not.
+async fn job_pods(c: &Cluster, job: &str) -> Vec<Pod> {
+    let selector = format!("batch.kubernetes.io/job-name={job}");
+    c.api::<Pod>().list(&ListParams::default().labels(&selector)).await.expect("pods").items
+}
+
+fn phase(pod: &Pod) -> String {
+    pod.status.as_ref().and_then(|s| s.phase.clone()).unwrap_or_default()
+}
+
+/// A Job of 5 completions, 2 at a time, applied with kubectl and awaited with `kubectl wait
+/// --for=condition=complete`; a watch of its pods checks that no more than 2 ever ran at once.
+/// Then a Job whose pods fail stops at its backoffLimit (`kubectl wait --for=condition=failed`).
+#[test]
+fn kubectl_runs_jobs_to_completion_and_to_their_backoff_limit() {
+    common::runtime().block_on(async {
+        let options =
+            hollow::Options { start_delay: Duration::from_millis(300), ..hollow::Options::default() };
+        let c = Cluster::start(Config::default(), &["node-a", "node-b"], options).await;
+        let running_at_once = Arc::new(Mutex::new((HashSet::<String>::new(), 0usize)));
+        let watch = {
+            let (pods, seen) = (c.api::<Pod>(), running_at_once.clone());
+            let config = watcher::Config::default().labels("batch.kubernetes.io/job-name=pi");
+            tokio::spawn(async move {
+                let mut events = watcher(pods, config).default_backoff().applied_objects().boxed();
+                while let Some(Ok(pod)) = events.next().await {
+                    let mut seen = seen.lock().unwrap_or_else(PoisonError::into_inner);
+                    let active = !matches!(phase(&pod).as_str(), "Succeeded" | "Failed")
+                        && pod.metadata.deletion_timestamp.is_none();
+                    if active { seen.0.insert(name(&pod)) } else { seen.0.remove(&name(&pod)) };
+                    seen.1 = seen.1.max(seen.0.len());
+                }
+            })
+        };
+        c.apply(
+            "apiVersion: batch/v1\nkind: Job\nmetadata: {name: pi}\n\
+             spec:\n  completions: 5\n  parallelism: 2\n  template:\n    spec:\n      restartPolicy: Never\n      \
+             containers: [{name: pi, image: busybox, command: [sh, -c, 'echo 3.14159']}]\n",
+        )
+        .await;
+        let out = c.kubectl.ok(&["wait", "--for=condition=complete", "job/pi", "--timeout=60s"]).await;
+        assert!(out.contains("condition met"), "{out}");
+        watch.abort();
+        let most = running_at_once.lock().unwrap_or_else(PoisonError::into_inner).1;
+        assert!((1..=2).contains(&most), "{most} pods ran at once with parallelism 2");
+        let pods = job_pods(&c, "pi").await;
+        assert_eq!(pods.len(), 5, "one pod per completion");
+        assert!(pods.iter().all(|p| phase(p) == "Succeeded"));
+        let table = c.kubectl.ok(&["get", "job", "pi"]).await;
+        assert!(table.contains("Complete") && table.contains("5/5"), "{table}");
+
+        c.apply(
+            "apiVersion: batch/v1\nkind: Job\nmetadata: {name: bad}\n\
+             spec:\n  backoffLimit: 1\n  template:\n    spec:\n      restartPolicy: Never\n      \
+             containers: [{name: bad, image: busybox, command: [sh, -c, 'exit 1']}]\n",
+        )
+        .await;
+        c.kubectl.ok(&["wait", "--for=condition=failed", "job/bad", "--timeout=60s"]).await;
+        let reason =
+            c.kubectl.ok(&["get", "job", "bad", "-o", "jsonpath={.status.conditions[?(@.type==\"Failed\")].reason}"]).await;
+        assert_eq!(reason, "BackoffLimitExceeded");
+        let pods = job_pods(&c, "bad").await;
+        assert_eq!(pods.len(), 2, "backoffLimit 1: the first pod and one retry");
+        assert!(pods.iter().all(|p| phase(p) == "Failed"));
+        let described = c.kubectl.ok(&["describe", "job", "bad"]).await;
+        assert!(described.contains("BackoffLimitExceeded"), "{described}");
+    });
+}
+
+/// CronJobs through kubectl: created with `kubectl create cronjob`, listed with their schedule,
+/// a bad schedule refused with 422, and `kubectl create job --from=cronjob/…` running its
+/// template to completion. (Scheduled runs are tested on a hand-moved clock in `loops`.)
+#[test]
+fn kubectl_creates_cronjobs_and_runs_one_by_hand() {
+    common::runtime().block_on(async {
+        let c = Cluster::start(Config::default(), &["node-a"], hollow::Options::default()).await;
+        c.kubectl
+            .ok(&["create", "cronjob", "nightly", "--image=busybox", "--schedule=30 2 * * *", "--", "date"])
+            .await;
+        let table = c.kubectl.ok(&["get", "cronjobs"]).await;
+        assert!(table.contains("nightly") && table.contains("30 2 * * *"), "{table}");
+        let bad =
+            c.kubectl.run(&["create", "cronjob", "typo", "--image=busybox", "--schedule=61 * * * *"]).await;
+        let err = String::from_utf8_lossy(&bad.stderr);
+        assert!(
+            !bad.status.success() && err.contains("spec.schedule") && err.contains("out of range"),
+            "{err}"
+        );
+        c.kubectl.ok(&["create", "job", "by-hand", "--from=cronjob/nightly"]).await;
+        c.kubectl.ok(&["wait", "--for=condition=complete", "job/by-hand", "--timeout=60s"]).await;
+        let jobs: Api<k8s_openapi::api::batch::v1::Job> = c.api();
+        let job = jobs.get("by-hand").await.expect("job");
+        let owner = job.metadata.owner_references.unwrap_or_default();
+        assert_eq!(
+            owner.first().map(|o| o.kind.as_str()),
+            Some("CronJob"),
+            "kubectl links it to the CronJob"
+        );
+        assert_eq!(job.status.and_then(|s| s.succeeded), Some(1));
     });
 }

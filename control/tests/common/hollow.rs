@@ -1,6 +1,7 @@
 //! Hollow nodes (kubemark's idea): Node objects whose "agent" is a loop in the test that does
 //! exactly what the control plane sees of a real one — renews the node's Lease, reports pods
-//! bound to it Running and Ready after a start-up delay (with an address), and finishes graceful
+//! bound to it Running and Ready after a start-up delay (with an address), ends the containers of
+//! pods that are not restarted forever (Jobs') after another delay, and finishes graceful
 //! deletions — so the control loops can be exercised with many nodes and no containers.
 
 #![allow(dead_code)] // each test binary uses a different part
@@ -183,6 +184,7 @@ async fn run_pods(agents: Agents, start_delay: Duration) {
         if !started.insert(key) {
             continue;
         }
+        let exit_code = run_to_completion(&pod);
         next_ip += 1;
         let ip = std::net::Ipv4Addr::from(next_ip).to_string();
         let host_ip = host_ip.clone();
@@ -196,8 +198,42 @@ async fn run_pods(agents: Agents, start_delay: Duration) {
             let _ = api
                 .patch_status(&name, &PatchParams::default(), &Patch::Merge(&status(&ip, &host_ip, ready)))
                 .await;
+            // A pod that is not restarted forever (a Job's) runs for another start-up delay.
+            if let Some(exit_code) = exit_code {
+                tokio::time::sleep(start_delay).await;
+                if !lock(&stopped).contains(&node) {
+                    let _ = api
+                        .patch_status(&name, &PatchParams::default(), &Patch::Merge(&finished(exit_code)))
+                        .await;
+                }
+            }
         });
     }
+}
+
+/// For a pod whose restart policy is not `Always`: the exit code its containers end with, 1 when
+/// their command line says `exit 1` and 0 otherwise.
+fn run_to_completion(pod: &Pod) -> Option<i32> {
+    let spec = pod.spec.as_ref()?;
+    if spec.restart_policy.as_deref().unwrap_or("Always") == "Always" {
+        return None;
+    }
+    let words =
+        spec.containers.iter().flat_map(|c| c.command.iter().flatten().chain(c.args.iter().flatten()));
+    Some(if words.cloned().collect::<Vec<_>>().join(" ").contains("exit 1") { 1 } else { 0 })
+}
+
+/// The status of a pod whose containers exited with `exit_code`.
+fn finished(exit_code: i32) -> serde_json::Value {
+    let now = time(jiff::Timestamp::now());
+    let phase = if exit_code == 0 { "Succeeded" } else { "Failed" };
+    json!({"status": {"phase": phase,
+    "containerStatuses": [{"name": "c", "image": "busybox", "imageID": "", "ready": false, "restartCount": 0,
+        "state": {"terminated": {"exitCode": exit_code, "startedAt": now, "finishedAt": now}}}],
+    "conditions": [
+        {"type": "ContainersReady", "status": "False", "lastTransitionTime": now},
+        {"type": "Ready", "status": "False", "lastTransitionTime": now},
+    ]}})
 }
 
 fn status(ip: &str, host_ip: &str, ready: bool) -> serde_json::Value {

@@ -37,7 +37,8 @@ ROOTS = [
         "Endpoints", "Binding",
     ]
 ] + [
-    "api.apps.v1.Deployment", "api.apps.v1.ReplicaSet", "api.apps.v1.DaemonSet",
+    "api.apps.v1.Deployment", "api.apps.v1.ReplicaSet", "api.apps.v1.DaemonSet", "api.batch.v1.Job",
+    "api.batch.v1.CronJob",
     "api.discovery.v1.EndpointSlice", "api.coordination.v1.Lease", "api.policy.v1.Eviction",
     "api.autoscaling.v1.Scale", "apimachinery.pkg.apis.meta.v1.DeleteOptions",
     "api.authentication.v1.TokenRequest", "api.certificates.v1.CertificateSigningRequest",
