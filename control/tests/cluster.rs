@@ -660,6 +660,13 @@ fn drain_evicts_one_at_a_time_within_the_disruption_budget() {
              spec: {minAvailable: 2, selector: {matchLabels: {app: web}}}\n",
         )
         .await;
+        // The disruption loop fills in the budget's status before any eviction.
+        common::eventually_within("the budget's status", CONVERGE, || async {
+            let table = c.kubectl.ok(&["get", "pdb", "web", "--no-headers"]).await;
+            let cells: Vec<&str> = table.split_whitespace().collect();
+            (cells.get(1..4) == Some(&["2", "N/A", "1"][..])).then_some(())
+        })
+        .await;
         c.kubectl.ok(&["uncordon", "node-b"]).await;
 
         // Watch the Ready count while kubectl drains node-a.
@@ -845,5 +852,33 @@ fn kubectl_creates_cronjobs_and_runs_one_by_hand() {
             "kubectl links it to the CronJob"
         );
         assert_eq!(job.status.and_then(|s| s.succeeded), Some(1));
+    });
+}
+
+/// `kubectl delete node` evacuates the node: its pods (no agent will ever finish them) are
+/// deleted once the node has been gone for the grace period, and their Deployment runs them on
+/// the node that is left.
+#[test]
+fn kubectl_delete_node_moves_its_pods_elsewhere() {
+    common::runtime().block_on(async {
+        let loops = Config { node_monitor_grace: Duration::from_secs(2), ..Config::default() };
+        let c = Cluster::start(loops, &["node-a", "node-b"], hollow::Options::default()).await;
+        c.kubectl.ok(&["cordon", "node-b"]).await;
+        c.apply(&web(3)).await;
+        let before = c.converged(3).await;
+        assert!(before.iter().all(|p| node_of(p) == "node-a"));
+        c.kubectl.ok(&["uncordon", "node-b"]).await;
+        c.hollow.stop("node-a");
+        let out = c.kubectl.ok(&["delete", "node", "node-a"]).await;
+        assert!(out.contains("deleted"), "{out}");
+        let after = common::eventually_within("web to run on node-b only", CONVERGE, || async {
+            let pods = c.converged(3).await;
+            pods.iter().all(|p| node_of(p) == "node-b").then_some(pods)
+        })
+        .await;
+        let old: BTreeSet<String> = before.iter().map(uid).collect();
+        assert!(after.iter().all(|p| !old.contains(&uid(p))), "replacements, not the old pods");
+        let nodes = c.kubectl.ok(&["get", "nodes", "-o", "name"]).await;
+        assert_eq!(nodes.trim(), "node/node-b");
     });
 }

@@ -40,21 +40,20 @@ pub fn default(kind: &str, object: &mut Value) {
             // Unless the user picks the selector, a Job selects its pods by its own uid.
             if spec.get("manualSelector") != Some(&json!(true))
                 && spec.get("selector").is_none_or(Value::is_null)
+                && uid.is_string()
             {
-                if uid.is_string() {
-                    spec["selector"] = json!({"matchLabels": {CONTROLLER_UID_LABEL: uid}});
-                    set_default(spec, "/template/metadata/labels", json!({}));
-                    if let Some(labels) =
-                        spec.pointer_mut("/template/metadata/labels").and_then(Value::as_object_mut)
-                    {
-                        for (label, value) in [
-                            (CONTROLLER_UID_LABEL, &uid),
-                            ("controller-uid", &uid),
-                            (JOB_NAME_LABEL, &name),
-                            ("job-name", &name),
-                        ] {
-                            labels.entry(label).or_insert_with(|| value.clone());
-                        }
+                spec["selector"] = json!({"matchLabels": {CONTROLLER_UID_LABEL: uid}});
+                set_default(spec, "/template/metadata/labels", json!({}));
+                if let Some(labels) =
+                    spec.pointer_mut("/template/metadata/labels").and_then(Value::as_object_mut)
+                {
+                    for (label, value) in [
+                        (CONTROLLER_UID_LABEL, &uid),
+                        ("controller-uid", &uid),
+                        (JOB_NAME_LABEL, &name),
+                        ("job-name", &name),
+                    ] {
+                        labels.entry(label).or_insert_with(|| value.clone());
                     }
                 }
             }

@@ -2,7 +2,8 @@
 //! eviction that would leave fewer healthy pods than the budget demands is refused with 429, and
 //! an admitted one is recorded in the budget's `status.disruptedPods` with a compare-and-swap, so
 //! two evictions racing for the last allowed disruption cannot both win — the eviction API's
-//! own rules, without a separate disruption controller.
+//! own rules. Between evictions the disruption loop (`controllers/disruption.rs`) keeps the
+//! budgets' status current with the same counting.
 
 use std::collections::BTreeMap;
 
@@ -17,26 +18,26 @@ use crate::{controllers::workloads::selector, store::Store};
 
 /// How long an admitted eviction keeps its pod out of the healthy count (Kubernetes' 2 minutes):
 /// long enough for the pod to be gone.
-const DISRUPTED_FOR_S: i64 = 120;
+pub(crate) const DISRUPTED_FOR_S: i64 = 120;
 
-fn ready(pod: &Pod) -> bool {
+pub(crate) fn ready(pod: &Pod) -> bool {
     pod.status
         .as_ref()
         .and_then(|s| s.conditions.as_ref())
         .is_some_and(|c| c.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
 }
 
-fn terminating(pod: &Pod) -> bool {
+pub(crate) fn terminating(pod: &Pod) -> bool {
     pod.metadata.deletion_timestamp.is_some()
 }
 
 /// Not finished: running, starting, or on its way out.
-fn unfinished(pod: &Pod) -> bool {
+pub(crate) fn unfinished(pod: &Pod) -> bool {
     !matches!(pod.status.as_ref().and_then(|s| s.phase.as_deref()), Some("Succeeded" | "Failed"))
 }
 
 /// The number of healthy pods `budget` demands of `expected`.
-fn desired_healthy(budget: &PodDisruptionBudget, expected: i32) -> i32 {
+pub(crate) fn desired_healthy(budget: &PodDisruptionBudget, expected: i32) -> i32 {
     let spec = budget.spec.clone().unwrap_or_default();
     let scaled = |v: &IntOrString, round_up: bool| match v {
         IntOrString::Int(n) => *n,
@@ -63,7 +64,7 @@ fn too_many_requests(budget: &str, desired: i32, healthy: i32) -> ApiError {
 
 /// Whether `budget` covers `pod`: policy/v1's selector semantics, where an empty selector is
 /// every pod of the namespace and a missing one none.
-fn covers(budget: &PodDisruptionBudget, pod: &Pod) -> bool {
+pub(crate) fn covers(budget: &PodDisruptionBudget, pod: &Pod) -> bool {
     match budget.spec.as_ref().and_then(|s| s.selector.as_ref()) {
         None => false,
         Some(sel) => selector::is_empty(sel) || selector::matches(sel, pod.metadata.labels.as_ref()),

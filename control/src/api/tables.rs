@@ -90,6 +90,12 @@ fn columns(kind: &str) -> Vec<Column> {
             ("Images", "string", 1, "Container images"),
             ("Selector", "string", 1, "Label selector"),
         ],
+        "PodDisruptionBudget" => vec![
+            ("Min Available", "string", 0, "Pods that must stay available"),
+            ("Max Unavailable", "string", 0, "Pods that may be unavailable"),
+            ("Allowed Disruptions", "integer", 0, "Evictions allowed now"),
+            AGE,
+        ],
         "CronJob" => vec![
             ("Schedule", "string", 0, "The cron schedule"),
             ("Timezone", "string", 0, "The schedule's time zone"),
@@ -256,6 +262,12 @@ fn cells(kind: &str, o: &Value) -> Vec<Value> {
             ]);
         }
         "Job" => c.extend(job_cells(o)),
+        "PodDisruptionBudget" => c.extend([
+            json!(or(s(o, "/spec/minAvailable"), "N/A")),
+            json!(or(s(o, "/spec/maxUnavailable"), "N/A")),
+            json!(n(o, "/status/disruptionsAllowed")),
+            json!(age(o)),
+        ]),
         "CronJob" => c.extend([
             json!(s(o, "/spec/schedule")),
             json!(or_none(s(o, "/spec/timeZone"))),

@@ -17,6 +17,7 @@ use k8s_openapi::{
         coordination::v1::Lease,
         core::v1::{Node, Pod, Service},
         discovery::v1::EndpointSlice,
+        policy::v1::PodDisruptionBudget,
     },
     apimachinery::pkg::apis::meta::v1::ObjectMeta,
 };
@@ -178,6 +179,7 @@ pub enum Change {
     Lease(Delta<Lease>),
     Job(Delta<Job>),
     CronJob(Delta<CronJob>),
+    PodDisruptionBudget(Delta<PodDisruptionBudget>),
 }
 
 #[derive(Debug, Default)]
@@ -192,6 +194,7 @@ pub struct Cache {
     pub leases: Objects<Lease>,
     pub jobs: Objects<Job>,
     pub cronjobs: Objects<CronJob>,
+    pub budgets: Objects<PodDisruptionBudget>,
     /// Node name → keys of the pods bound to it.
     pods_on: HashMap<String, BTreeSet<String>>,
     /// The store revision the cache reflects.
@@ -243,6 +246,7 @@ impl Cache {
             "Lease" => Change::Lease(put(&mut self.leases, &key, stored)),
             "Job" => Change::Job(put(&mut self.jobs, &key, stored)),
             "CronJob" => Change::CronJob(put(&mut self.cronjobs, &key, stored)),
+            "PodDisruptionBudget" => Change::PodDisruptionBudget(put(&mut self.budgets, &key, stored)),
             _ => return None,
         };
         Some(change)

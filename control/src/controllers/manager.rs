@@ -9,7 +9,7 @@ use jiff::Timestamp;
 use super::{
     Ctx, Loop, Work, batch,
     cache::Cache,
-    clock, daemonsets, deployments, gc, loadbalancer, namespace, nodeipam, nodes,
+    clock, daemonsets, deployments, disruption, gc, loadbalancer, namespace, nodeipam, nodes,
     queue::{Backoff, Queue},
     replicasets, scheduling, slices,
 };
@@ -39,6 +39,7 @@ struct Loops {
     ipam: nodeipam::NodeIpam,
     jobs: batch::Jobs,
     cronjobs: batch::CronJobs,
+    disruption: disruption::Disruption,
 }
 
 impl Loops {
@@ -55,6 +56,7 @@ impl Loops {
             ipam: nodeipam::NodeIpam,
             jobs: batch::Jobs::default(),
             cronjobs: batch::CronJobs,
+            disruption: disruption::Disruption,
         }
     }
 }
@@ -119,6 +121,7 @@ impl<S: Store + Clone> Manager<S> {
         self.loops.daemonsets.observe(&change, cache, queue);
         self.loops.jobs.observe(&change, cache, queue);
         self.loops.cronjobs.observe(&change, cache, queue);
+        self.loops.disruption.observe(&change, cache, queue);
     }
 
     fn on_event(&mut self, event: &Event) {
@@ -176,6 +179,7 @@ impl<S: Store + Clone> Manager<S> {
             Loop::Job => self.loops.jobs.reconcile(ctx, cache, key).await,
             Loop::JobPod => self.loops.jobs.release(ctx, cache, key).await,
             Loop::CronJob => self.loops.cronjobs.reconcile(ctx, cache, key).await,
+            Loop::Disruption => self.loops.disruption.reconcile(ctx, cache, key).await,
         };
         let now = self.ctx.clock.now();
         match result {

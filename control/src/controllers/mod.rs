@@ -17,6 +17,7 @@ pub mod cache;
 pub mod clock;
 mod daemonsets;
 mod deployments;
+mod disruption;
 pub mod endpointslice;
 mod events;
 mod gc;
@@ -69,6 +70,8 @@ pub enum Loop {
     JobPod,
     /// CronJobs; keys are `namespace/name`.
     CronJob,
+    /// PodDisruptionBudget status; keys are `namespace/name`.
+    Disruption,
 }
 
 /// A queued key for a loop.

@@ -106,7 +106,7 @@ fn every_minute_with_forbid_never_overlaps_and_the_held_run_starts_when_the_last
         assert!(jobs(&w).is_empty(), "nothing before the first minute");
         tick(&mut w, 60).await;
         let first = job_name(&w, "tick", 0);
-        assert_eq!(active(&w), [first.clone()]);
+        assert_eq!(active(&w), [first.as_str()]);
         let cj = w.get("CronJob", Some("default"), "tick").expect("cronjob");
         assert_eq!(cj["status"]["lastScheduleTime"], w.now());
         assert_eq!(cj["status"]["active"][0]["name"], first.as_str());
@@ -114,14 +114,14 @@ fn every_minute_with_forbid_never_overlaps_and_the_held_run_starts_when_the_last
         // Two more minutes while the first still runs: nothing else starts.
         for _ in 0..2 {
             tick(&mut w, 60).await;
-            assert_eq!(active(&w), [first.clone()], "Forbid: no second run alongside");
+            assert_eq!(active(&w), [first.as_str()], "Forbid: no second run alongside");
         }
         assert!(!w.events("tick", "JobAlreadyActive").is_empty());
 
         // When it ends, the run held back starts (for the latest missed minute), alone.
         finish_job(&mut w, &first).await;
         let second = job_name(&w, "tick", 0);
-        assert_eq!(active(&w), [second.clone()], "the held run starts once the first ended");
+        assert_eq!(active(&w), [second.as_str()], "the held run starts once the first ended");
         let cj = w.get("CronJob", Some("default"), "tick").expect("cronjob");
         assert!(!cj["status"]["lastSuccessfulTime"].is_null());
         assert_eq!(w.events("tick", "SawCompletedJob").len(), 1);
@@ -145,7 +145,7 @@ fn forbid_with_a_starting_deadline_skips_a_run_that_is_too_late() {
         .await;
         tick(&mut w, 300).await;
         let first = job_name(&w, "strict", 0);
-        assert_eq!(active(&w), [first.clone()]);
+        assert_eq!(active(&w), [first.as_str()]);
         // The 00:10 run is held back; the first ends at 00:11:30, 90 s after it: too late.
         tick(&mut w, 300).await;
         tick(&mut w, 90).await;

@@ -3,6 +3,7 @@
 
 mod cronjobs;
 mod daemonsets;
+mod disruption;
 mod ipam;
 mod jobs;
 mod lb;
