@@ -1,6 +1,7 @@
 //! `cargo xtask lab e2e` (CI): `up --nodes 2` (which ends with the demo's traffic proof: a pod to
 //! the ClusterIP and the outside to the NodePort on both nodes, answered by pods on both nodes);
-//! pod-to-pod by pod IP across the nodes and the host reaching a pod; then each node's agent
+//! pod-to-pod by pod IP across the nodes and the host reaching a pod; a Job run to completion
+//! (`batch.rs`); then each node's agent
 //! restarted while traffic flows — new connections through the ClusterIP and both NodePorts, and
 //! two TCP connections opened before the restarts — with not one request lost and both
 //! connections still echoing; `down`, which checks that nothing is left. Teardown runs whether or not the checks pass.
@@ -16,7 +17,7 @@ use std::{
 use anyhow::{Context as _, bail};
 
 use super::{
-    demo, down, experiments, kube,
+    batch, demo, down, experiments, kube,
     probe::{self, EchoSession},
     restore, state,
     topology::{self, NodeSpec},
@@ -43,7 +44,7 @@ pub fn run() -> anyhow::Result<()> {
     teardown?;
     eprintln!(
         "\nlab e2e passed: ClusterIP and NodePort traffic on both nodes, pod-to-pod across nodes, \
-         kubectl logs through both agents' HTTPS endpoints, \
+         kubectl logs through both agents' HTTPS endpoints, a Job run to completion, \
          backup and restore of the control plane's store, \
          agent restarts without a lost request, nothing left."
     );
@@ -84,6 +85,7 @@ fn checks() -> anyhow::Result<()> {
             kube::run(&["logs", &pod.name, "--tail=5"]).map(drop)
         })?;
     }
+    batch::job_completes()?;
     restarts_under_traffic(&client_ns)?;
     let nodes: Vec<NodeSpec> = (1..=NODES).map(|index| NodeSpec { index }).collect();
     restore::backup_and_restore(&client_ns, &nodes)

@@ -8,6 +8,7 @@
 //! counter programs in a namespace pair.
 //! The layout is in `topology.rs`; what runs where is recorded in `state.json` (`state.rs`).
 
+mod batch;
 mod demo;
 mod down;
 mod e2e;
