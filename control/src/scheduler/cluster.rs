@@ -10,16 +10,17 @@ use k8s_openapi::api::core::v1::{Node, Pod};
 
 use super::{
     node::NodeInfo,
+    nominated::Nominee,
     pod::{Usage, pod_key},
 };
 
 /// A pod the snapshot counts on a node.
 #[derive(Debug)]
-struct Placed {
-    slot: usize,
+pub(super) struct Placed {
+    pub slot: usize,
     /// Placed by [`Cluster::assume`] and not yet seen bound.
-    assumed: bool,
-    usage: Usage,
+    pub assumed: bool,
+    pub usage: Usage,
 }
 
 /// Every node and every pod placed on one, with the per-node totals scheduling reads.
@@ -33,7 +34,9 @@ pub struct Cluster {
     free: Vec<usize>,
     /// Slots whose Node object is present: the nodes a pod can go to.
     pub(super) live_nodes: usize,
-    pods: HashMap<String, Placed>,
+    pub(super) pods: HashMap<String, Placed>,
+    /// Pods waiting for room preemption makes on a node (see `nominated.rs`).
+    pub(super) nominated: HashMap<String, Nominee>,
     /// Workload key → slot → how many of its pods are there (for spreading).
     pub(super) workloads: HashMap<String, HashMap<usize, u32>>,
     /// Where the next search for feasible nodes starts (see `schedule`).
