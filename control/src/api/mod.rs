@@ -6,7 +6,7 @@ mod claims;
 mod csr;
 pub mod deletion;
 mod discovery;
-mod disruption;
+pub(crate) mod disruption;
 mod fields;
 mod handlers;
 mod internal;

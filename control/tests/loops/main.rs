@@ -6,6 +6,7 @@ mod ipam;
 mod lb;
 mod leader;
 mod nodes;
+mod priority;
 mod scheduling;
 mod slices;
 mod workloads;
