@@ -76,7 +76,7 @@ fn nodes_whose_victims_break_fewer_budgets_win_then_lower_victim_priority_then_f
     assert_eq!((plan.node.as_str(), plan.victims.clone()), ("a", keys(&["guarded"])));
     // A budget allowing no disruption of `guarded` sends the preemptor to b.
     let budget = Budget { allowed: 0, pods: BTreeSet::from(["default/guarded".to_owned()]) };
-    let plan = c.preempt(&preemptor, &[budget.clone()]).expect("plan");
+    let plan = c.preempt(&preemptor, &[budget]).expect("plan");
     assert_eq!((plan.node.as_str(), plan.budget_violations), ("b", 0));
     assert_eq!(plan.victims, keys(&["free-1", "free-2"]));
     // One allowed disruption over all three: a's single victim is fine, b's second is not.
