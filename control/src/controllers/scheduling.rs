@@ -29,11 +29,7 @@ use super::{
     clock, events, preempting,
     queue::{Backoff, Queue},
 };
-use crate::{
-    api::ApiError,
-    scheduler::{Cluster, may_preempt},
-    store::Store,
-};
+use crate::{api::ApiError, scheduler::Cluster, store::Store};
 
 const COMPONENT: &str = "default-scheduler";
 /// The one key this loop queues: "run a batch".
@@ -239,7 +235,7 @@ impl Scheduler {
         pod: &Pod,
         now: Timestamp,
     ) -> Option<String> {
-        if !may_preempt(pod) {
+        if !self.cluster.could_preempt(pod) {
             return None;
         }
         let meta = &pod.metadata;

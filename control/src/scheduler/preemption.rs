@@ -68,15 +68,21 @@ pub fn may_preempt(pod: &Pod) -> bool {
 }
 
 impl Cluster {
+    /// A cheap first check: `pod` may preempt and some placed pod has a lower priority. When
+    /// false, [`preempt`](Self::preempt) finds nothing; callers skip gathering budgets.
+    pub fn could_preempt(&self, pod: &Pod) -> bool {
+        let lowest = self.priorities.keys().next();
+        pod.spec.is_some() && may_preempt(pod) && lowest.is_some_and(|&p| p < super::pod::priority(pod))
+    }
+
     /// Where `pod` could run after evicting lower-priority pods, and whom to evict; `None`
     /// when no eviction of lower-priority pods makes room (or the pod never preempts).
     /// `budgets` are the PodDisruptionBudgets of the cluster.
     pub fn preempt(&self, pod: &Pod, budgets: &[Budget]) -> Option<Preemption> {
-        let spec = pod.spec.as_ref()?;
-        if !may_preempt(pod) {
+        if !self.could_preempt(pod) {
             return None;
         }
-        let wanted = Wanted::new(pod, spec);
+        let wanted = Wanted::new(pod, pod.spec.as_ref()?);
         let mut lower: HashMap<usize, Vec<Potential<'_>>> = HashMap::new();
         for (key, placed) in &self.pods {
             if placed.usage.priority < wanted.usage.priority && *key != wanted.key {

@@ -55,8 +55,13 @@ fn only_as_many_lower_priority_pods_as_needed_and_the_least_important_go() {
 
 #[test]
 fn equal_priority_never_preempts_and_never_policy_waits() {
-    let c = cluster(&[("n1", "1")], &[("n1", prio("peer", "1", 10))]);
+    let mut c = cluster(&[("n1", "1")], &[("n1", prio("peer", "1", 10))]);
+    assert!(!c.could_preempt(&prio("p", "1", 10)), "nobody is less important");
     assert_eq!(c.preempt(&prio("p", "1", 10), &[]), None, "equal priority is no victim");
+    c.add_pod("n1", &prio("lesser", "0", 9));
+    assert!(c.could_preempt(&prio("p", "1", 10)));
+    c.remove_pod("default", "lesser");
+    assert!(!c.could_preempt(&prio("p", "1", 10)), "priorities are counted out again");
     let mut never = prio("p", "1", 1000);
     never.spec.as_mut().expect("spec").preemption_policy = Some("Never".into());
     assert!(!super::may_preempt(&never));
