@@ -134,6 +134,19 @@ fn built_in_classes_exist_and_admission_resolves_pod_priority() {
         assert!(message.contains("value: Forbidden: may not be changed in an update."), "{message}");
         let never = Patch::Merge(json!({"preemptionPolicy": "Never"}));
         assert_eq!(api_error(classes.patch("another", &PatchParams::default(), &never).await).0, 422);
+        let (code, message) = api_error(classes.delete("system-node-critical", &Default::default()).await);
+        assert_eq!(code, 403, "{message}");
+        classes.delete("another", &Default::default()).await.expect("a user class may go");
+
+        // A pod replaced without its priority fields keeps them; changing them is refused.
+        let mut replaced = pods.get("critical").await.expect("pod");
+        if let Some(spec) = replaced.spec.as_mut() {
+            (spec.priority, spec.priority_class_name, spec.preemption_policy) = (None, None, None);
+        }
+        let kept = pods.replace("critical", &PostParams::default(), &replaced).await.expect("replace");
+        assert_eq!(kept.spec.as_ref().and_then(|s| s.priority), Some(2_000_001_000));
+        let raise = Patch::Merge(json!({"spec": {"priority": 5}}));
+        assert_eq!(api_error(pods.patch("critical", &PatchParams::default(), &raise).await).0, 422);
     });
 }
 

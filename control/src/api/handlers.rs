@@ -692,6 +692,7 @@ pub async fn delete_object<S: Store>(
     options: &deletion::Options,
 ) -> Result<Object, ApiError> {
     let name = key.rsplit('/').next().unwrap_or(key);
+    priority::check_delete(r.kind, name)?;
     for _ in 0..5 {
         let current = server.store.get(key).ok_or_else(|| ApiError::not_found(r.plural, name))?;
         let mut object = decode(&current)?;

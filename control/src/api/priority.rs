@@ -9,9 +9,10 @@
 //!   or from the global default class (whose name it then carries), or 0 and
 //!   `PreemptLowerPriority`. An unknown class, or a client-set priority or policy that differs
 //!   from the computed one, is a 403 with upstream's message. A Pod's priority fields never
-//!   change afterwards.
+//!   change afterwards (an update leaving them out keeps them).
 //!
-//! Bootstrap creates the built-in classes `system-cluster-critical` and `system-node-critical`.
+//! Bootstrap creates the built-in classes `system-cluster-critical` and `system-node-critical`;
+//! deleting them is refused (403).
 
 use serde_json::{Value, json};
 
@@ -69,9 +70,26 @@ pub async fn admit<S: Store>(
             Ok(())
         }
         ("Pod", None) => admit_pod(server, name, object),
-        ("Pod", Some(old)) => pod_unchanged(name, old, object),
+        ("Pod", Some(old)) => {
+            carry_pod_priority(old, object);
+            pod_unchanged(name, old, object)
+        }
         _ => Ok(()),
     }
+}
+
+/// Refuses deleting a built-in class, as upstream's PriorityClass storage does.
+pub fn check_delete(kind: &str, name: &str) -> Result<(), ApiError> {
+    let builtin = system_classes().iter().any(|c| class_name(c) == name);
+    if kind == "PriorityClass" && builtin {
+        return Err(forbidden(
+            "priorityclasses",
+            "scheduling.k8s.io",
+            name,
+            "this is a system priority class and cannot be deleted",
+        ));
+    }
+    Ok(())
 }
 
 /// The 422 checks of a class (upstream's `ValidatePriorityClass` and `…Update`).
@@ -210,6 +228,20 @@ fn admit_pod<S: Store>(server: &ApiServer<S>, name: &str, pod: &mut Value) -> Re
     Ok(())
 }
 
+/// An update that leaves a pod's priority fields out keeps them (upstream's plugin does the same
+/// for `priority` and `preemptionPolicy`; the class name is kept too, as admission wrote it).
+fn carry_pod_priority(old: &Value, new: &mut Value) {
+    let Some(spec) = new.get_mut("spec").and_then(Value::as_object_mut) else { return };
+    for field in ["priority", "priorityClassName", "preemptionPolicy"] {
+        let before = old.pointer(&format!("/spec/{field}")).filter(|v| !v.is_null());
+        if let Some(before) = before
+            && spec.get(field).is_none_or(Value::is_null)
+        {
+            spec.insert(field.to_owned(), before.clone());
+        }
+    }
+}
+
 /// A pod's priority fields are fixed at creation (its spec is immutable upstream).
 fn pod_unchanged(name: &str, old: &Value, new: &Value) -> Result<(), ApiError> {
     let causes: Vec<(String, String)> = ["priority", "priorityClassName", "preemptionPolicy"]
@@ -280,5 +312,22 @@ mod tests {
         assert!(pod_unchanged("p", &old, &old).is_ok());
         let new = json!({"spec": {"priority": 6, "priorityClassName": "x"}});
         assert_eq!(pod_unchanged("p", &old, &new).expect_err("changed").code.as_u16(), 422);
+        let mut left_out = json!({"spec": {"containers": []}});
+        carry_pod_priority(&old, &mut left_out);
+        assert_eq!(left_out["spec"]["priority"], 5);
+        assert_eq!(left_out["spec"]["priorityClassName"], "x");
+        assert!(pod_unchanged("p", &old, &left_out).is_ok());
+    }
+
+    #[test]
+    fn built_in_classes_stay() {
+        let err = check_delete("PriorityClass", "system-node-critical").expect_err("built-in");
+        assert_eq!(err.code.as_u16(), 403);
+        assert_eq!(
+            err.message,
+            "priorityclasses.scheduling.k8s.io \"system-node-critical\" is forbidden: this is a system priority class and cannot be deleted"
+        );
+        assert!(check_delete("PriorityClass", "high").is_ok());
+        assert!(check_delete("Pod", "system-node-critical").is_ok());
     }
 }

@@ -142,3 +142,32 @@ fn equal_priority_never_preempts_and_never_policy_waits() {
         assert_eq!(pod_state(&w, "waiter")["spec"]["preemptionPolicy"], "Never");
     });
 }
+
+#[test]
+fn preemption_spares_pods_a_disruption_budget_protects() {
+    runtime().block_on(async {
+        let mut w = World::new(Config::default()).await;
+        class(&w, "mid", 500, None).await;
+        class(&w, "high", 1000, None).await;
+        w.node_with("n1", "1", json!({})).await;
+        w.node_with("n2", "1", json!({})).await;
+        pod(&w, "db", None, "1").await;
+        pod(&w, "cache", Some("mid"), "1").await;
+        w.settle().await;
+        w.kubelet().await;
+        w.settle().await;
+        assert!(w.node_of("db").is_some() && w.node_of("cache").is_some());
+        // Without the budget the lower-priority `db` would be the victim; with one Ready pod
+        // and minAvailable 1 its eviction would break the budget, so `cache` goes instead.
+        w.create(json!({"apiVersion": "policy/v1", "kind": "PodDisruptionBudget",
+            "metadata": {"name": "db", "namespace": "default"},
+            "spec": {"minAvailable": 1, "selector": {"matchLabels": {"app": "db"}}}}))
+            .await;
+        pod(&w, "urgent", Some("high"), "1").await;
+        w.settle().await;
+        assert!(terminating(&w, "cache"), "the unprotected pod is the victim");
+        assert!(!terminating(&w, "db"), "the budget's pod stays");
+        let cache_node = w.node_of("cache");
+        assert_eq!(pod_state(&w, "urgent")["status"]["nominatedNodeName"].as_str(), cache_node.as_deref());
+    });
+}
