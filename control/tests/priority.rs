@@ -226,6 +226,15 @@ fn kubectl_created_class_lets_a_pod_preempt_on_a_full_cluster() {
             ("high", "1000", "false", "PreemptLowerPriority"),
             "{listed}"
         );
+        let low = dir.path().join("low.yaml");
+        std::fs::write(
+            &low,
+            "apiVersion: scheduling.k8s.io/v1\nkind: PriorityClass\nmetadata: {name: low}\nvalue: -10\npreemptionPolicy: Never\n",
+        )
+        .expect("manifest");
+        k.ok(&["apply", "-f", low.to_str().expect("utf-8")]).await;
+        let value = k.ok(&["get", "pc", "low", "-o", "jsonpath={.value} {.preemptionPolicy}"]).await;
+        assert_eq!(value, "-10 Never");
         let listed = k.ok(&["get", "priorityclasses"]).await;
         assert!(
             listed.contains("system-cluster-critical") && listed.contains("system-node-critical"),

@@ -17,7 +17,7 @@ mod openapi;
 mod patch;
 mod path;
 mod pods;
-pub mod priority;
+mod priority;
 mod protobuf;
 pub mod registry;
 mod scale;

@@ -20,9 +20,11 @@
 //! victims; the node name breaks ties. Pods nominated to a node with at least the pod's
 //! priority count as placed there throughout (see `nominated.rs`).
 //!
-//! Differences from upstream: every node is examined (no candidate sampling, preemption is
-//! rare), importance ties go by name rather than start time, and pods with
-//! `preemptionPolicy: Never` never preempt (upstream's PreemptionPolicy check is the same).
+//! Pods with `preemptionPolicy: Never` never preempt, as upstream. Differences from upstream:
+//! every node is examined (no candidate sampling; preemption is rare), importance ties go by
+//! name rather than start time, lower-priority pods nominated to the chosen node keep their
+//! nomination (upstream clears it; here they simply fail there and preempt elsewhere), and the
+//! FitError message has no ` preemption: …` suffix.
 
 use std::collections::{BTreeSet, HashMap};
 
