@@ -71,6 +71,21 @@ pub(crate) fn covers(budget: &PodDisruptionBudget, pod: &Pod) -> bool {
     }
 }
 
+/// What preemption weighs of `budget` (the scheduler has no disruption controller to read
+/// `status.disruptionsAllowed` from): how many more of its pods may be disrupted now — healthy
+/// minus desired, negative when already short — and the unfinished pods among `pods` (its
+/// namespace's) it covers.
+pub(crate) fn allowance<'a>(
+    budget: &PodDisruptionBudget,
+    pods: impl IntoIterator<Item = &'a Pod>,
+) -> (i32, Vec<&'a Pod>) {
+    let covered: Vec<&Pod> = pods.into_iter().filter(|p| covers(budget, p) && unfinished(p)).collect();
+    let expected = i32::try_from(covered.len()).unwrap_or(i32::MAX);
+    let healthy = covered.iter().filter(|p| ready(p) && !terminating(p)).count();
+    let healthy = i32::try_from(healthy).unwrap_or(i32::MAX);
+    (healthy - desired_healthy(budget, expected), covered)
+}
+
 /// Admits the eviction of `pod` in `namespace` against the budgets covering it (recording it in
 /// the budget), or refuses it. A pod not yet running or already finished is never held back.
 pub async fn admit<S: Store + Clone>(

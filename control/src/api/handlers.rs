@@ -14,7 +14,7 @@ use super::{
     objects::{self, FieldValidation, allocate_cluster_ip, check_object, merge_update, prepare_create},
     patch::{PatchType, json_patch, merge, strategic},
     path::Target,
-    protobuf,
+    priority, protobuf,
     registry::{self, Resource},
     scale,
     selector::selectors,
@@ -387,6 +387,7 @@ pub(super) async fn create_stored<S: Store>(
     let name = prepare_create(r, target.namespace.as_deref(), &mut value)?;
     let warnings = check_object(r, &value, validation)?;
     admission::default(r.kind, &mut value);
+    priority::admit(server, r.kind, &name, &mut value, None).await?;
     if let Some(w) = writer {
         managed::record_update(None, &mut value, w);
     }
@@ -508,6 +509,7 @@ pub(super) async fn write_existing<S: Store>(
     }
     let warnings = check_object(r, &value, validation)?;
     admission::default(r.kind, &mut value);
+    priority::admit(server, r.kind, name, &mut value, Some(&old)).await?;
     if let Some(w) = writer {
         managed::record_update(Some(&old), &mut value, w);
     }
@@ -690,6 +692,7 @@ pub async fn delete_object<S: Store>(
     options: &deletion::Options,
 ) -> Result<Object, ApiError> {
     let name = key.rsplit('/').next().unwrap_or(key);
+    priority::check_delete(r.kind, name)?;
     for _ in 0..5 {
         let current = server.store.get(key).ok_or_else(|| ApiError::not_found(r.plural, name))?;
         let mut object = decode(&current)?;
@@ -784,8 +787,9 @@ async fn create_if_missing<S: Store>(
     }
 }
 
-/// What every cluster starts with: the built-in namespaces, and the `kubernetes` Service in
-/// `default` on the first ClusterIP (its EndpointSlice names `advertise` when known).
+/// What every cluster starts with: the built-in namespaces, the `kubernetes` Service in
+/// `default` on the first ClusterIP (its EndpointSlice names `advertise` when known), and the
+/// built-in PriorityClasses.
 pub async fn bootstrap<S: Store>(
     server: &ApiServer<S>,
     advertise: Option<std::net::SocketAddr>,
@@ -816,6 +820,12 @@ pub async fn bootstrap<S: Store>(
         });
         prepare_create(slices, Some("default"), &mut slice)?;
         create_if_missing(server, &slices.key(Some("default"), "kubernetes"), &slice).await?;
+    }
+    let classes = registry::builtin("priorityclasses", "scheduling.k8s.io")?;
+    for mut class in priority::system_classes() {
+        let name = class["metadata"]["name"].as_str().unwrap_or_default().to_owned();
+        prepare_create(classes, None, &mut class)?;
+        create_if_missing(server, &classes.key(None, &name), &class).await?;
     }
     // The default RBAC policy (created once; an operator's edits to it are kept).
     for (plural, objects) in [

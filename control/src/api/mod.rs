@@ -18,6 +18,7 @@ mod openapi;
 mod patch;
 mod path;
 mod pods;
+mod priority;
 mod protobuf;
 pub mod registry;
 mod scale;

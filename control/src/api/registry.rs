@@ -104,7 +104,7 @@ macro_rules! resource {
 use k8s_openapi::api::{
     apps::v1 as apps, authorization::v1 as authorization, batch::v1 as batch,
     certificates::v1 as certificates, coordination::v1 as coordination, core::v1 as core,
-    discovery::v1 as discovery, policy::v1 as policy, rbac::v1 as rbac,
+    discovery::v1 as discovery, policy::v1 as policy, rbac::v1 as rbac, scheduling::v1 as scheduling,
 };
 
 /// Every served resource.
@@ -249,6 +249,18 @@ pub static RESOURCES: &[Resource] = &[
         &["pdb"],
         &[],
         &["status"]
+    ),
+    resource!(
+        "scheduling.k8s.io",
+        "v1",
+        PriorityClass,
+        scheduling::PriorityClass,
+        "priorityclasses",
+        "priorityclass",
+        false,
+        &["pc"],
+        &[],
+        &[]
     ),
     // Reviews are answered, never stored (api/access_review.rs).
     resource!(

@@ -58,6 +58,12 @@ fn columns(kind: &str) -> Vec<Column> {
             ("Node Selector", "string", 0, "Node selector"),
             AGE,
         ],
+        "PriorityClass" => vec![
+            ("Value", "integer", 0, "The priority pods of this class get"),
+            ("Global-Default", "boolean", 0, "Whether pods without a class get this one"),
+            AGE,
+            ("PreemptionPolicy", "string", 0, "Whether pods of this class may preempt others"),
+        ],
         "Service" => vec![
             ("Type", "string", 0, "Service type"),
             ("Cluster-IP", "string", 0, "ClusterIP"),
@@ -236,7 +242,7 @@ fn cells(kind: &str, o: &Value) -> Vec<Value> {
                 json!(age(o)),
                 json!(or_none(s(o, "/status/podIP"))),
                 json!(or_none(s(o, "/spec/nodeName"))),
-                json!("<none>"),
+                json!(or_none(s(o, "/status/nominatedNodeName"))),
                 json!("<none>"),
             ]);
         }
@@ -305,6 +311,12 @@ fn cells(kind: &str, o: &Value) -> Vec<Value> {
             json!(n(o, "/status/numberAvailable")),
             json!(or_none(format_labels(o.pointer("/spec/template/spec/nodeSelector")))),
             json!(age(o)),
+        ]),
+        "PriorityClass" => c.extend([
+            json!(n(o, "/value")),
+            json!(o.get("globalDefault").and_then(Value::as_bool).unwrap_or(false)),
+            json!(age(o)),
+            json!(s(o, "/preemptionPolicy")),
         ]),
         "Service" => {
             let ports = arr(o, "/spec/ports")

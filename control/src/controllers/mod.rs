@@ -27,6 +27,7 @@ mod manager;
 mod namespace;
 mod nodeipam;
 mod nodes;
+mod preempting;
 pub mod queue;
 mod replicasets;
 mod scheduling;

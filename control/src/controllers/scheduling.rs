@@ -5,6 +5,14 @@
 //! FailedScheduling event, and is parked until a node or a pod changes — and at least every
 //! minute — retrying no sooner than its back-off (1 s doubling to 10 s, like kube-scheduler's).
 //! A failed binding forgets the assumption and backs off the same way.
+//!
+//! Pods due together are decided in priority order, higher first, then older first (upstream's
+//! PrioritySort). A pod that fits nowhere and may preempt (`preemptionPolicy` not `Never`)
+//! gets a node and minimal lower-priority victims from [`Cluster::preempt`]; it is nominated
+//! there (`status.nominatedNodeName`, and in the snapshot at once, so pods of lower or equal
+//! priority cannot take the room), the victims are evicted (`preempting.rs`), and the pod is
+//! bound once they are gone — its nominated node is tried first. While lower-priority pods on
+//! its nominated node are still terminating it waits instead of preempting again.
 
 use std::collections::HashMap;
 
@@ -18,7 +26,7 @@ use k8s_openapi::{
 use super::{
     Ctx, Loop, Work,
     cache::{Cache, Change, key, key_of, split},
-    clock, events,
+    clock, events, preempting,
     queue::{Backoff, Queue},
 };
 use crate::{api::ApiError, scheduler::Cluster, store::Store};
@@ -52,6 +60,19 @@ fn wants_scheduling(pod: &Pod) -> bool {
         && !matches!(pod.status.as_ref().and_then(|s| s.phase.as_deref()), Some("Succeeded" | "Failed"))
 }
 
+/// The order pods due together are decided in: higher priority first, then older first, as
+/// upstream's PrioritySort queue (the name keeps it deterministic).
+fn queue_order(pod: Option<&Pod>) -> (std::cmp::Reverse<i32>, Option<Timestamp>) {
+    let priority = pod.and_then(|p| p.spec.as_ref()?.priority).unwrap_or(0);
+    let created = pod.and_then(|p| p.metadata.creation_timestamp.as_ref()).map(|t| t.0);
+    (std::cmp::Reverse(priority), created)
+}
+
+/// The node a pod's status nominates.
+fn nominated_in_status(pod: &Pod) -> Option<&str> {
+    pod.status.as_ref()?.nominated_node_name.as_deref().filter(|n| !n.is_empty())
+}
+
 impl Scheduler {
     /// Unparks every unschedulable pod (no sooner than its back-off allows): the cluster changed.
     fn unpark(&mut self) {
@@ -77,11 +98,19 @@ impl Scheduler {
                     Some(pod) => {
                         self.cluster.observe_pod(pod);
                         let k = key_of(&pod.metadata);
+                        let (ns, name) = split(&k);
                         if wants_scheduling(pod) {
+                            // Nominations survive a restart of the loops through the status.
+                            if let Some(node) = nominated_in_status(pod)
+                                && self.cluster.nominated_node(ns.unwrap_or_default(), name).is_none()
+                            {
+                                self.cluster.nominate(node, pod);
+                            }
                             if !self.parked.contains_key(&k) {
                                 self.pending.push(k);
                             }
                         } else {
+                            self.cluster.unnominate(ns.unwrap_or_default(), name);
                             self.parked.remove(&k);
                         }
                     }
@@ -89,8 +118,14 @@ impl Scheduler {
                         if let Some(old) = &delta.old {
                             let (ns, name) =
                                 (old.metadata.namespace.as_deref(), old.metadata.name.as_deref());
-                            self.cluster.remove_pod(ns.unwrap_or_default(), name.unwrap_or_default());
+                            let counted =
+                                self.cluster.remove_pod(ns.unwrap_or_default(), name.unwrap_or_default());
+                            self.cluster.unnominate(ns.unwrap_or_default(), name.unwrap_or_default());
                             self.parked.remove(&key_of(&old.metadata));
+                            // A terminating pod's room is free only now (a preemptor waits for it).
+                            if counted {
+                                self.unpark();
+                            }
                         }
                     }
                 }
@@ -133,18 +168,35 @@ impl Scheduler {
             self.parked.remove(&k);
             self.pending.push(k);
         }
+        let mut due: Vec<String> = std::iter::from_fn(|| self.pending.pop(now)).collect();
+        due.sort_by_cached_key(|k| (queue_order(cache.pods.get(k).map(AsRef::as_ref)), k.clone()));
         let mut binds = Vec::new();
         let mut unschedulable = Vec::new();
-        while binds.len() + unschedulable.len() < BATCH_SIZE {
-            let Some(k) = self.pending.pop(now) else { break };
+        let mut due = due.into_iter();
+        for k in due.by_ref() {
+            if binds.len() + unschedulable.len() >= BATCH_SIZE {
+                self.pending.push(k);
+                break;
+            }
             let Some(pod) = cache.pods.get(&k).filter(|p| wants_scheduling(p)) else { continue };
-            match self.cluster.schedule(pod) {
+            let (ns, name) = split(&k);
+            let nominated = self.cluster.nominated_node(ns.unwrap_or_default(), name).map(str::to_owned);
+            let decision = match nominated {
+                Some(node) if self.cluster.fits_on(&node, pod) => Ok(node),
+                _ => self.cluster.schedule(pod),
+            };
+            match decision {
                 Ok(node) => {
                     self.cluster.assume(&node, pod);
+                    self.cluster.unnominate(ns.unwrap_or_default(), name);
                     binds.push((pod.clone(), node));
                 }
                 Err(fit) => unschedulable.push((pod.clone(), fit.to_string())),
             }
+        }
+        // Not reached in this batch: due again at once (the next batch sorts them again).
+        for k in due {
+            self.pending.push(k);
         }
         let results = join_all(binds.iter().map(|(pod, node)| bind(ctx, pod, node))).await;
         for ((pod, _), result) in binds.iter().zip(results) {
@@ -163,13 +215,41 @@ impl Scheduler {
         }
         for (pod, message) in &unschedulable {
             let k = key_of(&pod.metadata);
+            let nominated = self.preempt_for(ctx, cache, pod, now).await;
             // Parked rather than queued: it waits for a change (the back-off bounds how soon).
             let delay = self.pending.count_failure(&k, BACKOFF);
             self.parked.insert(k, (now, clock::after(now, delay)));
-            mark_unschedulable(ctx, pod, message, now).await;
+            mark_unschedulable(ctx, pod, message, nominated.as_deref(), now).await;
         }
         let next_parked = self.parked.values().map(|(since, _)| clock::after(*since, PARKED_MAX)).min();
         Ok([self.pending.next_due().map(|t| t.max(now)), next_parked].into_iter().flatten().min())
+    }
+
+    /// Preemption for a pod that fits nowhere: the node it is newly nominated to (its victims
+    /// being evicted), or `None` (it may not preempt, it waits for earlier victims, or no
+    /// eviction would make room).
+    async fn preempt_for<S: Store + Clone>(
+        &mut self,
+        ctx: &Ctx<S>,
+        cache: &Cache,
+        pod: &Pod,
+        now: Timestamp,
+    ) -> Option<String> {
+        if !self.cluster.could_preempt(pod) {
+            return None;
+        }
+        let meta = &pod.metadata;
+        let (ns, name) =
+            (meta.namespace.as_deref().unwrap_or_default(), meta.name.as_deref().unwrap_or_default());
+        let nominated = self.cluster.nominated_node(ns, name).or_else(|| nominated_in_status(pod));
+        if nominated.is_some_and(|node| preempting::waiting_for_victims(cache, pod, node)) {
+            return None;
+        }
+        let budgets = preempting::budgets(ctx, cache);
+        let plan = self.cluster.preempt(pod, &budgets)?;
+        self.cluster.nominate(&plan.node, pod);
+        preempting::evict_victims(ctx, cache, pod, &plan, COMPONENT, now).await;
+        Some(plan.node)
     }
 }
 
@@ -184,16 +264,26 @@ async fn bind<S: Store + Clone>(ctx: &Ctx<S>, pod: &Pod, node: &str) -> Result<(
     Ok(())
 }
 
-/// `PodScheduled=False` with the reason (written only when it changes) and a FailedScheduling
-/// event (repeats are counted on one event).
-async fn mark_unschedulable<S: Store + Clone>(ctx: &Ctx<S>, pod: &Pod, message: &str, now: Timestamp) {
+/// `PodScheduled=False` with the reason (written only when it changes), the node the pod is
+/// newly `nominated` to, and a FailedScheduling event (repeats are counted on one event).
+async fn mark_unschedulable<S: Store + Clone>(
+    ctx: &Ctx<S>,
+    pod: &Pod,
+    message: &str,
+    nominated: Option<&str>,
+    now: Timestamp,
+) {
     events::record(ctx, &events::reference(pod), events::WARNING, "FailedScheduling", message, COMPONENT)
         .await;
     let mut updated = pod.clone();
-    let conditions =
-        updated.status.get_or_insert_with(Default::default).conditions.get_or_insert_with(Vec::new);
+    let status = updated.status.get_or_insert_with(Default::default);
+    let renominated = nominated.is_some_and(|n| status.nominated_node_name.as_deref() != Some(n));
+    if let Some(node) = nominated {
+        status.nominated_node_name = Some(node.to_owned());
+    }
+    let conditions = status.conditions.get_or_insert_with(Vec::new);
     let current = conditions.iter().find(|c| c.type_ == "PodScheduled");
-    if current.is_some_and(|c| c.status == "False" && c.message.as_deref() == Some(message)) {
+    if !renominated && current.is_some_and(|c| c.status == "False" && c.message.as_deref() == Some(message)) {
         return;
     }
     conditions.retain(|c| c.type_ != "PodScheduled");

@@ -10,16 +10,17 @@ use k8s_openapi::api::core::v1::{Node, Pod};
 
 use super::{
     node::NodeInfo,
+    nominated::Nominee,
     pod::{Usage, pod_key},
 };
 
 /// A pod the snapshot counts on a node.
 #[derive(Debug)]
-struct Placed {
-    slot: usize,
+pub(super) struct Placed {
+    pub slot: usize,
     /// Placed by [`Cluster::assume`] and not yet seen bound.
-    assumed: bool,
-    usage: Usage,
+    pub assumed: bool,
+    pub usage: Usage,
 }
 
 /// Every node and every pod placed on one, with the per-node totals scheduling reads.
@@ -33,7 +34,12 @@ pub struct Cluster {
     free: Vec<usize>,
     /// Slots whose Node object is present: the nodes a pod can go to.
     pub(super) live_nodes: usize,
-    pods: HashMap<String, Placed>,
+    pub(super) pods: HashMap<String, Placed>,
+    /// Pods waiting for room preemption makes on a node (see `nominated.rs`).
+    pub(super) nominated: HashMap<String, Nominee>,
+    /// Priority → how many placed pods have it: preemption is skipped at once for a pod no
+    /// placed pod is less important than (the usual case of equal priorities).
+    pub(super) priorities: std::collections::BTreeMap<i32, usize>,
     /// Workload key → slot → how many of its pods are there (for spreading).
     pub(super) workloads: HashMap<String, HashMap<usize, u32>>,
     /// Where the next search for feasible nodes starts (see `schedule`).
@@ -179,6 +185,7 @@ impl Cluster {
         if let Some(workload) = &usage.workload {
             *self.workloads.entry(workload.clone()).or_default().entry(slot).or_default() += 1;
         }
+        *self.priorities.entry(usage.priority).or_default() += 1;
         self.pods.insert(key, Placed { slot, assumed, usage });
     }
 
@@ -186,6 +193,12 @@ impl Cluster {
         let Some(placed) = self.pods.remove(key) else { return false };
         if let Some(info) = self.slots[placed.slot].as_mut() {
             info.remove(&placed.usage);
+        }
+        if let Some(count) = self.priorities.get_mut(&placed.usage.priority) {
+            *count -= 1;
+            if *count == 0 {
+                self.priorities.remove(&placed.usage.priority);
+            }
         }
         if let Some(workload) = &placed.usage.workload
             && let Some(per_node) = self.workloads.get_mut(workload)

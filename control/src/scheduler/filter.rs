@@ -42,9 +42,10 @@ pub(crate) fn node_ports(node: &NodeInfo, pod: &Wanted<'_>) -> Option<Reason<'st
 
 /// NodeResourcesFit: room for one more pod, and for each requested resource
 /// `request <= allocatable - requested`. Reports every shortfall; returns whether the pod fits.
-/// Resources the pod does not request never reject it, even on an overcommitted node.
+/// Resources the pod does not request never reject it, even on an overcommitted node. Reasons
+/// borrow only from the pod, so `node` may be a short-lived what-if copy.
 pub(crate) fn node_resources_fit<'a>(
-    node: &'a NodeInfo,
+    node: &NodeInfo,
     pod: &'a Wanted<'_>,
     mut report: impl FnMut(Reason<'a>),
 ) -> bool {

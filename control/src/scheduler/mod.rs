@@ -49,8 +49,17 @@
 //! sorted as upstream sorts its printed `"<count> <reason>"` strings (so the count leads):
 //! `0/3 nodes are available: 1 node(s) had untolerated taint {node.kubernetes.io/unreachable: }, 2 Insufficient cpu.`
 //! With no nodes at all it is upstream's `no nodes available to schedule pods`.
-//! [`FitError::reasons`] gives the counts for events. There is no preemption, so upstream's
-//! trailing ` preemption: …` part never appears.
+//! [`FitError::reasons`] gives the counts for events. Upstream's trailing ` preemption: …` part
+//! is not printed.
+//!
+//! # Priority, nominated pods and preemption
+//!
+//! Pods carry `spec.priority` (Priority admission fills it in). A pod nominated to a node
+//! ([`Cluster::nominate`], after it preempted there) has the room there reserved: filtering a
+//! pod of lower or equal priority on that node counts the nominee as placed (`nominated.rs`).
+//! For a pod that fits nowhere, [`Cluster::preempt`] picks a node and the minimal set of
+//! lower-priority victims, preferring fewer PodDisruptionBudget violations (`preemption.rs`
+//! explains the selection); the caller evicts them and binds the pod once they are gone.
 //!
 //! [`placement`] runs the spec-only part of filters 2–4 (node name, affinity, taints) for one
 //! node, for callers that decide where pods belong without scheduling them (the DaemonSet
@@ -96,7 +105,7 @@
 //!
 //! Inter-pod affinity/anti-affinity, user-written `topologySpreadConstraints`, zone spreading,
 //! volumes (binding, zones, limits), image locality, dynamic resources, scheduling gates,
-//! preemption and nominated nodes, and the alpha `Lt`/`Gt` toleration operators (they tolerate
+//! and the alpha `Lt`/`Gt` toleration operators (they tolerate
 //! nothing, as upstream with the gate off).
 
 mod affinity;
@@ -104,9 +113,13 @@ mod cluster;
 mod filter;
 mod fit_error;
 mod node;
+mod nominated;
 mod placement;
 mod pod;
 mod ports;
+mod preemption;
+#[cfg(test)]
+mod preemption_tests;
 mod quantity;
 mod resources;
 mod schedule;
@@ -122,6 +135,7 @@ pub use fit_error::{FitError, NO_NODES_MESSAGE};
 pub use node::NodeInfo;
 pub use placement::{Placement, placement};
 pub use ports::HostPort;
+pub use preemption::{Budget, Preemption, may_preempt};
 pub use quantity::{Quantity, QuantityError};
 pub use resources::{DEFAULT_MEMORY_REQUEST, DEFAULT_MILLI_CPU_REQUEST, Resources};
 pub use score::{

@@ -16,8 +16,9 @@ static NO_LABELS: BTreeMap<String, String> = BTreeMap::new();
 
 /// A node and the pods on it. A `NodeInfo` may exist without its Node object: pods can be
 /// reported on a node before the node itself (or after it is gone); they still count once the
-/// node (re)appears, but such an entry is never a scheduling candidate.
-#[derive(Debug)]
+/// node (re)appears, but such an entry is never a scheduling candidate. Cloned for what-if
+/// checks (preemption, nominated pods).
+#[derive(Debug, Clone)]
 pub struct NodeInfo {
     name: String,
     name_hash: u64,

@@ -40,6 +40,11 @@ pub(crate) fn workload_key(pod: &Pod) -> Option<String> {
     Some(key)
 }
 
+/// `spec.priority` (set by the API server's Priority admission; 0 when absent).
+pub(crate) fn priority(pod: &Pod) -> i32 {
+    pod.spec.as_ref().and_then(|s| s.priority).unwrap_or(0)
+}
+
 /// What a pod takes from the node it runs on.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub(crate) struct Usage {
@@ -47,6 +52,8 @@ pub(crate) struct Usage {
     pub ports: Vec<HostPort>,
     /// `None` also for a terminating pod: upstream's spreading ignores those, as they are leaving.
     pub workload: Option<String>,
+    /// `spec.priority`: who may preempt the pod, and whose nominations it must respect.
+    pub priority: i32,
 }
 
 impl Usage {
@@ -57,6 +64,7 @@ impl Usage {
             requests: pod_requests(spec),
             ports: host_ports(spec),
             workload: if terminating { None } else { workload_key(pod) },
+            priority: priority(pod),
         }
     }
 }
@@ -85,26 +93,31 @@ pub(crate) struct Wanted<'p> {
     pub required: Required<'p>,
     pub preferred: Preferred<'p>,
     pub tie_hash: u64,
+    /// `namespace/name`, to tell the pod's own nomination from others'.
+    pub key: String,
 }
 
 impl<'p> Wanted<'p> {
     pub(crate) fn new(pod: &'p Pod, spec: &'p PodSpec) -> Self {
         let uid = pod.metadata.uid.as_deref().filter(|u| !u.is_empty());
+        let key = pod_key(pod);
         let tie_hash = match uid {
             Some(uid) => stable_hash(uid.as_bytes()),
-            None => stable_hash(pod_key(pod).as_bytes()),
+            None => stable_hash(key.as_bytes()),
         };
         Self {
             usage: Usage {
                 requests: pod_requests(spec),
                 ports: host_ports(spec),
                 workload: workload_key(pod),
+                priority: spec.priority.unwrap_or(0),
             },
             node_name: spec.node_name.as_deref().filter(|n| !n.is_empty()),
             tolerations: spec.tolerations.iter().flatten().map(Tolerance::parse).collect(),
             required: Required::parse(spec),
             preferred: Preferred::parse(spec),
             tie_hash,
+            key,
         }
     }
 }

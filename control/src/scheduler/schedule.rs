@@ -7,7 +7,6 @@ use k8s_openapi::api::core::v1::{Pod, PodSpec};
 use super::{
     affinity::NameSet,
     cluster::Cluster,
-    filter::passes,
     fit_error::{FitError, Reason, TERMS_CONFLICT, Tally},
     pod::{Wanted, tie_breaker},
     score,
@@ -86,7 +85,7 @@ impl Cluster {
         let mut examined = slots;
         for (i, slot) in (start..slots).chain(0..start).enumerate() {
             let Some(info) = self.live(slot) else { continue };
-            if passes(info, wanted, tally) {
+            if self.fits(info, wanted, tally) {
                 feasible.push(slot);
                 if feasible.len() >= wanted_count {
                     examined = i + 1;
@@ -111,7 +110,7 @@ impl Cluster {
         for slot in names.iter().filter_map(|name| self.slot_of(name)) {
             let Some(info) = self.live(slot) else { continue };
             examined += 1;
-            if passes(info, wanted, tally) {
+            if self.fits(info, wanted, tally) {
                 feasible.push(slot);
             }
         }

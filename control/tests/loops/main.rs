@@ -9,6 +9,7 @@ mod jobs;
 mod lb;
 mod leader;
 mod nodes;
+mod priority;
 mod scheduling;
 mod slices;
 mod workloads;

@@ -43,6 +43,7 @@ ROOTS = [
     "api.autoscaling.v1.Scale", "apimachinery.pkg.apis.meta.v1.DeleteOptions",
     "api.authentication.v1.TokenRequest", "api.certificates.v1.CertificateSigningRequest",
     "api.authorization.v1.SubjectAccessReview", "api.authorization.v1.SelfSubjectAccessReview",
+    "api.scheduling.v1.PriorityClass",
 ] + ["api.rbac.v1." + t for t in ["Role", "RoleBinding", "ClusterRole", "ClusterRoleBinding"]]
 
 # Decoded by hand (their JSON form is not their message form): no fields listed.
