@@ -28,6 +28,7 @@ mod nodes;
 pub mod queue;
 mod replicasets;
 mod scheduling;
+pub mod serviceaccounts;
 mod slices;
 pub mod workloads;
 mod writes;
@@ -61,6 +62,8 @@ pub enum Loop {
     LoadBalancer,
     /// Pod CIDRs for nodes; keys are node names.
     NodeIpam,
+    /// Each namespace's `default` ServiceAccount and `kube-root-ca.crt`; keys are namespaces.
+    ServiceAccounts,
 }
 
 /// A queued key for a loop.
