@@ -7,6 +7,7 @@ mod lb;
 mod leader;
 mod nodes;
 mod scheduling;
+mod serviceaccounts;
 mod slices;
 mod workloads;
 mod world;
