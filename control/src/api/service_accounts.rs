@@ -56,7 +56,13 @@ async fn account<S: Store>(server: &ApiServer<S>, namespace: &str, name: &str) -
         objects::prepare_create(r, Some(namespace), &mut account)?;
         let bytes = serde_json::to_vec(&account).map_err(|e| ApiError::internal(e.to_string()))?;
         match server.store.create(&key, bytes).await {
-            Ok(_) | Err(crate::store::StoreError::AlreadyExists { .. }) => {}
+            Ok(_) => {}
+            // Another writer (the loop) got there first; its write may still be on its way to
+            // readers (the store commits writes in groups), so the account is known to exist
+            // even if the read below misses it.
+            Err(crate::store::StoreError::AlreadyExists { .. }) => {
+                return Ok(Some(server.store.get(&key).map_or(Ok(account), |o| super::decode_object(&o))?));
+            }
             Err(e) => return Err(ApiError::internal(e.to_string())),
         }
     }
