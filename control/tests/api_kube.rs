@@ -84,8 +84,9 @@ fn kube_runtime_watcher_sees_adds_changes_and_deletes() {
         let server = common::start(1000).await;
         let cms: Api<ConfigMap> = Api::namespaced(server.client.clone(), "default");
         // Every namespace also holds the loops' kube-root-ca.crt: watch only this test's object.
-        let mut events =
-            watcher(cms.clone(), watcher::Config::default().fields("metadata.name=c")).touched_objects().boxed();
+        let mut events = watcher(cms.clone(), watcher::Config::default().fields("metadata.name=c"))
+            .touched_objects()
+            .boxed();
         let cm = |v: &str| -> ConfigMap {
             serde_json::from_value(json!({"metadata": {"name": "c"}, "data": {"v": v}})).expect("cm")
         };
@@ -419,7 +420,10 @@ fn lists_page_with_limit_and_continue_and_honour_resource_version_rules() {
             .expect("patch");
         let mut rest = Vec::new();
         while let Some(t) = token.filter(|t| !t.is_empty()) {
-            let page = cms.list(&ListParams::default().limit(2).fields(NOT_ROOT_CA).continue_token(&t)).await.expect("page");
+            let page = cms
+                .list(&ListParams::default().limit(2).fields(NOT_ROOT_CA).continue_token(&t))
+                .await
+                .expect("page");
             assert_eq!(page.metadata.resource_version, first.metadata.resource_version);
             rest.extend(page.items);
             token = page.metadata.continue_.clone();
@@ -430,7 +434,10 @@ fn lists_page_with_limit_and_continue_and_honour_resource_version_rules() {
 
         // An exact resourceVersion of the past is served from the same history.
         let rv: u64 = first.metadata.resource_version.expect("rv").parse().expect("number");
-        let exact_old = ListParams::default().fields(NOT_ROOT_CA).at(&rv.to_string()).matching(kube::api::VersionMatch::Exact);
+        let exact_old = ListParams::default()
+            .fields(NOT_ROOT_CA)
+            .at(&rv.to_string())
+            .matching(kube::api::VersionMatch::Exact);
         let then = cms.list(&exact_old).await.expect("an exact past list");
         assert_eq!(then.items.len(), 5);
         assert!(then.items.iter().all(|c| c.metadata.name.as_deref() != Some("c5")));

@@ -61,7 +61,12 @@ fn client_with_token(server: &Server, token: &str) -> Client {
 }
 
 /// POST serviceaccounts/<account>/token in `ns` as `client`, bound to `pod` when given.
-async fn token_request(client: &Client, ns: &str, account: &str, pod: Option<&str>) -> Result<String, kube::Error> {
+async fn token_request(
+    client: &Client,
+    ns: &str,
+    account: &str,
+    pod: Option<&str>,
+) -> Result<String, kube::Error> {
     let api: Api<ServiceAccount> = Api::namespaced(client.clone(), ns);
     let mut request = json!({"apiVersion": "authentication.k8s.io/v1", "kind": "TokenRequest",
         "spec": {"audiences": ["https://kubernetes.default.svc.cluster.local"], "expirationSeconds": 3607}});
@@ -85,7 +90,11 @@ fn pod(name: &str, extra: Value) -> Value {
 /// The token volume admission gave `pod`, if any.
 fn token_volume(pod: &Pod) -> Option<Value> {
     let spec = serde_json::to_value(pod.spec.as_ref()?).ok()?;
-    spec["volumes"].as_array()?.iter().find(|v| v["name"].as_str().is_some_and(|n| n.starts_with("kube-api-access-"))).cloned()
+    spec["volumes"]
+        .as_array()?
+        .iter()
+        .find(|v| v["name"].as_str().is_some_and(|n| n.starts_with("kube-api-access-")))
+        .cloned()
 }
 
 #[test]
@@ -93,18 +102,28 @@ fn a_new_namespace_gets_its_default_account_and_the_cluster_ca() {
     runtime().block_on(async {
         let server = common::start(1000).await;
         let client = server.client.clone();
-        create(&Api::<Namespace>::all(client.clone()), json!({"metadata": {"name": "team"}})).await.expect("ns");
+        create(&Api::<Namespace>::all(client.clone()), json!({"metadata": {"name": "team"}}))
+            .await
+            .expect("ns");
         let accounts: Api<ServiceAccount> = Api::namespaced(client.clone(), "team");
-        eventually("the default ServiceAccount", || async { accounts.get_opt("default").await.ok().flatten() }).await;
+        eventually("the default ServiceAccount", || async {
+            accounts.get_opt("default").await.ok().flatten()
+        })
+        .await;
         let ca = std::fs::read_to_string(server.local.pki.ca_cert()).expect("ca");
         let maps: Api<ConfigMap> = Api::namespaced(client.clone(), "team");
-        let cm = eventually("kube-root-ca.crt", || async { maps.get_opt("kube-root-ca.crt").await.ok().flatten() }).await;
+        let cm = eventually("kube-root-ca.crt", || async {
+            maps.get_opt("kube-root-ca.crt").await.ok().flatten()
+        })
+        .await;
         assert_eq!(cm.data.expect("data")["ca.crt"], ca);
         // Deleted: back again.
         accounts.delete("default", &DeleteParams::default()).await.expect("delete");
         maps.delete("kube-root-ca.crt", &DeleteParams::default()).await.expect("delete");
-        eventually("the account recreated", || async { accounts.get_opt("default").await.ok().flatten() }).await;
-        eventually("the CA republished", || async { maps.get_opt("kube-root-ca.crt").await.ok().flatten() }).await;
+        eventually("the account recreated", || async { accounts.get_opt("default").await.ok().flatten() })
+            .await;
+        eventually("the CA republished", || async { maps.get_opt("kube-root-ca.crt").await.ok().flatten() })
+            .await;
     });
 }
 
@@ -131,21 +150,29 @@ fn pods_get_the_token_volume_unless_they_opt_out_and_need_an_existing_account() 
             assert_eq!((m.name.as_str(), m.read_only), (name, Some(true)), "{}", c.name);
         }
 
-        let opted_out = create(&pods, pod("quiet", json!({"automountServiceAccountToken": false}))).await.expect("pod");
+        let opted_out =
+            create(&pods, pod("quiet", json!({"automountServiceAccountToken": false}))).await.expect("pod");
         assert!(token_volume(&opted_out).is_none());
         assert!(opted_out.spec.expect("spec").containers[0].volume_mounts.is_none());
 
         let accounts: Api<ServiceAccount> = Api::namespaced(server.client.clone(), "default");
-        create(&accounts, json!({"metadata": {"name": "shy"}, "automountServiceAccountToken": false})).await.expect("sa");
+        create(&accounts, json!({"metadata": {"name": "shy"}, "automountServiceAccountToken": false}))
+            .await
+            .expect("sa");
         let shy = create(&pods, pod("shy", json!({"serviceAccountName": "shy"}))).await.expect("pod");
         assert!(token_volume(&shy).is_none(), "the account opts out");
-        let insists = pod("insists", json!({"serviceAccountName": "shy", "automountServiceAccountToken": true}));
+        let insists =
+            pod("insists", json!({"serviceAccountName": "shy", "automountServiceAccountToken": true}));
         assert!(token_volume(&create(&pods, insists).await.expect("pod")).is_some(), "the pod's word wins");
 
-        let err = create(&pods, pod("lost", json!({"serviceAccountName": "ghost"}))).await.expect_err("no such account");
+        let err = create(&pods, pod("lost", json!({"serviceAccountName": "ghost"})))
+            .await
+            .expect_err("no such account");
         assert_eq!(code(&err), Some(403), "{err}");
         assert!(
-            message(&err).contains("error looking up service account default/ghost: serviceaccount \"ghost\" not found"),
+            message(&err).contains(
+                "error looking up service account default/ghost: serviceaccount \"ghost\" not found"
+            ),
             "{}",
             message(&err)
         );
@@ -173,19 +200,29 @@ fn nodes_mint_tokens_only_for_their_pods_and_bound_tokens_die_with_their_pod() {
         assert_eq!(code(&err), Some(403), "{err}");
         assert!(message(&err).contains("no relationship found between node 'n1'"), "{}", message(&err));
 
-        let token = token_request(&n1, "default", "default", Some("on-n1")).await.expect("its own pod's token");
+        let token =
+            token_request(&n1, "default", "default", Some("on-n1")).await.expect("its own pod's token");
         let as_pod = Api::<Pod>::namespaced(client_with_token(&server, &token), "default");
         let err = as_pod.list(&ListParams::default()).await.expect_err("authenticated, not authorized");
         assert_eq!(code(&err), Some(403), "{err}");
-        assert!(message(&err).contains("User \"system:serviceaccount:default:default\""), "{}", message(&err));
+        assert!(
+            message(&err).contains("User \"system:serviceaccount:default:default\""),
+            "{}",
+            message(&err)
+        );
         // The node may also read the CA its pods project.
         Api::<ConfigMap>::namespaced(n1.clone(), "default")
             .get_opt("kube-root-ca.crt")
             .await
             .expect("the node may read kube-root-ca.crt");
 
-        pods.delete("on-n1", &DeleteParams { grace_period_seconds: Some(0), ..Default::default() }).await.expect("delete");
-        eventually("the pod gone", || async { pods.get_opt("on-n1").await.expect("get").is_none().then_some(()) }).await;
+        pods.delete("on-n1", &DeleteParams { grace_period_seconds: Some(0), ..Default::default() })
+            .await
+            .expect("delete");
+        eventually("the pod gone", || async {
+            pods.get_opt("on-n1").await.expect("get").is_none().then_some(())
+        })
+        .await;
         let err = as_pod.list(&ListParams::default()).await.expect_err("its pod is gone");
         assert_eq!(code(&err), Some(401), "{err}");
     });

@@ -48,7 +48,11 @@ fn token_volume(name: &str) -> Value {
 /// The account `namespace/name` as stored. A missing `default` is created on the spot: the
 /// ServiceAccount loop would create it moments later, and a namespace's first pod should not
 /// race it (upstream clients retry through that race; ours need not).
-async fn account<S: Store>(server: &ApiServer<S>, namespace: &str, name: &str) -> Result<Option<Value>, ApiError> {
+async fn account<S: Store>(
+    server: &ApiServer<S>,
+    namespace: &str,
+    name: &str,
+) -> Result<Option<Value>, ApiError> {
     let r = registry::builtin("serviceaccounts", "")?;
     let key = r.key(Some(namespace), name);
     if server.store.get(&key).is_none() && name == DEFAULT_ACCOUNT {

@@ -58,7 +58,9 @@ pub async fn create_token<S: Store + Clone>(
     let pod = bound_pod(server, &namespace, name, &spec["boundObjectRef"])?;
     if let Some(node) = req.user.as_ref().and_then(node_of) {
         let forbidden = |why: &str| {
-            ApiError::forbidden(format!("serviceaccounts \"{name}\" is forbidden: node requested token {why}"))
+            ApiError::forbidden(format!(
+                "serviceaccounts \"{name}\" is forbidden: node requested token {why}"
+            ))
         };
         match &pod {
             None => return Err(forbidden("not bound to a pod")),
@@ -108,7 +110,9 @@ fn bound_pod<S: Store + Clone>(
     }
     let kind = reference["kind"].as_str().unwrap_or_default();
     if kind != "Pod" {
-        return Err(ApiError::bad_request(format!("cannot bind token to object of kind {kind:?}: only Pods")));
+        return Err(ApiError::bad_request(format!(
+            "cannot bind token to object of kind {kind:?}: only Pods"
+        )));
     }
     let api_version = reference["apiVersion"].as_str().unwrap_or("v1");
     if !api_version.is_empty() && api_version != "v1" {
@@ -125,7 +129,8 @@ fn bound_pod<S: Store + Clone>(
              The object might have been deleted and then recreated"
         )));
     }
-    let runs_as = pod["spec"]["serviceAccountName"].as_str().unwrap_or(super::service_accounts::DEFAULT_ACCOUNT);
+    let runs_as =
+        pod["spec"]["serviceAccountName"].as_str().unwrap_or(super::service_accounts::DEFAULT_ACCOUNT);
     if runs_as != account {
         return Err(ApiError::bad_request(format!(
             "cannot bind token for serviceaccount {account:?} to pod running with different serviceaccount name."

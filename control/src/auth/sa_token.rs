@@ -162,10 +162,8 @@ mod tests {
     #[test]
     fn a_bound_token_carries_its_pod() {
         let k = keys();
-        let bound = ServiceAccountRef {
-            pod: Some(BoundPod { name: "web-1".into(), uid: "p-1".into() }),
-            ..robot()
-        };
+        let bound =
+            ServiceAccountRef { pod: Some(BoundPod { name: "web-1".into(), uid: "p-1".into() }), ..robot() };
         let token = k.issue(&bound, &[ISSUER.into()], 1_000, 600).expect("issue");
         assert_eq!(k.verify(&token, 1_000), Ok(bound));
     }

@@ -254,7 +254,10 @@ mod tests {
             "no listing"
         );
         assert_eq!(as_node("a", Method::GET, "/apis/apps/v1/deployments"), Decision::NoOpinion);
-        assert_eq!(as_node("b", Method::GET, "/api/v1/namespaces/d/configmaps/kube-root-ca.crt"), Decision::Allow);
+        assert_eq!(
+            as_node("b", Method::GET, "/api/v1/namespaces/d/configmaps/kube-root-ca.crt"),
+            Decision::Allow
+        );
         assert!(matches!(
             as_node("c", Method::GET, "/api/v1/namespaces/d/configmaps/kube-root-ca.crt"),
             Decision::Deny(_)

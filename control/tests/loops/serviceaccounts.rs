@@ -32,7 +32,10 @@ fn every_active_namespace_keeps_a_default_account_and_the_root_ca() {
         w.settle().await;
         let account = w.get("ServiceAccount", Some("team"), "default").expect("a new namespace's account");
         let uid = account["metadata"]["uid"].clone();
-        assert_eq!(w.get("ConfigMap", Some("team"), "kube-root-ca.crt").expect("cm")["data"]["ca.crt"], ca.as_str());
+        assert_eq!(
+            w.get("ConfigMap", Some("team"), "kube-root-ca.crt").expect("cm")["data"]["ca.crt"],
+            ca.as_str()
+        );
 
         // Deleted: recreated (a new object).
         w.server
@@ -47,7 +50,10 @@ fn every_active_namespace_keeps_a_default_account_and_the_root_ca() {
         w.settle().await;
         let again = w.get("ServiceAccount", Some("team"), "default").expect("recreated");
         assert_ne!(again["metadata"]["uid"], uid);
-        assert_eq!(w.get("ConfigMap", Some("team"), "kube-root-ca.crt").expect("cm")["data"]["ca.crt"], ca.as_str());
+        assert_eq!(
+            w.get("ConfigMap", Some("team"), "kube-root-ca.crt").expect("cm")["data"]["ca.crt"],
+            ca.as_str()
+        );
 
         // Edited: our key restored, another key left alone.
         w.edit("ConfigMap", Some("team"), "kube-root-ca.crt", false, |cm| {

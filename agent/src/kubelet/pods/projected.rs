@@ -34,7 +34,12 @@ const DEFAULT_EXPIRATION_S: i64 = 3600;
 const REFRESH_AT: f64 = 0.8;
 
 /// Writes the projected volume `source` of `pod` into `dir` (a tmpfs).
-pub async fn write(ctx: &Ctx, pod: &Pod, dir: &Path, source: &ProjectedVolumeSource) -> Result<Projected, String> {
+pub async fn write(
+    ctx: &Ctx,
+    pod: &Pod,
+    dir: &Path,
+    source: &ProjectedVolumeSource,
+) -> Result<Projected, String> {
     volumes::tmpfs(dir, None)?;
     let ns = pod.metadata.namespace.clone().unwrap_or_default();
     let default_mode = source.default_mode.unwrap_or(0o644);
@@ -64,7 +69,13 @@ pub async fn write(ctx: &Ctx, pod: &Pod, dir: &Path, source: &ProjectedVolumeSou
                 None if optional => BTreeMap::new(),
                 None => return Err(format!("secret {:?} not found", secret.name)),
             };
-            files.extend(volumes::projected(data, secret.items.as_ref(), default_mode, optional, &secret.name)?);
+            files.extend(volumes::projected(
+                data,
+                secret.items.as_ref(),
+                default_mode,
+                optional,
+                &secret.name,
+            )?);
         }
         if let Some(downward) = &s.downward_api {
             for item in downward.items.iter().flatten() {
@@ -82,10 +93,16 @@ pub async fn write(ctx: &Ctx, pod: &Pod, dir: &Path, source: &ProjectedVolumeSou
 
 /// A token for the pod's ServiceAccount bound to the pod, asked for as this node; the token and
 /// the lifetime granted.
-async fn request_token(ctx: &Ctx, pod: &Pod, audience: Option<&str>, lifetime: i64) -> Result<(String, i64), String> {
+async fn request_token(
+    ctx: &Ctx,
+    pod: &Pod,
+    audience: Option<&str>,
+    lifetime: i64,
+) -> Result<(String, i64), String> {
     let ns = pod.metadata.namespace.clone().unwrap_or_default();
     let name = pod.metadata.name.clone().unwrap_or_default();
-    let account = pod.spec.as_ref().and_then(|s| s.service_account_name.clone()).unwrap_or_else(|| "default".into());
+    let account =
+        pod.spec.as_ref().and_then(|s| s.service_account_name.clone()).unwrap_or_else(|| "default".into());
     let mut spec = json!({
         "expirationSeconds": lifetime,
         "boundObjectRef": {"apiVersion": "v1", "kind": "Pod", "name": name, "uid": pod.metadata.uid},
@@ -154,8 +171,10 @@ mod tests {
 
     #[test]
     fn downward_fields_and_atomic_files() {
-        let pod: Pod = serde_json::from_value(json!({"metadata": {"name": "web", "namespace": "ns", "uid": "u1",
-            "labels": {"b": "2", "a": "say \"hi\""}}})).expect("pod");
+        let pod: Pod =
+            serde_json::from_value(json!({"metadata": {"name": "web", "namespace": "ns", "uid": "u1",
+            "labels": {"b": "2", "a": "say \"hi\""}}}))
+            .expect("pod");
         let item = |path: &str| -> DownwardAPIVolumeFile {
             serde_json::from_value(json!({"path": "f", "fieldRef": {"fieldPath": path}})).expect("item")
         };
@@ -165,13 +184,17 @@ mod tests {
         assert!(field(&pod, &item("spec.nodeName")).is_err());
 
         let dir = tempfile::tempdir().expect("tmp");
-        write_atomically(dir.path(), &[("token".into(), b"one".to_vec(), 0o644), ("sub/x".into(), b"x".to_vec(), 0o600)])
-            .expect("write");
+        write_atomically(
+            dir.path(),
+            &[("token".into(), b"one".to_vec(), 0o644), ("sub/x".into(), b"x".to_vec(), 0o600)],
+        )
+        .expect("write");
         write_atomically(dir.path(), &[("token".into(), b"two".to_vec(), 0o644)]).expect("rewrite");
         assert_eq!(std::fs::read(dir.path().join("token")).expect("read"), b"two");
         let mode = std::fs::metadata(dir.path().join("sub/x")).expect("meta").permissions().mode() & 0o777;
         assert_eq!(mode, 0o600);
-        let names: Vec<_> = std::fs::read_dir(dir.path()).expect("dir").flatten().map(|e| e.file_name()).collect();
+        let names: Vec<_> =
+            std::fs::read_dir(dir.path()).expect("dir").flatten().map(|e| e.file_name()).collect();
         assert_eq!(names.len(), 2, "no temporary files left: {names:?}");
         assert!(write_atomically(dir.path(), &[("../escape".into(), vec![], 0o644)]).is_err());
     }

@@ -135,9 +135,11 @@ pub async fn refresh(ctx: &Ctx, pod: &Pod, volumes: &mut Volumes) {
     let now = std::time::Instant::now();
     let due: Vec<String> = volumes.due.iter().filter(|(_, at)| **at <= now).map(|(n, _)| n.clone()).collect();
     for name in due {
-        let source = pod.spec.as_ref().and_then(|s| s.volumes.as_ref()).and_then(|vs| {
-            vs.iter().find(|v| v.name == name).and_then(|v| v.projected.clone())
-        });
+        let source = pod
+            .spec
+            .as_ref()
+            .and_then(|s| s.volumes.as_ref())
+            .and_then(|vs| vs.iter().find(|v| v.name == name).and_then(|v| v.projected.clone()));
         let (Some(source), Some(dir)) = (source, volumes.dirs.get(&name)) else { continue };
         match super::projected::write(ctx, pod, dir, &source).await {
             Ok(written) => match written.due {
@@ -209,7 +211,10 @@ async fn prepare_one(ctx: &Ctx, ns: &str, base: &Path, v: &Volume) -> Result<Pat
         write_files(&dir, &files)?;
         return Ok(dir);
     }
-    Err(format!("volume {:?}: only emptyDir, configMap, secret, projected and hostPath are supported", v.name))
+    Err(format!(
+        "volume {:?}: only emptyDir, configMap, secret, projected and hostPath are supported",
+        v.name
+    ))
 }
 
 /// The bind mounts of `container`'s volumeMounts.
