@@ -60,7 +60,7 @@ async fn account<S: Store>(
         objects::prepare_create(r, Some(namespace), &mut account)?;
         let bytes = serde_json::to_vec(&account).map_err(|e| ApiError::internal(e.to_string()))?;
         match server.store.create(&key, bytes).await {
-            Ok(_) => {}
+            Ok(stored) => return super::decode_object(&stored).map(Some),
             // Another writer (the loop) got there first; its write may still be on its way to
             // readers (the store commits writes in groups), so the account is known to exist
             // even if the read below misses it.

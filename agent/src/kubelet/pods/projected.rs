@@ -49,7 +49,7 @@ pub async fn write(
         if let Some(token) = &s.service_account_token {
             let lifetime = token.expiration_seconds.unwrap_or(DEFAULT_EXPIRATION_S);
             let (text, granted) = request_token(ctx, pod, token.audience.as_deref(), lifetime).await?;
-            let refresh = Instant::now() + Duration::from_secs_f64(granted.max(1) as f64 * REFRESH_AT);
+            let refresh = Instant::now() + refresh_after(granted);
             due = Some(due.map_or(refresh, |d| d.min(refresh)));
             files.push((token.path.clone(), text.into_bytes(), (default_mode & 0o777) as u32));
         }
@@ -89,6 +89,11 @@ pub async fn write(
     }
     write_atomically(dir, &files)?;
     Ok(Projected { due })
+}
+
+/// How long a token granted for `lifetime_s` seconds is kept before it is replaced.
+fn refresh_after(lifetime_s: i64) -> Duration {
+    Duration::from_secs_f64(lifetime_s.max(1) as f64 * REFRESH_AT)
 }
 
 /// A token for the pod's ServiceAccount bound to the pod, asked for as this node; the token and
@@ -168,6 +173,13 @@ fn write_atomically(dir: &Path, files: &[(String, Vec<u8>, u32)]) -> Result<(), 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn tokens_are_replaced_once_four_fifths_of_their_lifetime_is_gone() {
+        assert_eq!(refresh_after(3607), Duration::from_secs_f64(2885.6));
+        assert_eq!(refresh_after(600), Duration::from_secs(480));
+        assert!(refresh_after(0) > Duration::ZERO, "never a refresh loop");
+    }
 
     #[test]
     fn downward_fields_and_atomic_files() {
