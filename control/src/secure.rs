@@ -8,7 +8,7 @@ use anyhow::Context as _;
 
 use crate::{
     api::{self, ApiServer},
-    auth::{AccountLookup, Authenticator, SecretLookup, sa_token::TokenKeys},
+    auth::{AccountLookup, Authenticator, PodLookup, SecretLookup, sa_token::TokenKeys},
     pki::{self, InitConfig, Pki},
     store::Store,
 };
@@ -71,7 +71,10 @@ pub fn prepare<S: Store + Clone>(
     let lookup: AccountLookup = Arc::new(move |ns, name| accounts.service_account_uid(ns, name));
     let secrets = server.clone();
     let bootstrap: SecretLookup = Arc::new(move |ns, name| secrets.secret(ns, name));
-    let auth = auth.with_service_accounts(keys, lookup).with_bootstrap_tokens(bootstrap);
+    let pods = server.clone();
+    let pod_lookup: PodLookup = Arc::new(move |ns, name| pods.pod_uid(ns, name));
+    let auth =
+        auth.with_service_accounts(keys, lookup).with_bootstrap_tokens(bootstrap).with_bound_pods(pod_lookup);
     Ok((tls, Arc::new(auth)))
 }
 

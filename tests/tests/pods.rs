@@ -1146,3 +1146,101 @@ fn the_agent_writes_the_cni_configuration_for_its_pod_cidr() {
         let _ = agent.wait();
     });
 }
+
+#[test]
+fn a_pod_reads_its_service_account_token_and_the_api_server_accepts_it() {
+    use kube::api::LogParams;
+    runtime().block_on(async {
+        let node = Node::start("pods-sa", "10.244.46.0/24").await;
+        // The pod manager as the node itself (not the admin the other tests use), so the token
+        // comes through the node authorizer and the node-bound TokenRequest rules.
+        let server = node.server.as_ref().expect("server");
+        let text = server.kubeconfig_for(&format!("system:node:{NODE}"), &["system:nodes"]).expect("kubeconfig");
+        let raw = kube::config::Kubeconfig::from_yaml(&text).expect("yaml");
+        let config = kube::Config::from_custom_kubeconfig(raw, &Default::default()).await.expect("config");
+        let as_node = Client::try_from(config).expect("node client");
+        let ctx = Arc::new(Ctx {
+            client: as_node.clone(),
+            events: skiff_agent::kubelet::events::Recorder::new(as_node, NODE),
+            runtime: node.ctx.runtime.clone(),
+            cni: node.ctx.cni.clone(),
+            config: node.ctx.config.clone(),
+        });
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let agent = tokio::spawn(pods::run(ctx, async {
+            let _ = stopped.await;
+        }));
+        let (_port, stop_logs, logs) = node.serve_endpoint().await;
+
+        let dir = "/var/run/secrets/kubernetes.io/serviceaccount";
+        let script = format!(
+            "cat {dir}/token; echo; echo --namespace; cat {dir}/namespace; echo; echo --ca; cat {dir}/ca.crt; \
+             echo --end; sleep 3600"
+        );
+        let pod = node
+            .create(json!({
+                "metadata": {"name": "whoami"},
+                "spec": {"terminationGracePeriodSeconds": 0, "containers": [
+                    {"name": "c", "image": busybox::IMAGE, "command": ["sh", "-c", script]},
+                ]},
+            }))
+            .await;
+        let uid = pod.metadata.uid.clone().expect("uid");
+        node.running("whoami").await;
+        let pods = node.pods();
+        let params = LogParams { container: Some("c".into()), ..LogParams::default() };
+        let log = eventually("the credentials in the log", Duration::from_secs(20), || async {
+            pods.logs("whoami", &params).await.ok().filter(|l| l.contains("--end"))
+        })
+        .await;
+        let (token, rest) = log.split_once("\n--namespace\n").expect("token, then the namespace");
+        let (namespace, rest) = rest.split_once("\n--ca\n").expect("namespace, then the CA");
+        let (ca, _) = rest.split_once("--end").expect("the CA, then the end");
+        assert_eq!(namespace, "default");
+        let cluster_ca = std::fs::read_to_string(server.pki.ca_cert()).expect("CA");
+        assert_eq!(ca.trim(), cluster_ca.trim(), "ca.crt is the cluster CA");
+        assert_eq!(token.matches('.').count(), 2, "a JWT: {token}");
+
+        // The volume is a tmpfs and the files carry the volume's mode (420 = 0644).
+        let volume = pod.spec.as_ref().and_then(|s| s.volumes.as_ref()).and_then(|v| v.first()).expect("volume");
+        let volume_dir = node.ctx.config.pod_dir(&uid).join("volumes").join(&volume.name);
+        let mounts = std::fs::read_to_string("/proc/self/mountinfo").expect("mountinfo");
+        let line = mounts
+            .lines()
+            .find(|l| l.split(' ').nth(4) == Some(&*volume_dir.display().to_string()))
+            .expect("the token volume is a mount");
+        assert!(line.contains("tmpfs"), "{line}");
+        use std::os::unix::fs::PermissionsExt as _;
+        let mode = std::fs::metadata(volume_dir.join("token")).expect("token file").permissions().mode() & 0o777;
+        assert_eq!(mode, 0o644);
+
+        // kubectl with nothing but the pod's token and CA: the server (verified with ca.crt)
+        // knows who it is; it may not list pods (no RBAC for it), and says so by name.
+        let ca_file = node.dir.path().join("pod-ca.crt");
+        std::fs::write(&ca_file, ca).expect("ca file");
+        let kubectl = |token: &str| {
+            std::process::Command::new("kubectl")
+                .env("KUBECONFIG", node.dir.path().join("no-kubeconfig"))
+                .args(["--server", &server.url, "--token", token, "get", "pods"])
+                .arg(format!("--certificate-authority={}", ca_file.display()))
+                .output()
+                .expect("kubectl")
+        };
+        let out = kubectl(token);
+        let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+        assert!(
+            stderr.contains("User \"system:serviceaccount:default:default\" cannot list resource \"pods\""),
+            "{stderr}"
+        );
+
+        pods.delete("whoami", &DeleteParams::default()).await.expect("delete");
+        node.gone("whoami").await;
+        let stderr = String::from_utf8_lossy(&kubectl(token).stderr).into_owned();
+        assert!(stderr.contains("Unauthorized"), "a token bound to a deleted pod: {stderr}");
+        node.assert_clean().await;
+        let _ = stop_logs.send(());
+        logs.await.expect("log endpoint");
+        let _ = stop.send(());
+        agent.await.expect("agent");
+    });
+}

@@ -393,6 +393,10 @@ pub(super) async fn create_stored<S: Store>(
     }
     admission::validate(r.kind, &name, &value)?;
     namespace_exists(server, target).await?;
+    if r.kind == "Pod" {
+        super::service_accounts::admit(server, target.namespace.as_deref().unwrap_or_default(), &mut value)
+            .await?;
+    }
     let key = r.key(target.namespace.as_deref(), &name);
     let stored = if r.kind == "Service" {
         create_service(server, r, &key, &name, &value).await?

@@ -23,6 +23,7 @@ mod protobuf;
 pub mod registry;
 mod scale;
 mod selector;
+pub mod service_accounts;
 mod status;
 mod tables;
 mod tokens;

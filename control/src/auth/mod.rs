@@ -18,6 +18,8 @@ pub mod sa_token;
 
 /// Finds a ServiceAccount's uid by namespace and name (`None`: it does not exist).
 pub type AccountLookup = Arc<dyn Fn(&str, &str) -> Option<String> + Send + Sync>;
+/// Finds a Pod's uid by namespace and name (`None`: it does not exist; pod-bound tokens).
+pub type PodLookup = Arc<dyn Fn(&str, &str) -> Option<String> + Send + Sync>;
 /// Finds a Secret by namespace and name (bootstrap tokens).
 pub type SecretLookup = Arc<dyn Fn(&str, &str) -> Option<serde_json::Value> + Send + Sync>;
 
@@ -43,6 +45,7 @@ pub struct Authenticator {
     tokens: HashMap<String, UserInfo>,
     service_accounts: Option<(Arc<sa_token::TokenKeys>, AccountLookup)>,
     bootstrap: Option<SecretLookup>,
+    pods: Option<PodLookup>,
 }
 
 impl std::fmt::Debug for Authenticator {
@@ -59,6 +62,13 @@ impl Authenticator {
     /// Also accept bootstrap tokens whose Secrets `lookup` finds.
     pub fn with_bootstrap_tokens(mut self, lookup: SecretLookup) -> Self {
         self.bootstrap = Some(lookup);
+        self
+    }
+
+    /// Check pod-bound ServiceAccount tokens against the pods `lookup` finds (without it such
+    /// tokens are refused).
+    pub fn with_bound_pods(mut self, lookup: PodLookup) -> Self {
+        self.pods = Some(lookup);
         self
     }
 
@@ -98,7 +108,7 @@ impl Authenticator {
             }
             tokens.insert(token.to_owned(), UserInfo { name: user.to_owned(), groups });
         }
-        Ok(Self { tokens, service_accounts: None, bootstrap: None })
+        Ok(Self { tokens, service_accounts: None, bootstrap: None, pods: None })
     }
 
     /// The user behind a certificate or an `Authorization` header; `Err` for a header that names
@@ -122,6 +132,12 @@ impl Authenticator {
                     let sa = keys.verify(token, unix_now())?;
                     if lookup(&sa.namespace, &sa.name).as_deref() != Some(sa.uid.as_str()) {
                         return Err("the token's ServiceAccount no longer exists");
+                    }
+                    if let Some(pod) = &sa.pod {
+                        let current = self.pods.as_ref().and_then(|lookup| lookup(&sa.namespace, &pod.name));
+                        if current.as_deref() != Some(pod.uid.as_str()) {
+                            return Err("the pod the token is bound to no longer exists");
+                        }
                     }
                     UserInfo { name: sa.user(), groups: sa.groups() }
                 }

@@ -1,7 +1,9 @@
 //! ServiceAccount tokens: JWTs (ES256) signed with the PKI's `sa.key`, as kube-apiserver issues
 //! them through the TokenRequest API (`kubectl create token`). A token names its ServiceAccount
 //! by namespace, name and uid; it is accepted while unexpired, signed by this key, issued by this
-//! cluster, and while that very ServiceAccount (same uid) still exists.
+//! cluster, and while that very ServiceAccount (same uid) still exists. A token bound to a Pod
+//! (TokenRequest's `boundObjectRef`, what node agents ask for pods' projected volumes) also names
+//! the pod, and is accepted only while that very pod (same uid) exists.
 
 use anyhow::Context as _;
 use base64::{Engine as _, engine::general_purpose::URL_SAFE_NO_PAD as B64};
@@ -23,6 +25,15 @@ pub const DEFAULT_EXPIRATION_S: i64 = 3600;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ServiceAccountRef {
     pub namespace: String,
+    pub name: String,
+    pub uid: String,
+    /// The pod the token is bound to, if any.
+    pub pod: Option<BoundPod>,
+}
+
+/// A pod a token is bound to (`kubernetes.io.pod` in its claims).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BoundPod {
     pub name: String,
     pub uid: String,
 }
@@ -69,7 +80,7 @@ impl TokenKeys {
         lifetime_s: i64,
     ) -> anyhow::Result<String> {
         let header = json!({"alg": "ES256", "typ": "JWT"});
-        let claims = json!({
+        let mut claims = json!({
             "iss": ISSUER,
             "sub": sa.user(),
             "aud": audiences,
@@ -78,6 +89,9 @@ impl TokenKeys {
             "exp": now + lifetime_s,
             "kubernetes.io": {"namespace": sa.namespace, "serviceaccount": {"name": sa.name, "uid": sa.uid}},
         });
+        if let Some(pod) = &sa.pod {
+            claims["kubernetes.io"]["pod"] = json!({"name": pod.name, "uid": pod.uid});
+        }
         let signing_input = format!("{}.{}", B64.encode(header.to_string()), B64.encode(claims.to_string()));
         let sig = self
             .key
@@ -119,7 +133,14 @@ impl TokenKeys {
             field(&k["serviceaccount"]["name"]),
             field(&k["serviceaccount"]["uid"]),
         ) {
-            (Some(namespace), Some(name), Some(uid)) => Ok(ServiceAccountRef { namespace, name, uid }),
+            (Some(namespace), Some(name), Some(uid)) => {
+                let pod = match (&k["pod"], field(&k["pod"]["name"]), field(&k["pod"]["uid"])) {
+                    (Value::Null, _, _) => None,
+                    (_, Some(name), Some(uid)) => Some(BoundPod { name, uid }),
+                    _ => return Err("token names a malformed pod"),
+                };
+                Ok(ServiceAccountRef { namespace, name, uid, pod })
+            }
             _ => Err("token names no ServiceAccount"),
         }
     }
@@ -135,7 +156,16 @@ mod tests {
     }
 
     fn robot() -> ServiceAccountRef {
-        ServiceAccountRef { namespace: "default".into(), name: "robot".into(), uid: "u-1".into() }
+        ServiceAccountRef { namespace: "default".into(), name: "robot".into(), uid: "u-1".into(), pod: None }
+    }
+
+    #[test]
+    fn a_bound_token_carries_its_pod() {
+        let k = keys();
+        let bound =
+            ServiceAccountRef { pod: Some(BoundPod { name: "web-1".into(), uid: "p-1".into() }), ..robot() };
+        let token = k.issue(&bound, &[ISSUER.into()], 1_000, 600).expect("issue");
+        assert_eq!(k.verify(&token, 1_000), Ok(bound));
     }
 
     #[test]

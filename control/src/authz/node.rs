@@ -2,7 +2,9 @@
 //! decided from the graph of its pods, as kube-apiserver's Node authorizer does. A node may read
 //! Services, EndpointSlices, Endpoints, Nodes and Pods; write its own Node and its own Lease;
 //! write the status of, and delete, pods bound to it; create events; and read only the Secrets and
-//! ConfigMaps its own pods use. Anything else is left to RBAC.
+//! ConfigMaps its own pods use (and `kube-root-ca.crt` wherever it runs pods); create tokens
+//! only for ServiceAccounts its pods run as (that the token is bound to such a pod is checked
+//! when the TokenRequest is served). Anything else is left to RBAC.
 
 use serde_json::Value;
 
@@ -91,14 +93,24 @@ pub fn decide(attrs: &Attributes, graph: &impl Graph) -> Decision {
         }
         // Authorization delegation: the agent asks who may read its logs and metrics.
         ("authorization.k8s.io", "subjectaccessreviews") if verb == "create" => Decision::Allow,
+        ("", "serviceaccounts") if r.subresource == "token" && verb == "create" => {
+            let runs_as = |p: &Value| p["spec"]["serviceAccountName"].as_str().unwrap_or("default") == r.name;
+            if graph.pods_in(&r.namespace).iter().any(|p| bound_to(p, node) && runs_as(p)) {
+                Decision::Allow
+            } else {
+                deny(format!("no relationship found between node '{node}' and this object"))
+            }
+        }
         ("", kind @ ("secrets" | "configmaps")) => {
             if verb != "get" {
                 return deny(format!("node \"{node}\" can only get individual {kind}"));
             }
+            // Every pod may project the cluster CA, whether or not its spec names it yet.
+            let root_ca = kind == "configmaps" && r.name == "kube-root-ca.crt";
             let used = graph
                 .pods_in(&r.namespace)
                 .iter()
-                .any(|p| bound_to(p, node) && pod_uses(p, kind == "secrets", &r.name));
+                .any(|p| bound_to(p, node) && (root_ca || pod_uses(p, kind == "secrets", &r.name)));
             if used {
                 Decision::Allow
             } else {
@@ -169,7 +181,7 @@ mod tests {
             json!({"metadata": {"name": "on-a", "namespace": "d"}, "spec": {"nodeName": "a",
                 "volumes": [{"name": "v", "secret": {"secretName": "a-secret"}}],
                 "containers": [{"name": "c", "envFrom": [{"configMapRef": {"name": "a-config"}}]}]}}),
-            json!({"metadata": {"name": "on-b", "namespace": "d"}, "spec": {"nodeName": "b",
+            json!({"metadata": {"name": "on-b", "namespace": "d"}, "spec": {"nodeName": "b", "serviceAccountName": "robot",
                 "containers": [{"name": "c", "env": [{"name": "X", "valueFrom": {"secretKeyRef": {"name": "b-secret", "key": "k"}}}]}]}}),
         ])
     }
@@ -242,5 +254,22 @@ mod tests {
             "no listing"
         );
         assert_eq!(as_node("a", Method::GET, "/apis/apps/v1/deployments"), Decision::NoOpinion);
+        assert_eq!(
+            as_node("b", Method::GET, "/api/v1/namespaces/d/configmaps/kube-root-ca.crt"),
+            Decision::Allow
+        );
+        assert!(matches!(
+            as_node("c", Method::GET, "/api/v1/namespaces/d/configmaps/kube-root-ca.crt"),
+            Decision::Deny(_)
+        ));
+    }
+
+    #[test]
+    fn a_node_creates_tokens_only_for_the_accounts_its_pods_run_as() {
+        let token = |sa: &str| format!("/api/v1/namespaces/d/serviceaccounts/{sa}/token");
+        assert_eq!(as_node("a", Method::POST, &token("default")), Decision::Allow, "unset means default");
+        assert_eq!(as_node("b", Method::POST, &token("robot")), Decision::Allow);
+        assert!(matches!(as_node("a", Method::POST, &token("robot")), Decision::Deny(_)));
+        assert!(matches!(as_node("c", Method::POST, &token("default")), Decision::Deny(_)));
     }
 }

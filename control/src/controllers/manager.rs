@@ -11,7 +11,7 @@ use super::{
     cache::Cache,
     clock, daemonsets, deployments, disruption, gc, loadbalancer, namespace, nodeipam, nodes,
     queue::{Backoff, Queue},
-    replicasets, scheduling, slices,
+    replicasets, scheduling, serviceaccounts, slices,
 };
 use crate::{
     api::ApiError,
@@ -40,6 +40,7 @@ struct Loops {
     jobs: batch::Jobs,
     cronjobs: batch::CronJobs,
     disruption: disruption::Disruption,
+    accounts: serviceaccounts::ServiceAccounts,
 }
 
 impl Loops {
@@ -57,6 +58,7 @@ impl Loops {
             jobs: batch::Jobs::default(),
             cronjobs: batch::CronJobs,
             disruption: disruption::Disruption,
+            accounts: serviceaccounts::ServiceAccounts,
         }
     }
 }
@@ -109,6 +111,7 @@ impl<S: Store + Clone> Manager<S> {
             Some(o) => self.loops.graph.put(key, &o.value, &mut self.queue),
             None => self.loops.graph.remove(key, &mut self.queue),
         }
+        self.loops.accounts.observe(key, &mut self.queue);
         let Some(change) = self.cache.apply(key, stored) else { return };
         let (cache, queue) = (&self.cache, &mut self.queue);
         self.loops.nodes.observe(&change, cache, queue);
@@ -180,6 +183,7 @@ impl<S: Store + Clone> Manager<S> {
             Loop::JobPod => self.loops.jobs.release(ctx, cache, key).await,
             Loop::CronJob => self.loops.cronjobs.reconcile(ctx, cache, key).await,
             Loop::Disruption => self.loops.disruption.reconcile(ctx, cache, key).await,
+            Loop::ServiceAccounts => self.loops.accounts.reconcile(ctx, key).await,
         };
         let now = self.ctx.clock.now();
         match result {

@@ -31,6 +31,7 @@ mod preempting;
 pub mod queue;
 mod replicasets;
 mod scheduling;
+pub mod serviceaccounts;
 mod slices;
 pub mod workloads;
 mod writes;
@@ -73,6 +74,8 @@ pub enum Loop {
     CronJob,
     /// PodDisruptionBudget status; keys are `namespace/name`.
     Disruption,
+    /// Each namespace's `default` ServiceAccount and `kube-root-ca.crt`; keys are namespaces.
+    ServiceAccounts,
 }
 
 /// A queued key for a loop.

@@ -11,6 +11,7 @@ mod leader;
 mod nodes;
 mod priority;
 mod scheduling;
+mod serviceaccounts;
 mod slices;
 mod workloads;
 mod world;

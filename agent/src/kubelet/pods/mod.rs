@@ -3,6 +3,7 @@
 //! are torn down, and CNI GC runs with the attachments still valid.
 
 pub mod probes;
+pub mod projected;
 pub mod spec;
 pub mod volumes;
 pub mod worker;

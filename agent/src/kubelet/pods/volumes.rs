@@ -1,6 +1,6 @@
 //! Pod volumes and the environment taken from the API: emptyDir (on disk, or tmpfs for medium
 //! Memory), configMap and secret (files with their modes; secrets on tmpfs, never on disk),
-//! hostPath; env from configMapKeyRef/secretKeyRef/fieldRef and envFrom. Volumes live under the
+//! hostPath, projected (see [`super::projected`]; refreshed by [`refresh`]); env from configMapKeyRef/secretKeyRef/fieldRef and envFrom. Volumes live under the
 //! pod's directory (`volumes/<name>`) and are bind-mounted into containers.
 
 use std::{
@@ -22,6 +22,8 @@ use crate::runtime::oci::Mount;
 #[derive(Debug, Clone, Default)]
 pub struct Volumes {
     dirs: HashMap<String, PathBuf>,
+    /// Projected volumes holding tokens: when each is to be written again.
+    due: HashMap<String, std::time::Instant>,
 }
 
 fn volumes_dir(ctx: &Ctx, uid: &str) -> PathBuf {
@@ -33,7 +35,7 @@ fn io(what: &str, path: &Path) -> impl FnOnce(std::io::Error) -> String {
     move |e| format!("{what}: {e}")
 }
 
-fn tmpfs(path: &Path, size: Option<&str>) -> Result<(), String> {
+pub(super) fn tmpfs(path: &Path, size: Option<&str>) -> Result<(), String> {
     if is_mount_point(path) {
         return Ok(());
     }
@@ -60,7 +62,7 @@ fn write_files(dir: &Path, files: &[(String, Vec<u8>, u32)]) -> Result<(), Strin
 }
 
 /// The files a configMap or secret volume holds: every key, or just `items`.
-fn projected(
+pub(super) fn projected(
     data: BTreeMap<String, Vec<u8>>,
     items: Option<&Vec<KeyToPath>>,
     default_mode: i32,
@@ -81,24 +83,24 @@ fn projected(
     }
 }
 
-async fn config_map(ctx: &Ctx, ns: &str, name: &str) -> Result<Option<ConfigMap>, String> {
+pub(super) async fn config_map(ctx: &Ctx, ns: &str, name: &str) -> Result<Option<ConfigMap>, String> {
     let api: Api<ConfigMap> = Api::namespaced(ctx.client.clone(), ns);
     api.get_opt(name).await.map_err(|e| format!("configmap {ns}/{name}: {e}"))
 }
 
-async fn secret(ctx: &Ctx, ns: &str, name: &str) -> Result<Option<Secret>, String> {
+pub(super) async fn secret(ctx: &Ctx, ns: &str, name: &str) -> Result<Option<Secret>, String> {
     let api: Api<Secret> = Api::namespaced(ctx.client.clone(), ns);
     api.get_opt(name).await.map_err(|e| format!("secret {ns}/{name}: {e}"))
 }
 
-fn config_map_data(cm: &ConfigMap) -> BTreeMap<String, Vec<u8>> {
+pub(super) fn config_map_data(cm: &ConfigMap) -> BTreeMap<String, Vec<u8>> {
     let mut data: BTreeMap<String, Vec<u8>> =
         cm.data.clone().unwrap_or_default().into_iter().map(|(k, v)| (k, v.into_bytes())).collect();
     data.extend(cm.binary_data.clone().unwrap_or_default().into_iter().map(|(k, v)| (k, v.0)));
     data
 }
 
-fn secret_data(s: &Secret) -> BTreeMap<String, Vec<u8>> {
+pub(super) fn secret_data(s: &Secret) -> BTreeMap<String, Vec<u8>> {
     let mut data: BTreeMap<String, Vec<u8>> =
         s.data.clone().unwrap_or_default().into_iter().map(|(k, v)| (k, v.0)).collect();
     data.extend(s.string_data.clone().unwrap_or_default().into_iter().map(|(k, v)| (k, v.into_bytes())));
@@ -111,10 +113,46 @@ pub async fn prepare(ctx: &Ctx, pod: &Pod, uid: &str) -> Result<Volumes, String>
     let base = volumes_dir(ctx, uid);
     let mut volumes = Volumes::default();
     for v in pod.spec.as_ref().and_then(|s| s.volumes.clone()).unwrap_or_default() {
+        if let Some(source) = &v.projected {
+            let dir = base.join(&v.name);
+            std::fs::create_dir_all(&dir).map_err(io("creating", &dir))?;
+            let written = super::projected::write(ctx, pod, &dir, source).await?;
+            if let Some(due) = written.due {
+                volumes.due.insert(v.name.clone(), due);
+            }
+            volumes.dirs.insert(v.name.clone(), dir);
+            continue;
+        }
         let dir = prepare_one(ctx, &ns, &base, &v).await?;
         volumes.dirs.insert(v.name.clone(), dir);
     }
     Ok(volumes)
+}
+
+/// Writes again the projected volumes whose tokens are due for refreshing (a failure keeps the
+/// old token, still valid, and is retried on the next pass).
+pub async fn refresh(ctx: &Ctx, pod: &Pod, volumes: &mut Volumes) {
+    let now = std::time::Instant::now();
+    let due: Vec<String> = volumes.due.iter().filter(|(_, at)| **at <= now).map(|(n, _)| n.clone()).collect();
+    for name in due {
+        let source = pod
+            .spec
+            .as_ref()
+            .and_then(|s| s.volumes.as_ref())
+            .and_then(|vs| vs.iter().find(|v| v.name == name).and_then(|v| v.projected.clone()));
+        let (Some(source), Some(dir)) = (source, volumes.dirs.get(&name)) else { continue };
+        match super::projected::write(ctx, pod, dir, &source).await {
+            Ok(written) => match written.due {
+                Some(at) => {
+                    volumes.due.insert(name, at);
+                }
+                None => {
+                    volumes.due.remove(&name);
+                }
+            },
+            Err(e) => tracing::warn!(volume = %name, "refreshing a projected volume: {e}"),
+        }
+    }
 }
 
 async fn prepare_one(ctx: &Ctx, ns: &str, base: &Path, v: &Volume) -> Result<PathBuf, String> {
@@ -173,7 +211,10 @@ async fn prepare_one(ctx: &Ctx, ns: &str, base: &Path, v: &Volume) -> Result<Pat
         write_files(&dir, &files)?;
         return Ok(dir);
     }
-    Err(format!("volume {:?}: only emptyDir, configMap, secret and hostPath are supported", v.name))
+    Err(format!(
+        "volume {:?}: only emptyDir, configMap, secret, projected and hostPath are supported",
+        v.name
+    ))
 }
 
 /// The bind mounts of `container`'s volumeMounts.

@@ -231,6 +231,10 @@ async fn reconcile(ctx: &Ctx, pod: &Pod, uid: &str, st: &mut PodState) {
         st.sandbox_error = Some(e);
         return;
     }
+    // Tokens in projected volumes are replaced before they run out.
+    if let Some(prepared) = st.volumes.as_mut() {
+        volumes::refresh(ctx, pod, prepared).await;
+    }
     let vols: &volumes::Volumes = match &mut st.volumes {
         Some(v) => v,
         unprepared @ None => match volumes::prepare(ctx, pod, uid).await {
