@@ -387,12 +387,18 @@ pub(super) async fn create_stored<S: Store>(
     let name = prepare_create(r, target.namespace.as_deref(), &mut value)?;
     let warnings = check_object(r, &value, validation)?;
     admission::default(r.kind, &mut value);
+    admission::admit_create(server, r, target.namespace.as_deref(), &name, &mut value)?;
     if let Some(w) = writer {
         managed::record_update(None, &mut value, w);
     }
     admission::validate(r.kind, &name, &value)?;
     namespace_exists(server, target).await?;
     let key = r.key(target.namespace.as_deref(), &name);
+    // Charged quotas stay locked until the object is written (see admission/quota.rs).
+    let _charged = match target.namespace.as_deref().filter(|_| r.namespaced) {
+        Some(ns) => admission::quota::charge(server, r, ns, &name, &value).await?,
+        None => None,
+    };
     let stored = if r.kind == "Service" {
         create_service(server, r, &key, &name, &value).await?
     } else {
@@ -513,6 +519,7 @@ pub(super) async fn write_existing<S: Store>(
     }
     admission::validate(r.kind, name, &value)?;
     admission::immutable(r.kind, name, &old, &value)?;
+    admission::admit_update(r, name, &old, &value)?;
     // Node ports are global like ClusterIPs: allocate under the same lock as creates, held until
     // the write is done.
     let mut claimed = Vec::new();

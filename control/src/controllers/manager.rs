@@ -11,7 +11,7 @@ use super::{
     cache::Cache,
     clock, daemonsets, deployments, gc, loadbalancer, namespace, nodeipam, nodes,
     queue::{Backoff, Queue},
-    replicasets, scheduling, slices,
+    quota, replicasets, scheduling, slices,
 };
 use crate::{
     api::ApiError,
@@ -37,6 +37,7 @@ struct Loops {
     deployments: deployments::Deployments,
     daemonsets: daemonsets::DaemonSets,
     ipam: nodeipam::NodeIpam,
+    quotas: quota::Quotas,
 }
 
 impl Loops {
@@ -51,6 +52,7 @@ impl Loops {
             deployments: deployments::Deployments,
             daemonsets: daemonsets::DaemonSets::default(),
             ipam: nodeipam::NodeIpam,
+            quotas: quota::Quotas::default(),
         }
     }
 }
@@ -103,6 +105,7 @@ impl<S: Store + Clone> Manager<S> {
             Some(o) => self.loops.graph.put(key, &o.value, &mut self.queue),
             None => self.loops.graph.remove(key, &mut self.queue),
         }
+        self.loops.quotas.observe(key, stored.is_some(), &mut self.queue);
         let Some(change) = self.cache.apply(key, stored) else { return };
         let (cache, queue) = (&self.cache, &mut self.queue);
         self.loops.nodes.observe(&change, cache, queue);
@@ -167,6 +170,7 @@ impl<S: Store + Clone> Manager<S> {
             Loop::Deployment => self.loops.deployments.reconcile(ctx, cache, key).await,
             Loop::NodeIpam => self.loops.ipam.reconcile(ctx, cache, key).await,
             Loop::DaemonSet => self.loops.daemonsets.reconcile(ctx, cache, key).await,
+            Loop::Quota => self.loops.quotas.reconcile(ctx, key).await,
         };
         let now = self.ctx.clock.now();
         match result {

@@ -26,6 +26,7 @@ mod namespace;
 mod nodeipam;
 mod nodes;
 pub mod queue;
+mod quota;
 mod replicasets;
 mod scheduling;
 mod slices;
@@ -61,6 +62,8 @@ pub enum Loop {
     LoadBalancer,
     /// Pod CIDRs for nodes; keys are node names.
     NodeIpam,
+    /// ResourceQuota usage; keys are namespaces.
+    Quota,
 }
 
 /// A queued key for a loop.
