@@ -6,6 +6,7 @@ mod ipam;
 mod lb;
 mod leader;
 mod nodes;
+mod quota;
 mod scheduling;
 mod slices;
 mod workloads;
