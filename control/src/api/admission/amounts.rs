@@ -126,13 +126,13 @@ mod tests {
 
     #[test]
     fn amounts_print_canonically() {
-        assert_eq!(display("cpu", parse(&json!("2000m")).unwrap()), "2");
-        assert_eq!(display("cpu", parse(&json!("1500m")).unwrap()), "1500m");
-        assert_eq!(display("limits.memory", parse(&json!("1024Mi")).unwrap()), "1Gi");
-        assert_eq!(display("memory", parse(&json!("1000")).unwrap()), "1000");
+        assert_eq!(display("cpu", parse(&json!("2000m")).expect("test value")), "2");
+        assert_eq!(display("cpu", parse(&json!("1500m")).expect("test value")), "1500m");
+        assert_eq!(display("limits.memory", parse(&json!("1024Mi")).expect("test value")), "1Gi");
+        assert_eq!(display("memory", parse(&json!("1000")).expect("test value")), "1000");
         assert_eq!(display("pods", 2 * ONE), "2");
-        assert_eq!(display("cpu", parse(&json!(3)).unwrap()), "3");
-        assert_eq!(display_like(&json!("1G"), parse(&json!("1G")).unwrap()), "1G");
+        assert_eq!(display("cpu", parse(&json!(3)).expect("test value")), "3");
+        assert_eq!(display_like(&json!("1G"), parse(&json!("1G")).expect("test value")), "1G");
         assert_eq!(display("cpu", 0), "0");
     }
 

@@ -267,7 +267,7 @@ mod tests {
         assert_eq!(res["limits"]["memory"], "128Mi", "the container's own limit stays");
         assert_eq!(res["requests"]["cpu"], "100m");
         assert_eq!(res["requests"]["memory"], "256Mi", "defaultRequest falls back to default");
-        let note = p["metadata"]["annotations"]["kubernetes.io/limit-ranger"].as_str().unwrap();
+        let note = p["metadata"]["annotations"]["kubernetes.io/limit-ranger"].as_str().expect("test value");
         assert!(note.starts_with("LimitRanger plugin set: "), "{note}");
     }
 

@@ -223,13 +223,13 @@ mod tests {
 
     fn as_node<T>(f: impl FnOnce() -> T) -> T {
         let user = UserInfo { name: "system:node:n1".into(), groups: vec!["system:nodes".into()] };
-        let rt = tokio::runtime::Builder::new_current_thread().build().unwrap();
+        let rt = tokio::runtime::Builder::new_current_thread().build().expect("test value");
         rt.block_on(requester::scope(Some(user), async { f() }))
     }
 
     #[test]
     fn a_node_registers_itself_only_and_without_restricted_labels() {
-        let nodes = registry::builtin("nodes", "").unwrap();
+        let nodes = registry::builtin("nodes", "").expect("test value");
         let own = json!({"metadata": {"name": "n1", "labels": {"kubernetes.io/hostname": "n1"}}, "spec": {"taints": [{"key": "k", "effect": "NoSchedule"}]}});
         as_node(|| admit_create(nodes, "n1", &own)).expect("own node, taints at registration");
         let err = as_node(|| admit_create(nodes, "n2", &own)).expect_err("other node");
@@ -246,7 +246,7 @@ mod tests {
 
     #[test]
     fn updates_keep_taints_and_restricted_labels() {
-        let nodes = registry::builtin("nodes", "").unwrap();
+        let nodes = registry::builtin("nodes", "").expect("test value");
         let old = json!({"metadata": {"name": "n1", "labels": {"node-restriction.kubernetes.io/pool": "a"}}, "spec": {"taints": [{"key": "k", "effect": "NoSchedule"}]}});
         let mut untainted = old.clone();
         untainted["spec"]["taints"] = json!([]);
@@ -265,7 +265,7 @@ mod tests {
 
     #[test]
     fn nodes_create_only_self_contained_mirror_pods() {
-        let pods = registry::builtin("pods", "").unwrap();
+        let pods = registry::builtin("pods", "").expect("test value");
         let mirror = json!({"metadata": {"name": "m", "annotations": {MIRROR: "h"},
             "ownerReferences": [{"apiVersion": "v1", "kind": "Node", "name": "n1", "uid": "u", "controller": true}]},
             "spec": {"nodeName": "n1", "containers": [{"name": "c", "image": "i"}]}});

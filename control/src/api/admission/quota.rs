@@ -345,7 +345,7 @@ mod tests {
     use super::*;
 
     fn pods() -> &'static Resource {
-        registry::builtin("pods", "").unwrap()
+        registry::builtin("pods", "").expect("test value")
     }
 
     fn quota(hard: Value, used: Value) -> Value {
@@ -368,10 +368,10 @@ mod tests {
         p["status"]["phase"] = json!("Succeeded");
         assert!(usage_of(pods(), &p).is_empty());
         let svc = json!({"spec": {"type": "NodePort", "ports": [{"port": 1}, {"port": 2}]}});
-        let u = usage_of(registry::builtin("services", "").unwrap(), &svc);
+        let u = usage_of(registry::builtin("services", "").expect("test value"), &svc);
         assert_eq!(u["services.nodeports"], 2 * ONE);
         assert!(!u.contains_key("services.loadbalancers"));
-        let deploy = registry::builtin("deployments", "apps").unwrap();
+        let deploy = registry::builtin("deployments", "apps").expect("test value");
         assert_eq!(usage_of(deploy, &json!({}))["count/deployments.apps"], ONE);
     }
 
@@ -393,7 +393,7 @@ mod tests {
             check(&cpu, pods(), &p, &delta).expect_err("over cpu"),
             "exceeded quota: q, requested: requests.cpu=1, used: requests.cpu=1, limited: requests.cpu=1500m"
         );
-        let cm = registry::builtin("configmaps", "").unwrap();
+        let cm = registry::builtin("configmaps", "").expect("test value");
         assert_eq!(check(&full, cm, &json!({}), &usage_of(cm, &json!({}))), Ok(None), "not about configmaps");
     }
 
