@@ -319,6 +319,6 @@ fn kubectl_sees_quota_refusals_and_usage() {
         .unwrap_or_else(|| panic!("{described}"));
     assert_eq!(row.split_whitespace().collect::<Vec<_>>(), ["pods", "2", "2"], "{described}");
     let table = kubectl.ok(&["get", "quota", "-n", "team"]);
-    assert!(table.contains("team-pods"), "{table}");
+    assert!(table.contains("team-pods") && table.contains("pods: 2/2"), "{table}");
     drop(rt);
 }

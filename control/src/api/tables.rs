@@ -81,6 +81,11 @@ fn columns(kind: &str) -> Vec<Column> {
             AGE,
         ],
         "Namespace" => vec![("Status", "string", 0, "Phase"), AGE],
+        "ResourceQuota" => vec![
+            AGE,
+            ("Request", "string", 0, "Used / hard of the quota's other resources"),
+            ("Limit", "string", 0, "Used / hard of the quota's limits.* resources"),
+        ],
         _ => vec![AGE],
     });
     c
@@ -303,6 +308,10 @@ fn cells(kind: &str, o: &Value) -> Vec<Value> {
             ]);
         }
         "Namespace" => c.extend([json!(or(s(o, "/status/phase"), "Active")), json!(age(o))]),
+        "ResourceQuota" => {
+            let (request, limit) = super::admission::quota::table_usage(o);
+            c.extend([json!(age(o)), json!(request), json!(limit)]);
+        }
         _ => c.push(json!(age(o))),
     }
     c

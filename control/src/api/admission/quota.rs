@@ -106,6 +106,46 @@ pub fn usage_of(r: &Resource, object: &Value) -> Amounts {
     usage
 }
 
+/// The scopes a quota is limited to: `spec.scopes` and the `Exists` terms of `spec.scopeSelector`.
+fn scopes(quota: &Value) -> Vec<String> {
+    let listed = quota.pointer("/spec/scopes").and_then(Value::as_array).into_iter().flatten();
+    let selected = quota
+        .pointer("/spec/scopeSelector/matchExpressions")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .filter(|e| e["operator"] == "Exists")
+        .map(|e| &e["scopeName"]);
+    listed.chain(selected).filter_map(Value::as_str).map(str::to_owned).collect()
+}
+
+/// Whether `object` (of `r`) is in every one of `scopes`. Scopes are about pods: a scoped quota
+/// leaves other kinds alone, and a scope this server does not know (PriorityClass, …) matches
+/// nothing.
+fn in_scopes(scopes: &[String], r: &Resource, object: &Value) -> bool {
+    if scopes.is_empty() {
+        return true;
+    }
+    if r.kind != "Pod" {
+        return false;
+    }
+    let terminating = object.pointer("/spec/activeDeadlineSeconds").is_some_and(|d| !d.is_null());
+    let best_effort = amounts::containers(object, "containers")
+        .chain(amounts::containers(object, "initContainers"))
+        .all(|c| {
+            ["requests", "limits"]
+                .iter()
+                .all(|f| amounts::list(c.pointer(&format!("/resources/{f}"))).is_empty())
+        });
+    scopes.iter().all(|scope| match scope.as_str() {
+        "Terminating" => terminating,
+        "NotTerminating" => !terminating,
+        "BestEffort" => best_effort,
+        "NotBestEffort" => !best_effort,
+        _ => false,
+    })
+}
+
 /// The compute resources of `required` some container of `pod` does not state, as upstream's
 /// "must specify" list: `limits.cpu for: a,b; requests.memory for: a`.
 fn missing_compute(pod: &Value, required: &BTreeSet<String>) -> Option<String> {
@@ -162,7 +202,7 @@ pub fn check(
     // counts too: it cannot be checked, so it is refused below).
     let interesting: BTreeSet<String> =
         hard.keys().chain(spec_hard.keys()).filter(|n| covers(r, n)).cloned().collect();
-    if interesting.is_empty() {
+    if interesting.is_empty() || !in_scopes(&scopes(quota), r, object) {
         return Ok(None);
     }
     if r.kind == "Pod" {
@@ -247,6 +287,11 @@ pub async fn charge<'a, S: Store>(
             let mut quota = decode(&current)?;
             match check(&quota, r, object, &delta) {
                 Ok(None) => continue 'quotas,
+                // Nothing this quota counts changes (a ClusterIP Service under a load-balancer
+                // quota): no write.
+                Ok(Some(new_used)) if new_used == amounts::list(quota.pointer("/status/used")) => {
+                    continue 'quotas;
+                }
                 Ok(Some(new_used)) => {
                     quota["status"]["used"] = amounts::to_list(&new_used);
                     let bytes = serde_json::to_vec(&quota).map_err(|e| ApiError::internal(e.to_string()))?;
@@ -303,8 +348,14 @@ async fn refund<S: Store>(server: &ApiServer<S>, key: &str, delta: &Amounts) {
     }
 }
 
-/// What the objects in `namespace` use of each resource in `names` (missing ones are zero).
-pub fn namespace_usage<S: Store>(server: &ApiServer<S>, namespace: &str, names: &[String]) -> Amounts {
+/// What the objects in `namespace` within `scopes` use of each resource in `names` (missing
+/// ones are zero).
+pub fn namespace_usage<S: Store>(
+    server: &ApiServer<S>,
+    namespace: &str,
+    names: &[String],
+    scopes: &[String],
+) -> Amounts {
     let mut total: Amounts = names.iter().map(|n| (n.clone(), 0)).collect();
     let mut listed: BTreeSet<&str> = BTreeSet::new();
     for r in names.iter().flat_map(|n| resources_for(n)) {
@@ -314,6 +365,9 @@ pub fn namespace_usage<S: Store>(server: &ApiServer<S>, namespace: &str, names: 
         let (objects, _) = server.store.list(&r.namespace_prefix(namespace));
         for o in objects {
             let Ok(value) = decode(&o) else { continue };
+            if !in_scopes(scopes, r, &value) {
+                continue;
+            }
             for (n, v) in usage_of(r, &value) {
                 if let Some(t) = total.get_mut(&n) {
                     *t += v;
@@ -330,7 +384,7 @@ pub fn recounted_status<S: Store>(server: &ApiServer<S>, quota: &Value) -> Optio
     let namespace = quota.pointer("/metadata/namespace").and_then(Value::as_str).unwrap_or_default();
     let spec_hard = quota.pointer("/spec/hard").cloned().unwrap_or_else(|| json!({}));
     let names: Vec<String> = spec_hard.as_object().map(|h| h.keys().cloned().collect()).unwrap_or_default();
-    let used = namespace_usage(server, namespace, &names);
+    let used = namespace_usage(server, namespace, &names, &scopes(quota));
     let same_hard = quota.pointer("/status/hard") == Some(&spec_hard);
     let same_used = quota.pointer("/status/used").is_some_and(|u| amounts::list(Some(u)) == used)
         && quota.pointer("/status/used").and_then(Value::as_object).map(|u| u.len()) == Some(used.len());
@@ -338,6 +392,19 @@ pub fn recounted_status<S: Store>(server: &ApiServer<S>, quota: &Value) -> Optio
         return None;
     }
     Some(json!({"hard": spec_hard, "used": amounts::to_list(&used)}))
+}
+
+/// `kubectl get quota`'s REQUEST and LIMIT cells: `name: used/hard` of the status, the
+/// `limits.*` resources in the second.
+pub fn table_usage(quota: &Value) -> (String, String) {
+    let (hard, used) = (quota.pointer("/status/hard"), quota.pointer("/status/used"));
+    let (mut request, mut limit) = (Vec::new(), Vec::new());
+    for (name, h) in hard.and_then(Value::as_object).into_iter().flatten() {
+        let u = used.and_then(|u| u.get(name)).and_then(Value::as_str).unwrap_or("0");
+        let cell = format!("{name}: {u}/{}", h.as_str().unwrap_or_default());
+        if name.starts_with("limits.") { limit.push(cell) } else { request.push(cell) }
+    }
+    (request.join(", "), limit.join(", "))
 }
 
 #[cfg(test)]
@@ -395,6 +462,31 @@ mod tests {
         );
         let cm = registry::builtin("configmaps", "").expect("test value");
         assert_eq!(check(&full, cm, &json!({}), &usage_of(cm, &json!({}))), Ok(None), "not about configmaps");
+    }
+
+    #[test]
+    fn scoped_quotas_see_only_their_pods() {
+        let mut q = quota(json!({"pods": "1"}), json!({"pods": "1"}));
+        q["spec"]["scopes"] = json!(["BestEffort"]);
+        let plain = json!({"spec": {"containers": [{"name": "c"}]}});
+        assert!(check(&q, pods(), &plain, &usage_of(pods(), &plain)).is_err(), "best effort: counted");
+        let sized = pod(json!({"cpu": "1"}));
+        assert_eq!(check(&q, pods(), &sized, &usage_of(pods(), &sized)), Ok(None), "not best effort");
+        q["spec"]["scopes"] = json!(["Terminating"]);
+        assert_eq!(check(&q, pods(), &plain, &usage_of(pods(), &plain)), Ok(None));
+        let mut deadline = plain.clone();
+        deadline["spec"]["activeDeadlineSeconds"] = json!(60);
+        assert!(check(&q, pods(), &deadline, &usage_of(pods(), &deadline)).is_err());
+        let cm = registry::builtin("configmaps", "").expect("configmaps");
+        let counted = quota(json!({"count/configmaps": "0"}), json!({"count/configmaps": "0"}));
+        let mut scoped = counted.clone();
+        scoped["spec"]["scopes"] = json!(["NotTerminating"]);
+        assert!(check(&counted, cm, &json!({}), &usage_of(cm, &json!({}))).is_err());
+        assert_eq!(
+            check(&scoped, cm, &json!({}), &usage_of(cm, &json!({}))),
+            Ok(None),
+            "scopes are about pods"
+        );
     }
 
     #[test]
