@@ -520,6 +520,10 @@ pub(super) async fn write_existing<S: Store>(
     admission::validate(r.kind, name, &value)?;
     admission::immutable(r.kind, name, &old, &value)?;
     admission::admit_update(r, name, &old, &value)?;
+    let _charged = match target.namespace.as_deref().filter(|_| target.subresource.is_none()) {
+        Some(ns) => admission::quota::charge_update(server, r, ns, name, &old, &value).await?,
+        None => None,
+    };
     // Node ports are global like ClusterIPs: allocate under the same lock as creates, held until
     // the write is done.
     let mut claimed = Vec::new();

@@ -108,3 +108,38 @@ fn creates_racing_through_two_api_servers_stop_at_the_limit() {
         assert_eq!(used(&w)["pods"], "3");
     });
 }
+
+/// Service quotas: load balancers and node ports are counted at create and when an update turns
+/// a Service into one.
+#[test]
+fn service_quotas_count_creates_and_updates() {
+    runtime().block_on(async {
+        let mut w = World::new(Config::default()).await;
+        w.create(json!({"apiVersion": "v1", "kind": "ResourceQuota", "metadata": {"name": "lbs", "namespace": "default"},
+            "spec": {"hard": {"services.loadbalancers": "1", "services.nodeports": "2"}}}))
+            .await;
+        w.settle().await;
+        let svc = |name: &str, kind: &str| {
+            json!({"apiVersion": "v1", "kind": "Service", "metadata": {"name": name, "namespace": "default"},
+                "spec": {"type": kind, "selector": {"app": name}, "ports": [{"port": 80}]}})
+        };
+        w.create(svc("a", "LoadBalancer")).await;
+        w.create(svc("b", "ClusterIP")).await;
+        let refused = w.server.create_as(svc("c", "LoadBalancer"), "test").await.expect_err("second LB");
+        assert_eq!(
+            refused.message,
+            "services \"c\" is forbidden: exceeded quota: lbs, requested: services.loadbalancers=1, used: services.loadbalancers=1, limited: services.loadbalancers=1"
+        );
+        let mut b = w.get("Service", Some("default"), "b").expect("b");
+        b["spec"]["type"] = json!("LoadBalancer");
+        let refused = w.server.replace_as(b.clone(), false, "test").await.expect_err("b turned LB");
+        assert_eq!(refused.code.as_u16(), 403);
+        b["spec"]["type"] = json!("NodePort");
+        w.server.replace_as(b, false, "test").await.expect("a second node port fits");
+        let used = w.get("ResourceQuota", Some("default"), "lbs").expect("quota")["status"]["used"].clone();
+        assert_eq!(used, json!({"services.loadbalancers": "1", "services.nodeports": "2"}));
+        w.settle().await;
+        let used = w.get("ResourceQuota", Some("default"), "lbs").expect("quota")["status"]["used"].clone();
+        assert_eq!(used, json!({"services.loadbalancers": "1", "services.nodeports": "2"}), "the recount agrees");
+    });
+}

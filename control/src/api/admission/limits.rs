@@ -75,12 +75,10 @@ fn apply_defaults(ranges: &[Value], pod: &mut Value) {
                         }
                     }
                     if !set.is_empty() {
+                        set.sort();
                         let what = if field == "requests" { "request" } else { "limit" };
-                        notes.push(format!(
-                            "{} {what} for {} {cname}",
-                            set.join(", "),
-                            &list[..list.len() - 1]
-                        ));
+                        let which = if list == "containers" { "container" } else { "init container" };
+                        notes.push(format!("{} {what} for {which} {cname}", set.join(", ")));
                     }
                 }
             }
@@ -267,8 +265,10 @@ mod tests {
         assert_eq!(res["limits"]["memory"], "128Mi", "the container's own limit stays");
         assert_eq!(res["requests"]["cpu"], "100m");
         assert_eq!(res["requests"]["memory"], "256Mi", "defaultRequest falls back to default");
-        let note = p["metadata"]["annotations"]["kubernetes.io/limit-ranger"].as_str().expect("test value");
-        assert!(note.starts_with("LimitRanger plugin set: "), "{note}");
+        assert_eq!(
+            p["metadata"]["annotations"]["kubernetes.io/limit-ranger"],
+            "LimitRanger plugin set: cpu, memory request for container c; cpu limit for container c"
+        );
     }
 
     #[test]

@@ -250,6 +250,9 @@ impl<S: Store> ApiServer<S> {
     }
 }
 
+/// A held charge: the quota lock, kept until the charged object is written.
+pub type Charged<'a> = Option<tokio::sync::MutexGuard<'a, ()>>;
+
 /// ResourceQuota admission of a create of `object` (of `r`, named `name`) in `namespace`: each
 /// quota about it is checked and charged by compare-and-swap. On success, the returned guard
 /// (when some quota was charged) must be held until the object is written.
@@ -259,7 +262,44 @@ pub async fn charge<'a, S: Store>(
     namespace: &str,
     name: &str,
     object: &Value,
-) -> Result<Option<tokio::sync::MutexGuard<'a, ()>>, ApiError> {
+) -> Result<Charged<'a>, ApiError> {
+    charge_delta(server, r, namespace, name, object, usage_of(r, object)).await
+}
+
+/// ResourceQuota admission of an update from `old` to `new`: what the update adds (a Service
+/// turned NodePort or LoadBalancer) is charged as a create's usage is; only Services are
+/// evaluated on update, as upstream (a pod's resources do not change).
+pub async fn charge_update<'a, S: Store>(
+    server: &'a ApiServer<S>,
+    r: &Resource,
+    namespace: &str,
+    name: &str,
+    old: &Value,
+    new: &Value,
+) -> Result<Charged<'a>, ApiError> {
+    if r.kind != "Service" {
+        return Ok(None);
+    }
+    let before = usage_of(r, old);
+    let mut added = usage_of(r, new);
+    for (n, v) in &mut added {
+        *v = (*v - before.get(n).copied().unwrap_or(0)).max(0);
+    }
+    added.retain(|_, v| *v > 0);
+    if added.is_empty() {
+        return Ok(None);
+    }
+    charge_delta(server, r, namespace, name, new, added).await
+}
+
+async fn charge_delta<'a, S: Store>(
+    server: &'a ApiServer<S>,
+    r: &Resource,
+    namespace: &str,
+    name: &str,
+    object: &Value,
+    delta: Amounts,
+) -> Result<Charged<'a>, ApiError> {
     let quotas = quotas_resource()?;
     let prefix = quotas.namespace_prefix(namespace);
     let about = |stored: &[crate::store::Object]| {
@@ -275,7 +315,6 @@ pub async fn charge<'a, S: Store>(
     if !about(&server.store.list(&prefix).0) {
         return Ok(None);
     }
-    let delta = usage_of(r, object);
     let guard = server.quota_lock().lock().await;
     let forbidden = |why: String| ApiError::forbidden(format!("{} \"{name}\" is forbidden: {why}", r.plural));
     let (stored, _) = server.store.list(&prefix);
