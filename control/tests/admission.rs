@@ -225,6 +225,22 @@ fn node_restriction_keeps_a_node_to_itself() {
             serde_json::from_value(v).expect("pod")
         };
         pods.create(&PostParams::default(), &mirror("static-n1", "n1", json!({}))).await.expect("mirror pod");
+        // Owned by its Node as the agent writes them; the owner must be this very Node.
+        let uid = nodes.get("n1").await.expect("n1").metadata.uid.expect("uid");
+        let mut owned = mirror("owned-n1", "n1", json!({}));
+        owned.metadata.owner_references = Some(vec![serde_json::from_value(
+            json!({"apiVersion": "v1", "kind": "Node", "name": "n1", "uid": uid, "controller": true}),
+        )
+        .expect("owner")]);
+        pods.create(&PostParams::default(), &owned).await.expect("mirror pod owned by n1");
+        let mut stale = owned.clone();
+        stale.metadata.name = Some("stale-n1".into());
+        if let Some(owner) = stale.metadata.owner_references.as_mut().and_then(|o| o.first_mut()) {
+            owner.uid = "an-earlier-n1".into();
+        }
+        let (code, message) = refusal(pods.create(&PostParams::default(), &stale).await);
+        assert_eq!(code, 403);
+        assert!(message.ends_with(&format!("node n1 UID mismatch: expected an-earlier-n1 got {uid}")), "{message}");
         let (code, message) = refusal(pods.create(&PostParams::default(), &mirror("elsewhere", "n2", json!({}))).await);
         assert_eq!((code, message.as_str()), (403, "pods \"elsewhere\" is forbidden: node \"n1\" can only create pods with spec.nodeName set to itself"));
         let (code, message) = refusal(pods.create(&PostParams::default(), &pod("plain", json!({}))).await);

@@ -24,7 +24,12 @@ pub fn admit_create<S: Store>(
     name: &str,
     object: &mut Value,
 ) -> Result<(), ApiError> {
-    node_restriction::admit_create(r, name, object)?;
+    let node_uid = |node: &str| {
+        let nodes = super::registry::builtin("nodes", "").ok()?;
+        let stored = super::handlers::decode(&server.store.get(&nodes.key(None, node))?).ok()?;
+        stored.pointer("/metadata/uid").and_then(Value::as_str).map(str::to_owned)
+    };
+    node_restriction::admit_create(r, name, object, node_uid)?;
     match (r.kind, namespace) {
         ("Pod", Some(ns)) => limits::admit(server, ns, name, object)?,
         ("ResourceQuota", _) => {

@@ -33,8 +33,14 @@ fn restricted_changes(old: &Value, new: &Value) -> Vec<String> {
     changed.into_iter().filter(|k| k.starts_with(RESTRICTED_PREFIX)).cloned().collect()
 }
 
-/// A create by the requester, if it is a node.
-pub fn admit_create(r: &Resource, name: &str, object: &Value) -> Result<(), ApiError> {
+/// A create by the requester, if it is a node; `node_uid` looks a Node's uid up (a mirror pod's
+/// owner must be the node as it is now, not an earlier Node of that name).
+pub fn admit_create(
+    r: &Resource,
+    name: &str,
+    object: &Value,
+    node_uid: impl Fn(&str) -> Option<String>,
+) -> Result<(), ApiError> {
     let Some(node) = requester::node() else { return Ok(()) };
     match r.kind {
         "Node" => {
@@ -55,7 +61,7 @@ pub fn admit_create(r: &Resource, name: &str, object: &Value) -> Result<(), ApiE
             }
             Ok(())
         }
-        "Pod" => mirror_pod(r, name, &node, object),
+        "Pod" => mirror_pod(r, name, &node, object, node_uid),
         "Lease" => {
             let namespace = object.pointer("/metadata/namespace").and_then(Value::as_str);
             if namespace != Some("kube-node-lease") {
@@ -81,7 +87,13 @@ pub fn admit_create(r: &Resource, name: &str, object: &Value) -> Result<(), ApiE
 /// The only pods a node creates: mirrors of its static pods, bound to it, owned by nothing but
 /// its Node, using no Secrets, ConfigMaps, ServiceAccounts or claims (a node could otherwise
 /// read any of them by making a pod that names it).
-fn mirror_pod(r: &Resource, name: &str, node: &str, pod: &Value) -> Result<(), ApiError> {
+fn mirror_pod(
+    r: &Resource,
+    name: &str,
+    node: &str,
+    pod: &Value,
+    node_uid: impl Fn(&str) -> Option<String>,
+) -> Result<(), ApiError> {
     let refuse = |why: String| Err(forbidden(r, name, why));
     if pod.pointer("/metadata/annotations").and_then(|a| a.get(MIRROR)).is_none() {
         return refuse(format!(
@@ -111,6 +123,11 @@ fn mirror_pod(r: &Resource, name: &str, node: &str, pod: &Value) -> Result<(), A
         }
         if owner["blockOwnerDeletion"] == Value::Bool(true) {
             return refuse(format!("node \"{node}\" must not set blockOwnerDeletion on an owner reference"));
+        }
+        let Some(uid) = node_uid(node) else { return Err(ApiError::not_found("nodes", node)) };
+        let claimed = owner["uid"].as_str().unwrap_or_default();
+        if claimed != uid {
+            return refuse(format!("node {node} UID mismatch: expected {claimed} got {uid}"));
         }
     }
     if pod.pointer("/spec/serviceAccountName").and_then(Value::as_str).is_some_and(|s| !s.is_empty()) {
@@ -221,6 +238,10 @@ mod tests {
     use super::*;
     use crate::{api::registry, auth::UserInfo};
 
+    fn admit_create_plain(r: &Resource, name: &str, object: &Value) -> Result<(), ApiError> {
+        admit_create(r, name, object, |n| (n == "n1").then(|| "u".to_owned()))
+    }
+
     fn as_node<T>(f: impl FnOnce() -> T) -> T {
         let user = UserInfo { name: "system:node:n1".into(), groups: vec!["system:nodes".into()] };
         let rt = tokio::runtime::Builder::new_current_thread().build().expect("test value");
@@ -231,17 +252,17 @@ mod tests {
     fn a_node_registers_itself_only_and_without_restricted_labels() {
         let nodes = registry::builtin("nodes", "").expect("test value");
         let own = json!({"metadata": {"name": "n1", "labels": {"kubernetes.io/hostname": "n1"}}, "spec": {"taints": [{"key": "k", "effect": "NoSchedule"}]}});
-        as_node(|| admit_create(nodes, "n1", &own)).expect("own node, taints at registration");
-        let err = as_node(|| admit_create(nodes, "n2", &own)).expect_err("other node");
+        as_node(|| admit_create_plain(nodes, "n1", &own)).expect("own node, taints at registration");
+        let err = as_node(|| admit_create_plain(nodes, "n2", &own)).expect_err("other node");
         assert_eq!(
             err.message,
             "nodes \"n2\" is forbidden: node \"n1\" is not allowed to modify node \"n2\""
         );
         let labelled =
             json!({"metadata": {"name": "n1", "labels": {"node-restriction.kubernetes.io/pool": "gpu"}}});
-        assert!(as_node(|| admit_create(nodes, "n1", &labelled)).is_err());
+        assert!(as_node(|| admit_create_plain(nodes, "n1", &labelled)).is_err());
         // Not a node: unrestricted.
-        admit_create(nodes, "n2", &labelled).expect("admin");
+        admit_create_plain(nodes, "n2", &labelled).expect("admin");
     }
 
     #[test]
@@ -269,24 +290,28 @@ mod tests {
         let mirror = json!({"metadata": {"name": "m", "annotations": {MIRROR: "h"},
             "ownerReferences": [{"apiVersion": "v1", "kind": "Node", "name": "n1", "uid": "u", "controller": true}]},
             "spec": {"nodeName": "n1", "containers": [{"name": "c", "image": "i"}]}});
-        as_node(|| admit_create(pods, "m", &mirror)).expect("mirror");
+        as_node(|| admit_create_plain(pods, "m", &mirror)).expect("mirror");
         let mut plain = mirror.clone();
         plain["metadata"]["annotations"] = json!({});
         assert!(
-            as_node(|| admit_create(pods, "m", &plain))
+            as_node(|| admit_create_plain(pods, "m", &plain))
                 .expect_err("plain")
                 .message
                 .contains("can only create mirror pods")
         );
         let mut elsewhere = mirror.clone();
         elsewhere["spec"]["nodeName"] = json!("n2");
-        assert!(as_node(|| admit_create(pods, "m", &elsewhere)).is_err());
+        assert!(as_node(|| admit_create_plain(pods, "m", &elsewhere)).is_err());
         let mut secretive = mirror.clone();
         secretive["spec"]["volumes"] = json!([{"name": "s", "secret": {"secretName": "token"}}]);
-        let err = as_node(|| admit_create(pods, "m", &secretive)).expect_err("secret");
+        let err = as_node(|| admit_create_plain(pods, "m", &secretive)).expect_err("secret");
         assert!(err.message.ends_with("can not create pods that reference secrets"));
+        let mut stale = mirror.clone();
+        stale["metadata"]["ownerReferences"][0]["uid"] = json!("old");
+        let err = as_node(|| admit_create_plain(pods, "m", &stale)).expect_err("an earlier n1");
+        assert!(err.message.ends_with("node n1 UID mismatch: expected old got u"), "{}", err.message);
         let mut configured = mirror;
         configured["spec"]["containers"][0]["envFrom"] = json!([{"configMapRef": {"name": "cm"}}]);
-        assert!(as_node(|| admit_create(pods, "m", &configured)).is_err());
+        assert!(as_node(|| admit_create_plain(pods, "m", &configured)).is_err());
     }
 }
