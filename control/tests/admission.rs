@@ -76,6 +76,26 @@ fn limit_ranges_default_pods_and_refuse_those_over_the_maximum() {
         assert_eq!(code, 403);
         assert_eq!(message, "pods \"x\" is forbidden: maximum cpu usage per Container is 1, but limit is 2");
         assert!(pods.get_opt("x").await.expect("get").is_none(), "nothing was stored");
+
+        // A range no pod could satisfy, and a quota of nonsense, are invalid objects.
+        let impossible: LimitRange = serde_json::from_value(json!({"metadata": {"name": "impossible"},
+            "spec": {"limits": [{"type": "Container", "min": {"cpu": "2"}, "max": {"cpu": "1"}}]}}))
+        .expect("range");
+        let (code, message) = refusal(ranges.create(&PostParams::default(), &impossible).await);
+        assert_eq!(code, 422);
+        assert!(
+            message.contains(
+                "spec.limits[0].min[cpu]: Invalid value: \"2\": min value 2 is greater than max value 1"
+            ),
+            "{message}"
+        );
+        let quotas: Api<ResourceQuota> = Api::namespaced(server.client.clone(), "default");
+        let nonsense: ResourceQuota =
+            serde_json::from_value(json!({"metadata": {"name": "q"}, "spec": {"hard": {"pods": "many"}}}))
+                .expect("quota");
+        let (code, message) = refusal(quotas.create(&PostParams::default(), &nonsense).await);
+        assert_eq!(code, 422, "{message}");
+        assert!(message.contains("spec.hard[pods]"), "{message}");
     });
 }
 

@@ -211,6 +211,8 @@ pub fn validate(kind: &str, name: &str, object: &Value) -> Result<(), ApiError> 
                 }
             }
         }
+        "LimitRange" => causes.extend(limits::invalid_range(object)),
+        "ResourceQuota" => causes.extend(quota::invalid_quota(object)),
         "Deployment" | "ReplicaSet" | "DaemonSet" => {
             let selector = object.pointer("/spec/selector/matchLabels").and_then(Value::as_object);
             let labels = object.pointer("/spec/template/metadata/labels").and_then(Value::as_object);

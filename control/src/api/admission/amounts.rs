@@ -24,6 +24,28 @@ pub fn parse(value: &Value) -> Option<i128> {
     Quantity::parse(text.trim()).ok().map(|q| i128::from(q.milli_value()))
 }
 
+/// The 422 causes for the ResourceList at `field` (`spec.hard`): every amount a valid,
+/// non-negative quantity, with the API server's wording.
+pub fn invalid_entries(field: &str, value: Option<&Value>) -> Vec<(String, String)> {
+    let mut causes = Vec::new();
+    for (k, v) in value.and_then(Value::as_object).into_iter().flatten() {
+        let text = match v {
+            Value::String(s) => s.clone(),
+            Value::Number(n) => n.to_string(),
+            other => other.to_string(),
+        };
+        let problem = match Quantity::parse(text.trim()) {
+            Ok(_) => continue,
+            Err(crate::scheduler::QuantityError::Negative) => "must be greater than or equal to 0",
+            Err(_) => {
+                "quantities must match the regular expression '^([+-]?[0-9.]+)([eEinumkKMGTP]*[-+]?[0-9]*)$'"
+            }
+        };
+        causes.push((format!("{field}[{k}]"), format!("Invalid value: \"{text}\": {problem}")));
+    }
+    causes
+}
+
 /// A ResourceList (`{"cpu": "1", "memory": "1Gi"}`); malformed entries are left out (the typed
 /// check refused such objects before admission sees them).
 pub fn list(value: Option<&Value>) -> Amounts {

@@ -30,6 +30,104 @@ pub fn default_limit_range(range: &mut Value) {
     }
 }
 
+/// The 422 causes of a (defaulted) LimitRange, as the API server's validation words them: valid
+/// quantities, `min ≤ defaultRequest ≤ default ≤ max` per resource, ratios of at least 1, and no
+/// defaults for a Pod item.
+pub fn invalid_range(range: &Value) -> Vec<(String, String)> {
+    let mut causes = Vec::new();
+    for (i, item) in items(range).enumerate() {
+        let at = format!("spec.limits[{i}]");
+        let fields = ["max", "min", "default", "defaultRequest", "maxLimitRequestRatio"];
+        let mut bad = 0;
+        for f in fields {
+            let found = amounts::invalid_entries(&format!("{at}.{f}"), item.get(f));
+            bad += found.len();
+            causes.extend(found);
+        }
+        if bad > 0 {
+            continue;
+        }
+        if item["type"] == "Pod" {
+            for f in ["default", "defaultRequest"] {
+                if item.get(f).and_then(Value::as_object).is_some_and(|m| !m.is_empty()) {
+                    causes.push((
+                        format!("{at}.{f}"),
+                        "Invalid value: may not be specified when `type` is 'Pod'".into(),
+                    ));
+                }
+            }
+        }
+        let get = |f: &str, k: &str| {
+            item.get(f).and_then(|m| m.get(k)).map(|v| (v, amounts::parse(v).unwrap_or(0)))
+        };
+        let shown = |(v, milli): (&Value, i128)| amounts::display_like(v, milli);
+        let mut names: Vec<&String> = fields
+            .iter()
+            .filter_map(|f| item.get(*f).and_then(Value::as_object))
+            .flat_map(|m| m.keys())
+            .collect();
+        names.sort();
+        names.dedup();
+        for k in names {
+            let (min, max, default, request, ratio) = (
+                get("min", k),
+                get("max", k),
+                get("default", k),
+                get("defaultRequest", k),
+                get("maxLimitRequestRatio", k),
+            );
+            // (lower, upper, the field the cause is about, whether that field is the lower one,
+            // the wording): each must be at most the other.
+            let pairs = [
+                (min, max, "min", true, "min value {a} is greater than max value {b}"),
+                (
+                    min,
+                    request,
+                    "defaultRequest",
+                    false,
+                    "min value {a} is greater than default request value {b}",
+                ),
+                (
+                    request,
+                    max,
+                    "defaultRequest",
+                    true,
+                    "default request value {a} is greater than max value {b}",
+                ),
+                (
+                    request,
+                    default,
+                    "defaultRequest",
+                    true,
+                    "default request value {a} is greater than default limit value {b}",
+                ),
+                (min, default, "default", false, "min value {a} is greater than default value {b}"),
+                (default, max, "default", true, "default value {a} is greater than max value {b}"),
+            ];
+            for (lower, upper, field, field_is_lower, words) in pairs {
+                let (Some(a), Some(b)) = (lower, upper) else { continue };
+                if a.1 > b.1 {
+                    let value = shown(if field_is_lower { a } else { b });
+                    let message = words.replace("{a}", &shown(a)).replace("{b}", &shown(b));
+                    causes.push((
+                        format!("{at}.{field}[{k}]"),
+                        format!("Invalid value: \"{value}\": {message}"),
+                    ));
+                }
+            }
+            if let Some(r) = ratio
+                && r.1 < amounts::ONE
+            {
+                causes.push((
+                    format!("{at}.maxLimitRequestRatio[{k}]"),
+                    format!("Invalid value: \"{}\": ratio {} is less than 1", shown(r), shown(r)),
+                ));
+            }
+        }
+    }
+    causes
+}
+
 /// A container's requests default to its limits when it gives limits only (the API server's
 /// Pod defaulting, which runs before admission upstream).
 pub fn default_requests_from_limits(pod: &mut Value) {
@@ -286,6 +384,34 @@ mod tests {
         assert_eq!(
             err.message,
             "pods \"y\" is forbidden: minimum cpu usage per Container is 100m, but request is 50m"
+        );
+    }
+
+    #[test]
+    fn inconsistent_ranges_are_invalid() {
+        let r = range(
+            json!({"type": "Container", "min": {"cpu": "2"}, "max": {"cpu": "1"}, "maxLimitRequestRatio": {"memory": "500m"}}),
+        );
+        let causes = invalid_range(&r);
+        assert!(
+            causes.contains(&(
+                "spec.limits[0].min[cpu]".to_owned(),
+                "Invalid value: \"2\": min value 2 is greater than max value 1".to_owned()
+            )),
+            "{causes:?}"
+        );
+        assert!(
+            causes.iter().any(|(f, m)| f == "spec.limits[0].maxLimitRequestRatio[memory]"
+                && m.ends_with("ratio 500m is less than 1")),
+            "{causes:?}"
+        );
+        let malformed = json!({"spec": {"limits": [{"type": "Pod", "max": {"cpu": "lots"}}]}});
+        assert_eq!(invalid_range(&malformed).len(), 1);
+        let pod_defaults = json!({"spec": {"limits": [{"type": "Pod", "default": {"cpu": "1"}}]}});
+        assert_eq!(invalid_range(&pod_defaults)[0].0, "spec.limits[0].default");
+        assert!(
+            invalid_range(&range(json!({"type": "Container", "max": {"cpu": "1"}, "min": {"cpu": "100m"}})))
+                .is_empty()
         );
     }
 

@@ -433,6 +433,11 @@ pub fn recounted_status<S: Store>(server: &ApiServer<S>, quota: &Value) -> Optio
     Some(json!({"hard": spec_hard, "used": amounts::to_list(&used)}))
 }
 
+/// The 422 causes of a ResourceQuota: every `spec.hard` amount a valid, non-negative quantity.
+pub fn invalid_quota(quota: &Value) -> Vec<(String, String)> {
+    amounts::invalid_entries("spec.hard", quota.pointer("/spec/hard"))
+}
+
 /// `kubectl get quota`'s REQUEST and LIMIT cells: `name: used/hard` of the status, the
 /// `limits.*` resources in the second.
 pub fn table_usage(quota: &Value) -> (String, String) {
