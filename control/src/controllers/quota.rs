@@ -39,6 +39,8 @@ impl Quotas {
                 self.known.remove(&id);
             }
         } else if r.kind == "Event" || !self.has_quotas(namespace) {
+            // Events change too often to recount for each; a `count/events.events.k8s.io`-style
+            // quota on them is recounted with the namespace's next other change.
             return;
         }
         queue.push((Loop::Quota, namespace.to_owned()));
