@@ -1,9 +1,51 @@
 //! Admission: the defaults the API server fills in and the checks it makes before a write, for
-//! the kinds whose defaults clients rely on (Pods, Services, Deployments).
+//! the kinds whose defaults clients rely on (Pods, Services, Deployments); the admission plugins
+//! that read the cluster or the requester live in the submodules.
+
+pub mod amounts;
+mod limits;
+mod node_restriction;
+pub mod quota;
+pub mod requester;
 
 use serde_json::{Value, json};
 
-use super::status::ApiError;
+use super::{ApiServer, registry::Resource, status::ApiError};
+use crate::store::Store;
+
+/// The admission plugins that run on a create after defaulting and before validation:
+/// NodeRestriction, then LimitRanger (Pods); a created ResourceQuota starts without status,
+/// which only its controller writes. (ResourceQuota's charge comes last, right before the
+/// write: [`quota::charge`].)
+pub fn admit_create<S: Store>(
+    server: &ApiServer<S>,
+    r: &Resource,
+    namespace: Option<&str>,
+    name: &str,
+    object: &mut Value,
+) -> Result<(), ApiError> {
+    let node_uid = |node: &str| {
+        let nodes = super::registry::builtin("nodes", "").ok()?;
+        let stored = super::handlers::decode(&server.store.get(&nodes.key(None, node))?).ok()?;
+        stored.pointer("/metadata/uid").and_then(Value::as_str).map(str::to_owned)
+    };
+    node_restriction::admit_create(r, name, object, node_uid)?;
+    match (r.kind, namespace) {
+        ("Pod", Some(ns)) => limits::admit(server, ns, name, object)?,
+        ("ResourceQuota", _) => {
+            if let Some(o) = object.as_object_mut() {
+                o.remove("status");
+            }
+        }
+        _ => {}
+    }
+    Ok(())
+}
+
+/// The admission plugins that run on an update (`old` stored, `new` to be written).
+pub fn admit_update(r: &Resource, name: &str, old: &Value, new: &Value) -> Result<(), ApiError> {
+    node_restriction::admit_update(r, name, old, new)
+}
 
 pub(super) fn set_default(object: &mut Value, pointer: &str, value: Value) {
     if object.pointer(pointer).is_none_or(Value::is_null) {
@@ -92,6 +134,7 @@ pub fn default(kind: &str, object: &mut Value) {
                 default_pod_spec(spec);
             }
         }
+        "LimitRange" => limits::default_limit_range(object),
         "ReplicaSet" | "DaemonSet" => {
             if kind == "ReplicaSet" {
                 set_default(object, "/spec/replicas", json!(1));
@@ -169,6 +212,8 @@ pub fn validate(kind: &str, name: &str, object: &Value) -> Result<(), ApiError> 
                 }
             }
         }
+        "LimitRange" => causes.extend(limits::invalid_range(object)),
+        "ResourceQuota" => causes.extend(quota::invalid_quota(object)),
         "Deployment" | "ReplicaSet" | "DaemonSet" => {
             let selector = object.pointer("/spec/selector/matchLabels").and_then(Value::as_object);
             let labels = object.pointer("/spec/template/metadata/labels").and_then(Value::as_object);

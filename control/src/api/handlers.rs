@@ -388,6 +388,7 @@ pub(super) async fn create_stored<S: Store>(
     let warnings = check_object(r, &value, validation)?;
     admission::default(r.kind, &mut value);
     priority::admit(server, r.kind, &name, &mut value, None).await?;
+    admission::admit_create(server, r, target.namespace.as_deref(), &name, &mut value)?;
     if let Some(w) = writer {
         managed::record_update(None, &mut value, w);
     }
@@ -398,6 +399,11 @@ pub(super) async fn create_stored<S: Store>(
             .await?;
     }
     let key = r.key(target.namespace.as_deref(), &name);
+    // Charged quotas stay locked until the object is written (see admission/quota.rs).
+    let _charged = match target.namespace.as_deref().filter(|_| r.namespaced) {
+        Some(ns) => admission::quota::charge(server, r, ns, &name, &value).await?,
+        None => None,
+    };
     let stored = if r.kind == "Service" {
         create_service(server, r, &key, &name, &value).await?
     } else {
@@ -519,6 +525,11 @@ pub(super) async fn write_existing<S: Store>(
     }
     admission::validate(r.kind, name, &value)?;
     admission::immutable(r.kind, name, &old, &value)?;
+    admission::admit_update(r, name, &old, &value)?;
+    let _charged = match target.namespace.as_deref().filter(|_| target.subresource.is_none()) {
+        Some(ns) => admission::quota::charge_update(server, r, ns, name, &old, &value).await?,
+        None => None,
+    };
     // Node ports are global like ClusterIPs: allocate under the same lock as creates, held until
     // the write is done.
     let mut claimed = Vec::new();

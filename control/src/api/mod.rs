@@ -39,6 +39,7 @@ use axum::{
     response::{IntoResponse, Response},
 };
 
+pub use admission::quota;
 pub use handlers::decode as decode_object;
 pub use status::ApiError;
 
@@ -85,6 +86,8 @@ pub struct ApiServer<S> {
     /// `--service-cluster-ip-range`.
     pub service_cidr: (Ipv4Addr, u8),
     allocations: tokio::sync::Mutex<()>,
+    /// Quota charges and recounts, one at a time (`admission/quota.rs`).
+    quota_lock: tokio::sync::Mutex<()>,
     /// The ServiceAccount token key (`--pki-dir`'s `sa.key`), once set.
     token_keys: std::sync::OnceLock<Arc<crate::auth::sa_token::TokenKeys>>,
     /// The cluster CA, to sign node client certificates with (`--pki-dir`), once set.
@@ -101,6 +104,7 @@ impl<S: Store + Clone> ApiServer<S> {
             store,
             service_cidr,
             allocations: tokio::sync::Mutex::new(()),
+            quota_lock: tokio::sync::Mutex::new(()),
             token_keys: Default::default(),
             ca: Default::default(),
             kubelet_tls: Default::default(),
@@ -237,7 +241,9 @@ async fn dispatch<S: Store + Clone>(
         table,
         user: user.map(|axum::Extension(u)| u),
     };
-    match route(&server, &method, uri.path(), &req).await {
+    // Admission steps that depend on the requester (NodeRestriction) find it in this scope.
+    let answer = admission::requester::scope(req.user.clone(), route(&server, &method, uri.path(), &req));
+    match answer.await {
         Ok(response) => response,
         Err(err) => err.into_response(),
     }

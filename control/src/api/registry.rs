@@ -152,6 +152,30 @@ pub static RESOURCES: &[Resource] = &[
     ),
     resource!("", "v1", Endpoints, core::Endpoints, "endpoints", "endpoints", true, &["ep"], &[], &[]),
     resource!(
+        "",
+        "v1",
+        LimitRange,
+        core::LimitRange,
+        "limitranges",
+        "limitrange",
+        true,
+        &["limits"],
+        &[],
+        &[]
+    ),
+    resource!(
+        "",
+        "v1",
+        ResourceQuota,
+        core::ResourceQuota,
+        "resourcequotas",
+        "resourcequota",
+        true,
+        &["quota"],
+        &[],
+        &["status"]
+    ),
+    resource!(
         "apps",
         "v1",
         Deployment,

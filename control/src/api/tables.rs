@@ -110,6 +110,11 @@ fn columns(kind: &str) -> Vec<Column> {
             ("Last Schedule", "string", 0, "When a Job was last started"),
             AGE,
         ],
+        "ResourceQuota" => vec![
+            AGE,
+            ("Request", "string", 0, "Used / hard of the quota's other resources"),
+            ("Limit", "string", 0, "Used / hard of the quota's limits.* resources"),
+        ],
         _ => vec![AGE],
     });
     c
@@ -394,6 +399,10 @@ fn cells(kind: &str, o: &Value) -> Vec<Value> {
             ]);
         }
         "Namespace" => c.extend([json!(or(s(o, "/status/phase"), "Active")), json!(age(o))]),
+        "ResourceQuota" => {
+            let (request, limit) = super::admission::quota::table_usage(o);
+            c.extend([json!(age(o)), json!(request), json!(limit)]);
+        }
         _ => c.push(json!(age(o))),
     }
     c

@@ -11,7 +11,7 @@ use super::{
     cache::Cache,
     clock, daemonsets, deployments, disruption, gc, loadbalancer, namespace, nodeipam, nodes,
     queue::{Backoff, Queue},
-    replicasets, scheduling, serviceaccounts, slices,
+    quota, replicasets, scheduling, serviceaccounts, slices,
 };
 use crate::{
     api::ApiError,
@@ -41,6 +41,7 @@ struct Loops {
     cronjobs: batch::CronJobs,
     disruption: disruption::Disruption,
     accounts: serviceaccounts::ServiceAccounts,
+    quotas: quota::Quotas,
 }
 
 impl Loops {
@@ -59,6 +60,7 @@ impl Loops {
             cronjobs: batch::CronJobs,
             disruption: disruption::Disruption,
             accounts: serviceaccounts::ServiceAccounts,
+            quotas: quota::Quotas::default(),
         }
     }
 }
@@ -112,6 +114,7 @@ impl<S: Store + Clone> Manager<S> {
             None => self.loops.graph.remove(key, &mut self.queue),
         }
         self.loops.accounts.observe(key, &mut self.queue);
+        self.loops.quotas.observe(key, stored.is_some(), &mut self.queue);
         let Some(change) = self.cache.apply(key, stored) else { return };
         let (cache, queue) = (&self.cache, &mut self.queue);
         self.loops.nodes.observe(&change, cache, queue);
@@ -184,6 +187,7 @@ impl<S: Store + Clone> Manager<S> {
             Loop::CronJob => self.loops.cronjobs.reconcile(ctx, cache, key).await,
             Loop::Disruption => self.loops.disruption.reconcile(ctx, cache, key).await,
             Loop::ServiceAccounts => self.loops.accounts.reconcile(ctx, key).await,
+            Loop::Quota => self.loops.quotas.reconcile(ctx, key).await,
         };
         let now = self.ctx.clock.now();
         match result {

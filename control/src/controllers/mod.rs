@@ -29,6 +29,7 @@ mod nodeipam;
 mod nodes;
 mod preempting;
 pub mod queue;
+mod quota;
 mod replicasets;
 mod scheduling;
 pub mod serviceaccounts;
@@ -76,6 +77,8 @@ pub enum Loop {
     Disruption,
     /// Each namespace's `default` ServiceAccount and `kube-root-ca.crt`; keys are namespaces.
     ServiceAccounts,
+    /// ResourceQuota usage; keys are namespaces.
+    Quota,
 }
 
 /// A queued key for a loop.

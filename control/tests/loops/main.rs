@@ -10,6 +10,7 @@ mod lb;
 mod leader;
 mod nodes;
 mod priority;
+mod quota;
 mod scheduling;
 mod serviceaccounts;
 mod slices;

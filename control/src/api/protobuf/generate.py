@@ -34,7 +34,7 @@ ROOTS = [
     "api.core.v1." + t
     for t in [
         "Namespace", "Node", "Pod", "Service", "ConfigMap", "Secret", "Event", "ServiceAccount",
-        "Endpoints", "Binding",
+        "Endpoints", "Binding", "LimitRange", "ResourceQuota",
     ]
 ] + [
     "api.apps.v1.Deployment", "api.apps.v1.ReplicaSet", "api.apps.v1.DaemonSet", "api.batch.v1.Job",
