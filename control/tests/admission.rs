@@ -365,3 +365,49 @@ fn kubectl_sees_quota_refusals_and_usage() {
     assert!(table.contains("team-pods") && table.contains("pods: 2/2"), "{table}");
     drop(rt);
 }
+
+/// NamespaceLifecycle: once a namespace is being deleted (held here by a pod's finalizer), every
+/// create in it is a 403 in kube-apiserver's words and nothing is written; the namespace goes
+/// once it is empty.
+#[test]
+fn a_terminating_namespace_refuses_new_content() {
+    use k8s_openapi::api::core::v1::{ConfigMap, Namespace};
+    common::runtime().block_on(async {
+        let server = common::start(1000).await;
+        let client = &server.client;
+        let namespaces: Api<Namespace> = Api::all(client.clone());
+        let ns: Namespace = serde_json::from_value(json!({"metadata": {"name": "team-a"}})).expect("ns");
+        namespaces.create(&PostParams::default(), &ns).await.expect("create ns");
+        let pods: Api<Pod> = Api::namespaced(client.clone(), "team-a");
+        let mut held = pod("held", json!({}));
+        held.metadata.finalizers = Some(vec!["example.com/hold".into()]);
+        pods.create(&PostParams::default(), &held).await.expect("create pod");
+        namespaces.delete("team-a", &DeleteParams::default()).await.expect("delete ns");
+        common::eventually("team-a Terminating", || {
+            let namespaces = namespaces.clone();
+            async move {
+                let phase = namespaces.get("team-a").await.ok()?.status?.phase?;
+                (phase == "Terminating").then_some(())
+            }
+        })
+        .await;
+        let configmaps: Api<ConfigMap> = Api::namespaced(client.clone(), "team-a");
+        let cm: ConfigMap = serde_json::from_value(json!({"metadata": {"name": "late"}})).expect("cm");
+        let (code, message) = refusal(configmaps.create(&PostParams::default(), &cm).await);
+        assert_eq!(code, 403, "{message}");
+        assert!(
+            message
+                .contains("unable to create new content in namespace team-a because it is being terminated"),
+            "{message}"
+        );
+        assert!(configmaps.get_opt("late").await.expect("get").is_none(), "nothing written");
+        pods.patch("held", &PatchParams::default(), &Patch::Merge(json!({"metadata": {"finalizers": null}})))
+            .await
+            .expect("release the pod");
+        common::eventually("team-a gone", || {
+            let namespaces = namespaces.clone();
+            async move { namespaces.get_opt("team-a").await.ok()?.is_none().then_some(()) }
+        })
+        .await;
+    });
+}
