@@ -10,6 +10,8 @@ use crate::controllers::batch::{
     job::{CONTROLLER_UID_LABEL, JOB_NAME_LABEL},
 };
 
+/// The most completions or parallelism an Indexed Job may have.
+const MAX_INDEXED: i64 = 100_000;
 /// A CronJob's name leaves room for the 11-character suffix of its Jobs' names.
 const MAX_CRONJOB_NAME: usize = 52;
 
@@ -114,6 +116,12 @@ fn job_spec_causes(object: &Value, at: &str, causes: &mut Vec<(String, String)>)
         Some("Indexed") => {
             if !spec["completions"].is_i64() {
                 causes.push((field("completions"), "Required value: when completion mode is Indexed".into()));
+            }
+            // Upstream's bounds: an Indexed Job's indexes are tracked in its status.
+            for f in ["completions", "parallelism"] {
+                if let Some(n) = spec[f].as_i64().filter(|n| *n > MAX_INDEXED) {
+                    causes.push((field(f), format!("Invalid value: {n}: must be less than or equal to {MAX_INDEXED} when completion mode is Indexed")));
+                }
             }
         }
         Some(other) => causes.push((

@@ -129,8 +129,8 @@ fn bound_pod<S: Store + Clone>(
              The object might have been deleted and then recreated"
         )));
     }
-    let runs_as =
-        pod["spec"]["serviceAccountName"].as_str().unwrap_or(super::service_accounts::DEFAULT_ACCOUNT);
+    // A pod without an account (a mirror pod) runs as none, never as `default`.
+    let runs_as = pod["spec"]["serviceAccountName"].as_str().unwrap_or("");
     if runs_as != account {
         return Err(ApiError::bad_request(format!(
             "cannot bind token for serviceaccount {account:?} to pod running with different serviceaccount name."

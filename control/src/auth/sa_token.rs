@@ -16,6 +16,9 @@ use serde_json::{Value, json};
 
 /// The `iss` of every token (kube-apiserver's default `--service-account-issuer` in kubeadm).
 pub const ISSUER: &str = "https://kubernetes.default.svc.cluster.local";
+/// The audiences that name this API server (kube-apiserver's `--api-audiences`, which default to
+/// the issuer; the short Service name is accepted too).
+pub const API_AUDIENCES: [&str; 2] = [ISSUER, "https://kubernetes.default.svc"];
 /// Lifetime bounds of a requested token, seconds (Kubernetes: at least 10 minutes).
 pub const MIN_EXPIRATION_S: i64 = 600;
 pub const MAX_EXPIRATION_S: i64 = 48 * 3600;
@@ -122,6 +125,15 @@ impl TokenKeys {
         if claims["iss"] != ISSUER {
             return Err("token issued elsewhere");
         }
+        // A token a pod got for another audience (a vault, a registry) is not for us.
+        let audiences = match &claims["aud"] {
+            Value::String(one) => vec![one.as_str()],
+            Value::Array(many) => many.iter().filter_map(Value::as_str).collect(),
+            _ => Vec::new(),
+        };
+        if !audiences.iter().any(|a| API_AUDIENCES.contains(a)) {
+            return Err("token audience is not this API server");
+        }
         let (nbf, exp) = (claims["nbf"].as_i64().unwrap_or(0), claims["exp"].as_i64().unwrap_or(0));
         if now < nbf || now >= exp {
             return Err("token expired or not yet valid");
@@ -177,6 +189,10 @@ mod tests {
         assert_eq!(k.verify(&token, 1_600), Err("token expired or not yet valid"));
         assert_eq!(k.verify(&token, 999), Err("token expired or not yet valid"));
         assert_eq!(keys().verify(&token, 1_000), Err("invalid token signature"), "another cluster's key");
+        let elsewhere = k.issue(&robot(), &["vault".into()], 1_000, 600).expect("issue");
+        assert_eq!(k.verify(&elsewhere, 1_000), Err("token audience is not this API server"));
+        let both = k.issue(&robot(), &["vault".into(), ISSUER.into()], 1_000, 600).expect("issue");
+        assert_eq!(k.verify(&both, 1_000), Ok(robot()));
         let mut parts: Vec<&str> = token.split('.').collect();
         let forged = B64.encode(
             json!({"iss": ISSUER, "exp": 9_999_999_999_i64, "kubernetes.io": {"namespace": "kube-system",

@@ -94,7 +94,9 @@ pub fn decide(attrs: &Attributes, graph: &impl Graph) -> Decision {
         // Authorization delegation: the agent asks who may read its logs and metrics.
         ("authorization.k8s.io", "subjectaccessreviews") if verb == "create" => Decision::Allow,
         ("", "serviceaccounts") if r.subresource == "token" && verb == "create" => {
-            let runs_as = |p: &Value| p["spec"]["serviceAccountName"].as_str().unwrap_or("default") == r.name;
+            // A pod without an account (a mirror pod) runs as none: admission gave every other
+            // pod its account, so reading "none" as `default` would hand out foreign tokens.
+            let runs_as = |p: &Value| p["spec"]["serviceAccountName"].as_str() == Some(r.name.as_str());
             if graph.pods_in(&r.namespace).iter().any(|p| bound_to(p, node) && runs_as(p)) {
                 Decision::Allow
             } else {
@@ -181,6 +183,8 @@ mod tests {
             json!({"metadata": {"name": "on-a", "namespace": "d"}, "spec": {"nodeName": "a",
                 "volumes": [{"name": "v", "secret": {"secretName": "a-secret"}}],
                 "containers": [{"name": "c", "envFrom": [{"configMapRef": {"name": "a-config"}}]}]}}),
+            json!({"metadata": {"name": "web-a", "namespace": "e"}, "spec": {"nodeName": "a", "serviceAccountName": "default",
+                "containers": [{"name": "c"}]}}),
             json!({"metadata": {"name": "on-b", "namespace": "d"}, "spec": {"nodeName": "b", "serviceAccountName": "robot",
                 "containers": [{"name": "c", "env": [{"name": "X", "valueFrom": {"secretKeyRef": {"name": "b-secret", "key": "k"}}}]}]}}),
         ])
@@ -267,7 +271,12 @@ mod tests {
     #[test]
     fn a_node_creates_tokens_only_for_the_accounts_its_pods_run_as() {
         let token = |sa: &str| format!("/api/v1/namespaces/d/serviceaccounts/{sa}/token");
-        assert_eq!(as_node("a", Method::POST, &token("default")), Decision::Allow, "unset means default");
+        assert!(
+            matches!(as_node("a", Method::POST, &token("default")), Decision::Deny(_)),
+            "a pod without an account (a mirror pod) runs as none, not as default"
+        );
+        let in_e = "/api/v1/namespaces/e/serviceaccounts/default/token";
+        assert_eq!(as_node("a", Method::POST, in_e), Decision::Allow);
         assert_eq!(as_node("b", Method::POST, &token("robot")), Decision::Allow);
         assert!(matches!(as_node("a", Method::POST, &token("robot")), Decision::Deny(_)));
         assert!(matches!(as_node("c", Method::POST, &token("default")), Decision::Deny(_)));

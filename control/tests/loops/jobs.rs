@@ -265,3 +265,43 @@ fn a_suspended_job_stops_its_pods_and_resumes_with_a_fresh_start_time() {
         assert_eq!(w.events("later", "Resumed").len(), 1);
     });
 }
+
+#[test]
+fn pods_the_job_stops_by_choice_are_not_failures() {
+    runtime().block_on(async {
+        let mut w = World::new(Config::default()).await;
+        w.node("n1").await;
+        w.create(job("elastic", json!({"parallelism": 3, "completions": 6, "backoffLimit": 0}))).await;
+        converge(&mut w).await;
+        assert_eq!(running(&w, "elastic").len(), 3);
+        // Fewer at once: the extra pod is stopped, not failed (backoffLimit 0 would fail the Job).
+        w.edit("Job", Some("default"), "elastic", false, |j| j["spec"]["parallelism"] = json!(2)).await;
+        converge(&mut w).await;
+        assert_eq!(running(&w, "elastic").len(), 2);
+        // Suspended: every pod stopped, none counted.
+        w.edit("Job", Some("default"), "elastic", false, |j| j["spec"]["suspend"] = json!(true)).await;
+        converge(&mut w).await;
+        assert!(running(&w, "elastic").is_empty());
+        assert!(pods_of(&w, "elastic").is_empty(), "stopped pods are released and gone");
+        let st = status(&w, "elastic");
+        assert!(st["failed"].is_null(), "{st}");
+        assert!(
+            condition(&w, "elastic", "Failed").is_none()
+                && condition(&w, "elastic", "FailureTarget").is_none()
+        );
+        w.edit("Job", Some("default"), "elastic", false, |j| j["spec"]["suspend"] = json!(false)).await;
+        converge(&mut w).await;
+        assert_eq!(running(&w, "elastic").len(), 2, "resumed at the current parallelism");
+    });
+}
+
+#[test]
+fn a_huge_parallelism_is_worked_off_in_bursts() {
+    runtime().block_on(async {
+        let mut w = World::new(Config::default()).await;
+        w.create(job("wide", json!({"parallelism": 2_000_000_000, "completions": 600}))).await;
+        // One reconcile creates at most 500 pods, then the loop comes back for the rest.
+        w.settle().await;
+        assert_eq!(pods_of(&w, "wide").len(), 600);
+    });
+}

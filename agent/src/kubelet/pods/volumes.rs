@@ -24,6 +24,10 @@ pub struct Volumes {
     dirs: HashMap<String, PathBuf>,
     /// Projected volumes holding tokens: when each is to be written again.
     due: HashMap<String, std::time::Instant>,
+    /// Volumes the agent writes into while containers run (configMap, secret, projected): always
+    /// mounted read-only, as the kubelet mounts them, so a container cannot plant a symlink the
+    /// agent would follow as root when it rewrites them.
+    agent_written: std::collections::HashSet<String>,
 }
 
 fn volumes_dir(ctx: &Ctx, uid: &str) -> PathBuf {
@@ -121,7 +125,11 @@ pub async fn prepare(ctx: &Ctx, pod: &Pod, uid: &str) -> Result<Volumes, String>
                 volumes.due.insert(v.name.clone(), due);
             }
             volumes.dirs.insert(v.name.clone(), dir);
+            volumes.agent_written.insert(v.name.clone());
             continue;
+        }
+        if v.config_map.is_some() || v.secret.is_some() || v.downward_api.is_some() {
+            volumes.agent_written.insert(v.name.clone());
         }
         let dir = prepare_one(ctx, &ns, &base, &v).await?;
         volumes.dirs.insert(v.name.clone(), dir);
@@ -238,7 +246,8 @@ pub fn mounts(container: &Container, volumes: &Volumes) -> Result<Vec<Mount>, St
                 }
                 None => dir.clone(),
             };
-            Ok(Mount { destination: m.mount_path.clone(), source, read_only: m.read_only.unwrap_or(false) })
+            let read_only = m.read_only.unwrap_or(false) || volumes.agent_written.contains(&m.name);
+            Ok(Mount { destination: m.mount_path.clone(), source, read_only })
         })
         .collect()
 }
@@ -327,4 +336,25 @@ pub async fn env_sources(
         }
     }
     Ok((from, resolved))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn volumes_the_agent_writes_are_mounted_read_only_whatever_the_pod_says() {
+        let mut volumes = Volumes::default();
+        for name in ["token", "scratch"] {
+            volumes.dirs.insert(name.into(), PathBuf::from(format!("/var/lib/pods/u/volumes/{name}")));
+        }
+        volumes.agent_written.insert("token".into());
+        let container: Container = serde_json::from_value(serde_json::json!({"name": "c", "volumeMounts": [
+            {"name": "token", "mountPath": "/var/run/secrets/x", "readOnly": false},
+            {"name": "scratch", "mountPath": "/tmp/s"}]}))
+        .expect("container");
+        let mounts = mounts(&container, &volumes).expect("mounts");
+        assert!(mounts[0].read_only, "a projected/configMap/secret volume is never writable");
+        assert!(!mounts[1].read_only, "an emptyDir stays as the pod asked");
+    }
 }

@@ -57,7 +57,7 @@ fn reference(job: &Job) -> ObjectReference {
         name: job.metadata.name.clone(),
         namespace: job.metadata.namespace.clone(),
         uid: job.metadata.uid.clone(),
-        resource_version: job.metadata.resource_version.clone(),
+        // No resourceVersion: the reference would change with every status write of the Job.
         ..ObjectReference::default()
     }
 }

@@ -34,6 +34,8 @@ pub const INDEX_ANNOTATION: &str = "batch.kubernetes.io/job-completion-index";
 pub const CONTROLLER_UID_LABEL: &str = "batch.kubernetes.io/controller-uid";
 /// The label naming a pod's Job.
 pub const JOB_NAME_LABEL: &str = "batch.kubernetes.io/job-name";
+/// The most pods one plan creates or deletes (upstream's burst); the rest come in the next plans.
+const BURST: usize = crate::controllers::workloads::BURST_REPLICAS as usize;
 /// The delay before a failed pod's replacement, doubled for every further failure …
 const BACKOFF_BASE_S: i64 = 10;
 /// … up to this.
@@ -56,6 +58,10 @@ pub struct JobPlan {
     pub unfinalize: Vec<String>,
     /// Active pods to delete (too many, or the Job is finished or suspended).
     pub delete: Vec<String>,
+    /// Whether the pods in `delete` count as failed: only when the Job has failed (its deadline
+    /// or back-off limit). Otherwise (suspend, fewer wanted, success) the caller releases their
+    /// tracking finalizer before deleting them, so they are never counted, as upstream does.
+    pub count_deleted: bool,
     /// Pods to create, each from [`pod_for`]: `Some(index)` for an Indexed Job.
     pub create: Vec<Option<i32>>,
     pub notes: Vec<Note>,
@@ -330,6 +336,7 @@ pub fn plan(job: &Job, pods: &[&Pod], remembered_failure: Option<Timestamp>, now
     } else if let Some((reason, message)) = &failure {
         set_condition(&mut conditions, "FailureTarget", reason, message, now);
         out.delete = active_names(&t.active);
+        out.count_deleted = true;
         if everything_counted {
             set_condition(&mut conditions, "Failed", reason, message, now);
             out.notes.push(Note { warning: true, reason: reason.clone(), message: message.clone() });
@@ -385,11 +392,15 @@ pub fn plan(job: &Job, pods: &[&Pod], remembered_failure: Option<Timestamp>, now
             let active = count(t.active.len());
             let doomed = pods::in_deletion_order(&t.active);
             let delete = doomed.iter().take(usize::try_from(active - want).unwrap_or(0));
-            (
-                vec![None; usize::try_from(want - active).unwrap_or(0)],
-                active_names(&delete.copied().collect::<Vec<_>>()),
-            )
+            let create = usize::try_from(want - active).unwrap_or(0).min(BURST + 1);
+            (vec![None; create], active_names(&delete.copied().collect::<Vec<_>>()))
         };
+        // A huge parallelism is worked off in bursts, so one Job cannot stall every loop.
+        if create.len() > BURST || delete.len() > BURST {
+            out.next_check = Some(now);
+        }
+        let (create, delete): (Vec<_>, Vec<_>) =
+            (create.into_iter().take(BURST).collect(), delete.into_iter().take(BURST).collect());
         out.delete = delete;
         if !create.is_empty() {
             // Replacements of failed pods wait 10 s, 20 s, 40 s, … after the latest failure.
@@ -456,7 +467,8 @@ fn indexed_work(
             _ => delete.push(pod.metadata.name.clone().unwrap_or_default()),
         }
     }
-    let room = usize::try_from(parallelism.saturating_sub(count(running.len()))).unwrap_or(0);
+    // One more than a burst, so the caller sees that there is more to do.
+    let room = usize::try_from(parallelism.saturating_sub(count(running.len()))).unwrap_or(0).min(BURST + 1);
     let create = (0..completions)
         .filter(|i| !t.completed.contains(i) && !running.contains(i))
         .take(room)

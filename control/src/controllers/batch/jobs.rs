@@ -115,6 +115,12 @@ impl Jobs {
         released.into_iter().collect::<Result<Vec<()>, _>>()?;
 
         let doomed: Vec<&Pod> = plan.delete.iter().filter_map(|n| pod(n)).map(|p| &**p).collect();
+        if !plan.count_deleted {
+            // Pods the Job stops by choice are not failures: released first, never counted.
+            let tracked = doomed.iter().filter(|p| has_tracking_finalizer(&p.metadata));
+            let released = join_all(tracked.map(|p| unfinalize(ctx, p))).await;
+            released.into_iter().collect::<Result<Vec<()>, _>>()?;
+        }
         let options = Options::default();
         let deleted =
             join_all(doomed.iter().map(|p| writes::delete::<S, Pod>(ctx, &p.metadata, &options))).await;
