@@ -141,7 +141,7 @@ impl DaemonSets {
             writes::adopt(ctx, &**p, daemonset::controller_ref(ds), COMPONENT).await?;
         }
         for p in plan.release.iter().filter_map(|n| pod(n)) {
-            writes::release(ctx, &**p, uid, COMPONENT).await?;
+            writes::release(ctx, &**p, &**ds, COMPONENT).await?;
         }
         create_pods(ctx, ds, &plan).await?;
         self.delete_pods(ctx, ds, &plan, cache, now).await?;

@@ -98,7 +98,7 @@ impl Deployments {
             writes::adopt(ctx, &**rs, deployment::controller_ref(d), COMPONENT).await?;
         }
         for rs in claimed.release.iter().filter_map(|n| rs_named(n)) {
-            writes::release(ctx, &**rs, uid, COMPONENT).await?;
+            writes::release(ctx, &**rs, &**d, COMPONENT).await?;
         }
         if !claimed.adopt.is_empty() || !claimed.release.is_empty() {
             // Plan on the cache as it is after the ownership writes.

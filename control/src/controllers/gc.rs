@@ -151,6 +151,12 @@ impl Graph {
     }
 }
 
+/// Whether the stored `value` is marked for deletion.
+fn being_deleted(value: &[u8]) -> bool {
+    mentions(value, b"\"deletionTimestamp\"")
+        && serde_json::from_slice::<Head>(value).is_ok_and(|h| h.metadata.deletion_timestamp.is_some())
+}
+
 fn is_namespace(key: &str) -> bool {
     registry::by_key(key).is_some_and(|(r, _, _)| r.kind == "Namespace")
 }
@@ -203,6 +209,13 @@ pub(super) async fn examine<S: Store + Clone>(
             graph.dependents_of(&meta.uid).into_iter().filter(|d| server.store.get(d).is_some()).collect();
         let foreground = Options { propagation: Propagation::Foreground, ..Options::default() };
         for dependent in &dependents {
+            // One already being deleted goes on its own terms, as upstream's collector leaves it:
+            // deleting it again would put back the foregroundDeletion finalizer its own pass took
+            // off once it had nothing left to wait for, and the two passes would take turns
+            // rewriting it (and racing every other writer of it) for as long as it stays.
+            if server.store.get(dependent).is_some_and(|o| being_deleted(&o.value)) {
+                continue;
+            }
             match server.delete_key(dependent, &foreground).await {
                 Ok(_) => {}
                 Err(e) if e.code == 404 => {}

@@ -78,7 +78,7 @@ impl ReplicaSets {
             writes::adopt(ctx, &**p, replicaset::controller_ref(rs), COMPONENT).await?;
         }
         for p in plan.release.iter().filter_map(|n| pod(n)) {
-            writes::release(ctx, &**p, uid, COMPONENT).await?;
+            writes::release(ctx, &**p, &**rs, COMPONENT).await?;
         }
         create_pods(ctx, rs, plan.create).await?;
         let doomed: Vec<&Arc<Pod>> = plan.delete.iter().filter_map(|n| pod(n)).collect();
@@ -148,4 +148,89 @@ async fn create_pods<S: Store + Clone>(ctx: &Ctx<S>, rs: &ReplicaSet, count: u32
         batch = batch.saturating_mul(2);
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use std::{net::Ipv4Addr, sync::Arc};
+
+    use serde_json::{Value, json};
+
+    use super::*;
+    use crate::{
+        api::{ApiServer, decode_object},
+        controllers::{Config, clock::SystemClock},
+        store::embedded::{self, EmbeddedStore},
+    };
+
+    fn owner_uids(server: &ApiServer<EmbeddedStore>, pod: &str) -> Vec<Value> {
+        let pod = server.pod("default", pod).expect("pod");
+        pod["metadata"]["ownerReferences"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(|r| r["uid"].clone())
+            .collect()
+    }
+
+    /// The loop reconciles from a cache that may lag behind the store: a ReplicaSet deleted
+    /// (Background) after the cache was filled must not release the pods it controls but no
+    /// longer selects — released, they would have no owner left for the garbage collector.
+    #[tokio::test]
+    async fn a_replicaset_deleted_behind_the_cache_releases_nothing() {
+        let store = EmbeddedStore::in_memory(embedded::Options::default()).expect("store");
+        let server = Arc::new(ApiServer::new(store, (Ipv4Addr::new(10, 96, 0, 0), 12)));
+        server.bootstrap(None).await.expect("bootstrap");
+        let ctx =
+            Ctx { server: server.clone(), clock: Arc::new(SystemClock), config: Arc::new(Config::default()) };
+        let mut cache = Cache::default();
+        let (key, uid) = owned_unselected(&server, &mut cache, "gone").await;
+        server.delete_key(&key, &Options::default()).await.expect("delete");
+        assert!(server.store.get(&key).is_none(), "a background delete waited");
+        // Its status write finds it gone; what matters is what it did to the pod before that.
+        let _ = ReplicaSets.reconcile(&ctx, &cache, "default/gone").await;
+        assert_eq!(owner_uids(&server, "gone-pod"), [uid], "released by a deleted ReplicaSet");
+
+        // A ReplicaSet still there releases what it does not select, as upstream's does.
+        let (_, uid) = owned_unselected(&server, &mut cache, "here").await;
+        assert_eq!(owner_uids(&server, "here-pod"), [uid]);
+        ReplicaSets.reconcile(&ctx, &cache, "default/here").await.expect("reconcile");
+        assert!(owner_uids(&server, "here-pod").is_empty(), "not released");
+    }
+
+    /// A ReplicaSet `name` and a pod it controls but does not select, stored and cached; the
+    /// ReplicaSet's key and uid.
+    async fn owned_unselected(
+        server: &ApiServer<EmbeddedStore>,
+        cache: &mut Cache,
+        name: &str,
+    ) -> (String, Value) {
+        let rs = server
+            .create_as(
+                json!({"apiVersion": "apps/v1", "kind": "ReplicaSet",
+                        "metadata": {"name": name, "namespace": "default"},
+                        "spec": {"replicas": 0, "selector": {"matchLabels": {"rs": name}},
+                            "template": {"metadata": {"labels": {"rs": name}},
+                                "spec": {"containers": [{"name": "c", "image": "i"}]}}}}),
+                "test",
+            )
+            .await
+            .expect("replicaset");
+        let uid = decode_object(&rs).expect("decode")["metadata"]["uid"].clone();
+        let pod = server
+            .create_as(
+                json!({"apiVersion": "v1", "kind": "Pod",
+                        "metadata": {"name": format!("{name}-pod"), "namespace": "default",
+                            "ownerReferences": [{"apiVersion": "apps/v1", "kind": "ReplicaSet",
+                                "name": name, "uid": uid, "controller": true}]},
+                        "spec": {"containers": [{"name": "c", "image": "i"}]}}),
+                "test",
+            )
+            .await
+            .expect("pod");
+        for o in [&rs, &pod] {
+            cache.apply(&o.key, Some(o));
+        }
+        (rs.key, uid)
+    }
 }

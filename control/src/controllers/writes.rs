@@ -68,12 +68,18 @@ where
     replace(ctx, &updated, false, manager).await.map(drop)
 }
 
-/// Drops the owner reference to `owner_uid` from `object` (release), unless it changed meanwhile.
-pub async fn release<S, T>(ctx: &Ctx<S>, object: &T, owner_uid: &str, manager: &str) -> Result<(), ApiError>
+/// Drops the owner reference to `owner` from `object` (release), unless it changed meanwhile —
+/// or `owner` is no longer there to release it: see [`still_claiming`].
+pub async fn release<S, T, O>(ctx: &Ctx<S>, object: &T, owner: &O, manager: &str) -> Result<(), ApiError>
 where
     S: Store + Clone,
     T: Serialize + Clone + Metadata<Ty = ObjectMeta>,
+    O: Resource + Metadata<Ty = ObjectMeta>,
 {
+    if !still_claiming(ctx, owner)? {
+        return Ok(());
+    }
+    let owner_uid = owner.metadata().uid.as_deref().unwrap_or_default();
     let mut updated = object.clone();
     let meta = updated.metadata_mut();
     if let Some(refs) = meta.owner_references.as_mut() {
@@ -83,4 +89,25 @@ where
         }
     }
     replace(ctx, &updated, false, manager).await.map(drop)
+}
+
+/// Whether the controller `owner` (as cached) is still stored, as itself (same uid) and not being
+/// deleted: read from the store, which the cache may lag behind. A controller deleted while its
+/// loop reconciled from the older cache must not release what it owned: upstream releases nothing
+/// for a controller being deleted, and a dependent released after its owner is gone has no owner
+/// left for the garbage collector to notice, so a Background delete would leak it.
+pub fn still_claiming<S, O>(ctx: &Ctx<S>, owner: &O) -> Result<bool, ApiError>
+where
+    S: Store + Clone,
+    O: Resource + Metadata<Ty = ObjectMeta>,
+{
+    let r = registry::by_kind(O::API_VERSION, O::KIND)
+        .ok_or_else(|| ApiError::internal(format!("{} is not served", O::KIND)))?;
+    let meta = owner.metadata();
+    let key = r.key(meta.namespace.as_deref(), meta.name.as_deref().unwrap_or_default());
+    let Some(stored) = ctx.server.store.get(&key) else { return Ok(false) };
+    let stored = crate::api::decode_object(&stored)?;
+    Ok(meta.uid.is_some()
+        && stored.pointer("/metadata/uid").and_then(Value::as_str) == meta.uid.as_deref()
+        && stored.pointer("/metadata/deletionTimestamp").is_none_or(Value::is_null))
 }

@@ -169,8 +169,17 @@ fn writer(db: Database, mut requests: mpsc::Receiver<Request>, state: Arc<RwLock
                 Err(_) => break,
             }
         }
-        let (staged, revision) = stage(batch, &state);
+        let (staged, rejected, revision) = stage(batch, &state);
+        // A write rejected for what an earlier write of the batch did (a Conflict, AlreadyExists,
+        // NotFound) is answered only once that write is visible: a writer that rereads and retries
+        // on the answer must see what it lost to, not the state before it.
+        let reject = |rejected: Vec<Rejected>| {
+            for (reply, err) in rejected {
+                let _ = reply.send(Err(err));
+            }
+        };
         if staged.is_empty() {
+            reject(rejected);
             continue;
         }
         if let Err(err) = persist(&db, &staged, revision) {
@@ -179,6 +188,7 @@ fn writer(db: Database, mut requests: mpsc::Receiver<Request>, state: Arc<RwLock
             for s in staged {
                 let _ = s.reply.send(Err(StoreError::Backend(msg.clone().into())));
             }
+            reject(rejected);
             continue;
         }
         let mut st = state.write().unwrap_or_else(std::sync::PoisonError::into_inner);
@@ -191,16 +201,21 @@ fn writer(db: Database, mut requests: mpsc::Receiver<Request>, state: Arc<RwLock
         for (reply, object) in replies {
             let _ = reply.send(Ok(object));
         }
+        reject(rejected);
     }
 }
 
-/// Checks each request against the state plus the batch's earlier writes; rejects the ones that
-/// fail (answering them at once) and gives the rest consecutive revisions.
-fn stage(batch: Vec<Request>, state: &RwLock<Mirror>) -> (Vec<Staged>, Revision) {
+/// A write refused at staging, and why; answered after the batch is visible.
+type Rejected = (oneshot::Sender<Result<Object>>, StoreError);
+
+/// Checks each request against the state plus the batch's earlier writes; sets aside the ones
+/// that fail and gives the rest consecutive revisions.
+fn stage(batch: Vec<Request>, state: &RwLock<Mirror>) -> (Vec<Staged>, Vec<Rejected>, Revision) {
     let st = state.read().unwrap_or_else(std::sync::PoisonError::into_inner);
     let mut revision = st.revision;
     let mut overlay: HashMap<String, Option<Object>> = HashMap::new();
     let mut staged = Vec::with_capacity(batch.len());
+    let mut rejected = Vec::new();
     for Request { key, value, op, reply } in batch {
         let current = match overlay.get(&key) {
             Some(entry) => entry.clone(),
@@ -234,12 +249,10 @@ fn stage(batch: Vec<Request>, state: &RwLock<Mirror>) -> (Vec<Staged>, Revision)
         };
         match event {
             Ok(event) => staged.push(Staged { reply, event }),
-            Err(err) => {
-                let _ = reply.send(Err(err));
-            }
+            Err(err) => rejected.push((reply, err)),
         }
     }
-    (staged, revision)
+    (staged, rejected, revision)
 }
 
 fn persist(db: &Database, staged: &[Staged], revision: Revision) -> std::result::Result<(), redb::Error> {
@@ -278,5 +291,39 @@ impl Store for EmbeddedStore {
 
     async fn delete(&self, key: &str, expected: Option<Revision>) -> Result<Object> {
         self.write(key, Vec::new(), Op::Delete { expected }).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Two writers race for one key, both from the same revision: the one refused with a
+    /// Conflict rereads at once and must find the winner's write (else its retry, built on the
+    /// old state, is refused again). Writes sent together usually land in one batch, where the
+    /// refusal used to be answered before the winning write was visible.
+    #[tokio::test]
+    async fn a_write_refused_for_a_conflict_sees_the_winner_on_reread() {
+        let store = EmbeddedStore::in_memory(Options::default()).expect("store");
+        let key = "/registry/k";
+        for round in 0..200u32 {
+            let base = match store.get(key) {
+                Some(o) => o.mod_revision,
+                None => store.create(key, b"0".to_vec()).await.expect("create").mod_revision,
+            };
+            // The loser rereads as soon as it is answered, not when both are.
+            let store = &store;
+            let write = |value: String| async move {
+                store.update(key, value.into_bytes(), Some(base)).await.map_err(|e| (e, store.get(key)))
+            };
+            let (a, b) = tokio::join!(write(format!("a{round}")), write(format!("b{round}")));
+            let (won, (lost, now)) = match (a, b) {
+                (Ok(won), Err(lost)) | (Err(lost), Ok(won)) => (won, lost),
+                other => panic!("round {round}: one write wins, one conflicts: {other:?}"),
+            };
+            assert!(matches!(lost, StoreError::Conflict { .. }), "round {round}: {lost:?}");
+            let now = now.expect("stored");
+            assert_eq!(now.mod_revision, won.mod_revision, "round {round}: the winner is not visible yet");
+        }
     }
 }
