@@ -135,6 +135,56 @@ fn a_pod_quota_refuses_the_pod_over_it_until_one_is_deleted() {
     });
 }
 
+/// A quota cannot be slipped past by a status sent with the create (the agent runs the pod all
+/// the same) or by raising a running pod's requests afterwards (its spec is fixed but for images
+/// and a few scheduling fields, as upstream).
+#[test]
+fn a_pod_is_charged_whatever_status_it_is_sent_with_and_cannot_be_resized() {
+    common::runtime().block_on(async {
+        let server = common::start(1000).await;
+        let client = &server.client;
+        let quotas = quota(client, "default", "compute", json!({"pods": "2", "requests.cpu": "1"})).await;
+        let pods: Api<Pod> = Api::namespaced(client.clone(), "default");
+        let mut finished = to_json(&pod("done", json!({"requests": {"cpu": "500m"}})));
+        finished["status"] = json!({"phase": "Succeeded"});
+        let finished: Pod = serde_json::from_value(finished).expect("pod");
+        let created = pods.create(&PostParams::default(), &finished).await.expect("create");
+        assert_eq!(to_json(&created)["status"], json!({"phase": "Pending"}), "a new pod starts Pending");
+        let used = quotas.get("compute").await.expect("quota").status.and_then(|s| s.used).expect("used");
+        assert_eq!(used["pods"].0, "1", "charged as an active pod");
+        assert_eq!(used["requests.cpu"].0, "500m");
+
+        let (code, message) = refusal(
+            pods.patch(
+                "done",
+                &PatchParams::default(),
+                &Patch::Merge(json!({"spec": {"containers": [{"name": "c", "image": "busybox",
+                    "resources": {"requests": {"cpu": "64"}}}]}})),
+            )
+            .await,
+        );
+        assert_eq!(code, 422);
+        assert!(
+            message.starts_with(
+                "Pod \"done\" is invalid: spec: Forbidden: pod updates may not change fields other than `spec.containers[*].image`"
+            ),
+            "{message}"
+        );
+        let stored = to_json(&pods.get("done").await.expect("get"));
+        assert_eq!(stored["spec"]["containers"][0]["resources"]["requests"]["cpu"], "500m");
+        let patched = pods
+            .patch(
+                "done",
+                &PatchParams::default(),
+                &Patch::Strategic(json!({"spec": {"containers": [{"name": "c", "image": "busybox:1.36"}],
+                    "activeDeadlineSeconds": 600}})),
+            )
+            .await
+            .expect("an image and a deadline may change");
+        assert_eq!(to_json(&patched)["spec"]["containers"][0]["image"], "busybox:1.36");
+    });
+}
+
 #[test]
 fn racing_creates_never_pass_the_limit() {
     common::runtime().block_on(async {

@@ -251,7 +251,7 @@ pub fn immutable(kind: &str, name: &str, old: &Value, new: &Value) -> Result<(),
         "Job" => &["/spec/selector", "/spec/template", "/spec/completions", "/spec/completionMode"],
         _ => &[],
     };
-    let mut causes = Vec::new();
+    let mut causes = if kind == "Pod" { pod_spec_update(old, new) } else { Vec::new() };
     for f in fields {
         let (before, after) = (old.pointer(f), new.pointer(f));
         // Setting a field that was unset is allowed (a Pod's binding sets nodeName).
@@ -263,6 +263,90 @@ pub fn immutable(kind: &str, name: &str, old: &Value, new: &Value) -> Result<(),
         }
     }
     if causes.is_empty() { Ok(()) } else { Err(ApiError::invalid(kind, name, causes)) }
+}
+
+/// What a Pod update may change of the spec, as upstream's refusal lists it.
+const POD_UPDATABLE: &str = "`spec.containers[*].image`,`spec.initContainers[*].image`,`spec.activeDeadlineSeconds`,`spec.tolerations` (only additions to existing tolerations),`spec.terminationGracePeriodSeconds` (allow it to be set to 1 if it was previously negative)";
+
+/// Sets `key` of `to` to what it is in `from` (absent when absent there).
+fn copy_field(from: &Value, to: &mut Value, key: &str) {
+    match (from.get(key), to.as_object_mut()) {
+        (Some(v), Some(o)) => {
+            o.insert(key.to_owned(), v.clone());
+        }
+        (None, Some(o)) => {
+            o.remove(key);
+        }
+        _ => {}
+    }
+}
+
+/// The 422 causes of a Pod update's spec changes (upstream's `ValidatePodUpdate`): a pod's spec
+/// is fixed once created but for its images, a shorter `activeDeadlineSeconds`, added
+/// tolerations, and `nodeName` once (its binding; a set one is checked with the immutable
+/// fields). So a running pod's requests and limits, which quota charged and LimitRanger
+/// checked at create, stay what they were.
+fn pod_spec_update(old: &Value, new: &Value) -> Vec<(String, String)> {
+    let none = Value::Null;
+    let new_spec = new.get("spec").unwrap_or(&none);
+    // Defaults are compared filled in on both sides: a pod stored before one existed may be
+    // written back with it.
+    let mut old_spec = old.get("spec").cloned().unwrap_or_else(|| json!({}));
+    default_pod_spec(&mut old_spec);
+    let mut causes = Vec::new();
+    let deadline = |s: &Value| s.get("activeDeadlineSeconds").and_then(Value::as_i64);
+    match (deadline(&old_spec), deadline(new_spec)) {
+        (Some(before), Some(after)) if after > before => causes.push((
+            "spec.activeDeadlineSeconds".to_owned(),
+            format!("Invalid value: {after}: must be less than or equal to previous value"),
+        )),
+        (Some(_), None) => causes.push((
+            "spec.activeDeadlineSeconds".to_owned(),
+            "Invalid value: \"null\": must not update from a positive integer to nil value".to_owned(),
+        )),
+        _ => {}
+    }
+    let tolerations = |s: &Value| s.get("tolerations").and_then(Value::as_array).cloned().unwrap_or_default();
+    let new_tolerations = tolerations(new_spec);
+    let kept = tolerations(&old_spec).iter().all(|t| {
+        new_tolerations.iter().any(|n| {
+            let mut t = t.clone();
+            copy_field(n, &mut t, "tolerationSeconds");
+            &t == n
+        })
+    });
+    if !kept {
+        causes.push((
+            "spec.tolerations".to_owned(),
+            "Forbidden: existing toleration can not be modified except its tolerationSeconds".to_owned(),
+        ));
+    }
+    // The new spec with what may change taken from the old: anything left different may not.
+    let mut munged = new_spec.clone();
+    for list in ["containers", "initContainers"] {
+        let before = old_spec.get(list).and_then(Value::as_array).cloned().unwrap_or_default();
+        if let Some(after) = munged.get_mut(list).and_then(Value::as_array_mut)
+            && after.len() == before.len()
+        {
+            for (a, b) in after.iter_mut().zip(&before) {
+                copy_field(b, a, "image");
+            }
+        }
+    }
+    for field in ["activeDeadlineSeconds", "tolerations", "nodeName"] {
+        copy_field(&old_spec, &mut munged, field);
+    }
+    let grace = |s: &Value| s.get("terminationGracePeriodSeconds").and_then(Value::as_i64);
+    if grace(&old_spec).is_some_and(|g| g < 0) && grace(&munged) == Some(1) {
+        copy_field(&old_spec, &mut munged, "terminationGracePeriodSeconds");
+    }
+    if munged != old_spec {
+        causes.push((
+            "spec".to_owned(),
+            format!("Forbidden: pod updates may not change fields other than {POD_UPDATABLE}"),
+        ));
+    }
+    causes
 }
 
 #[cfg(test)]
@@ -283,6 +367,54 @@ mod tests {
         assert_eq!(svc["spec"]["type"], "ClusterIP");
         assert_eq!(svc["spec"]["ports"][0]["targetPort"], 80);
         assert_eq!(svc["spec"]["sessionAffinityConfig"]["clientIP"]["timeoutSeconds"], 10800);
+    }
+
+    #[test]
+    fn a_pod_update_may_change_only_images_deadline_tolerations_and_an_unset_node() {
+        let mut old = json!({"spec": {"containers": [{"name": "c", "image": "a:1",
+            "resources": {"requests": {"cpu": "100m"}}}], "tolerations": [{"key": "k", "operator": "Exists"}]}});
+        default("Pod", &mut old);
+        let allowed = |edit: &dyn Fn(&mut Value)| {
+            let mut new = old.clone();
+            edit(&mut new);
+            immutable("Pod", "p", &old, &new)
+        };
+        assert!(allowed(&|p| p["spec"]["containers"][0]["image"] = json!("a:2")).is_ok());
+        assert!(allowed(&|p| p["spec"]["nodeName"] = json!("n1")).is_ok(), "binding");
+        assert!(allowed(&|p| p["spec"]["activeDeadlineSeconds"] = json!(60)).is_ok());
+        assert!(
+            allowed(&|p| p["spec"]["tolerations"]
+                .as_array_mut()
+                .expect("tolerations")
+                .push(json!({"key": "x", "operator": "Exists"})))
+            .is_ok()
+        );
+        assert!(allowed(&|p| p["metadata"]["labels"] = json!({"a": "b"})).is_ok());
+        let refused = allowed(&|p| p["spec"]["containers"][0]["resources"]["requests"]["cpu"] = json!("64"))
+            .expect_err("cpu raised");
+        assert_eq!(refused.code.as_u16(), 422);
+        assert_eq!(
+            refused.message,
+            format!(
+                "Pod \"p\" is invalid: spec: Forbidden: pod updates may not change fields other than {POD_UPDATABLE}"
+            )
+        );
+        assert!(allowed(&|p| p["spec"]["tolerations"] = json!([])).is_err(), "a toleration dropped");
+        let mut deadline = old.clone();
+        deadline["spec"]["activeDeadlineSeconds"] = json!(60);
+        let mut longer = deadline.clone();
+        longer["spec"]["activeDeadlineSeconds"] = json!(120);
+        assert!(immutable("Pod", "p", &deadline, &longer).is_err());
+        let mut bound = old.clone();
+        bound["spec"]["nodeName"] = json!("n1");
+        let mut moved = bound.clone();
+        moved["spec"]["nodeName"] = json!("n2");
+        assert!(immutable("Pod", "p", &bound, &moved).is_err());
+        // Defaults missing from what was stored do not count as a change.
+        let bare = json!({"spec": {"containers": [{"name": "c", "image": "a:1"}]}});
+        let mut defaulted = bare.clone();
+        default("Pod", &mut defaulted);
+        assert!(immutable("Pod", "p", &bare, &defaulted).is_ok());
     }
 
     #[test]

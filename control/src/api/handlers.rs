@@ -367,10 +367,18 @@ fn writer(req: &Request, target: &Target) -> Result<Writer, ApiError> {
 async fn create_value<S: Store>(
     server: &ApiServer<S>,
     target: &Target,
-    value: Value,
+    mut value: Value,
     validation: FieldValidation,
     writer: Option<&Writer>,
 ) -> Result<Response, ApiError> {
+    // A new Pod starts Pending whatever status the client sent, as upstream's PrepareForCreate
+    // resets it: its status is its agent's to report (a pod created "Succeeded" would run
+    // uncounted by quota). The loops' own creates (`create_as`) keep theirs.
+    if target.resource.kind == "Pod"
+        && let Some(o) = value.as_object_mut()
+    {
+        o.insert("status".into(), json!({"phase": "Pending"}));
+    }
     let (stored, warnings) = create_stored(server, target, value, validation, writer).await?;
     Ok(with_warnings(json(StatusCode::CREATED, render(&stored)?), &warnings))
 }
@@ -400,15 +408,20 @@ pub(super) async fn create_stored<S: Store>(
     }
     let key = r.key(target.namespace.as_deref(), &name);
     // Charged quotas stay locked until the object is written (see admission/quota.rs).
-    let _charged = match target.namespace.as_deref().filter(|_| r.namespaced) {
+    let charged = match target.namespace.as_deref().filter(|_| r.namespaced) {
         Some(ns) => admission::quota::charge(server, r, ns, &name, &value).await?,
         None => None,
     };
-    let stored = if r.kind == "Service" {
-        create_service(server, r, &key, &name, &value).await?
+    let written = if r.kind == "Service" {
+        create_service(server, r, &key, &name, &value).await
     } else {
-        server.store.create(&key, to_bytes(&value)?).await.map_err(|e| store_error(e, r.plural, &name))?
+        match to_bytes(&value) {
+            Ok(bytes) => server.store.create(&key, bytes).await.map_err(|e| store_error(e, r.plural, &name)),
+            Err(e) => Err(e),
+        }
     };
+    // A failed write (the name taken, an address held) gives its charge back.
+    let stored = admission::quota::settle(server, charged, written).await?;
     Ok((stored, warnings))
 }
 
@@ -526,18 +539,37 @@ pub(super) async fn write_existing<S: Store>(
     admission::validate(r.kind, name, &value)?;
     admission::immutable(r.kind, name, &old, &value)?;
     admission::admit_update(r, name, &old, &value)?;
-    let _charged = match target.namespace.as_deref().filter(|_| target.subresource.is_none()) {
+    let charged = match target.namespace.as_deref().filter(|_| target.subresource.is_none()) {
         Some(ns) => admission::quota::charge_update(server, r, ns, name, &old, &value).await?,
         None => None,
     };
+    let expected = expected.unwrap_or(current.mod_revision);
+    let written = write_admitted(server, r, &key, name, expected, &old, value).await;
+    // A failed write (a lost race, an address held) gives its charge back: a retried patch is
+    // charged once.
+    let stored = admission::quota::settle(server, charged, written).await?;
+    Ok((stored, warnings))
+}
+
+/// The write of an admitted update of the object at `key` from `old` to `value`, if its
+/// revision is still `expected`: a Service's node ports allocated and claimed first.
+async fn write_admitted<S: Store>(
+    server: &ApiServer<S>,
+    r: &Resource,
+    key: &str,
+    name: &str,
+    expected: u64,
+    old: &Value,
+    mut value: Value,
+) -> Result<Object, ApiError> {
     // Node ports are global like ClusterIPs: allocate under the same lock as creates, held until
     // the write is done.
     let mut claimed = Vec::new();
     let _guard = if r.kind == "Service" {
         let guard = server.allocations.lock().await;
-        let (_, node_ports) = used_addresses(server, r, Some(&key));
+        let (_, node_ports) = used_addresses(server, r, Some(key));
         objects::allocate_node_ports(&mut value, &node_ports)?;
-        claimed = match claims::claim(server, &key, &claims::held(&value)).await {
+        claimed = match claims::claim(server, key, &claims::held(&value)).await {
             Ok(made) => made,
             Err(Ok(address)) => return Err(already_allocated(name, address)),
             Err(Err(e)) => return Err(e),
@@ -549,28 +581,28 @@ pub(super) async fn write_existing<S: Store>(
     if let Some(o) = value.get_mut("metadata").and_then(Value::as_object_mut) {
         o.remove("resourceVersion");
     }
-    let expected = Some(expected.unwrap_or(current.mod_revision));
+    let expected = Some(expected);
     // Removing the last finalizer of an object being deleted completes the deletion.
     let result = if deletion::finished(r.kind, &value) {
-        server.store.delete(&key, expected).await.map(|gone| (gone, Vec::new()))
+        server.store.delete(key, expected).await.map(|gone| (gone, Vec::new()))
     } else {
         server
             .store
-            .update(&key, to_bytes(&value)?, expected)
+            .update(key, to_bytes(&value)?, expected)
             .await
             .map(|stored| (stored, claims::held(&value)))
     };
     match result {
         Ok((stored, kept)) => {
             if r.kind == "Service" {
-                let dropped: Vec<_> = claims::held(&old).into_iter().filter(|a| !kept.contains(a)).collect();
-                claims::release(server, &key, &dropped).await;
+                let dropped: Vec<_> = claims::held(old).into_iter().filter(|a| !kept.contains(a)).collect();
+                claims::release(server, key, &dropped).await;
             }
-            Ok((stored, warnings))
+            Ok(stored)
         }
         Err(e) => {
             if !matches!(e, StoreError::Backend(_)) {
-                claims::release(server, &key, &claimed).await;
+                claims::release(server, key, &claimed).await;
             }
             Err(store_error(e, r.plural, name))
         }

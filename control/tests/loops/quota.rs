@@ -143,3 +143,115 @@ fn service_quotas_count_creates_and_updates() {
         assert_eq!(used, json!({"services.loadbalancers": "1", "services.nodeports": "2"}), "the recount agrees");
     });
 }
+
+/// A charged write that fails gives its charge back at once, without waiting for a recount: a
+/// create whose name is taken, a Service whose node port is held, an update that lost a race.
+#[test]
+fn failed_writes_give_their_charge_back() {
+    runtime().block_on(async {
+        let mut w = World::new(Config::default()).await;
+        w.create(json!({"apiVersion": "v1", "kind": "ResourceQuota", "metadata": {"name": "compute", "namespace": "default"},
+            "spec": {"hard": {"pods": "5", "requests.cpu": "4", "services": "5", "services.nodeports": "5"}}}))
+            .await;
+        w.settle().await;
+        w.create(pod("a", "500m")).await;
+        let taken = w.server.create_as(pod("a", "500m"), "test").await.expect_err("name taken");
+        assert_eq!(taken.code.as_u16(), 409);
+        let used = |w: &World| {
+            w.get("ResourceQuota", Some("default"), "compute").expect("quota")["status"]["used"].clone()
+        };
+        // No settle: only the refund can have put it back.
+        assert_eq!(used(&w)["pods"], "1");
+        assert_eq!(used(&w)["requests.cpu"], "500m");
+
+        let svc = |name: &str, kind: &str, node_port: Option<u16>| {
+            let mut port = json!({"port": 80});
+            if let Some(p) = node_port {
+                port["nodePort"] = json!(p);
+            }
+            json!({"apiVersion": "v1", "kind": "Service", "metadata": {"name": name, "namespace": "default"},
+                "spec": {"type": kind, "selector": {"app": name}, "ports": [port]}})
+        };
+        w.create(svc("a", "NodePort", Some(30080))).await;
+        let held = w.server.create_as(svc("b", "NodePort", Some(30080)), "test").await.expect_err("port held");
+        assert_eq!(held.code.as_u16(), 422, "{}", held.message);
+        assert_eq!(used(&w)["services"], "2", "`kubernetes` and a");
+        assert_eq!(used(&w)["services.nodeports"], "1");
+
+        // An update from a stale read: refused as a conflict, and its added node port not kept.
+        w.create(svc("c", "ClusterIP", None)).await;
+        let mut stale = w.get("Service", Some("default"), "c").expect("c");
+        w.edit("Service", Some("default"), "c", false, |s| s["metadata"]["labels"] = json!({"x": "y"})).await;
+        stale["spec"]["type"] = json!("NodePort");
+        let lost = w.server.replace_as(stale, false, "test").await.expect_err("stale");
+        assert_eq!(lost.code.as_u16(), 409);
+        assert_eq!(used(&w)["services.nodeports"], "1");
+        w.settle().await;
+        assert_eq!(used(&w)["services"], "3", "the recount agrees");
+        assert_eq!(used(&w)["services.nodeports"], "1");
+    });
+}
+
+/// A pod created by the loops with a finished status is still charged as it is created (its
+/// recount then reads the status).
+#[test]
+fn a_new_pod_is_charged_whatever_its_status() {
+    runtime().block_on(async {
+        let mut w = World::new(Config::default()).await;
+        w.create(json!({"apiVersion": "v1", "kind": "ResourceQuota", "metadata": {"name": "compute", "namespace": "default"},
+            "spec": {"hard": {"pods": "1"}}}))
+            .await;
+        w.settle().await;
+        let mut done = pod("done", "100m");
+        done["status"] = json!({"phase": "Succeeded"});
+        w.create(done).await;
+        assert_eq!(used(&w)["pods"], "1", "charged at create");
+        w.settle().await;
+        assert_eq!(used(&w)["pods"], "0", "the recount reads the status");
+    });
+}
+
+/// Usage no write signals (a deleted Event: Events do not prompt recounts) is corrected by the
+/// periodic recount.
+#[test]
+fn quotas_are_recounted_periodically() {
+    runtime().block_on(async {
+        let mut w = World::new(Config::default()).await;
+        w.create(json!({"apiVersion": "v1", "kind": "ResourceQuota", "metadata": {"name": "events", "namespace": "default"},
+            "spec": {"hard": {"count/events": "10"}}}))
+            .await;
+        w.settle().await;
+        w.create(json!({"apiVersion": "v1", "kind": "Event", "metadata": {"name": "e", "namespace": "default"},
+            "involvedObject": {"kind": "Pod", "name": "p", "namespace": "default"}, "reason": "R", "message": "m"}))
+            .await;
+        w.settle().await;
+        let count = |w: &World| {
+            w.get("ResourceQuota", Some("default"), "events").expect("quota")["status"]["used"]["count/events"].clone()
+        };
+        assert_eq!(count(&w), "1");
+        skiff_control::store::Store::delete(&w.server.store, "/registry/core/events/default/e", None)
+            .await
+            .expect("delete the event");
+        w.settle().await;
+        assert_eq!(count(&w), "1", "nothing prompted a recount");
+        w.advance(std::time::Duration::from_secs(5 * 60)).await;
+        assert_eq!(count(&w), "0", "the resync recounted");
+    });
+}
+
+/// Amounts past what a Quantity holds are written capped, so a recount finds the status it
+/// wrote and the loops settle instead of rewriting it forever.
+#[test]
+fn huge_usage_settles() {
+    runtime().block_on(async {
+        let mut w = World::new(Config::default()).await;
+        w.create(pod("a", "1E")).await;
+        w.create(pod("b", "1E")).await;
+        w.create(json!({"apiVersion": "v1", "kind": "ResourceQuota", "metadata": {"name": "compute", "namespace": "default"},
+            "spec": {"hard": {"requests.cpu": "1"}}}))
+            .await;
+        w.settle().await;
+        assert_eq!(used(&w)["requests.cpu"], "9223372036854775807m");
+        assert_eq!(w.settle().await, 0, "nothing left to do");
+    });
+}

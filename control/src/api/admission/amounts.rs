@@ -14,6 +14,18 @@ pub type Amounts = BTreeMap<String, i128>;
 /// One unit (an object of a counted kind) in milli-units.
 pub const ONE: i128 = 1000;
 
+/// The largest amount a Quantity holds in milli-units (`MilliValue()` saturates there).
+pub const MAX: i128 = i64::MAX as i128;
+
+/// `amounts` with each amount capped at [`MAX`]: a sum of huge quantities is written as the
+/// largest one a Quantity holds, so it reads back equal to what was written.
+pub fn clamp(mut amounts: Amounts) -> Amounts {
+    for v in amounts.values_mut() {
+        *v = (*v).min(MAX);
+    }
+    amounts
+}
+
 /// A Quantity (string, or a bare JSON number) in milli-units; `None` when malformed.
 pub fn parse(value: &Value) -> Option<i128> {
     let text = match value {
@@ -57,10 +69,10 @@ pub fn list(value: Option<&Value>) -> Amounts {
         .collect()
 }
 
-/// `amounts` as a ResourceList, each amount printed for its resource.
+/// `amounts` as a ResourceList, each amount printed for its resource (capped at [`MAX`]).
 pub fn to_list(amounts: &Amounts) -> Value {
     let map: Map<String, Value> =
-        amounts.iter().map(|(k, v)| (k.clone(), Value::String(display(k, *v)))).collect();
+        amounts.iter().map(|(k, v)| (k.clone(), Value::String(display(k, (*v).min(MAX))))).collect();
     Value::Object(map)
 }
 
@@ -156,6 +168,19 @@ mod tests {
         assert_eq!(display("cpu", parse(&json!(3)).expect("test value")), "3");
         assert_eq!(display_like(&json!("1G"), parse(&json!("1G")).expect("test value")), "1G");
         assert_eq!(display("cpu", 0), "0");
+    }
+
+    #[test]
+    fn huge_sums_are_capped_so_they_read_back_as_written() {
+        let huge = parse(&json!("1E")).expect("test value");
+        assert_eq!(huge, MAX, "a Quantity saturates");
+        let mut sum = Amounts::new();
+        add(&mut sum, &Amounts::from([("requests.cpu".to_owned(), huge)]));
+        add(&mut sum, &Amounts::from([("requests.cpu".to_owned(), huge)]));
+        let sum = clamp(sum);
+        assert_eq!(list(Some(&to_list(&sum))), sum, "written and read back alike");
+        let unclamped = Amounts::from([("cpu".to_owned(), 2 * MAX)]);
+        assert_eq!(list(Some(&to_list(&unclamped))), clamp(unclamped));
     }
 
     #[test]

@@ -4,8 +4,9 @@
 //!
 //! Race-free charging: an admitted create first adds its usage to each quota's `status.used` by
 //! compare-and-swap (a racing create re-reads and re-checks), and only then is the object
-//! written; so however many creates race, at most the limit get in. A create that fails after
-//! its charge leaves `used` high until the quota controller recounts. Within this API server, the
+//! written; so however many creates race, at most the limit get in. A write that fails after
+//! its charge gives it back ([`settle`]); whatever that misses, the quota controller's recount
+//! (on changes, and periodically) corrects. Within this API server, the
 //! recount and charge-then-write hold one lock, so a recount never misses a charged object that
 //! is still being written. (Across API servers a recount may still run in that window, as it may
 //! upstream; it only lasts until the next recount.)
@@ -106,23 +107,44 @@ pub fn usage_of(r: &Resource, object: &Value) -> Amounts {
     usage
 }
 
-/// The scopes a quota is limited to: `spec.scopes` and the `Exists` terms of `spec.scopeSelector`.
-fn scopes(quota: &Value) -> Vec<String> {
-    let listed = quota.pointer("/spec/scopes").and_then(Value::as_array).into_iter().flatten();
+/// One term of a quota's scope: a `spec.scopeSelector` match expression, or a `spec.scopes`
+/// entry (an `Exists` term, as upstream reads it).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Scope {
+    name: String,
+    operator: String,
+    values: Vec<String>,
+}
+
+/// The scopes this server evaluates (upstream's but CrossNamespacePodAffinity).
+const SCOPES: [&str; 5] = ["BestEffort", "NotBestEffort", "NotTerminating", "PriorityClass", "Terminating"];
+
+/// The terms a quota is limited to: `spec.scopes` and `spec.scopeSelector.matchExpressions`.
+fn scopes(quota: &Value) -> Vec<Scope> {
+    let text = |v: &Value| v.as_str().unwrap_or_default().to_owned();
+    let listed = quota
+        .pointer("/spec/scopes")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .map(|s| Scope { name: text(s), operator: "Exists".to_owned(), values: Vec::new() });
     let selected = quota
         .pointer("/spec/scopeSelector/matchExpressions")
         .and_then(Value::as_array)
         .into_iter()
         .flatten()
-        .filter(|e| e["operator"] == "Exists")
-        .map(|e| &e["scopeName"]);
-    listed.chain(selected).filter_map(Value::as_str).map(str::to_owned).collect()
+        .map(|e| Scope {
+            name: text(&e["scopeName"]),
+            operator: text(&e["operator"]),
+            values: e["values"].as_array().into_iter().flatten().map(text).collect(),
+        });
+    listed.chain(selected).collect()
 }
 
 /// Whether `object` (of `r`) is in every one of `scopes`. Scopes are about pods: a scoped quota
-/// leaves other kinds alone, and a scope this server does not know (PriorityClass, …) matches
-/// nothing.
-fn in_scopes(scopes: &[String], r: &Resource, object: &Value) -> bool {
+/// leaves other kinds alone. (Validation refuses terms this server does not evaluate; any that
+/// got stored anyway match nothing.)
+fn in_scopes(scopes: &[Scope], r: &Resource, object: &Value) -> bool {
     if scopes.is_empty() {
         return true;
     }
@@ -137,13 +159,73 @@ fn in_scopes(scopes: &[String], r: &Resource, object: &Value) -> bool {
                 .iter()
                 .all(|f| amounts::list(c.pointer(&format!("/resources/{f}"))).is_empty())
         });
-    scopes.iter().all(|scope| match scope.as_str() {
-        "Terminating" => terminating,
-        "NotTerminating" => !terminating,
-        "BestEffort" => best_effort,
-        "NotBestEffort" => !best_effort,
+    // Priority admission has set the default class's name on pods that named none.
+    let class = object.pointer("/spec/priorityClassName").and_then(Value::as_str).unwrap_or_default();
+    scopes.iter().all(|scope| match (scope.name.as_str(), scope.operator.as_str()) {
+        ("Terminating", "Exists") => terminating,
+        ("NotTerminating", "Exists") => !terminating,
+        ("BestEffort", "Exists") => best_effort,
+        ("NotBestEffort", "Exists") => !best_effort,
+        ("PriorityClass", "In") => scope.values.iter().any(|v| v == class),
+        ("PriorityClass", "NotIn") => !scope.values.iter().any(|v| v == class),
+        ("PriorityClass", "Exists") => !class.is_empty(),
+        ("PriorityClass", "DoesNotExist") => class.is_empty(),
         _ => false,
     })
+}
+
+/// The 422 causes of a quota's scopes: each a scope this server evaluates, with an operator it
+/// supports for that scope (upstream's rules and wording).
+fn invalid_scopes(quota: &Value) -> Vec<(String, String)> {
+    let mut causes = Vec::new();
+    let supported = SCOPES.iter().map(|s| format!("\"{s}\"")).collect::<Vec<_>>().join(", ");
+    let unsupported = |field: String, name: &str| {
+        (field, format!("Unsupported value: \"{name}\": supported values: {supported}"))
+    };
+    for (i, s) in quota.pointer("/spec/scopes").and_then(Value::as_array).into_iter().flatten().enumerate() {
+        let name = s.as_str().unwrap_or_default();
+        if !SCOPES.contains(&name) {
+            causes.push(unsupported(format!("spec.scopes[{i}]"), name));
+        }
+    }
+    let field = "spec.scopeSelector.matchExpressions";
+    for e in
+        quota.pointer("/spec/scopeSelector/matchExpressions").and_then(Value::as_array).into_iter().flatten()
+    {
+        let name = e["scopeName"].as_str().unwrap_or_default();
+        let operator = e["operator"].as_str().unwrap_or_default();
+        let values = e["values"].as_array().map_or(0, Vec::len);
+        if !SCOPES.contains(&name) {
+            causes.push(unsupported(format!("{field}.scopeName"), name));
+        } else if name != "PriorityClass" && operator != "Exists" {
+            causes.push((
+                format!("{field}.operator"),
+                format!(
+                    "Invalid value: \"{operator}\": must be 'Exist' when scope is any of ResourceQuotaScopeTerminating, ResourceQuotaScopeNotTerminating, ResourceQuotaScopeBestEffort, ResourceQuotaScopeNotBestEffort or ResourceQuotaScopeCrossNamespacePodAffinity"
+                ),
+            ));
+        }
+        match operator {
+            "In" | "NotIn" if values == 0 => causes.push((
+                format!("{field}.values"),
+                "Required value: must be at least one value when `operator` is 'In' or 'NotIn' for scope selector"
+                    .to_owned(),
+            )),
+            "Exists" | "DoesNotExist" if values != 0 => causes.push((
+                format!("{field}.values"),
+                format!(
+                    "Invalid value: {}: must be no value when `operator` is 'Exist' or 'DoesNotExist' for scope selector",
+                    e["values"]
+                ),
+            )),
+            "In" | "NotIn" | "Exists" | "DoesNotExist" => {}
+            other => causes.push((
+                format!("{field}.operator"),
+                format!("Invalid value: \"{other}\": not a valid selector operator"),
+            )),
+        }
+    }
+    causes
 }
 
 /// The compute resources of `required` some container of `pod` does not state, as upstream's
@@ -235,7 +317,7 @@ pub fn check(
             pretty(&hard, &exceeded)
         ));
     }
-    Ok(Some(new_used))
+    Ok(Some(amounts::clamp(new_used)))
 }
 
 fn quotas_resource() -> Result<&'static Resource, ApiError> {
@@ -250,8 +332,35 @@ impl<S: Store> ApiServer<S> {
     }
 }
 
-/// A held charge: the quota lock, kept until the charged object is written.
-pub type Charged<'a> = Option<tokio::sync::MutexGuard<'a, ()>>;
+/// A charge made: the quota lock, held until the charged object is written, and what each quota
+/// was charged, given back if that write fails.
+#[derive(Debug)]
+pub struct Charge<'a> {
+    _lock: tokio::sync::MutexGuard<'a, ()>,
+    charged: Vec<(String, Amounts)>,
+}
+
+/// The charge of an admitted write, if some quota was charged.
+pub type Charged<'a> = Option<Charge<'a>>;
+
+/// Ends a charge with the `result` of the write it was for: a failed write (a name taken, an
+/// address held, a lost race) gives the charge back, so the quota does not stay high until a
+/// recount. (A write that failed only in appearance is counted again by the recount its event
+/// queues.)
+pub async fn settle<S: Store, T>(
+    server: &ApiServer<S>,
+    charged: Charged<'_>,
+    result: Result<T, ApiError>,
+) -> Result<T, ApiError> {
+    if result.is_err()
+        && let Some(charge) = charged
+    {
+        for (key, delta) in &charge.charged {
+            refund(server, key, delta).await;
+        }
+    }
+    result
+}
 
 /// ResourceQuota admission of a create of `object` (of `r`, named `name`) in `namespace`: each
 /// quota about it is checked and charged by compare-and-swap. On success, the returned guard
@@ -263,7 +372,20 @@ pub async fn charge<'a, S: Store>(
     name: &str,
     object: &Value,
 ) -> Result<Charged<'a>, ApiError> {
-    charge_delta(server, r, namespace, name, object, usage_of(r, object)).await
+    charge_delta(server, r, namespace, name, object, usage_at_create(r, object)).await
+}
+
+/// What a new object uses: a new Pod counts as active whatever `status` its creator sent (an
+/// agent runs it all the same; a later recount reads the status its agent reports).
+fn usage_at_create(r: &Resource, object: &Value) -> Amounts {
+    if r.kind != "Pod" {
+        return usage_of(r, object);
+    }
+    let mut fresh = object.clone();
+    if let Some(o) = fresh.as_object_mut() {
+        o.remove("status");
+    }
+    usage_of(r, &fresh)
 }
 
 /// ResourceQuota admission of an update from `old` to `new`: what the update adds (a Service
@@ -363,11 +485,11 @@ async fn charge_delta<'a, S: Store>(
         }
         return Err(refusal);
     }
-    Ok((!charged.is_empty()).then_some(guard))
+    Ok((!charged.is_empty()).then_some(Charge { _lock: guard, charged }))
 }
 
-/// Takes `delta` back off the quota at `key` (a create refused by a later quota); best effort,
-/// the controller's recount corrects whatever this misses.
+/// Takes `delta` back off the quota at `key` (a create refused by a later quota, or whose write
+/// failed); best effort, the controller's recount corrects whatever this misses.
 async fn refund<S: Store>(server: &ApiServer<S>, key: &str, delta: &Amounts) {
     for _ in 0..16 {
         let Some(current) = server.store.get(key) else { return };
@@ -393,7 +515,7 @@ pub fn namespace_usage<S: Store>(
     server: &ApiServer<S>,
     namespace: &str,
     names: &[String],
-    scopes: &[String],
+    scopes: &[Scope],
 ) -> Amounts {
     let mut total: Amounts = names.iter().map(|n| (n.clone(), 0)).collect();
     let mut listed: BTreeSet<&str> = BTreeSet::new();
@@ -423,7 +545,8 @@ pub fn recounted_status<S: Store>(server: &ApiServer<S>, quota: &Value) -> Optio
     let namespace = quota.pointer("/metadata/namespace").and_then(Value::as_str).unwrap_or_default();
     let spec_hard = quota.pointer("/spec/hard").cloned().unwrap_or_else(|| json!({}));
     let names: Vec<String> = spec_hard.as_object().map(|h| h.keys().cloned().collect()).unwrap_or_default();
-    let used = namespace_usage(server, namespace, &names, &scopes(quota));
+    // Capped as written: a sum past what a Quantity holds would never read back equal.
+    let used = amounts::clamp(namespace_usage(server, namespace, &names, &scopes(quota)));
     let same_hard = quota.pointer("/status/hard") == Some(&spec_hard);
     let same_used = quota.pointer("/status/used").is_some_and(|u| amounts::list(Some(u)) == used)
         && quota.pointer("/status/used").and_then(Value::as_object).map(|u| u.len()) == Some(used.len());
@@ -433,9 +556,12 @@ pub fn recounted_status<S: Store>(server: &ApiServer<S>, quota: &Value) -> Optio
     Some(json!({"hard": spec_hard, "used": amounts::to_list(&used)}))
 }
 
-/// The 422 causes of a ResourceQuota: every `spec.hard` amount a valid, non-negative quantity.
+/// The 422 causes of a ResourceQuota: every `spec.hard` amount a valid, non-negative quantity,
+/// and only scopes this server evaluates.
 pub fn invalid_quota(quota: &Value) -> Vec<(String, String)> {
-    amounts::invalid_entries("spec.hard", quota.pointer("/spec/hard"))
+    let mut causes = amounts::invalid_entries("spec.hard", quota.pointer("/spec/hard"));
+    causes.extend(invalid_scopes(quota));
+    causes
 }
 
 /// `kubectl get quota`'s REQUEST and LIMIT cells: `name: used/hard` of the status, the
@@ -530,6 +656,61 @@ mod tests {
             check(&scoped, cm, &json!({}), &usage_of(cm, &json!({}))),
             Ok(None),
             "scopes are about pods"
+        );
+    }
+
+    #[test]
+    fn priority_class_scopes_select_pods_by_class_and_unsupported_scopes_are_invalid() {
+        let mut q = quota(json!({"pods": "1"}), json!({"pods": "1"}));
+        let p = |class: Option<&str>| {
+            let mut p = pod(json!({"cpu": "1"}));
+            if let Some(c) = class {
+                p["spec"]["priorityClassName"] = json!(c);
+            }
+            p
+        };
+        let counted = |q: &Value, pod: &Value| check(q, pods(), pod, &usage_of(pods(), pod)) != Ok(None);
+        let select = |operator: &str, values: Value| json!({"matchExpressions": [{"scopeName": "PriorityClass", "operator": operator, "values": values}]});
+        q["spec"]["scopeSelector"] = select("In", json!(["high"]));
+        assert!(counted(&q, &p(Some("high"))));
+        assert!(!counted(&q, &p(Some("low"))), "In [high] leaves other classes alone");
+        assert!(!counted(&q, &p(None)));
+        q["spec"]["scopeSelector"] = select("NotIn", json!(["high"]));
+        assert!(!counted(&q, &p(Some("high"))));
+        assert!(counted(&q, &p(Some("low"))));
+        assert!(counted(&q, &p(None)));
+        q["spec"]["scopeSelector"] = select("Exists", json!([]));
+        assert!(counted(&q, &p(Some("low"))));
+        assert!(!counted(&q, &p(None)));
+        q["spec"]["scopeSelector"] = select("DoesNotExist", json!([]));
+        assert!(!counted(&q, &p(Some("low"))));
+        assert!(counted(&q, &p(None)));
+        assert!(invalid_quota(&q).is_empty(), "{:?}", invalid_quota(&q));
+
+        q["spec"]["scopeSelector"] = select("In", json!([]));
+        assert_eq!(invalid_quota(&q)[0].0, "spec.scopeSelector.matchExpressions.values");
+        q["spec"]["scopeSelector"] = select("Gt", json!(["1"]));
+        assert_eq!(
+            invalid_quota(&q),
+            vec![(
+                "spec.scopeSelector.matchExpressions.operator".to_owned(),
+                "Invalid value: \"Gt\": not a valid selector operator".to_owned()
+            )]
+        );
+        q["spec"]["scopeSelector"] =
+            json!({"matchExpressions": [{"scopeName": "BestEffort", "operator": "DoesNotExist"}]});
+        assert_eq!(invalid_quota(&q)[0].0, "spec.scopeSelector.matchExpressions.operator");
+        q["spec"]["scopeSelector"] =
+            json!({"matchExpressions": [{"scopeName": "CrossNamespacePodAffinity", "operator": "Exists"}]});
+        assert_eq!(invalid_quota(&q)[0].0, "spec.scopeSelector.matchExpressions.scopeName");
+        q["spec"].as_object_mut().expect("spec").remove("scopeSelector");
+        q["spec"]["scopes"] = json!(["Terminating", "Sometimes"]);
+        assert_eq!(
+            invalid_quota(&q),
+            vec![(
+                "spec.scopes[1]".to_owned(),
+                "Unsupported value: \"Sometimes\": supported values: \"BestEffort\", \"NotBestEffort\", \"NotTerminating\", \"PriorityClass\", \"Terminating\"".to_owned()
+            )]
         );
     }
 
