@@ -143,7 +143,8 @@ impl DaemonSets {
         for p in plan.release.iter().filter_map(|n| pod(n)) {
             writes::release(ctx, &**p, &**ds, COMPONENT).await?;
         }
-        create_pods(ctx, ds, &plan).await?;
+        let pods: Vec<Pod> = plan.create.iter().map(|n| daemonset::pod_for_node(ds, n, &plan.hash)).collect();
+        writes::create_pods(ctx, &events::reference(&**ds), &pods, COMPONENT).await?;
         self.delete_pods(ctx, ds, &plan, cache, now).await?;
         if let Some(status) = plan.status.filter(|s| ds.status.as_ref() != Some(s)) {
             let mut updated = (**ds).clone();
@@ -195,35 +196,4 @@ impl DaemonSets {
 /// Upstream forgets a back-off entry untouched for twice the longest delay.
 fn expired(last: Timestamp, now: Timestamp) -> bool {
     clock::after(last, FAILED_BACKOFF.max.saturating_mul(2)) < now
-}
-
-/// Creates the plan's pods, one per node, in batches of 1, 2, 4, …, stopping at a failure.
-async fn create_pods<S: Store + Clone>(ctx: &Ctx<S>, ds: &DaemonSet, plan: &DsPlan) -> Result<(), ApiError> {
-    let reference = events::reference(ds);
-    let mut nodes = plan.create.as_slice();
-    let mut batch = 1usize;
-    while !nodes.is_empty() {
-        let (now, later) = nodes.split_at(batch.min(nodes.len()));
-        let pods: Vec<Pod> = now.iter().map(|n| daemonset::pod_for_node(ds, n, &plan.hash)).collect();
-        let created = join_all(pods.iter().map(|p| writes::create(ctx, p, COMPONENT))).await;
-        for result in created {
-            match result {
-                Ok(stored) => {
-                    let name = stored.key.rsplit('/').next().unwrap_or_default();
-                    let message = format!("Created pod: {name}");
-                    events::record(ctx, &reference, events::NORMAL, "SuccessfulCreate", &message, COMPONENT)
-                        .await;
-                }
-                Err(e) => {
-                    let message = format!("Error creating: {}", e.message);
-                    events::record(ctx, &reference, events::WARNING, "FailedCreate", &message, COMPONENT)
-                        .await;
-                    return Err(e);
-                }
-            }
-        }
-        nodes = later;
-        batch = batch.saturating_mul(2);
-    }
-    Ok(())
 }

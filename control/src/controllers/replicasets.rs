@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use futures::future::join_all;
 use jiff::Timestamp;
-use k8s_openapi::api::{apps::v1::ReplicaSet, core::v1::Pod};
+use k8s_openapi::api::core::v1::Pod;
 
 use super::{
     Ctx, Loop, Work,
@@ -80,7 +80,8 @@ impl ReplicaSets {
         for p in plan.release.iter().filter_map(|n| pod(n)) {
             writes::release(ctx, &**p, &**rs, COMPONENT).await?;
         }
-        create_pods(ctx, rs, plan.create).await?;
+        let pods = vec![replicaset::pod_from_template(rs); plan.create as usize];
+        writes::create_pods(ctx, &events::reference(&**rs), &pods, COMPONENT).await?;
         let doomed: Vec<&Arc<Pod>> = plan.delete.iter().filter_map(|n| pod(n)).collect();
         let options = Options::default();
         let deleted =
@@ -105,49 +106,6 @@ impl ReplicaSets {
         }
         Ok(plan.next_check)
     }
-}
-
-/// Creates `count` pods from `rs`'s template in batches of 1, 2, 4, …, stopping at a failure.
-async fn create_pods<S: Store + Clone>(ctx: &Ctx<S>, rs: &ReplicaSet, count: u32) -> Result<(), ApiError> {
-    let template = replicaset::pod_from_template(rs);
-    let (mut left, mut batch) = (count, 1u32);
-    while left > 0 {
-        let n = batch.min(left);
-        let created = join_all((0..n).map(|_| writes::create(ctx, &template, COMPONENT))).await;
-        for result in created {
-            match result {
-                Ok(stored) => {
-                    let name = stored.key.rsplit('/').next().unwrap_or_default().to_owned();
-                    let message = format!("Created pod: {name}");
-                    events::record(
-                        ctx,
-                        &events::reference(rs),
-                        events::NORMAL,
-                        "SuccessfulCreate",
-                        &message,
-                        COMPONENT,
-                    )
-                    .await;
-                }
-                Err(e) => {
-                    let message = format!("Error creating: {}", e.message);
-                    events::record(
-                        ctx,
-                        &events::reference(rs),
-                        events::WARNING,
-                        "FailedCreate",
-                        &message,
-                        COMPONENT,
-                    )
-                    .await;
-                    return Err(e);
-                }
-            }
-        }
-        left -= n;
-        batch = batch.saturating_mul(2);
-    }
-    Ok(())
 }
 
 #[cfg(test)]

@@ -1,14 +1,16 @@
 //! Typed writes for the loops: cached k8s-openapi objects in, the API server's internal write
 //! paths (see `api/internal.rs`) out.
 
+use futures::future::join_all;
 use k8s_openapi::{
     Metadata, Resource,
+    api::core::v1::{ObjectReference, Pod},
     apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference},
 };
 use serde::Serialize;
 use serde_json::Value;
 
-use super::Ctx;
+use super::{Ctx, events};
 use crate::{
     api::{ApiError, deletion::Options, registry},
     store::{Object, Store},
@@ -110,4 +112,37 @@ where
     Ok(meta.uid.is_some()
         && stored.pointer("/metadata/uid").and_then(Value::as_str) == meta.uid.as_deref()
         && stored.pointer("/metadata/deletionTimestamp").is_none_or(Value::is_null))
+}
+
+/// Creates `pods` for the controller `owner` in slow-start batches of 1, 2, 4, …, stopping at the
+/// first failure (so a broken template costs one request, as upstream's controllers do), with a
+/// `SuccessfulCreate` or `FailedCreate` event on the owner for each.
+pub async fn create_pods<S: Store + Clone>(
+    ctx: &Ctx<S>,
+    owner: &ObjectReference,
+    pods: &[Pod],
+    manager: &str,
+) -> Result<(), ApiError> {
+    let (mut left, mut batch) = (pods, 1usize);
+    while !left.is_empty() {
+        let (now, later) = left.split_at(batch.min(left.len()));
+        let created = join_all(now.iter().map(|p| create(ctx, p, manager))).await;
+        for result in created {
+            match result {
+                Ok(stored) => {
+                    let name = stored.key.rsplit('/').next().unwrap_or_default();
+                    let message = format!("Created pod: {name}");
+                    events::record(ctx, owner, events::NORMAL, "SuccessfulCreate", &message, manager).await;
+                }
+                Err(e) => {
+                    let message = format!("Error creating: {}", e.message);
+                    events::record(ctx, owner, events::WARNING, "FailedCreate", &message, manager).await;
+                    return Err(e);
+                }
+            }
+        }
+        left = later;
+        batch = batch.saturating_mul(2);
+    }
+    Ok(())
 }

@@ -48,23 +48,12 @@ fn active(w: &World) -> Vec<String> {
     live.map(|j| j["metadata"]["name"].as_str().unwrap_or_default().to_owned()).collect()
 }
 
-/// Runs the loops and agents until idle.
-async fn converge(w: &mut World) {
-    for _ in 0..100 {
-        let ran = w.settle().await;
-        if w.kubelet().await == 0 && ran == 0 {
-            return;
-        }
-    }
-    panic!("the loops did not converge");
-}
-
 /// Moves the clock on by `seconds` with the node's agent alive (its Lease renewed), and lets
 /// the loops and agents settle.
 async fn tick(w: &mut World, seconds: u64) {
     w.clock.advance(Duration::from_secs(seconds));
     w.renew("n1").await;
-    converge(w).await;
+    w.converge().await;
 }
 
 /// Ends the containers of every running pod of `job` successfully.
@@ -87,7 +76,7 @@ async fn finish_job(w: &mut World, job: &str) {
         })
         .await;
     }
-    converge(w).await;
+    w.converge().await;
 }
 
 /// Minutes since the epoch of `w`'s clock plus `minutes`: the suffix of that minute's Job.
@@ -102,7 +91,7 @@ fn every_minute_with_forbid_never_overlaps_and_the_held_run_starts_when_the_last
         let mut w = World::new(Config::default()).await;
         w.node("n1").await;
         create(&w, cronjob("tick", "* * * * *", json!({"concurrencyPolicy": "Forbid"}))).await;
-        converge(&mut w).await;
+        w.converge().await;
         assert!(jobs(&w).is_empty(), "nothing before the first minute");
         tick(&mut w, 60).await;
         let first = job_name(&w, "tick", 0);

@@ -69,17 +69,6 @@ async fn finish(w: &World, pod: &str, succeeded: bool) {
     .await;
 }
 
-/// Settles the loops and runs the agents until both are idle.
-async fn converge(w: &mut World) {
-    for _ in 0..100 {
-        let ran = w.settle().await;
-        if w.kubelet().await == 0 && ran == 0 {
-            return;
-        }
-    }
-    panic!("the loops did not converge");
-}
-
 #[test]
 fn five_completions_two_at_a_time_then_complete() {
     runtime().block_on(async {
@@ -88,7 +77,7 @@ fn five_completions_two_at_a_time_then_complete() {
         w.create(job("pi", json!({"completions": 5, "parallelism": 2}))).await;
         let mut most = 0;
         for _ in 0..10 {
-            converge(&mut w).await;
+            w.converge().await;
             let now_running = running(&w, "pi");
             most = most.max(now_running.len());
             if now_running.is_empty() {
@@ -129,10 +118,10 @@ fn failures_back_off_and_stop_at_the_backoff_limit() {
         w.create(job("flaky", json!({"backoffLimit": 2}))).await;
         // Each failure waits longer for its replacement: 10 s, then 20 s.
         for (failure, delay) in [(1, 10), (2, 20)] {
-            converge(&mut w).await;
+            w.converge().await;
             let pod = running(&w, "flaky").pop().expect("a pod runs");
             finish(&w, &name(&pod), false).await;
-            converge(&mut w).await;
+            w.converge().await;
             assert_eq!(status(&w, "flaky")["failed"], failure);
             assert!(running(&w, "flaky").is_empty(), "no replacement before the back-off");
             w.advance(Duration::from_secs(delay - 1)).await;
@@ -140,10 +129,10 @@ fn failures_back_off_and_stop_at_the_backoff_limit() {
             w.advance(Duration::from_secs(1)).await;
             assert_eq!(running(&w, "flaky").len(), 1, "replaced after {delay} s");
         }
-        converge(&mut w).await;
+        w.converge().await;
         let pod = running(&w, "flaky").pop().expect("the third pod");
         finish(&w, &name(&pod), false).await;
-        converge(&mut w).await;
+        w.converge().await;
         let failed = condition(&w, "flaky", "Failed").expect("Failed");
         assert_eq!(failed["reason"], "BackoffLimitExceeded");
         assert_eq!(status(&w, "flaky")["failed"], 3);
@@ -159,13 +148,13 @@ fn the_active_deadline_fails_the_job_and_stops_its_pods() {
         let mut w = World::new(Config::default()).await;
         w.node("n1").await;
         w.create(job("slow", json!({"activeDeadlineSeconds": 30, "parallelism": 2, "completions": 4}))).await;
-        converge(&mut w).await;
+        w.converge().await;
         assert_eq!(running(&w, "slow").len(), 2);
         w.advance(Duration::from_secs(29)).await;
         assert!(condition(&w, "slow", "FailureTarget").is_none());
         w.advance(Duration::from_secs(1)).await;
         assert_eq!(condition(&w, "slow", "FailureTarget").expect("decided")["reason"], "DeadlineExceeded");
-        converge(&mut w).await;
+        w.converge().await;
         let failed = condition(&w, "slow", "Failed").expect("Failed once the pods are gone");
         assert_eq!(failed["message"], "Job was active longer than specified deadline");
         assert!(pods_of(&w, "slow").is_empty(), "the stopped pods are gone (finalizers released)");
@@ -179,15 +168,15 @@ fn a_finished_job_is_deleted_after_its_ttl_with_its_pods() {
         let mut w = World::new(Config::default()).await;
         w.node("n1").await;
         w.create(job("once", json!({"ttlSecondsAfterFinished": 60}))).await;
-        converge(&mut w).await;
+        w.converge().await;
         let pod = running(&w, "once").pop().expect("pod");
         finish(&w, &name(&pod), true).await;
-        converge(&mut w).await;
+        w.converge().await;
         assert!(condition(&w, "once", "Complete").is_some());
         w.advance(Duration::from_secs(59)).await;
         assert!(w.get("Job", Some("default"), "once").is_some(), "kept until the TTL passes");
         w.advance(Duration::from_secs(1)).await;
-        converge(&mut w).await;
+        w.converge().await;
         assert!(w.get("Job", Some("default"), "once").is_none(), "deleted after 60 s");
         assert!(pods_of(&w, "once").is_empty(), "its pods with it");
     });
@@ -199,7 +188,7 @@ fn an_indexed_job_runs_each_index_once_and_reruns_a_failed_index() {
         let mut w = World::new(Config::default()).await;
         w.node("n1").await;
         w.create(job("idx", json!({"completionMode": "Indexed", "completions": 3, "parallelism": 3}))).await;
-        converge(&mut w).await;
+        w.converge().await;
         let index =
             |p: &Value| p["metadata"]["annotations"]["batch.kubernetes.io/job-completion-index"].clone();
         let mut indexes: Vec<Value> = running(&w, "idx").iter().map(index).collect();
@@ -210,13 +199,13 @@ fn an_indexed_job_runs_each_index_once_and_reruns_a_failed_index() {
             assert_eq!(p["spec"]["hostname"], format!("idx-{}", i.as_str().unwrap_or_default()));
             finish(&w, &name(&p), i != "1").await;
         }
-        converge(&mut w).await;
+        w.converge().await;
         assert_eq!(status(&w, "idx")["completedIndexes"], "0,2");
         w.advance(Duration::from_secs(10)).await;
         let again = running(&w, "idx");
         assert_eq!(again.iter().map(index).collect::<Vec<_>>(), [json!("1")], "only the failed index reruns");
         finish(&w, &name(&again[0]), true).await;
-        converge(&mut w).await;
+        w.converge().await;
         assert_eq!(status(&w, "idx")["completedIndexes"], "0-2");
         assert_eq!(status(&w, "idx")["succeeded"], 3);
         assert!(condition(&w, "idx", "Complete").is_some());
@@ -229,11 +218,11 @@ fn a_deleted_pod_counts_as_failed_and_is_replaced_and_a_deleted_job_lets_its_pod
         let mut w = World::new(Config::default()).await;
         w.node("n1").await;
         w.create(job("work", json!({"completions": 2, "parallelism": 2}))).await;
-        converge(&mut w).await;
+        w.converge().await;
         let victim = running(&w, "work").pop().expect("pod");
         let key = format!("/registry/core/pods/default/{}", name(&victim));
         w.server.delete_key(&key, &Default::default()).await.expect("delete pod");
-        converge(&mut w).await;
+        w.converge().await;
         assert!(w.get("Pod", Some("default"), &name(&victim)).is_none(), "its finalizer was released");
         assert_eq!(status(&w, "work")["failed"], 1);
         assert_eq!(running(&w, "work").len(), 1, "a failure's replacement waits 10 s");
@@ -242,7 +231,7 @@ fn a_deleted_pod_counts_as_failed_and_is_replaced_and_a_deleted_job_lets_its_pod
 
         let key = "/registry/batch/jobs/default/work";
         w.server.delete_key(key, &Default::default()).await.expect("delete job");
-        converge(&mut w).await;
+        w.converge().await;
         assert!(pods_of(&w, "work").is_empty(), "the collector and the Job loop leave no pod behind");
     });
 }
@@ -253,12 +242,12 @@ fn a_suspended_job_stops_its_pods_and_resumes_with_a_fresh_start_time() {
         let mut w = World::new(Config::default()).await;
         w.node("n1").await;
         w.create(job("later", json!({"suspend": true, "activeDeadlineSeconds": 100}))).await;
-        converge(&mut w).await;
+        w.converge().await;
         assert!(pods_of(&w, "later").is_empty());
         assert!(condition(&w, "later", "Suspended").is_some());
         w.advance(Duration::from_secs(500)).await;
         w.edit("Job", Some("default"), "later", false, |j| j["spec"]["suspend"] = json!(false)).await;
-        converge(&mut w).await;
+        w.converge().await;
         assert_eq!(running(&w, "later").len(), 1);
         assert_eq!(status(&w, "later")["startTime"], w.now(), "the deadline counts from the resume");
         assert!(condition(&w, "later", "Failed").is_none(), "the suspended time is not held against it");
@@ -272,15 +261,15 @@ fn pods_the_job_stops_by_choice_are_not_failures() {
         let mut w = World::new(Config::default()).await;
         w.node("n1").await;
         w.create(job("elastic", json!({"parallelism": 3, "completions": 6, "backoffLimit": 0}))).await;
-        converge(&mut w).await;
+        w.converge().await;
         assert_eq!(running(&w, "elastic").len(), 3);
         // Fewer at once: the extra pod is stopped, not failed (backoffLimit 0 would fail the Job).
         w.edit("Job", Some("default"), "elastic", false, |j| j["spec"]["parallelism"] = json!(2)).await;
-        converge(&mut w).await;
+        w.converge().await;
         assert_eq!(running(&w, "elastic").len(), 2);
         // Suspended: every pod stopped, none counted.
         w.edit("Job", Some("default"), "elastic", false, |j| j["spec"]["suspend"] = json!(true)).await;
-        converge(&mut w).await;
+        w.converge().await;
         assert!(running(&w, "elastic").is_empty());
         assert!(pods_of(&w, "elastic").is_empty(), "stopped pods are released and gone");
         let st = status(&w, "elastic");
@@ -290,7 +279,7 @@ fn pods_the_job_stops_by_choice_are_not_failures() {
                 && condition(&w, "elastic", "FailureTarget").is_none()
         );
         w.edit("Job", Some("default"), "elastic", false, |j| j["spec"]["suspend"] = json!(false)).await;
-        converge(&mut w).await;
+        w.converge().await;
         assert_eq!(running(&w, "elastic").len(), 2, "resumed at the current parallelism");
     });
 }

@@ -40,6 +40,17 @@ impl World {
         self.manager.settle().await.expect("loops settle")
     }
 
+    /// Settles the loops and runs the agents (`kubelet`) until both are idle.
+    pub async fn converge(&mut self) {
+        for _ in 0..100 {
+            let ran = self.settle().await;
+            if self.kubelet().await == 0 && ran == 0 {
+                return;
+            }
+        }
+        panic!("the loops did not converge");
+    }
+
     /// Moves the clock on, then settles.
     pub async fn advance(&mut self, by: Duration) {
         self.clock.advance(by);

@@ -129,7 +129,8 @@ impl Jobs {
             let message = format!("Deleted pod: {}", p.metadata.name.as_deref().unwrap_or_default());
             events::record(ctx, &reference, events::NORMAL, "SuccessfulDelete", &message, COMPONENT).await;
         }
-        create_pods(ctx, j, &plan.create).await?;
+        let new: Vec<Pod> = plan.create.iter().map(|i| job::pod_for(j, *i)).collect();
+        writes::create_pods(ctx, &reference, &new, COMPONENT).await?;
         for n in &plan.notes {
             let kind = if n.warning { events::WARNING } else { events::NORMAL };
             events::record(ctx, &reference, kind, &n.reason, &n.message, COMPONENT).await;
@@ -168,38 +169,4 @@ async fn unfinalize<S: Store + Clone>(ctx: &Ctx<S>, pod: &Pod) -> Result<(), Api
         Err(e) if e.code == 404 => Ok(()),
         other => other.map(drop),
     }
-}
-
-/// Creates the pods `create` names in batches of 1, 2, 4, …, stopping at a failure.
-async fn create_pods<S: Store + Clone>(
-    ctx: &Ctx<S>,
-    j: &Job,
-    create: &[Option<i32>],
-) -> Result<(), ApiError> {
-    let reference = events::reference(j);
-    let (mut done, mut batch) = (0, 1);
-    while done < create.len() {
-        let now: Vec<Pod> =
-            create[done..(done + batch).min(create.len())].iter().map(|i| job::pod_for(j, *i)).collect();
-        let created = join_all(now.iter().map(|p| writes::create(ctx, p, COMPONENT))).await;
-        for result in created {
-            match result {
-                Ok(stored) => {
-                    let name = stored.key.rsplit('/').next().unwrap_or_default();
-                    let message = format!("Created pod: {name}");
-                    events::record(ctx, &reference, events::NORMAL, "SuccessfulCreate", &message, COMPONENT)
-                        .await;
-                }
-                Err(e) => {
-                    let message = format!("Error creating: {}", e.message);
-                    events::record(ctx, &reference, events::WARNING, "FailedCreate", &message, COMPONENT)
-                        .await;
-                    return Err(e);
-                }
-            }
-        }
-        done += now.len();
-        batch *= 2;
-    }
-    Ok(())
 }
