@@ -9,6 +9,8 @@
 //! - [`Registry`]: a private OCI registry on loopback, and pushing to it with skopeo.
 //! - [`traffic`]: UDP echo server and lock-step client.
 //! - [`wire`]: making a veth behave like a wire for XDP (complete checksums, a polling peer).
+//! - [`pktgen`]: frames transmitted from XDP's live test mode, no socket in the way.
+//! - [`napi`]: threaded NAPI, so an interface's receive work has a CPU time of its own.
 //! - [`poll_until`]: wait for a condition with a deadline instead of sleeping.
 //! - [`sweep_stale`]: removes what killed test runs left behind.
 //!
@@ -19,8 +21,10 @@ mod bpffs;
 mod cmd;
 mod containerd;
 mod error;
+pub mod napi;
 mod netns;
 pub mod packet;
+pub mod pktgen;
 mod poll;
 mod registry;
 mod stale;

@@ -98,6 +98,20 @@ impl NetNs {
         })
     }
 
+    /// The MAC address of `iface`.
+    pub fn mac(&self, iface: &str) -> Result<[u8; 6]> {
+        let out = self.ip(&["-o", "link", "show", "dev", iface])?;
+        let text = out.split_whitespace().skip_while(|w| *w != "link/ether").nth(1);
+        let mut mac = [0u8; 6];
+        let mut parts = text.map(|t| t.split(':')).into_iter().flatten();
+        for b in &mut mac {
+            *b = parts.next().and_then(|p| u8::from_str_radix(p, 16).ok()).ok_or_else(|| {
+                Error::io(format!("MAC address of {iface}"), std::io::Error::other(out.trim().to_owned()))
+            })?;
+        }
+        Ok(mac)
+    }
+
     /// Whether an XDP program is attached to `iface` (any mode).
     pub fn xdp_attached(&self, iface: &str) -> Result<bool> {
         let out = self.ip(&["link", "show", "dev", iface])?;

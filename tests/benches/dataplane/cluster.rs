@@ -83,11 +83,13 @@ pub struct Cluster {
     pub mode: ProxyMode,
     bins: PathBuf,
     /// Holds the bridge; the other namespaces' veths go with it.
-    _switch: NetNs,
+    pub switch: NetNs,
     pub ext: NetNs,
     pub nodes: [NetNs; 2],
     pins: [PinDir; 2],
-    _wires: Vec<wire::XdpPass>,
+    /// The pass programs on the switch's ports sw-ext, sw-n1 and sw-n2 (`None` while another
+    /// program stands in).
+    pub wires: Vec<Option<wire::XdpPass>>,
     pub client: PodNs,
     /// b1…b4 on node 1, r1, r2 on node 2.
     pub local: Vec<PodNs>,
@@ -135,9 +137,9 @@ impl Cluster {
             ns.ip(&["addr", "add", &format!("{ip}/24"), "dev", "eth0"]).expect("address");
             ns.ip(&["link", "set", "eth0", "up"]).expect("up");
             wire::checksums_complete(Some(ns.name()), "eth0").expect("checksums");
-            wires.push(
+            wires.push(Some(
                 switch.run(|| wire::XdpPass::attach(port)).expect("switch thread").expect("pass program"),
-            );
+            ));
         }
         // Each node routes the other's pods and keeps its neighbour entry resolved, as the agent
         // does (XDP can read a neighbour, never resolve one).
@@ -157,11 +159,11 @@ impl Cluster {
         let mut cluster = Cluster {
             mode,
             bins: bins.to_owned(),
-            _switch: switch,
+            switch,
             ext,
             nodes,
             pins,
-            _wires: wires,
+            wires,
             client: PodNs {
                 ns: NetNs::new(&format!("{label}-client")).expect("pod"),
                 ip: Ipv4Addr::UNSPECIFIED,

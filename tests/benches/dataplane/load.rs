@@ -1,12 +1,11 @@
 //! The load: request/response over one kept-alive connection (TCP_RR) and over a new connection
-//! each (TCP_CRR) against skiff-echo's TCP echo, a UDP flood into a counting sink, iperf3, and the
-//! CPU time the whole machine spent meanwhile (from /proc/stat: every core, every context, so the
-//! datapath's softirq work counts wherever it ran).
+//! each (TCP_CRR) against skiff-echo's TCP echo, iperf3, and the CPU time the whole machine spent
+//! meanwhile (from /proc/stat: every core, every context, so the datapath's softirq work counts
+//! wherever it ran). NodePort forwarding has its own module, `forward`.
 
 use std::{
     io::{Read as _, Write as _},
-    net::{SocketAddrV4, TcpStream, UdpSocket},
-    sync::atomic::{AtomicBool, AtomicU64, Ordering},
+    net::{SocketAddrV4, TcpStream},
     time::{Duration, Instant},
 };
 
@@ -98,9 +97,6 @@ pub fn answers(ns: &NetNs, to: SocketAddrV4) -> bool {
 pub struct Ticks {
     /// user, nice, system, irq, softirq, steal: everything but idle.
     pub busy: u64,
-    /// softirq alone: where the kernel processes received packets (XDP, bridging, forwarding,
-    /// netfilter, delivery to sockets), whichever process it interrupted.
-    pub softirq: u64,
 }
 
 impl Ticks {
@@ -110,83 +106,12 @@ impl Ticks {
         // user nice system idle iowait irq softirq steal
         let f: Vec<u64> = cpu.split_whitespace().skip(1).filter_map(|f| f.parse().ok()).collect();
         let at = |i: usize| f.get(i).copied().unwrap_or(0);
-        Ticks { busy: at(0) + at(1) + at(2) + at(5) + at(6) + at(7), softirq: at(6) }
+        Ticks { busy: at(0) + at(1) + at(2) + at(5) + at(6) + at(7) }
     }
 
     pub fn since(self, start: Ticks) -> Ticks {
-        Ticks { busy: self.busy - start.busy, softirq: self.softirq - start.softirq }
+        Ticks { busy: self.busy - start.busy }
     }
-}
-
-/// What a UDP flood did.
-#[derive(Debug, Clone, Copy, Default, Serialize)]
-pub struct Flood {
-    pub sent: u64,
-    pub received: u64,
-    pub seconds: f64,
-    /// Busy CPU seconds of the whole machine meanwhile, and of them in softirq.
-    pub cpu_seconds: f64,
-    pub softirq_seconds: f64,
-}
-
-impl Flood {
-    /// Datagrams delivered per second.
-    pub fn pps(&self) -> f64 {
-        self.received as f64 / self.seconds
-    }
-
-    /// Datagrams delivered per busy CPU second (sender, datapath and sink together).
-    pub fn pps_per_core(&self) -> f64 {
-        self.received as f64 / self.cpu_seconds.max(0.01)
-    }
-
-    /// Datagrams delivered per softirq CPU second: the forwarding path's own rate per core (the
-    /// sender's and the sink's system calls are not in softirq).
-    pub fn pps_per_softirq_core(&self) -> f64 {
-        self.received as f64 / self.softirq_seconds.max(0.01)
-    }
-}
-
-/// Sends 64-byte datagrams from `from` to `to` for `seconds` as fast as one thread can, counting
-/// what a sink bound at `sink` (in `sink_ns`) receives.
-pub fn udp_flood(from: &NetNs, to: SocketAddrV4, sink_ns: &NetNs, sink: SocketAddrV4, seconds: f64) -> Flood {
-    let stop = AtomicBool::new(false);
-    let received = AtomicU64::new(0);
-    let socket = sink_ns.run(move || UdpSocket::bind(sink)).expect("sink thread").expect("bind sink");
-    socket.set_read_timeout(Some(Duration::from_millis(100))).expect("timeout");
-    let mut flood = Flood::default();
-    std::thread::scope(|s| {
-        s.spawn(|| {
-            let mut buf = [0u8; 2048];
-            while !stop.load(Ordering::Relaxed) {
-                if socket.recv(&mut buf).is_ok() {
-                    received.fetch_add(1, Ordering::Relaxed);
-                }
-            }
-        });
-        let sender = from.run(move || UdpSocket::bind("0.0.0.0:0")).expect("sender thread").expect("bind");
-        sender.connect(to).expect("connect");
-        let ticks = Ticks::now();
-        let start = Instant::now();
-        let mut sent = 0u64;
-        while start.elapsed().as_secs_f64() < seconds {
-            for _ in 0..64 {
-                if sender.send(&REQUEST).is_ok() {
-                    sent += 1;
-                }
-            }
-        }
-        flood.seconds = start.elapsed().as_secs_f64();
-        // Let the last datagrams land.
-        std::thread::sleep(Duration::from_millis(200));
-        let used = Ticks::now().since(ticks);
-        flood.cpu_seconds = used.busy as f64 / 100.0;
-        flood.softirq_seconds = used.softirq as f64 / 100.0;
-        flood.sent = sent;
-        stop.store(true, Ordering::Relaxed);
-    });
-    flood.received = received.load(Ordering::Relaxed);
-    flood
 }
 
 /// iperf3 from `ns` to `to` for `seconds`: received Gbit/s.

@@ -15,6 +15,7 @@
 //! per busy CPU second). Writes `target/bench/dataplane.{json,md,svg}` and prints the table.
 
 mod cluster;
+mod forward;
 mod load;
 mod report;
 
@@ -98,11 +99,15 @@ fn interleaved(
     (a, b)
 }
 
-fn run_mode(mode: ProxyMode, plan: &Plan, bins: &std::path::Path, results: &mut Results) {
-    let name = match mode {
+fn mode_name(mode: ProxyMode) -> &'static str {
+    match mode {
         ProxyMode::Ebpf => "ebpf",
         ProxyMode::Iptables => "iptables",
-    };
+    }
+}
+
+fn run_mode(mode: ProxyMode, plan: &Plan, bins: &std::path::Path, results: &mut Results) {
+    let name = mode_name(mode);
     eprintln!("==> {name}: building the cluster");
     let mut c = Cluster::new(mode, bins);
     for &n in plan.counts {
@@ -155,36 +160,53 @@ fn run_mode(mode: ProxyMode, plan: &Plan, bins: &std::path::Path, results: &mut 
                 load::iperf3(&c.client.ns, SocketAddrV4::new(c.local[0].ip, IPERF_PORT), plan.iperf_seconds);
             progress(&format!("iperf3: {vip_gbps:.1} Gbit/s through the Service, {direct_gbps:.1} direct"));
             results.throughput.push(Throughput { mode: name, vip_gbps, direct_gbps });
-
-            let np = SocketAddrV4::new(NODE_IPS[0], NODE_PORT_TCP);
-            let rr = load::tcp_rr(&c.ext, np, plan.rr / 2);
-            let crr = load::tcp_crr(&c.ext, np, plan.crr / 2);
-            let sink = SocketAddrV4::new(c.remote[0].ip, SINK_PORT);
-            let flood = load::udp_flood(
-                &c.ext,
-                SocketAddrV4::new(NODE_IPS[0], NODE_PORT_UDP),
-                &c.remote[0].ns,
-                sink,
-                plan.flood_seconds,
-            );
-            progress(&format!(
-                "NodePort to node 2: {:.0} kpps delivered ({:.0} kpps per busy core, {:.0} per softirq core, {} of {} sent)",
-                flood.pps() / 1e3,
-                flood.pps_per_core() / 1e3,
-                flood.pps_per_softirq_core() / 1e3,
-                flood.received,
-                flood.sent
-            ));
-            let routed = load::udp_flood(&c.ext, sink, &c.remote[0].ns, sink, plan.flood_seconds);
-            results.nodeport.push(NodePort {
-                mode: name,
-                rr: load::Percentiles::of(rr),
-                crr: load::Percentiles::of(crr),
-                flood,
-                routed,
-            });
+            results.nodeport.push(nodeport(&mut c, name, plan));
         }
     }
+}
+
+/// NodePort from the outside through node 1 to a backend on node 2: TCP_RR and TCP_CRR latency,
+/// then forwarding per core (generated UDP frames; see `forward`), beside node 1 merely routing.
+fn nodeport(c: &mut Cluster, mode: &'static str, plan: &Plan) -> NodePort {
+    let np = SocketAddrV4::new(NODE_IPS[0], NODE_PORT_TCP);
+    let rr = load::tcp_rr(&c.ext, np, plan.rr / 2);
+    let crr = load::tcp_crr(&c.ext, np, plan.crr / 2);
+    let sink = SocketAddrV4::new(c.remote[0].ip, SINK_PORT);
+    let rig = forward::Rig::new(c);
+    let np = SocketAddrV4::new(NODE_IPS[0], NODE_PORT_UDP);
+    let flood = rig.run(np, plan.flood_seconds);
+    let routed = rig.run(sink, plan.flood_seconds);
+    drop(rig);
+    for (what, f) in [("NodePort", &flood), ("routed", &routed)] {
+        progress(&format!(
+            "{what} to node 2: {:.0} k forwarded per node-1 core, {:.0} kpps ({} received, {} forwarded, {} delivered; {:.2} s of node 1's CPU)",
+            f.per_core() / 1e3,
+            f.pps() / 1e3,
+            f.received,
+            f.forwarded,
+            f.delivered,
+            f.node_cpu_seconds
+        ));
+    }
+    NodePort { mode, rr: load::Percentiles::of(rr), crr: load::Percentiles::of(crr), flood, routed }
+}
+
+/// `--nodeport`: the NodePort measurements alone, on a cluster with the smallest N of Services
+/// (for working on the north-south path without the minutes the rest takes).
+fn nodeport_alone(mode: ProxyMode, plan: &Plan, bins: &std::path::Path) -> NodePort {
+    let name = mode_name(mode);
+    eprintln!("==> {name}: building the cluster (NodePort only)");
+    let mut c = Cluster::new(mode, bins);
+    c.fresh_dataplane(0);
+    let svcs = services(&c, plan.counts[0]);
+    c.program(0, &svcs);
+    let np = SocketAddrV4::new(NODE_IPS[0], NODE_PORT_TCP);
+    let start = Instant::now();
+    while !load::answers(&c.ext, np) {
+        assert!(start.elapsed() < cluster::PROGRAMMING_LIMIT, "{name}: NodePort {np} never answered");
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    nodeport(&mut c, name, plan)
 }
 
 fn main() {
@@ -201,14 +223,23 @@ fn main() {
         throughput: Vec::new(),
         nodeport: Vec::new(),
     };
+    let nodeport_only = std::env::args().any(|a| a == "--nodeport");
     for mode in [ProxyMode::Ebpf, ProxyMode::Iptables] {
-        run_mode(mode, &plan, &bins, &mut results);
+        if nodeport_only {
+            results.nodeport.push(nodeport_alone(mode, &plan, &bins));
+        } else {
+            run_mode(mode, &plan, &bins, &mut results);
+        }
     }
     let dir = PathBuf::from(std::env::var("SKIFF_BENCH_OUT").unwrap_or_else(|_| "target/bench".into()));
     std::fs::create_dir_all(&dir).expect("output dir");
-    let table = results.markdown();
     std::fs::write(dir.join("dataplane.json"), serde_json::to_string_pretty(&results).expect("json"))
         .expect("json");
+    if nodeport_only {
+        // No Service-count rows to chart or tabulate: the progress lines and the JSON are it.
+        return;
+    }
+    let table = results.markdown();
     std::fs::write(dir.join("dataplane.md"), &table).expect("md");
     std::fs::write(dir.join("dataplane.svg"), results.svg()).expect("svg");
     print!("{table}");
