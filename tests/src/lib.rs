@@ -9,7 +9,7 @@
 //! - [`Registry`]: a private OCI registry on loopback, and pushing to it with skopeo.
 //! - [`traffic`]: UDP echo server and lock-step client.
 //! - [`wire`]: making a veth behave like a wire for XDP (complete checksums, a polling peer).
-//! - [`pktgen`]: frames transmitted from XDP's live test mode, no socket in the way.
+//! - [`pktgen`]: whole Ethernet frames handed to an interface's driver (`AF_PACKET`, no qdisc).
 //! - [`napi`]: threaded NAPI, so an interface's receive work has a CPU time of its own.
 //! - [`poll_until`]: wait for a condition with a deadline instead of sleeping.
 //! - [`sweep_stale`]: removes what killed test runs left behind.

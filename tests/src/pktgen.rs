@@ -26,7 +26,8 @@ pub struct Pktgen {
 }
 
 impl Pktgen {
-    /// A generator on `iface` of the calling thread's namespace.
+    /// A generator on `iface` of the calling thread's namespace (once bound, it sends from any
+    /// thread).
     pub fn new(iface: &str) -> Result<Self> {
         crate::require_root()?;
         let ifindex = nix::net::if_::if_nametoindex(iface)
@@ -71,17 +72,20 @@ impl Pktgen {
         Ok(Pktgen { socket })
     }
 
-    /// Sends `frames` (whole Ethernet frames) once each, in batches; returns how many the
-    /// interface took. A frame the receiving side had no room for is dropped there, as a full
-    /// NIC queue drops it, and still counts as taken.
-    pub fn send(&self, frames: &[Vec<u8>]) -> Result<usize> {
-        let mut taken = 0;
-        for chunk in frames.chunks(BATCH) {
-            let mut iov: Vec<libc::iovec> = chunk
-                .iter()
-                .map(|f| libc::iovec { iov_base: f.as_ptr().cast_mut().cast(), iov_len: f.len() })
-                .collect();
-            let mut msgs: Vec<libc::mmsghdr> = iov
+    /// Sends `frames` (whole Ethernet frames) once each, in batches. A frame the interface
+    /// refuses (`ENOBUFS`: its queue is full) is skipped and counted, and sending goes on with
+    /// the next; any other error ends the call. A frame the receiving side has no room for is
+    /// dropped there, as a full NIC queue drops it, and counts as sent.
+    pub fn send(&self, frames: &[Vec<u8>]) -> Result<Sent> {
+        let mut out = Sent::default();
+        let mut iov: Vec<libc::iovec> = frames
+            .iter()
+            .map(|f| libc::iovec { iov_base: f.as_ptr().cast_mut().cast(), iov_len: f.len() })
+            .collect();
+        let mut at = 0;
+        while at < iov.len() {
+            let end = (at + BATCH).min(iov.len());
+            let mut msgs: Vec<libc::mmsghdr> = iov[at..end]
                 .iter_mut()
                 .map(|v| {
                     // SAFETY: msghdr is plain data; all-zero is an empty message.
@@ -91,19 +95,33 @@ impl Pktgen {
                     libc::mmsghdr { msg_hdr: hdr, msg_len: 0 }
                 })
                 .collect();
-            // SAFETY: `msgs` points at `iov`, which points at `frames`; all outlive the call.
-            let sent =
+            // SAFETY: `msgs` points into `iov`, which points into `frames`; all outlive the call.
+            let n =
                 unsafe { libc::sendmmsg(self.socket.as_raw_fd(), msgs.as_mut_ptr(), msgs.len() as u32, 0) };
-            if sent < 0 {
+            if n < 0 {
                 let err = io::Error::last_os_error();
-                // A drop reported back (the peer's queue was full): the batch's rest is lost.
-                if err.raw_os_error() == Some(libc::ENOBUFS) {
-                    continue;
+                if err.raw_os_error() != Some(libc::ENOBUFS) {
+                    return Err(Error::io("sending frames", err));
                 }
-                return Err(Error::io("sending frames", err));
+                // The first frame of the batch was refused.
+                out.refused += 1;
+                at += 1;
+                continue;
             }
-            taken += sent as usize;
+            // `n` frames went; if the batch stopped short, the next one failed (its error is
+            // reported by the next call, which starts there).
+            out.sent += n as usize;
+            at += n as usize;
         }
-        Ok(taken)
+        Ok(out)
     }
+}
+
+/// What one [`Pktgen::send`] did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Sent {
+    /// Frames the interface took.
+    pub sent: usize,
+    /// Frames it refused for a full queue.
+    pub refused: usize,
 }

@@ -31,6 +31,10 @@ const BPF_LINK_CREATE: libc::c_long = 28;
 const BPF_PROG_TYPE_XDP: u32 = 6;
 const BPF_XDP: u32 = 37;
 
+// The instructions below are laid out in the machine's byte order: little-endian only.
+#[cfg(target_endian = "big")]
+compile_error!("wire.rs assembles eBPF for little-endian machines only");
+
 /// One eBPF instruction: opcode, destination and source registers, offset, immediate.
 fn insn(code: u8, dst: u8, src: u8, off: i16, imm: u32) -> u64 {
     let (o, i) = (off.to_le_bytes(), imm.to_le_bytes());

@@ -10,9 +10,10 @@
 //!   last-programmed Service and, interleaved with it, directly to its pod (the floor);
 //! - CPU time of the whole machine per 100k TCP_CRR, both ways;
 //!
-//! and at the smallest N: iperf3 through the Service and direct, and NodePort forwarding from the
-//! outside through node 1 to a backend on node 2 (TCP_RR, TCP_CRR, a UDP flood's delivered packets
-//! per busy CPU second). Writes `target/bench/dataplane.{json,md,svg}` and prints the table.
+//! and at the smallest N: iperf3 through the Service and direct, and NodePort from the outside
+//! through node 1 to a backend on node 2 (TCP_RR, TCP_CRR, and forwarding per core of node 1's
+//! receive thread: `forward.rs`). Writes `target/bench/dataplane.{json,md,svg}` and prints the
+//! table.
 
 mod cluster;
 mod forward;
@@ -172,23 +173,43 @@ fn nodeport(c: &mut Cluster, mode: &'static str, plan: &Plan) -> NodePort {
     let rr = load::tcp_rr(&c.ext, np, plan.rr / 2);
     let crr = load::tcp_crr(&c.ext, np, plan.crr / 2);
     let sink = SocketAddrV4::new(c.remote[0].ip, SINK_PORT);
-    let rig = forward::Rig::new(c);
     let np = SocketAddrV4::new(NODE_IPS[0], NODE_PORT_UDP);
+    let rig = forward::Rig::new(c, forward::Polling::Gro);
     let flood = rig.run(np, plan.flood_seconds);
     let routed = rig.run(sink, plan.flood_seconds);
     drop(rig);
-    for (what, f) in [("NodePort", &flood), ("routed", &routed)] {
+    // iptables mode's other way of polling: GRO skipped (useless for forwarded UDP).
+    let flood_pass_program = (c.mode == ProxyMode::Iptables).then(|| {
+        let rig = forward::Rig::new(c, forward::Polling::PassProgram);
+        rig.run(np, plan.flood_seconds)
+    });
+    let runs = [
+        ("NodePort", Some(&flood)),
+        ("routed", Some(&routed)),
+        ("NodePort, GRO skipped", flood_pass_program.as_ref()),
+    ];
+    for (what, f) in runs.into_iter().filter_map(|(w, f)| Some((w, f?))) {
         progress(&format!(
-            "{what} to node 2: {:.0} k forwarded per node-1 core, {:.0} kpps ({} received, {} forwarded, {} delivered; {:.2} s of node 1's CPU)",
+            "{what} to node 2: {:.0} k forwarded per node-1 core ({:.0} % busy), {:.0} kpps; {} received ({} with the ring full), {} forwarded ({} with the link full), {} delivered; {:.2} s of node 1's CPU",
             f.per_core() / 1e3,
+            f.busy() * 100.0,
             f.pps() / 1e3,
             f.received,
+            f.ring_full,
             f.forwarded,
+            f.link_full,
             f.delivered,
             f.node_cpu_seconds
         ));
     }
-    NodePort { mode, rr: load::Percentiles::of(rr), crr: load::Percentiles::of(crr), flood, routed }
+    NodePort {
+        mode,
+        rr: load::Percentiles::of(rr),
+        crr: load::Percentiles::of(crr),
+        flood,
+        flood_pass_program,
+        routed,
+    }
 }
 
 /// `--nodeport`: the NodePort measurements alone, on a cluster with the smallest N of Services
