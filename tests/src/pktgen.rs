@@ -6,8 +6,8 @@
 //! frames for the interface behind it.
 //!
 //! (The kernel's own XDP traffic generator, `BPF_PROG_TEST_RUN` with live frames, would make raw
-//! frames directly; this machine's kernel, in lockdown's confidentiality mode, answers it with
-//! `EPERM`.)
+//! frames directly; this machine's kernel answers every live-frame run with `EPERM`, even as
+//! root, while the same run without live frames works.)
 
 use std::{
     io,
