@@ -30,8 +30,7 @@ impl Pktgen {
     /// thread).
     pub fn new(iface: &str) -> Result<Self> {
         crate::require_root()?;
-        let ifindex = nix::net::if_::if_nametoindex(iface)
-            .map_err(|e| Error::io(format!("no interface {iface}"), e.into()))?;
+        let ifindex = crate::wire::ifindex(iface)?;
         // Protocol 0: a send-only socket, which receives nothing.
         // SAFETY: plain socket(2); the result is checked.
         let fd = unsafe { libc::socket(libc::AF_PACKET, libc::SOCK_RAW | libc::SOCK_CLOEXEC, 0) };

@@ -113,7 +113,8 @@ fn put_u64(attr: &mut [u8; 128], at: usize, v: u64) {
     attr[at..at + 8].copy_from_slice(&v.to_ne_bytes());
 }
 
-fn ifindex(iface: &str) -> Result<u32> {
+/// The index of `iface` in the calling thread's namespace.
+pub(crate) fn ifindex(iface: &str) -> Result<u32> {
     nix::net::if_::if_nametoindex(iface).map_err(|e| Error::io(format!("no interface {iface}"), e.into()))
 }
 

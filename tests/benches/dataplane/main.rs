@@ -100,6 +100,15 @@ fn interleaved(
     (a, b)
 }
 
+/// Polls `to` from `ns` every 2 ms (fine enough to time programming by) until it answers; fails
+/// once `PROGRAMMING_LIMIT` has passed since `start`.
+fn await_answer(ns: &skiff_tests::NetNs, to: SocketAddrV4, start: Instant, what: &str) {
+    while !load::answers(ns, to) {
+        assert!(start.elapsed() < cluster::PROGRAMMING_LIMIT, "{what} {to} never answered");
+        std::thread::sleep(Duration::from_millis(2));
+    }
+}
+
 fn mode_name(mode: ProxyMode) -> &'static str {
     match mode {
         ProxyMode::Ebpf => "ebpf",
@@ -119,10 +128,7 @@ fn run_mode(mode: ProxyMode, plan: &Plan, bins: &std::path::Path, results: &mut 
         let direct = SocketAddrV4::new(c.local[0].ip, ECHO_PORT);
         let start = Instant::now();
         c.program(0, &svcs);
-        while !load::answers(&c.client.ns, target) {
-            assert!(start.elapsed() < cluster::PROGRAMMING_LIMIT, "{name}: Service {target} never answered");
-            std::thread::sleep(Duration::from_millis(2));
-        }
+        await_answer(&c.client.ns, target, start, &format!("{name}: Service"));
         let programming_ms = start.elapsed().as_secs_f64() * 1e3;
         progress(&format!("programmed in {programming_ms:.0} ms"));
 
@@ -222,11 +228,7 @@ fn nodeport_alone(mode: ProxyMode, plan: &Plan, bins: &std::path::Path) -> NodeP
     let svcs = services(&c, plan.counts[0]);
     c.program(0, &svcs);
     let np = SocketAddrV4::new(NODE_IPS[0], NODE_PORT_TCP);
-    let start = Instant::now();
-    while !load::answers(&c.ext, np) {
-        assert!(start.elapsed() < cluster::PROGRAMMING_LIMIT, "{name}: NodePort {np} never answered");
-        std::thread::sleep(Duration::from_millis(2));
-    }
+    await_answer(&c.ext, np, Instant::now(), &format!("{name}: NodePort"));
     nodeport(&mut c, name, plan)
 }
 
